@@ -1,0 +1,164 @@
+"""The manifest: every generated target, its pinned source package, the paths inside it and its output.
+
+Adding a target is a few lines in TARGETS: a name, a kind ("structs" for the libclang struct/constant
+generator, "amd_regs" for AMD register header pairs), the package it comes from, the header paths
+inside that package, and (for "structs") the output module. See docs/autogen.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+from autogen.sources import Package
+
+# kinds of target, each with its generator (see autogen.__main__.generate_target)
+KIND_STRUCTS = "structs"
+KIND_AMD_REGS = "amd_regs"
+
+UAPI_LICENCE = "GPL-2.0 WITH Linux-syscall-note"
+AMD_LICENCE = "MIT"  # AMD's permission notice, reproduced at the top of each header
+
+# bookworm's kernel headers: what a fresh Debian 12 gets with `apt-get install gcc`
+LINUX_LIBC_DEV = Package("linux-libc-dev", "6.12.117-1", UAPI_LICENCE)
+LINUX_SOURCE_6_12 = Package(
+    "linux-source-6.12", "6.12.117-1", "GPL-2.0 (the tree); per-file notices apply",
+    layout="tarball", tarball="usr/src/linux-source-6.12.tar.xz",
+    members=("drivers/gpu/drm/amd", "drivers/gpu/drm/nouveau/include", "include/uapi"),
+)
+
+# the uapi headers include each other through these directories (inside linux-libc-dev)
+UAPI_INCLUDE_DIRS = ("usr/include", "usr/include/x86_64-linux-gnu")
+
+# kfd_ioctl.h includes <drm/drm.h>, which Debian ships in libdrm-dev, not linux-libc-dev; it uses
+# nothing from it, so an in-memory stand-in that only pulls in the basic types takes its place.
+DRM_STUB = {"drm/drm.h": "#include <linux/types.h>\n"}
+
+# Kernel-internal headers use the kernel's own type names and attribute macros; this prelude gives
+# them their x86-64 Linux meaning (include/linux/types.h, include/uapi/asm-generic/int-ll64.h,
+# include/linux/compiler_attributes.h, include/uapi/linux/stddef.h). amdgpu defines LITTLEENDIAN_CPU
+# on little-endian CPUs (display/dc/os_types.h, reached through amdgpu.h); discovery.h needs it.
+KERNEL_PRELUDE = """\
+typedef unsigned char u8, __u8, uint8_t;
+typedef unsigned short u16, __u16, uint16_t, __le16, __be16;
+typedef unsigned int u32, __u32, uint32_t, __le32, __be32;
+typedef unsigned long long u64, __u64, uint64_t, __le64, __be64;
+typedef signed char s8, __s8, int8_t;
+typedef short s16, __s16, int16_t;
+typedef int s32, __s32, int32_t;
+typedef long long s64, __s64, int64_t;
+typedef unsigned long size_t, uintptr_t;
+typedef long ssize_t, intptr_t;
+typedef _Bool bool;
+enum { false = 0, true = 1 };
+#define __packed __attribute__((packed))
+#define DECLARE_FLEX_ARRAY(TYPE, NAME) struct { struct { } __empty_##NAME; TYPE NAME[]; }
+#define LITTLEENDIAN_CPU 1
+"""
+
+# amdgpu_ucode.h also declares driver state and functions: a printf-format attribute macro and an
+# opaque stand-in for the kernel's struct mutex let it parse; the one struct holding the stand-in is
+# left out (its layout would not be the kernel's).
+UCODE_PRELUDE = KERNEL_PRELUDE + """\
+#define __printf(format_index, first_argument) __attribute__((format(printf, format_index, first_argument)))
+struct mutex { int opaque_stand_in; };
+"""
+UCODE_EXCLUDE = {"amdgpu_firmware": "driver state holding a kernel struct mutex (a stand-in here); "
+                                    "not a firmware format"}
+
+AMD_DIR = "drivers/gpu/drm/amd"
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One generated target. `package`, `version` and `licence` come from its pinned source package."""
+
+    name: str
+    kind: str
+    source: Package
+    paths: tuple[str, ...]
+    description: str
+    output: str = ""  # repository-relative module path ("structs"); "amd_regs" names its own outputs
+    include_dirs: tuple[str, ...] = ()  # inside the package
+    prelude: str = ""
+    stubs: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    exclude: Mapping[str, str] = dataclasses.field(default_factory=dict)  # name -> why it is left out
+    licence_override: str = ""
+
+    @property
+    def package(self) -> str:
+        return self.source.name
+
+    @property
+    def version(self) -> str:
+        return self.source.version
+
+    @property
+    def licence(self) -> str:
+        return self.licence_override or self.source.licence
+
+
+def _uapi(name: str, header: str, description: str, **extra) -> Target:
+    return Target(f"linux.{name}", KIND_STRUCTS, LINUX_LIBC_DEV, (f"usr/include/linux/{header}",),
+                  description, output=f"autogen/linux/{name}.py", include_dirs=UAPI_INCLUDE_DIRS, **extra)
+
+
+def _amd(name: str, path: str, description: str, prelude: str = KERNEL_PRELUDE, **extra) -> Target:
+    return Target(f"amd.{name}", KIND_STRUCTS, LINUX_SOURCE_6_12, (f"{AMD_DIR}/{path}",), description,
+                  output=f"autogen/amd/{name}.py", prelude=prelude, licence_override=AMD_LICENCE, **extra)
+
+
+def _amd_regs(ip: str, folder: str) -> Target:
+    base = f"{AMD_DIR}/include/asic_reg/{folder}/{ip}"
+    return Target(f"amd.regs.{ip}", KIND_AMD_REGS, LINUX_SOURCE_6_12,
+                  (f"{base}_offset.h", f"{base}_sh_mask.h"), f"AMD {ip} registers",
+                  licence_override=AMD_LICENCE)
+
+
+TARGETS: tuple[Target, ...] = (
+    _uapi("vfio", "vfio.h", "Linux VFIO uapi (linux/vfio.h): ioctl numbers, flags and argument structs."),
+    _uapi("pci_regs", "pci_regs.h", "PCI configuration-space registers and capabilities (linux/pci_regs.h)."),
+    _uapi("kfd_ioctl", "kfd_ioctl.h", "AMD KFD compute uapi (linux/kfd_ioctl.h): ioctls and their structs.",
+          stubs=DRM_STUB),
+    _amd("discovery", "include/discovery.h", "AMD IP discovery table layout (discovery.h)."),
+    _amd("amdgpu_ucode", "amdgpu/amdgpu_ucode.h", "AMD firmware image headers (amdgpu_ucode.h).",
+         prelude=UCODE_PRELUDE, exclude=UCODE_EXCLUDE),
+    _amd("psp_gfx_if", "amdgpu/psp_gfx_if.h",
+         "AMD PSP GFX interface: commands and ring frames (psp_gfx_if.h)."),
+    _amd("v11_structs", "include/v11_structs.h", "AMD gfx11 MQD and SDMA queue descriptors (v11_structs.h)."),
+    _amd("nvd", "amdgpu/nvd.h", "AMD PM4 packets for gfx10/gfx11 (nvd.h)."),
+    _amd("sdma_v6_0_0_pkt_open", "amdgpu/sdma_v6_0_0_pkt_open.h",
+         "AMD SDMA 6.0 packets (sdma_v6_0_0_pkt_open.h)."),
+    _amd("smu_v13_0_0_ppsmc", "pm/swsmu/inc/pmfw_if/smu_v13_0_0_ppsmc.h",
+         "AMD SMU 13.0.0 firmware messages (smu_v13_0_0_ppsmc.h)."),
+    _amd("smu13_driver_if_v13_0_0", "pm/swsmu/inc/pmfw_if/smu13_driver_if_v13_0_0.h",
+         "AMD SMU 13.0.0 driver interface tables (smu13_driver_if_v13_0_0.h)."),
+    _amd_regs("gc_11_0_0", "gc"),  # GC 11.0.0, including the SDMA 6.0 registers
+    _amd_regs("mmhub_3_0_0", "mmhub"),
+    _amd_regs("nbio_4_3_0", "nbio"),
+    _amd_regs("mp_13_0_0", "mp"),  # MP0 (PSP) and MP1 (SMU) 13.0.0 share one header pair
+    _amd_regs("osssys_6_0_0", "oss"),
+    _amd_regs("hdp_6_0_0", "hdp"),
+)
+
+BY_NAME: dict[str, Target] = {target.name: target for target in TARGETS}
+
+
+class UnknownTarget(KeyError):
+    """A target name (or group prefix) that matches nothing in the manifest."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def select(names: list[str] | tuple[str, ...]) -> list[Target]:
+    """Targets by exact name or by group prefix ("linux", "amd", "amd.regs"); all when `names` is empty."""
+    if not names:
+        return list(TARGETS)
+    chosen: list[Target] = []
+    for name in names:
+        matches = [t for t in TARGETS if t.name == name or t.name.startswith(name.rstrip(".") + ".")]
+        if not matches:
+            known = "\n  ".join(t.name for t in TARGETS)
+            raise UnknownTarget(f"unknown target {name!r}; known targets:\n  {known}")
+        chosen.extend(t for t in matches if t not in chosen)
+    return chosen

@@ -1,0 +1,80 @@
+"""`python -m tools.bench [--json] [NAME...]`: run the benchmarks each layer registers and print figures.
+
+A layer registers a benchmark by owning a module with `NAME` and `run(**kwargs) -> dict[str, float]`;
+this tool lists those modules below (imports only go downward, so the list lives at the top).
+Benchmarks print figures and ratios against a baseline measured in the same run; nothing here
+asserts a timing.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import sys
+import time
+from typing import Callable
+
+# benchmark name -> module that defines run()
+BENCHMARKS: dict[str, str] = {
+    "hal": "hal.bench",
+    "autogen": "autogen.bench",
+}
+
+
+def _hal_kwargs() -> dict:
+    """The hal benchmark also measures the mock machine's callback region; build one for it."""
+    from mockgpu import Machine
+
+    def mock_region_factory():
+        machine = Machine.default()
+        return machine.bench_region()
+
+    return {"mock_region_factory": mock_region_factory}
+
+
+KWARGS: dict[str, Callable[[], dict]] = {"hal": _hal_kwargs}
+
+
+def run_benchmark(name: str) -> dict:
+    module = importlib.import_module(BENCHMARKS[name])
+    kwargs = KWARGS[name]() if name in KWARGS else {}
+    start = time.perf_counter()
+    figures = module.run(**kwargs)
+    return {"name": name, "seconds": round(time.perf_counter() - start, 3), "figures": figures}
+
+
+def _format(value) -> str:
+    if isinstance(value, float):
+        if value == 0 or 1e-3 <= abs(value) < 1e6:
+            return f"{value:,.4g}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per benchmark")
+    args = parser.parse_args(argv)
+    names = args.names or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+    results = []
+    for name in names:
+        if not args.json:
+            print(f"== {name} ({platform.python_implementation()} {platform.python_version()}, {platform.machine()})", flush=True)
+        result = run_benchmark(name)
+        results.append(result)
+        if not args.json:
+            width = max(len(k) for k in result["figures"]) if result["figures"] else 0
+            for key, value in result["figures"].items():
+                print(f"  {key:<{width}}  {_format(value)}")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

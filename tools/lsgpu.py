@@ -1,0 +1,88 @@
+"""`python -m tools.lsgpu [--mock] [--json] [--all]`: list the PCI GPUs gpuhal can see and how to open them.
+
+Without --mock it reads this machine's PCI tree; with --mock (or GPUHAL_MOCK=1) it lists the devices
+of the default mock machine. The table shows each device string, its IDs, class, bound kernel driver,
+the bridges on its path, and for each backend "ok" or why it cannot open the device.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+import hal
+from hal.errors import HalError
+
+# PCI-SIG assigned vendor IDs (as listed in the pci.ids database)
+VENDOR_NAMES = {0x1002: "AMD", 0x10DE: "NVIDIA", 0x5143: "Qualcomm", 0x1B21: "ASMedia", 0x1234: "QEMU", 0x8086: "Intel"}
+
+
+def _mock_os():
+    from mockgpu import Machine
+
+    return Machine.default().os
+
+
+def _as_json(info) -> dict:
+    return {
+        "device": info.device,
+        "vendor_id": info.vendor_id,
+        "device_id": info.device_id,
+        "vendor": VENDOR_NAMES.get(info.vendor_id, ""),
+        "class_code": info.class_code,
+        "bdf": info.bdf,
+        "driver": info.driver,
+        "backends": dict(info.backends),
+        "path": list(info.path),
+    }
+
+
+def _table(rows: list[dict]) -> str:
+    header = ["DEVICE", "VENDOR:DEVICE", "CLASS", "DRIVER", "PATH", "BACKENDS"]
+    lines = [header]
+    for row in rows:
+        ids = f"{row['vendor_id']:04x}:{row['device_id']:04x}"
+        if row["vendor"]:
+            ids += f" ({row['vendor']})"
+        backends = "; ".join(f"{name}: {state}" for name, state in row["backends"].items())
+        path = " > ".join(row["path"]) or "-"
+        lines.append([row["device"], ids, f"{row['class_code']:06x}", row["driver"] or "-", path, backends])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    out = []
+    for line in lines:
+        cells = [cell.ljust(width) for cell, width in zip(line, widths)]
+        out.append("  ".join(cells + [line[-1]]).rstrip())
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.lsgpu", description=__doc__.splitlines()[0])
+    parser.add_argument("--mock", action="store_true", default=os.environ.get("GPUHAL_MOCK") == "1",
+                        help="list the mock machine's devices (also GPUHAL_MOCK=1)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    parser.add_argument("--all", action="store_true", help="every PCI function, not only display-class ones")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what discovery does")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    seam = _mock_os() if args.mock else None
+    try:
+        infos = hal.list_devices(os=seam, all_classes=args.all)
+    except HalError as exc:
+        print(f"lsgpu: {exc}", file=sys.stderr)
+        return 1
+    rows = [_as_json(info) for info in infos]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        where = "the mock machine" if args.mock else "/sys/bus/pci/devices"
+        print(f"No PCI GPUs found in {where}. Try --all for every PCI function, or --mock for the mock machine.")
+        return 0
+    print(_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
