@@ -14,11 +14,16 @@ Contract shared by every implementation:
   Returns the ioctl's non-negative result (a new fd for VFIO_GROUP_GET_DEVICE_FD, say).
 - `mmap` returns a `Region` of exactly `size` bytes; `munmap` releases it.
 - `alloc_locked(size)` returns page-locked anonymous host memory as `HostMemory`; `pagemap` gives
-  the physical address of each of its pages (read from /proc/self/pagemap on Linux).
+  the physical address of each of its pages, read through the seam's own open/pread of
+  /proc/self/pagemap (so a simulated kernel only has to serve that file).
+- `sleep`/`monotonic` are the seam's clock, so a simulated machine may run its own time.
+- `default_lock_dir()` is where ownership locks live (env GPUHAL_LOCK_DIR, else /run/lock).
 """
 from __future__ import annotations
 
+import errno as _errno
 import os as _os
+import time as _time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -34,6 +39,15 @@ O_CLOEXEC = getattr(_os, "O_CLOEXEC", 0)
 O_NONBLOCK = getattr(_os, "O_NONBLOCK", 0)
 O_CREAT = _os.O_CREAT
 O_SYNC = getattr(_os, "O_SYNC", 0)
+
+PAGEMAP_PATH = "/proc/self/pagemap"
+# Documentation/admin-guide/mm/pagemap.rst: one little-endian u64 per virtual page
+PAGEMAP_ENTRY_BYTES = 8
+PAGEMAP_PRESENT = 1 << 63  # pagemap.rst: bit 63 "page present"
+PAGEMAP_PFN_MASK = (1 << 55) - 1  # pagemap.rst: bits 0-54 page frame number (zero without CAP_SYS_ADMIN)
+
+LOCK_DIR_ENV = "GPUHAL_LOCK_DIR"
+DEFAULT_LOCK_DIR = "/run/lock"  # FHS 3.0 sec 5.9 (/var/lock, /run/lock): lock files
 
 
 @dataclass
@@ -57,56 +71,55 @@ class OS(ABC):
     # -- files -------------------------------------------------------------------------------
     @abstractmethod
     def open(self, path: str, flags: int, mode: int = 0o600) -> int:
-        ...
+        """Open `path` with open(2) `flags` (hal.os.O_*); returns a file descriptor."""
 
     @abstractmethod
     def close(self, fd: int) -> None:
-        ...
+        """Close a descriptor from open/eventfd (or one an ioctl returned)."""
 
     @abstractmethod
     def read(self, fd: int, n: int) -> bytes:
-        ...
+        """Read up to `n` bytes at the file position (b"" at end of file)."""
 
     @abstractmethod
     def write(self, fd: int, data: bytes) -> int:
-        ...
+        """Write `data` at the file position; returns the bytes written."""
 
     @abstractmethod
     def pread(self, fd: int, n: int, offset: int) -> bytes:
-        ...
+        """Read up to `n` bytes at `offset` without moving the file position."""
 
     @abstractmethod
     def pwrite(self, fd: int, data: bytes, offset: int) -> int:
-        ...
+        """Write `data` at `offset` without moving the file position; returns the bytes written."""
 
     @abstractmethod
     def ioctl(self, fd: int, request: int, arg: int | bytearray | memoryview | None = None) -> int:
-        ...
+        """Issue ioctl `request`; a buffer `arg` is updated in place; returns the result."""
 
     @abstractmethod
     def flock(self, fd: int, exclusive: bool = True, blocking: bool = False) -> None:
         """Take (or with exclusive=False, share) an advisory lock; EWOULDBLOCK when held."""
-        ...
 
     @abstractmethod
     def mmap(self, fd: int, size: int, offset: int = 0, writable: bool = True) -> Region:
-        ...
+        """Map `size` bytes of `fd` at `offset` (MAP_SHARED); returns a Region of exactly `size` bytes."""
 
     @abstractmethod
     def munmap(self, region: Region) -> None:
-        ...
+        """Unmap a Region returned by mmap."""
 
     @abstractmethod
     def listdir(self, path: str) -> list[str]:
-        ...
+        """Names in directory `path`, sorted."""
 
     @abstractmethod
     def readlink(self, path: str) -> str:
-        ...
+        """The target of symbolic link `path`, as stored (often relative)."""
 
     @abstractmethod
     def exists(self, path: str) -> bool:
-        ...
+        """Whether `path` exists (following links)."""
 
     def read_text(self, path: str) -> str:
         """Whole small file (sysfs attributes); a convenience over open/read/close."""
@@ -133,27 +146,77 @@ class OS(ABC):
     # -- events ------------------------------------------------------------------------------
     @abstractmethod
     def eventfd(self, initval: int = 0, nonblocking: bool = True) -> int:
-        ...
+        """A new eventfd(2) with counter `initval`; reads return and clear the 8-byte counter."""
 
     @abstractmethod
     def poll(self, fds: list[int], timeout_s: float) -> list[int]:
         """Wait until some of `fds` are readable or `timeout_s` passes; returns the readable ones."""
-        ...
 
     # -- memory ------------------------------------------------------------------------------
     @abstractmethod
     def alloc_locked(self, size: int) -> HostMemory:
         """Anonymous, page-aligned, mlock'ed memory of `size` bytes (rounded up to pages)."""
-        ...
 
     @abstractmethod
     def free_locked(self, mem: HostMemory) -> None:
-        ...
+        """Unlock and release memory from alloc_locked."""
 
-    @abstractmethod
     def pagemap(self, mem: HostMemory) -> list[int]:
-        """Physical address of each page of `mem` (also stored in mem.phys). Needs root on Linux."""
-        ...
+        """Physical address of each page of `mem` (also stored in mem.phys). Needs root on Linux.
 
+        Reads /proc/self/pagemap through this seam's open/pread. Raises OSError(EPERM) when the
+        kernel hides frame numbers (present page with PFN 0: no CAP_SYS_ADMIN) and OSError(EFAULT)
+        when a page is not resident.
+        """
+        first_page = mem.addr // PAGE_SIZE
+        page_count = (mem.size + PAGE_SIZE - 1) // PAGE_SIZE
+        fd = self.open(PAGEMAP_PATH, O_RDONLY | O_CLOEXEC)
+        try:
+            raw = self.pread(fd, page_count * PAGEMAP_ENTRY_BYTES, first_page * PAGEMAP_ENTRY_BYTES)
+        finally:
+            self.close(fd)
+        if len(raw) != page_count * PAGEMAP_ENTRY_BYTES:
+            raise OSError(_errno.EIO, f"short read of {PAGEMAP_PATH}: {len(raw)} bytes "
+                                      f"for {page_count} pages")
+        phys = []
+        for index in range(page_count):
+            start = index * PAGEMAP_ENTRY_BYTES
+            entry = int.from_bytes(raw[start:start + PAGEMAP_ENTRY_BYTES], "little")
+            if not entry & PAGEMAP_PRESENT:
+                raise OSError(_errno.EFAULT, f"page {index} of locked memory at {mem.addr:#x} "
+                                             "is not resident")
+            pfn = entry & PAGEMAP_PFN_MASK
+            if pfn == 0:
+                raise OSError(_errno.EPERM, f"{PAGEMAP_PATH} hides frame numbers (needs CAP_SYS_ADMIN)")
+            phys.append(pfn * PAGE_SIZE)
+        mem.phys = phys
+        return phys
+
+    # -- process and time ----------------------------------------------------------------------
     def getpid(self) -> int:
         return _os.getpid()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait `seconds`; a simulated machine may advance its own clock instead."""
+        _time.sleep(seconds)
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back; bounded waits measure against it."""
+        return _time.monotonic()
+
+    def default_lock_dir(self) -> str:
+        """Where ownership locks live: $GPUHAL_LOCK_DIR, else /run/lock."""
+        return _os.environ.get(LOCK_DIR_ENV) or DEFAULT_LOCK_DIR
+
+
+def host() -> OS:
+    """The real seam for this machine (created once, then shared)."""
+    global _host_os
+    if _host_os is None:
+        from hal.host_os import HostOS
+
+        _host_os = HostOS()
+    return _host_os
+
+
+_host_os: OS | None = None

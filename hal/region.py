@@ -8,12 +8,27 @@ Two implementations share the `Region` interface:
 
 Offsets are bytes from the start of the region. 32-bit accesses must be 4-byte aligned and 64-bit
 accesses 8-byte aligned, as PCIe requires for single-transaction register access.
+
+Every 32-bit access through `MemoryRegion` is one aligned 4-byte load or store: CPython reads and
+writes a memoryview item of format "I" with a single 4-byte memcpy, which compiles to one move.
+Hot loops may index `MemoryRegion.u32` (32-bit words, index = byte offset // 4) directly and skip
+the method call, with the same single-access guarantee.
+
+`watch_all_ones(region, on_all_ones)` wraps a BAR so a read of all ones (what a device that fell
+off the bus returns) calls a probe that decides whether the device is gone (raising DeviceLost).
 """
 from __future__ import annotations
 
 from typing import Callable
 
 from hal.errors import InvalidArgument, UnsupportedOperation
+
+# an offset with any of these bits set is negative or not 4/8-byte aligned (Python ints are
+# two's complement for &, so bit 63 is set for every negative offset); folded into one constant
+_BAD_OFFSET32 = (1 << 63) | 3
+_BAD_OFFSET64 = (1 << 63) | 7
+ALL_ONES32 = 0xFFFFFFFF  # what a PCIe read returns when no device answers (PCIe r5.0 sec 2.3.2)
+ALL_ONES64 = 0xFFFFFFFFFFFFFFFF
 
 
 class Region:
@@ -76,25 +91,46 @@ class MemoryRegion(Region):
         self._u32 = mv[:whole32].cast("I")
         self._u64 = mv[:whole64].cast("Q")
 
+    @property
+    def u32(self) -> memoryview:
+        """The region as 32-bit words (index = byte offset // 4); each item access is one load/store."""
+        return self._u32
+
     def read32(self, off: int) -> int:
-        if off & 3:
+        if off & _BAD_OFFSET32:
             self._check(off, 4, 4)
-        return self._u32[off >> 2]
+        try:
+            return self._u32[off >> 2]
+        except IndexError:
+            self._check(off, 4, 4)
+            raise
 
     def write32(self, off: int, value: int) -> None:
-        if off & 3:
+        if off & _BAD_OFFSET32:
             self._check(off, 4, 4)
-        self._u32[off >> 2] = value
+        try:
+            self._u32[off >> 2] = value
+        except IndexError:
+            self._check(off, 4, 4)
+            raise
 
     def read64(self, off: int) -> int:
-        if off & 7:
+        if off & _BAD_OFFSET64:
             self._check(off, 8, 8)
-        return self._u64[off >> 3]
+        try:
+            return self._u64[off >> 3]
+        except IndexError:
+            self._check(off, 8, 8)
+            raise
 
     def write64(self, off: int, value: int) -> None:
-        if off & 7:
+        if off & _BAD_OFFSET64:
             self._check(off, 8, 8)
-        self._u64[off >> 3] = value
+        try:
+            self._u64[off >> 3] = value
+        except IndexError:
+            self._check(off, 8, 8)
+            raise
 
     def read(self, off: int, n: int) -> bytes:
         self._check(off, n)
@@ -120,6 +156,97 @@ class MemoryRegion(Region):
         """Drop the memoryviews so the underlying mmap can be closed."""
         for mv in (self._u32, self._u64, self._mv):
             mv.release()
+
+
+AllOnesProbe = Callable[[str], None]
+
+
+class WatchedMemoryRegion(MemoryRegion):
+    """A MemoryRegion whose 32/64-bit reads call `on_all_ones(what)` when they return all ones.
+
+    The probe (a config-space vendor ID read, say) raises DeviceLost if the device is gone and
+    returns if all ones was a legitimate register value. The check costs one compare per read.
+    """
+
+    def __init__(self, inner: MemoryRegion, on_all_ones: AllOnesProbe) -> None:
+        self.size = inner.size
+        self.addr = inner.addr
+        self._owner = inner._owner
+        self._mv = inner._mv
+        self._u32 = inner._u32
+        self._u64 = inner._u64
+        self._on_all_ones = on_all_ones
+
+    def read32(self, off: int) -> int:
+        if off & _BAD_OFFSET32:
+            self._check(off, 4, 4)
+        try:
+            value = self._u32[off >> 2]
+        except IndexError:
+            self._check(off, 4, 4)
+            raise
+        if value == ALL_ONES32:
+            self._on_all_ones(f"32-bit read at {off:#x}")
+        return value
+
+    def read64(self, off: int) -> int:
+        if off & _BAD_OFFSET64:
+            self._check(off, 8, 8)
+        try:
+            value = self._u64[off >> 3]
+        except IndexError:
+            self._check(off, 8, 8)
+            raise
+        if value == ALL_ONES64:
+            self._on_all_ones(f"64-bit read at {off:#x}")
+        return value
+
+    def release(self) -> None:
+        """The wrapped region owns the views; it releases them."""
+
+
+class WatchedRegion(Region):
+    """Any Region, with the all-ones probe of `WatchedMemoryRegion` on its 32/64-bit reads."""
+
+    def __init__(self, inner: Region, on_all_ones: AllOnesProbe) -> None:
+        self.size = inner.size
+        self.addr = inner.addr
+        self._inner = inner
+        self._on_all_ones = on_all_ones
+
+    def read32(self, off: int) -> int:
+        value = self._inner.read32(off)
+        if value == ALL_ONES32:
+            self._on_all_ones(f"32-bit read at {off:#x}")
+        return value
+
+    def write32(self, off: int, value: int) -> None:
+        self._inner.write32(off, value)
+
+    def read64(self, off: int) -> int:
+        value = self._inner.read64(off)
+        if value == ALL_ONES64:
+            self._on_all_ones(f"64-bit read at {off:#x}")
+        return value
+
+    def write64(self, off: int, value: int) -> None:
+        self._inner.write64(off, value)
+
+    def read(self, off: int, n: int) -> bytes:
+        return self._inner.read(off, n)
+
+    def write(self, off: int, data) -> None:
+        self._inner.write(off, data)
+
+    def view(self, off: int = 0, size: int | None = None) -> memoryview:
+        return self._inner.view(off, size)
+
+
+def watch_all_ones(region: Region, on_all_ones: AllOnesProbe) -> Region:
+    """`region` with reads of all ones checked by `on_all_ones` (keeps the memoryview fast path)."""
+    if isinstance(region, MemoryRegion):
+        return WatchedMemoryRegion(region, on_all_ones)
+    return WatchedRegion(region, on_all_ones)
 
 
 ReadCallback = Callable[[int, int], bytes]

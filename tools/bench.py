@@ -21,14 +21,23 @@ BENCHMARKS: dict[str, str] = {
     "autogen": "autogen.bench",
 }
 
+# the Navi31 register BAR (amdgpu maps its MMIO registers from BAR 5 on SOC21 parts)
+MOCK_GPU_MMIO_BAR = 5
+
 
 def _hal_kwargs() -> dict:
-    """The hal benchmark also measures the mock machine's callback region; build one for it."""
-    from mockgpu import Machine
+    """The hal benchmark also measures the mock machine's callback path: the mock GPU's MMIO BAR,
+    opened through the sysfs backend like a real device (the mock is built here, above hal)."""
+    import hal
+    from mockgpu import GPU_BDF, Machine
+
+    opened = []
 
     def mock_region_factory():
         machine = Machine.default()
-        return machine.bench_region()
+        device = hal.open(f"pci:{GPU_BDF}", os=machine.os, unbind=True)
+        opened.append(device)  # keep the device (and its mapping) open while the benchmark runs
+        return device.bar(MOCK_GPU_MMIO_BAR)
 
     return {"mock_region_factory": mock_region_factory}
 

@@ -1,0 +1,205 @@
+"""Discovery and selection: list PCI devices with what each backend thinks of them, and open one.
+
+`list_devices` reads the sysfs PCI tree through the seam; `open_device` parses a device string,
+takes the ownership lock, detaches the kernel driver when asked (remembering it so close() can hand
+the device back), opens the chosen backend (or tries each in turn, reporting every reason when all
+fail) and returns a PCIDevice with memory decoding and bus mastering on.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from hal import devstring
+from hal.errors import BackendUnavailable, DeviceBusy, HalError
+from hal.lock import OwnershipLock
+from hal.os import OS, host
+from hal.pci import backend as pci_backend
+from hal.pci.sysfs import PCI_DRIVERS, SysfsPCI
+from hal.pcidev import PCIDevice
+
+log = logging.getLogger(__name__)
+
+# include/linux/pci_ids.h PCI_BASE_CLASS_DISPLAY: base class 0x03 (VGA, XGA, 3D, other display)
+PCI_BASE_CLASS_DISPLAY = 0x03
+CLASS_BASE_SHIFT = 16  # the 24-bit class code is base class : subclass : programming interface
+
+
+@dataclass
+class DeviceInfo:
+    """One PCI function as discovery sees it. `backends` maps a backend name to "ok" or the reason
+    it cannot open the device; `path` lists the bridges from the root port down."""
+
+    device: str
+    bdf: str
+    vendor_id: int
+    device_id: int
+    class_code: int
+    driver: str | None
+    backends: dict[str, str] = field(default_factory=dict)
+    path: list[str] = field(default_factory=list)
+    subsystem_vendor_id: int | None = None
+    subsystem_device_id: int | None = None
+
+
+def _probe_backends(os: OS, bdf: str) -> dict[str, str]:
+    from hal.vfio import backend as vfio_backend
+
+    probes = {"vfio": vfio_backend.probe, "pci": pci_backend.probe}
+    reasons = {}
+    for name in devstring.BACKEND_NAMES:
+        try:
+            reasons[name] = probes[name](os, bdf)
+        except HalError as exc:
+            reasons[name] = str(exc)
+    return reasons
+
+
+def _optional_hex(sysfs: SysfsPCI, bdf: str, name: str) -> int | None:
+    try:
+        return sysfs.read_hex(bdf, name)
+    except HalError:
+        return None
+
+
+def describe(os: OS, bdf: str) -> DeviceInfo:
+    sysfs = SysfsPCI(os)
+    backends = _probe_backends(os, bdf)
+    preferred = next((name for name in devstring.BACKEND_NAMES if backends[name].startswith("ok")), None)
+    return DeviceInfo(
+        device=f"{preferred}:{bdf}" if preferred else bdf,
+        bdf=bdf,
+        vendor_id=sysfs.read_hex(bdf, "vendor"),
+        device_id=sysfs.read_hex(bdf, "device"),
+        class_code=sysfs.read_hex(bdf, "class"),
+        driver=sysfs.driver(bdf),
+        backends=backends,
+        path=sysfs.upstream_path(bdf),
+        subsystem_vendor_id=_optional_hex(sysfs, bdf, "subsystem_vendor"),
+        subsystem_device_id=_optional_hex(sysfs, bdf, "subsystem_device"),
+    )
+
+
+def list_devices(os: OS | None = None, all_classes: bool = False) -> list[DeviceInfo]:
+    """Display-class PCI functions (every function with all_classes), in BDF order."""
+    os = os or host()
+    sysfs = SysfsPCI(os)
+    found = []
+    for bdf in sysfs.list_bdfs():
+        try:
+            class_code = sysfs.read_hex(bdf, "class")
+            if not all_classes and class_code >> CLASS_BASE_SHIFT != PCI_BASE_CLASS_DISPLAY:
+                continue
+            found.append(describe(os, bdf))
+        except HalError as exc:
+            log.warning("skipping %s: %s", bdf, exc)
+    return found
+
+
+def open_device(device: str | None, os: OS | None = None, *, unbind: bool = False,
+                rebind_on_close: bool = True, lock_dir: str | None = None,
+                noiommu: bool = False) -> PCIDevice:
+    """Open a device string (see hal.devstring) and return its PCIDevice.
+
+    unbind: detach a bound kernel driver (for vfio:, bind vfio-pci instead); without it a bound
+    driver is an error. rebind_on_close: hand the device back to that driver on close().
+    lock_dir: where the ownership lock lives (default $GPUHAL_LOCK_DIR or /run/lock).
+    noiommu: allow VFIO's unsafe no-IOMMU mode (no DMA isolation).
+    """
+    os = os or host()
+    wanted = devstring.parse(device)
+    sysfs = SysfsPCI(os)
+    sysfs.require(wanted.bdf)
+    lock = OwnershipLock(os, wanted.bdf, lock_dir)
+    lock.acquire()
+    failures: list[tuple[str, HalError]] = []
+    try:
+        for name in wanted.candidates:
+            try:
+                return _open_with(name, os, wanted.bdf, lock, unbind, rebind_on_close, noiommu)
+            except HalError as exc:
+                log.info("%s:%s: %s", name, wanted.bdf, exc)
+                failures.append((name, exc))
+    except BaseException:
+        lock.release()
+        raise
+    lock.release()
+    if len(failures) == 1:
+        raise failures[0][1]
+    reasons = "; ".join(f"{name}: {exc}" for name, exc in failures)
+    raise BackendUnavailable(f"no backend could open {wanted.bdf}: {reasons}")
+
+
+def _open_with(name: str, os: OS, bdf: str, lock: OwnershipLock, unbind: bool,
+               rebind_on_close: bool, noiommu: bool) -> PCIDevice:
+    if name == "vfio":
+        return _open_vfio(os, bdf, lock, unbind, rebind_on_close, noiommu)
+    return _open_pci(os, bdf, lock, unbind, rebind_on_close)
+
+
+def _refuse_bound(bdf: str, driver: str, backend: str) -> DeviceBusy:
+    return DeviceBusy(f"{bdf} is bound to kernel driver {driver}; open {backend}:{bdf} with unbind=True "
+                      f"to detach it (it is handed back on close), or unbind it yourself: "
+                      f"`echo {bdf} | sudo tee {PCI_DRIVERS}/{driver}/unbind`")
+
+
+def _finish_open(backend, os: OS, lock: OwnershipLock, original: str | None, detached: bool,
+                 rebind_on_close: bool) -> PCIDevice:
+    device = PCIDevice(backend, os, original_driver=original if detached else None,
+                       rebind_on_close=rebind_on_close)
+    try:
+        device.enable_bus_master()
+    except BaseException:
+        device.close(rebind=False)
+        raise
+    device.attach_lock(lock)
+    return device
+
+
+def _open_pci(os: OS, bdf: str, lock: OwnershipLock, unbind: bool, rebind_on_close: bool) -> PCIDevice:
+    sysfs = SysfsPCI(os)
+    original = sysfs.driver(bdf)
+    if original is not None and not unbind:
+        raise _refuse_bound(bdf, original, "pci")
+    backend = pci_backend.open_backend(os, bdf)
+    try:
+        if original is not None:
+            sysfs.unbind(bdf)
+    except BaseException:
+        backend.close()
+        raise
+    try:
+        return _finish_open(backend, os, lock, original, original is not None, rebind_on_close)
+    except BaseException:
+        if original is not None:
+            sysfs.rebind(bdf, original)
+        raise
+
+
+def _open_vfio(os: OS, bdf: str, lock: OwnershipLock, unbind: bool, rebind_on_close: bool,
+               noiommu: bool) -> PCIDevice:
+    from hal.vfio import backend as vfio_backend
+
+    sysfs = SysfsPCI(os)
+    # in no-IOMMU mode vfio-pci creates the group when it binds, so it cannot be checked before
+    if not noiommu and sysfs.iommu_group(bdf) is None:
+        raise BackendUnavailable(vfio_backend.NO_GROUP.format(bdf=bdf))
+    if not os.exists(vfio_backend.CONTAINER_PATH):
+        raise BackendUnavailable(vfio_backend.MISSING_VFIO.format(path=vfio_backend.CONTAINER_PATH, bdf=bdf))
+    original = sysfs.driver(bdf)
+    detached = False
+    if original != vfio_backend.VFIO_DRIVER:
+        if original is not None and not unbind:
+            raise _refuse_bound(bdf, original, "vfio")
+        if not os.exists(f"{PCI_DRIVERS}/{vfio_backend.VFIO_DRIVER}"):
+            raise BackendUnavailable(f"the {vfio_backend.VFIO_DRIVER} driver is not loaded: "
+                                     "`sudo modprobe vfio-pci`")
+        sysfs.bind_to(bdf, vfio_backend.VFIO_DRIVER)
+        detached = True
+    try:
+        backend = vfio_backend.open_backend(os, bdf, noiommu=noiommu)
+        return _finish_open(backend, os, lock, original, detached, rebind_on_close)
+    except BaseException:
+        if detached:
+            sysfs.rebind(bdf, original)
+        raise

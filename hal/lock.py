@@ -1,0 +1,83 @@
+"""The device ownership lock: one flock'ed file per PCI function, holding the owner's pid.
+
+The file is `<lock_dir>/gpuhal-<bdf>.lock` (lock_dir: the seam's `default_lock_dir()`, i.e.
+$GPUHAL_LOCK_DIR or /run/lock). flock locks die with their process, so a crashed owner never leaves
+a device locked; the pid inside only names the holder in `DeviceBusy`.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+
+from hal.errors import DeviceBusy, HalError, from_oserror
+from hal.os import O_CLOEXEC, O_CREAT, O_RDWR, OS
+
+log = logging.getLogger(__name__)
+
+PID_FIELD_WIDTH = 12  # room for any pid plus a newline, so a shorter pid overwrites a longer one
+LOCK_FILE_MODE = 0o644
+
+
+def lock_path(lock_dir: str, bdf: str) -> str:
+    return f"{lock_dir.rstrip('/')}/gpuhal-{bdf}.lock"
+
+
+class OwnershipLock:
+    """An exclusive, non-blocking flock on the device's lock file; `release()` drops it."""
+
+    def __init__(self, os: OS, bdf: str, lock_dir: str | None = None) -> None:
+        self.os = os
+        self.bdf = bdf
+        self.path = lock_path(lock_dir or os.default_lock_dir(), bdf)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            fd = self.os.open(self.path, O_RDWR | O_CREAT | O_CLOEXEC, LOCK_FILE_MODE)
+        except OSError as exc:
+            raise from_oserror(exc, f"opening the ownership lock {self.path} "
+                                    "(set GPUHAL_LOCK_DIR to a writable directory)") from exc
+        try:
+            self.os.flock(fd, exclusive=True, blocking=False)
+        except OSError as exc:
+            holder = self._read_holder(fd)
+            self.os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                who = f"process {holder}" if holder else "another process"
+                raise DeviceBusy(f"{self.bdf} is owned by {who} (lock {self.path}); "
+                                 "close it there or wait for it to exit",
+                                 holder_pid=holder, errno=exc.errno) from exc
+            raise from_oserror(exc, f"locking {self.path}") from exc
+        try:
+            record = f"{self.os.getpid()}\n".ljust(PID_FIELD_WIDTH).encode()
+            self.os.pwrite(fd, record, 0)
+        except OSError as exc:
+            self.os.close(fd)
+            raise from_oserror(exc, f"writing the owner pid into {self.path}") from exc
+        self._fd = fd
+        log.debug("locked %s", self.path)
+
+    def _read_holder(self, fd: int) -> int | None:
+        try:
+            text = self.os.pread(fd, PID_FIELD_WIDTH, 0).decode(errors="replace").strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd = self._fd
+        self._fd = None
+        try:
+            self.os.pwrite(fd, b" " * PID_FIELD_WIDTH, 0)
+        except OSError as exc:
+            log.debug("could not clear %s: %s", self.path, exc)
+        try:
+            self.os.close(fd)
+        except OSError as exc:
+            raise HalError(f"closing the ownership lock {self.path}: {exc}", errno=exc.errno) from exc

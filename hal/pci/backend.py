@@ -1,0 +1,218 @@
+"""The sysfs backend: a PCI function reached through /sys/bus/pci/devices/<bdf> without an IOMMU.
+
+Config space through the `config` file, BARs by mmap of `resourceN`, Resizable BAR through
+`resourceN_resize`, resets through the `reset` attribute, DMA memory as locked host pages whose
+physical addresses (from /proc/self/pagemap) are the bus addresses. It needs root (or
+CAP_SYS_ADMIN for pagemap frame numbers and CAP_SYS_RAWIO for resource mmap). No interrupts reach
+user space this way: drivers poll.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+
+from autogen.linux import pci_regs as regs
+
+from hal.backend import BarResource, DMABuffer, PCIBackend
+from hal.errors import DeviceBusy, HalError, PermissionDenied, UnsupportedOperation, from_oserror
+from hal.os import O_CLOEXEC, O_RDONLY, O_RDWR, O_SYNC, OS, PAGE_SIZE
+from hal.pci.sysfs import IORESOURCE_IO, SysfsPCI
+from hal.region import Region
+
+log = logging.getLogger(__name__)
+
+NAME = "pci"
+ROOT_HINT = ("run as root (e.g. `sudo -E python3 ...`), or give the interpreter the capabilities: "
+             "`sudo setcap cap_sys_admin,cap_sys_rawio+ep $(readlink -f $(command -v python3))`")
+REBAR_SMALLEST_SIZE_SHIFT = 20  # sysfs-bus-pci resourceN_resize: bit/index n means 2^n MiB
+
+
+class SysfsConfig:
+    """A function's (or bridge's) config space through its sysfs `config` file."""
+
+    def __init__(self, os: OS, bdf: str, writable: bool = True) -> None:
+        self.os = os
+        self.bdf = bdf
+        self.path = SysfsPCI.device_path(bdf, "config")
+        flags = (O_RDWR if writable else O_RDONLY) | O_CLOEXEC
+        try:
+            self.fd: int | None = os.open(self.path, flags)
+        except OSError as exc:
+            error = from_oserror(exc, f"opening {self.path}")
+            if isinstance(error, PermissionDenied):
+                raise PermissionDenied(f"opening {self.path} for writing needs root: {ROOT_HINT}",
+                                       errno=exc.errno) from exc
+            raise error from exc
+        self.size = self._probe_size()
+
+    def _probe_size(self) -> int:
+        probe = self.os.pread(self.fd, regs.PCI_CFG_SPACE_EXP_SIZE, 0)
+        return len(probe)
+
+    def read(self, offset: int, width: int) -> int:
+        data = self.os.pread(self.fd, width, offset)
+        if len(data) != width:
+            # drivers/pci/pci-sysfs.c pci_read_config: without CAP_SYS_ADMIN reads stop at byte 64
+            raise OSError(errno.EACCES, f"{self.path} ends at {offset + len(data):#x} for this process: "
+                                        "the kernel shows the rest of config space only to root; "
+                                        f"{ROOT_HINT}")
+        return int.from_bytes(data, "little")
+
+    def write(self, offset: int, width: int, value: int) -> None:
+        written = self.os.pwrite(self.fd, value.to_bytes(width, "little"), offset)
+        if written != width:
+            raise OSError(errno.EIO, f"short write of {self.path} at {offset:#x}: {written} of {width} bytes")
+
+    def close(self) -> None:
+        if self.fd is not None:
+            fd = self.fd
+            self.fd = None
+            self.os.close(fd)
+
+    def __enter__(self) -> "SysfsConfig":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class SysfsBackend(PCIBackend):
+    """A PCI function through sysfs. Open it with `hal.open("pci:<bdf>")`."""
+
+    name = NAME
+
+    def __init__(self, os: OS, bdf: str) -> None:
+        super().__init__(bdf)
+        self.os = os
+        self.sysfs = SysfsPCI(os)
+        self._config = SysfsConfig(os, bdf, writable=True)
+        self._mapped: list[Region] = []
+
+    # -- config ------------------------------------------------------------------------------
+    def config_read(self, offset: int, width: int) -> int:
+        return self._config.read(offset, width)
+
+    def config_write(self, offset: int, width: int, value: int) -> None:
+        self._config.write(offset, width, value)
+
+    def config_size(self) -> int:
+        return self._config.size
+
+    # -- BARs --------------------------------------------------------------------------------
+    def bar_resources(self) -> dict[int, BarResource]:
+        found = {}
+        for index, resource in enumerate(self.sysfs.resources(self.bdf)):
+            if resource.size == 0:
+                continue
+            mappable = not resource.flags & IORESOURCE_IO
+            found[index] = BarResource(index, resource.size, mappable)
+        return found
+
+    def map_bar(self, index: int) -> Region:
+        resources = self.bar_resources()
+        resource = resources.get(index)
+        if resource is None:
+            raise HalError(f"BAR{index} of {self.bdf} has no resource assigned")
+        if not resource.mappable:
+            raise UnsupportedOperation(f"BAR{index} of {self.bdf} is an I/O port BAR; it cannot be mapped")
+        path = SysfsPCI.device_path(self.bdf, f"resource{index}")
+        try:
+            fd = self.os.open(path, O_RDWR | O_SYNC | O_CLOEXEC)
+        except OSError as exc:
+            error = from_oserror(exc, f"opening {path}")
+            if isinstance(error, PermissionDenied):
+                raise PermissionDenied(f"mapping {path} needs root: {ROOT_HINT}", errno=exc.errno) from exc
+            raise error from exc
+        try:
+            region = self.os.mmap(fd, resource.size, 0)
+        except OSError as exc:
+            raise from_oserror(exc, f"mapping {path} ({resource.size:#x} bytes)") from exc
+        finally:
+            self.os.close(fd)
+        self._mapped.append(region)
+        return region
+
+    def unmap_bar(self, region: Region) -> None:
+        if region in self._mapped:
+            self._mapped.remove(region)
+        self.os.munmap(region)
+
+    def resize_bar(self, index: int, size: int) -> None:
+        path = SysfsPCI.device_path(self.bdf, f"resource{index}_resize")
+        if not self.os.exists(path):
+            raise UnsupportedOperation(f"{path} is missing: the kernel (>= 5.15) offers no BAR resizing here")
+        size_index = (size >> REBAR_SMALLEST_SIZE_SHIFT).bit_length() - 1
+        try:
+            self.os.write_text(path, f"{size_index}\n")
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                driver = self.sysfs.driver(self.bdf)
+                raise DeviceBusy(f"the kernel refused to resize BAR{index} of {self.bdf}: a driver "
+                                 f"({driver or 'unknown'}) is bound; open with unbind=True",
+                                 errno=exc.errno) from exc
+            raise from_oserror(exc, f"resizing BAR{index} via {path}") from exc
+
+    # -- DMA ---------------------------------------------------------------------------------
+    def alloc_dma(self, size: int) -> DMABuffer:
+        try:
+            memory = self.os.alloc_locked(size)
+        except OSError as exc:
+            raise from_oserror(exc, f"allocating {size} bytes of locked memory for DMA") from exc
+        try:
+            physical = self.os.pagemap(memory)
+        except OSError as exc:
+            self.os.free_locked(memory)
+            error = from_oserror(exc, "reading physical addresses from /proc/self/pagemap")
+            if isinstance(error, PermissionDenied):
+                raise PermissionDenied(f"DMA through sysfs needs physical page addresses, which the kernel "
+                                       f"shows only to root: {ROOT_HINT}", errno=exc.errno) from exc
+            raise error from exc
+        except BaseException:
+            self.os.free_locked(memory)
+            raise
+        contiguous = all(physical[i + 1] == physical[i] + PAGE_SIZE for i in range(len(physical) - 1))
+        return DMABuffer(region=memory.region, size=memory.size, bus_addresses=list(physical),
+                         contiguous=contiguous, backend_handle=memory)
+
+    def free_dma(self, buffer: DMABuffer) -> None:
+        self.os.free_locked(buffer.backend_handle)
+
+    # -- resets ------------------------------------------------------------------------------
+    def reset_methods(self) -> list[str]:
+        if self.os.exists(SysfsPCI.device_path(self.bdf, "reset")):
+            return ["sysfs"]
+        return []
+
+    def reset(self, method: str) -> None:
+        if method != "sysfs":
+            super().reset(method)
+        path = SysfsPCI.device_path(self.bdf, "reset")
+        self.sysfs.write_attribute(path, "1", f"resetting {self.bdf}")
+
+    def close(self) -> None:
+        while self._mapped:
+            self.os.munmap(self._mapped.pop())
+        self._config.close()
+
+
+def probe(os: OS, bdf: str) -> str:
+    """'ok' when this backend can open `bdf` as things stand, else the reason it cannot."""
+    sysfs = SysfsPCI(os)
+    if not sysfs.exists(bdf):
+        return f"no such device {bdf}"
+    config_path = SysfsPCI.device_path(bdf, "config")
+    try:
+        fd = os.open(config_path, O_RDWR | O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return "needs root (config space and BARs are root-only)"
+        return f"cannot open {config_path}: {exc.strerror}"
+    os.close(fd)
+    driver = sysfs.driver(bdf)
+    if driver is not None:
+        return f"bound to {driver}: open with unbind=True"
+    return "ok"
+
+
+def open_backend(os: OS, bdf: str) -> SysfsBackend:
+    return SysfsBackend(os, bdf)

@@ -1,0 +1,452 @@
+"""The VFIO backend: a PCI function owned through /dev/vfio with the IOMMU isolating its DMA.
+
+Container, group and device fds; the type 1 IOMMU with DMA map/unmap at IOVAs from our allocator;
+config space and BARs through the device fd's regions (mmap where the region allows it, pread and
+pwrite otherwise); MSI/MSI-X delivered to eventfds; VFIO_DEVICE_RESET. No-IOMMU mode (no isolation,
+physical addresses from pagemap) is used only when the caller asks for it. The ABI (ioctl numbers,
+struct layouts) is the kernel's, from the generated `autogen.linux.vfio` (include/uapi/linux/vfio.h).
+"""
+from __future__ import annotations
+
+import errno
+import logging
+
+from autogen.linux import vfio
+
+from hal.backend import BarResource, DMABuffer, PCIBackend
+from hal.errors import (BackendUnavailable, DeviceBusy, HalError, InvalidArgument, PermissionDenied,
+                        UnsupportedOperation, from_oserror)
+from hal.os import O_CLOEXEC, O_RDWR, OS, PAGE_SIZE
+from hal.pci.sysfs import SysfsPCI
+from hal.region import CallbackRegion, Region
+from hal.vfio.iova import IOVAAllocator
+
+log = logging.getLogger(__name__)
+
+NAME = "vfio"
+VFIO_DRIVER = "vfio-pci"
+CONTAINER_PATH = "/dev/vfio/vfio"
+GROUP_DIR = "/dev/vfio"
+NOIOMMU_GROUP_PREFIX = "noiommu-"  # drivers/vfio/group.c names no-IOMMU groups /dev/vfio/noiommu-N
+C_INT_BYTES = 4  # the kernel ABI's `int`/`__s32` (container and eventfd descriptors in ioctl args)
+EVENTFD_NONE = -1  # vfio.h VFIO_DEVICE_SET_IRQS: an fd of -1 de-assigns that vector
+IRQ_KINDS = {"msi": vfio.VFIO_PCI_MSI_IRQ_INDEX, "msix": vfio.VFIO_PCI_MSIX_IRQ_INDEX}
+BAR_REGION_INDEXES = [
+    vfio.VFIO_PCI_BAR0_REGION_INDEX, vfio.VFIO_PCI_BAR1_REGION_INDEX, vfio.VFIO_PCI_BAR2_REGION_INDEX,
+    vfio.VFIO_PCI_BAR3_REGION_INDEX, vfio.VFIO_PCI_BAR4_REGION_INDEX, vfio.VFIO_PCI_BAR5_REGION_INDEX,
+]
+
+MISSING_VFIO = ("VFIO is not available: {path} is missing. Load it with `sudo modprobe vfio-pci` and "
+                "enable the IOMMU (intel_iommu=on or amd_iommu=on on the kernel command line, VT-d or "
+                "AMD-Vi in firmware); or use the sysfs backend, pci:{bdf}")
+NO_GROUP = ("{bdf} has no IOMMU group: the IOMMU is off or absent. Enable it (intel_iommu=on or "
+            "amd_iommu=on, VT-d/AMD-Vi in firmware), or open pci:{bdf} (sysfs backend, no isolation), "
+            "or ask for VFIO no-IOMMU mode explicitly (noiommu=True; unsafe, no isolation)")
+
+
+def _ioctl(os: OS, fd: int, request: int, arg, what: str) -> int:
+    try:
+        return os.ioctl(fd, request, arg)
+    except OSError as exc:
+        raise from_oserror(exc, what) from exc
+
+
+class VfioBackend(PCIBackend):
+    """A PCI function bound to vfio-pci. Open it with `hal.open("vfio:<bdf>")`."""
+
+    name = NAME
+
+    def __init__(self, os: OS, bdf: str, noiommu: bool = False) -> None:
+        super().__init__(bdf)
+        self.os = os
+        self.sysfs = SysfsPCI(os)
+        self.noiommu = noiommu
+        self._container_fd: int | None = None
+        self._group_fd: int | None = None
+        self._device_fd: int | None = None
+        self._irq_fds: list[int] = []
+        self._irq_index: int | None = None
+        self._mapped: list[Region] = []
+        self._iova = IOVAAllocator()
+        try:
+            self._open_fds()
+            self._read_device_info()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening -----------------------------------------------------------------------------
+    def _open_fds(self) -> None:
+        group = self.sysfs.iommu_group(self.bdf)
+        if group is None and self.noiommu:
+            raise BackendUnavailable(f"{self.bdf} has no IOMMU group even while bound to {VFIO_DRIVER}: "
+                                     "is no-IOMMU mode on? `echo 1 | sudo tee "
+                                     "/sys/module/vfio/parameters/enable_unsafe_noiommu_mode`")
+        if group is None:
+            raise BackendUnavailable(NO_GROUP.format(bdf=self.bdf))
+        if not self.os.exists(CONTAINER_PATH):
+            raise BackendUnavailable(MISSING_VFIO.format(path=CONTAINER_PATH, bdf=self.bdf))
+        self._container_fd = self._open_node(CONTAINER_PATH)
+        version = _ioctl(self.os, self._container_fd, vfio.VFIO_GET_API_VERSION, None, "VFIO_GET_API_VERSION")
+        if version != vfio.VFIO_API_VERSION:
+            raise BackendUnavailable(f"VFIO API version {version}; need {vfio.VFIO_API_VERSION}")
+        iommu_type = self._pick_iommu_type()
+        group_name = f"{NOIOMMU_GROUP_PREFIX}{group}" if self.noiommu else str(group)
+        group_path = f"{GROUP_DIR}/{group_name}"
+        if not self.os.exists(group_path):
+            driver = self.sysfs.driver(self.bdf)
+            raise BackendUnavailable(f"{group_path} is missing: {self.bdf} is bound to "
+                                     f"{driver or 'no driver'}, not {VFIO_DRIVER}; open it with "
+                                     "unbind=True to rebind it")
+        self._group_fd = self._open_node(group_path)
+        self._check_group_viable(group)
+        container = bytearray(self._container_fd.to_bytes(C_INT_BYTES, "little", signed=True))
+        _ioctl(self.os, self._group_fd, vfio.VFIO_GROUP_SET_CONTAINER, container, "VFIO_GROUP_SET_CONTAINER")
+        _ioctl(self.os, self._container_fd, vfio.VFIO_SET_IOMMU, iommu_type, "VFIO_SET_IOMMU")
+        name = bytearray(self.bdf.encode() + b"\0")
+        try:
+            self._device_fd = self.os.ioctl(self._group_fd, vfio.VFIO_GROUP_GET_DEVICE_FD, name)
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                raise DeviceBusy(f"{self.bdf} is already open through VFIO by another process",
+                                 errno=exc.errno) from exc
+            raise from_oserror(exc, f"VFIO_GROUP_GET_DEVICE_FD {self.bdf}") from exc
+        if not self.noiommu:
+            self._setup_iova_windows()
+
+    def _open_node(self, path: str) -> int:
+        try:
+            return self.os.open(path, O_RDWR | O_CLOEXEC)
+        except OSError as exc:
+            error = from_oserror(exc, f"opening {path}")
+            if isinstance(error, PermissionDenied):
+                raise PermissionDenied(f"opening {path} needs root or ownership of the node: run as root, or "
+                                       f"`sudo chown $USER {path}` (and raise `ulimit -l` for DMA)",
+                                       errno=exc.errno) from exc
+            raise error from exc
+
+    def _pick_iommu_type(self) -> int:
+        if self.noiommu:
+            wanted = [vfio.VFIO_NOIOMMU_IOMMU]
+        else:
+            wanted = [vfio.VFIO_TYPE1v2_IOMMU, vfio.VFIO_TYPE1_IOMMU]
+        for iommu_type in wanted:
+            supported = _ioctl(self.os, self._container_fd, vfio.VFIO_CHECK_EXTENSION, iommu_type,
+                               "VFIO_CHECK_EXTENSION")
+            if supported:
+                return iommu_type
+        if self.noiommu:
+            raise BackendUnavailable("VFIO no-IOMMU mode is off: enable it with `echo 1 | sudo tee "
+                                     "/sys/module/vfio/parameters/enable_unsafe_noiommu_mode`")
+        raise BackendUnavailable("the VFIO container offers no type 1 IOMMU; is the IOMMU enabled?")
+
+    def _check_group_viable(self, group: int) -> None:
+        status = vfio.vfio_group_status(argsz=vfio.vfio_group_status.SIZE)
+        _ioctl(self.os, self._group_fd, vfio.VFIO_GROUP_GET_STATUS, status.buffer, "VFIO_GROUP_GET_STATUS")
+        if status.flags & vfio.VFIO_GROUP_FLAGS_VIABLE:
+            return
+        members = []
+        for member in self.sysfs.iommu_group_devices(group):
+            members.append(f"{member} ({self.sysfs.driver(member) or 'no driver'})")
+        raise DeviceBusy(f"IOMMU group {group} is not viable: every device in it must be bound to "
+                         f"{VFIO_DRIVER} or to no driver; members: {', '.join(members)}")
+
+    def _setup_iova_windows(self) -> None:
+        info = vfio.vfio_iommu_type1_info(argsz=vfio.vfio_iommu_type1_info.SIZE)
+        try:
+            self.os.ioctl(self._container_fd, vfio.VFIO_IOMMU_GET_INFO, info.buffer)
+        except OSError as exc:
+            log.debug("VFIO_IOMMU_GET_INFO failed (%s); using the default IOVA window", exc)
+            return
+        page_sizes = info.iova_pgsizes if info.flags & vfio.VFIO_IOMMU_INFO_PGSIZES else 0
+        if page_sizes and not page_sizes & PAGE_SIZE:
+            raise BackendUnavailable(f"the IOMMU does not map {PAGE_SIZE}-byte pages "
+                                     f"(page sizes {info.iova_pgsizes:#x})")
+        if not info.flags & vfio.VFIO_IOMMU_INFO_CAPS or info.argsz <= vfio.vfio_iommu_type1_info.SIZE:
+            return
+        # vfio.h: the kernel wrote the argsz the capability chain needs; ask again with that much room
+        full = bytearray(info.argsz)
+        again = vfio.vfio_iommu_type1_info.from_buffer(full)
+        again.argsz = len(full)
+        _ioctl(self.os, self._container_fd, vfio.VFIO_IOMMU_GET_INFO, full, "VFIO_IOMMU_GET_INFO (caps)")
+        windows = iova_windows_from_caps(full, again.cap_offset)
+        del again
+        if windows:
+            log.debug("IOVA windows of %s: %s", self.bdf, [(hex(a), hex(b)) for a, b in windows])
+            self._iova = IOVAAllocator(windows)
+
+    def _read_device_info(self) -> None:
+        info = vfio.vfio_device_info(argsz=vfio.vfio_device_info.SIZE)
+        _ioctl(self.os, self._device_fd, vfio.VFIO_DEVICE_GET_INFO, info.buffer, "VFIO_DEVICE_GET_INFO")
+        if not info.flags & vfio.VFIO_DEVICE_FLAGS_PCI:
+            raise UnsupportedOperation(f"{self.bdf} is not a vfio-pci device (flags {info.flags:#x})")
+        self.device_flags = info.flags
+        self.num_regions = info.num_regions
+        self.num_irqs = info.num_irqs
+        self.config_region = self._region_info(vfio.VFIO_PCI_CONFIG_REGION_INDEX)
+
+    def _region_info(self, index: int):
+        info = vfio.vfio_region_info(argsz=vfio.vfio_region_info.SIZE, index=index)
+        _ioctl(self.os, self._device_fd, vfio.VFIO_DEVICE_GET_REGION_INFO, info.buffer,
+               f"VFIO_DEVICE_GET_REGION_INFO index {index}")
+        return info
+
+    # -- config ------------------------------------------------------------------------------
+    def config_read(self, offset: int, width: int) -> int:
+        data = self.os.pread(self._device_fd, width, self.config_region.offset + offset)
+        if len(data) != width:
+            raise OSError(errno.EIO, f"short config read at {offset:#x}: {len(data)} of {width} bytes")
+        return int.from_bytes(data, "little")
+
+    def config_write(self, offset: int, width: int, value: int) -> None:
+        written = self.os.pwrite(self._device_fd, value.to_bytes(width, "little"),
+                                 self.config_region.offset + offset)
+        if written != width:
+            raise OSError(errno.EIO, f"short config write at {offset:#x}: {written} of {width} bytes")
+
+    def config_size(self) -> int:
+        return self.config_region.size
+
+    # -- BARs --------------------------------------------------------------------------------
+    def bar_resources(self) -> dict[int, BarResource]:
+        found = {}
+        for index, region_index in enumerate(BAR_REGION_INDEXES):
+            info = self._region_info(region_index)
+            if info.size == 0:
+                continue
+            found[index] = BarResource(index, info.size, bool(info.flags & vfio.VFIO_REGION_INFO_FLAG_MMAP))
+        return found
+
+    def map_bar(self, index: int) -> Region:
+        info = self._region_info(BAR_REGION_INDEXES[index])
+        if info.size == 0:
+            raise InvalidArgument(f"BAR{index} of {self.bdf} is not implemented")
+        if info.flags & vfio.VFIO_REGION_INFO_FLAG_MMAP:
+            try:
+                region = self.os.mmap(self._device_fd, info.size, info.offset)
+            except OSError as exc:
+                raise from_oserror(exc, f"mapping BAR{index} of {self.bdf} ({info.size:#x} bytes)") from exc
+        else:
+            region = self._callback_region(info.offset, info.size)
+        self._mapped.append(region)
+        return region
+
+    def _callback_region(self, base: int, size: int) -> Region:
+        """A BAR that VFIO will not let us mmap: every access is a pread/pwrite on the device fd."""
+        device_fd = self._device_fd
+
+        def read(offset: int, count: int) -> bytes:
+            return self.os.pread(device_fd, count, base + offset)
+
+        def write(offset: int, data: bytes) -> None:
+            self.os.pwrite(device_fd, data, base + offset)
+
+        return CallbackRegion(size, read, write)
+
+    def resize_bar(self, index: int, size: int) -> None:
+        raise UnsupportedOperation(
+            f"the vfio backend cannot resize BARs: the kernel resizes only devices without a driver, and "
+            f"{self.bdf} is bound to {VFIO_DRIVER}. Resize first through sysfs (hal.open('pci:{self.bdf}', "
+            f"unbind=True).resize_bar({index}, {size:#x})), then open it through vfio")
+
+    def unmap_bar(self, region: Region) -> None:
+        if region in self._mapped:
+            self._mapped.remove(region)
+        if not isinstance(region, CallbackRegion):
+            self.os.munmap(region)
+
+    # -- DMA ---------------------------------------------------------------------------------
+    def alloc_dma(self, size: int) -> DMABuffer:
+        try:
+            memory = self.os.alloc_locked(size)
+        except OSError as exc:
+            raise from_oserror(exc, f"allocating {size} bytes of host memory for DMA") from exc
+        if self.noiommu:
+            return self._alloc_noiommu(memory)
+        try:
+            iova = self._iova.allocate(memory.size)
+        except BaseException:
+            self.os.free_locked(memory)
+            raise
+        mapping = vfio.vfio_iommu_type1_dma_map(
+            argsz=vfio.vfio_iommu_type1_dma_map.SIZE,
+            flags=vfio.VFIO_DMA_MAP_FLAG_READ | vfio.VFIO_DMA_MAP_FLAG_WRITE,
+            vaddr=memory.addr, iova=iova, size=memory.size)
+        try:
+            self.os.ioctl(self._container_fd, vfio.VFIO_IOMMU_MAP_DMA, mapping.buffer)
+        except OSError as exc:
+            self._iova.free(iova)
+            self.os.free_locked(memory)
+            error = from_oserror(exc, f"VFIO_IOMMU_MAP_DMA of {memory.size:#x} bytes at IOVA {iova:#x}")
+            if exc.errno == errno.ENOMEM:
+                error = HalError(f"{error} (the locked-memory limit is too low: `ulimit -l unlimited`)",
+                                 errno=exc.errno)
+            raise error from exc
+        pages = memory.size // PAGE_SIZE
+        return DMABuffer(region=memory.region, size=memory.size,
+                         bus_addresses=[iova + page * PAGE_SIZE for page in range(pages)],
+                         contiguous=True, backend_handle=(memory, iova))
+
+    def _alloc_noiommu(self, memory) -> DMABuffer:
+        try:
+            physical = self.os.pagemap(memory)
+        except OSError as exc:
+            self.os.free_locked(memory)
+            raise from_oserror(exc, "reading physical addresses for no-IOMMU DMA") from exc
+        contiguous = all(physical[i + 1] == physical[i] + PAGE_SIZE for i in range(len(physical) - 1))
+        return DMABuffer(region=memory.region, size=memory.size, bus_addresses=list(physical),
+                         contiguous=contiguous, backend_handle=(memory, None))
+
+    def free_dma(self, buffer: DMABuffer) -> None:
+        memory, iova = buffer.backend_handle
+        try:
+            if iova is not None:
+                unmap = vfio.vfio_iommu_type1_dma_unmap(argsz=vfio.vfio_iommu_type1_dma_unmap.SIZE,
+                                                        iova=iova, size=memory.size)
+                _ioctl(self.os, self._container_fd, vfio.VFIO_IOMMU_UNMAP_DMA, unmap.buffer,
+                       f"VFIO_IOMMU_UNMAP_DMA at IOVA {iova:#x}")
+                self._iova.free(iova)
+        finally:
+            self.os.free_locked(memory)
+
+    # -- interrupts --------------------------------------------------------------------------
+    def enable_interrupts(self, kind: str, count: int) -> list[int]:
+        index = IRQ_KINDS[kind]
+        info = vfio.vfio_irq_info(argsz=vfio.vfio_irq_info.SIZE, index=index)
+        _ioctl(self.os, self._device_fd, vfio.VFIO_DEVICE_GET_IRQ_INFO, info.buffer,
+               f"VFIO_DEVICE_GET_IRQ_INFO {kind}")
+        if info.count < count:
+            raise UnsupportedOperation(f"{self.bdf} offers {info.count} {kind} vectors; {count} requested")
+        self.disable_interrupts()
+        fds: list[int] = []
+        try:
+            for _ in range(count):
+                fds.append(self.os.eventfd(0, nonblocking=True))
+            self._set_irqs(index, vfio.VFIO_IRQ_SET_DATA_EVENTFD | vfio.VFIO_IRQ_SET_ACTION_TRIGGER, fds)
+        except BaseException:
+            for fd in fds:
+                self.os.close(fd)
+            raise
+        self._irq_fds = fds
+        self._irq_index = index
+        return list(fds)
+
+    def _set_irqs(self, index: int, flags: int, fds: list[int]) -> None:
+        header_size = vfio.vfio_irq_set.SIZE
+        argument = bytearray(header_size + C_INT_BYTES * len(fds))
+        header = vfio.vfio_irq_set.from_buffer(argument)
+        header.argsz = len(argument)
+        header.flags = flags
+        header.index = index
+        header.start = 0
+        header.count = len(fds)
+        for position, fd in enumerate(fds):
+            start = header_size + position * C_INT_BYTES
+            argument[start:start + C_INT_BYTES] = fd.to_bytes(C_INT_BYTES, "little", signed=True)
+        del header
+        _ioctl(self.os, self._device_fd, vfio.VFIO_DEVICE_SET_IRQS, argument,
+               f"VFIO_DEVICE_SET_IRQS index {index} ({len(fds)} vectors)")
+
+    def disable_interrupts(self) -> None:
+        if self._irq_index is None:
+            return
+        index = self._irq_index
+        fds = self._irq_fds
+        self._irq_index = None
+        self._irq_fds = []
+        try:
+            self._set_irqs(index, vfio.VFIO_IRQ_SET_DATA_NONE | vfio.VFIO_IRQ_SET_ACTION_TRIGGER, [])
+        finally:
+            for fd in fds:
+                self.os.close(fd)
+
+    # -- resets and life cycle ---------------------------------------------------------------
+    def reset_methods(self) -> list[str]:
+        if self.device_flags & vfio.VFIO_DEVICE_FLAGS_RESET:
+            return ["vfio"]
+        return []
+
+    def reset(self, method: str) -> None:
+        if method != "vfio":
+            super().reset(method)
+        _ioctl(self.os, self._device_fd, vfio.VFIO_DEVICE_RESET, None, f"VFIO_DEVICE_RESET {self.bdf}")
+
+    def close(self) -> None:
+        errors: list[BaseException] = []
+        for step in (self.disable_interrupts, self._unmap_all):
+            try:
+                step()
+            except (HalError, OSError) as exc:
+                errors.append(exc)
+        for attribute in ("_device_fd", "_group_fd", "_container_fd"):
+            fd = getattr(self, attribute)
+            if fd is None:
+                continue
+            setattr(self, attribute, None)
+            try:
+                self.os.close(fd)
+            except OSError as exc:
+                errors.append(exc)
+        if errors:
+            first = errors[0]
+            raise first if isinstance(first, HalError) else from_oserror(first, f"closing VFIO {self.bdf}")
+
+    def _unmap_all(self) -> None:
+        while self._mapped:
+            region = self._mapped.pop()
+            if not isinstance(region, CallbackRegion):
+                self.os.munmap(region)
+
+
+def iova_windows_from_caps(info: bytearray, cap_offset: int) -> list[tuple[int, int]]:
+    """Usable IOVA windows [start, end) from a VFIO_IOMMU_GET_INFO capability chain (empty if none)."""
+    windows: list[tuple[int, int]] = []
+    seen: set[int] = set()
+    offset = cap_offset
+    header_size = vfio.vfio_info_cap_header.SIZE
+    while offset and offset not in seen and offset + header_size <= len(info):
+        seen.add(offset)
+        header = vfio.vfio_info_cap_header.from_buffer(info, offset)
+        cap_id = header.id
+        next_offset = header.next
+        del header
+        if cap_id == vfio.VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE:
+            ranges = vfio.vfio_iommu_type1_info_cap_iova_range.from_buffer(info, offset)
+            count = ranges.nr_iovas
+            del ranges
+            first = offset + vfio.vfio_iommu_type1_info_cap_iova_range.SIZE
+            for index in range(count):
+                at = first + index * vfio.vfio_iova_range.SIZE
+                if at + vfio.vfio_iova_range.SIZE > len(info):
+                    break
+                entry = vfio.vfio_iova_range.from_buffer(info, at)
+                windows.append((entry.start, entry.end + 1))  # vfio.h: `end` is inclusive
+                del entry
+        offset = next_offset
+    return windows
+
+
+def probe(os: OS, bdf: str) -> str:
+    """'ok' when this backend can open `bdf` now, else the reason it cannot."""
+    sysfs = SysfsPCI(os)
+    if not sysfs.exists(bdf):
+        return f"no such device {bdf}"
+    if sysfs.iommu_group(bdf) is None:
+        return "no IOMMU group (IOMMU off: intel_iommu=on / amd_iommu=on)"
+    if not os.exists(CONTAINER_PATH):
+        return f"VFIO not available ({CONTAINER_PATH} missing: sudo modprobe vfio-pci)"
+    try:
+        fd = os.open(CONTAINER_PATH, O_RDWR | O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return f"needs root ({CONTAINER_PATH}: permission denied)"
+        return f"cannot open {CONTAINER_PATH}: {exc.strerror}"
+    os.close(fd)
+    driver = sysfs.driver(bdf)
+    if driver != VFIO_DRIVER:
+        return f"bound to {driver}: open with unbind=True" if driver else "ok (binds vfio-pci)"
+    return "ok"
+
+
+def open_backend(os: OS, bdf: str, noiommu: bool = False) -> VfioBackend:
+    return VfioBackend(os, bdf, noiommu=noiommu)

@@ -1,0 +1,127 @@
+"""The host side of the PCI bus: where device DMA and MSI writes land.
+
+A device's memory request goes: MSI window -> the interrupt controller; otherwise, if its IOMMU
+group is attached to a VFIO container with an IOMMU set, through that container's IOMMUDomain
+(an unmapped IOVA is recorded in `faults` and the request does not happen); otherwise straight to
+host RAM by physical address (the kernel's identity/passthrough domain). A request that reaches
+no RAM is recorded in `bus_errors` and fails.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from hal.os import PAGE_SIZE
+from mockgpu.hostmem import HostRAM
+from mockgpu.iommu import IOMMUDomain, IOMMUFault
+
+if TYPE_CHECKING:
+    from mockgpu.pci import PCIFunction
+
+log = logging.getLogger(__name__)
+
+# Intel SDM vol 3 sec 11.11.1: MSI message address 0xFEEx_xxxx targets the local APICs
+MSI_WINDOW_BASE = 0xFEE00000
+MSI_WINDOW_SIZE = 1 << 20
+MSI_WRITE_SIZE = 4  # PCI r3.0 sec 6.8.3.1: an MSI is a DWORD memory write
+# Intel SDM vol 3 sec 6.2: vectors 0-31 are reserved for exceptions; 32-255 are usable
+FIRST_VECTOR = 32
+VECTOR_COUNT = 256
+
+
+@dataclass
+class BusError:
+    bdf: str
+    address: int
+    write: bool
+
+
+class InterruptController:
+    """Host interrupt vectors the simulated kernel hands out for MSI; each runs a callback."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[int, Callable[[], None]] = {}
+        self.spurious: list[tuple[int, int]] = []
+
+    def allocate(self, handler: Callable[[], None]) -> tuple[int, int]:
+        """A free vector bound to `handler`; returns the MSI (address, data) that triggers it."""
+        for vector in range(FIRST_VECTOR, VECTOR_COUNT):
+            if vector not in self._handlers:
+                self._handlers[vector] = handler
+                return MSI_WINDOW_BASE, vector
+        raise OSError(28, "no free interrupt vectors")  # ENOSPC
+
+    def release(self, data: int) -> None:
+        self._handlers.pop(data, None)
+
+    def deliver(self, address: int, data: int) -> None:
+        handler = self._handlers.get(data & 0xFF)
+        if handler is None:
+            self.spurious.append((address, data))
+            log.debug("spurious MSI %#x <- %#x", address, data)
+            return
+        handler()
+
+
+class HostBus:
+    """Routes device memory requests to the interrupt controller, the IOMMU and host RAM."""
+
+    def __init__(self, ram: HostRAM, domain_for: Callable[["PCIFunction"], IOMMUDomain | None]) -> None:
+        self.ram = ram
+        self.domain_for = domain_for
+        self.interrupts = InterruptController()
+        self.faults: list[IOMMUFault] = []
+        self.bus_errors: list[BusError] = []
+
+    def _pieces(self, address: int, n: int):
+        while n:
+            chunk = min(n, PAGE_SIZE - address % PAGE_SIZE)
+            yield address, chunk
+            address += chunk
+            n -= chunk
+
+    def _translate(self, function: "PCIFunction", address: int, n: int,
+                   write: bool) -> list[tuple[int, int]] | None:
+        domain = self.domain_for(function)
+        spans = []
+        for piece, chunk in self._pieces(address, n):
+            if domain is None:
+                spans.append((piece, chunk))
+                continue
+            phys, reason = domain.translate(piece, write)
+            if phys is None:
+                self.faults.append(IOMMUFault(function.bdf, piece, write, reason))
+                direction = "write" if write else "read"
+                log.info("IOMMU fault: %s %s IOVA %#x (%s)", function.bdf, direction, piece, reason)
+                return None
+            spans.append((phys, chunk))
+        return spans
+
+    def dma_read(self, function: "PCIFunction", address: int, n: int) -> bytes | None:
+        spans = self._translate(function, address, n, write=False)
+        if spans is None:
+            return None
+        out = bytearray()
+        for phys, chunk in spans:
+            data = self.ram.read(phys, chunk)
+            if data is None:
+                self.bus_errors.append(BusError(function.bdf, phys, False))
+                return None
+            out += data
+        return bytes(out)
+
+    def dma_write(self, function: "PCIFunction", address: int, data: bytes) -> bool:
+        if MSI_WINDOW_BASE <= address < MSI_WINDOW_BASE + MSI_WINDOW_SIZE and len(data) == MSI_WRITE_SIZE:
+            self.interrupts.deliver(address, int.from_bytes(data, "little"))
+            return True
+        spans = self._translate(function, address, len(data), write=True)
+        if spans is None:
+            return False
+        pos = 0
+        for phys, chunk in spans:
+            if not self.ram.write(phys, data[pos:pos + chunk]):
+                self.bus_errors.append(BusError(function.bdf, phys, True))
+                return False
+            pos += chunk
+        return True

@@ -1,0 +1,128 @@
+"""Simulated host RAM: locked anonymous allocations with a simulated physical address for each page.
+
+Allocations are real anonymous mmaps (so the program gets a real virtual address and a zero-copy
+MemoryRegion), and each of their pages is given a page frame number in a simulated physical
+address space. Device DMA without an IOMMU reaches host memory by those physical addresses;
+/proc/self/pagemap reports them in the kernel's format.
+
+By default the frames of one allocation are scattered (handed out in descending order, as a busy
+system's buddy allocator tends to), so drivers cannot rely on physical contiguity by accident.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import mmap
+from dataclasses import dataclass
+
+from hal.os import PAGE_SIZE
+from hal.region import MemoryRegion
+
+log = logging.getLogger(__name__)
+
+# First simulated page frame handed out: 4 GiB, above the 32-bit MMIO hole like high RAM on x86
+FIRST_PFN = (4 << 30) // PAGE_SIZE
+
+
+@dataclass
+class Allocation:
+    mapping: mmap.mmap
+    view: memoryview
+    vaddr: int
+    size: int
+    pfns: list[int]
+    region: MemoryRegion
+
+
+class HostRAM:
+    """The simulated machine's RAM: virtual allocations, their frames, and physical access."""
+
+    def __init__(self, scattered: bool = True) -> None:
+        self.scattered = scattered
+        self._next_pfn = FIRST_PFN
+        self._by_vpage: dict[int, tuple[Allocation, int]] = {}
+        self._by_pfn: dict[int, tuple[Allocation, int]] = {}
+        self.allocations: dict[int, Allocation] = {}
+
+    def allocate(self, size: int) -> Allocation:
+        """Page-aligned anonymous memory of `size` bytes rounded up to whole pages."""
+        if size <= 0:
+            raise OSError(22, "allocation size must be positive")
+        pages = -(-size // PAGE_SIZE)
+        mapping = mmap.mmap(-1, pages * PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        view = memoryview(mapping)
+        vaddr = ctypes.addressof(ctypes.c_char.from_buffer(mapping))
+        first = self._next_pfn
+        self._next_pfn += pages + 1  # one unmapped frame between allocations catches overruns
+        pfns = list(range(first, first + pages))
+        if self.scattered:
+            pfns.reverse()
+        region = MemoryRegion(view, addr=vaddr, owner=mapping)
+        alloc = Allocation(mapping, view, vaddr, pages * PAGE_SIZE, pfns, region)
+        for page, pfn in enumerate(pfns):
+            self._by_vpage[vaddr // PAGE_SIZE + page] = (alloc, page)
+            self._by_pfn[pfn] = (alloc, page)
+        self.allocations[vaddr] = alloc
+        return alloc
+
+    def free(self, vaddr: int) -> None:
+        alloc = self.allocations.pop(vaddr, None)
+        if alloc is None:
+            raise OSError(22, f"no allocation at {vaddr:#x}")
+        for page, pfn in enumerate(alloc.pfns):
+            self._by_vpage.pop(vaddr // PAGE_SIZE + page, None)
+            self._by_pfn.pop(pfn, None)
+        alloc.region.release()
+        alloc.view.release()
+        try:
+            alloc.mapping.close()
+        except BufferError:
+            log.debug("allocation at %#x still has views; unmapped when they go", vaddr)
+
+    def pfn_of_vaddr(self, vaddr: int) -> int | None:
+        found = self._by_vpage.get(vaddr // PAGE_SIZE)
+        if found is None:
+            return None
+        alloc, page = found
+        return alloc.pfns[page]
+
+    def vaddr_range_mapped(self, vaddr: int, size: int) -> bool:
+        first = vaddr // PAGE_SIZE
+        last = (vaddr + size - 1) // PAGE_SIZE
+        return all(page in self._by_vpage for page in range(first, last + 1))
+
+    def _page(self, phys: int) -> tuple[memoryview, int] | None:
+        found = self._by_pfn.get(phys // PAGE_SIZE)
+        if found is None:
+            return None
+        alloc, page = found
+        return alloc.view, page * PAGE_SIZE + phys % PAGE_SIZE
+
+    def read(self, phys: int, n: int) -> bytes | None:
+        """Bytes at physical address `phys`, or None if any of it is not RAM."""
+        out = bytearray()
+        while n:
+            located = self._page(phys)
+            if located is None:
+                return None
+            view, offset = located
+            chunk = min(n, PAGE_SIZE - phys % PAGE_SIZE)
+            out += view[offset:offset + chunk]
+            phys += chunk
+            n -= chunk
+        return bytes(out)
+
+    def write(self, phys: int, data: bytes) -> bool:
+        """Store `data` at physical `phys`; False (nothing written) if any of it is not RAM."""
+        pos = 0
+        spans = []
+        while pos < len(data):
+            located = self._page(phys + pos)
+            if located is None:
+                return False
+            chunk = min(len(data) - pos, PAGE_SIZE - (phys + pos) % PAGE_SIZE)
+            spans.append((located, pos, chunk))
+            pos += chunk
+        for (view, offset), start, chunk in spans:
+            view[offset:offset + chunk] = data[start:start + chunk]
+        return True

@@ -1,0 +1,186 @@
+"""The VFIO backend (vfio:) against the mock machine: container/group/device ioctls, IOMMU DMA, MSI."""
+from __future__ import annotations
+
+import pytest
+from autogen.linux import pci_regs as regs
+
+import hal
+from hal.errors import BackendUnavailable, DeviceBusy, DeviceLost, DeviceTimeout, InvalidArgument
+from mockgpu import EDU_BDF, GPU_AUDIO_BDF, GPU_BDF, Machine
+from mockgpu.edu import (EDU_DMA_BUFFER_BASE, EDU_DMA_SRC, EDU_ID, EDU_ID_VALUE, EDU_INTR_ACK,
+                         EDU_INTR_RAISE, EDU_INTR_STATUS, EDU_STATUS_DMA_ERROR)
+
+EDU = f"vfio:{EDU_BDF}"
+
+
+def test_open_binds_vfio_pci_and_close_hands_the_device_back(machine):
+    baseline = list(machine.os.open_fds)
+    dev = hal.open(EDU, os=machine.os, unbind=True)
+    assert machine.kernel.driver_of(EDU_BDF) == "vfio-pci"
+    assert dev.bar(0).read32(EDU_ID) == EDU_ID_VALUE
+    assert dev.cfg_read16(regs.PCI_COMMAND) & regs.PCI_COMMAND_MASTER
+    dev.close()
+    assert machine.kernel.driver_of(EDU_BDF) == "edu"
+    assert machine.os.open_fds == baseline
+
+
+def test_close_can_keep_vfio_pci_bound(machine):
+    dev = hal.open(EDU, os=machine.os, unbind=True, rebind_on_close=False)
+    dev.close()
+    assert machine.kernel.driver_of(EDU_BDF) == "vfio-pci"
+    with hal.open(EDU, os=machine.os) as again:
+        assert again.vendor_id == 0x1234
+    assert machine.kernel.driver_of(EDU_BDF) == "vfio-pci"
+
+
+def test_dma_through_the_iommu_both_ways(machine, edu_dma):
+    with hal.open(EDU, os=machine.os, unbind=True) as dev:
+        buffer = dev.alloc_dma(3 * 4096)
+        assert buffer.contiguous
+        assert buffer.bus_addresses == [buffer.bus_address + page * 4096 for page in range(3)]
+        buffer.region.write(2 * 4096 + 8, b"through the iommu")
+        bar = dev.bar(0)
+        status = edu_dma(bar, buffer.bus_address_of(2 * 4096 + 8), EDU_DMA_BUFFER_BASE, 17, to_host=False)
+        assert not status & EDU_STATUS_DMA_ERROR
+        assert bar.read(EDU_DMA_BUFFER_BASE, 17) == b"through the iommu"
+        status = edu_dma(bar, EDU_DMA_BUFFER_BASE, buffer.bus_address, 17, to_host=True)
+        assert not status & EDU_STATUS_DMA_ERROR
+        assert buffer.region.read(0, 17) == b"through the iommu"
+        assert machine.iommu_faults == []
+
+
+def test_dma_to_an_unmapped_iova_faults(machine, edu_dma):
+    with hal.open(EDU, os=machine.os, unbind=True) as dev:
+        buffer = dev.alloc_dma(4096)
+        bar = dev.bar(0)
+        stray = buffer.bus_address + 64 * 4096
+        status = edu_dma(bar, EDU_DMA_BUFFER_BASE, stray, 16, to_host=True)
+        assert status & EDU_STATUS_DMA_ERROR
+        assert [fault.iova for fault in machine.iommu_faults] == [stray]
+        freed_iova = buffer.bus_address
+        dev.free_dma(buffer)
+        status = edu_dma(bar, EDU_DMA_BUFFER_BASE, freed_iova, 16, to_host=True)
+        assert status & EDU_STATUS_DMA_ERROR
+        assert len(machine.iommu_faults) == 2
+
+
+@pytest.mark.parametrize("kind", ["msi", "msix"])
+def test_interrupt_delivery_and_timeout(machine, kind):
+    with hal.open(EDU, os=machine.os, unbind=True) as dev:
+        dev.enable_interrupts(kind)
+        bar = dev.bar(0)
+        with pytest.raises(DeviceTimeout, match="vector 0"):
+            dev.wait_irq(0, timeout_s=0.02)
+        bar.write32(EDU_INTR_RAISE, 1)
+        bar.write32(EDU_INTR_RAISE, 2)
+        assert dev.wait_irq(0, timeout_s=1.0) == 2
+        assert bar.read32(EDU_INTR_STATUS) == 3
+        bar.write32(EDU_INTR_ACK, 3)
+        with pytest.raises(DeviceTimeout):
+            dev.wait_irq(0, timeout_s=0.01)
+        with pytest.raises(InvalidArgument):
+            dev.wait_irq(1, timeout_s=0.01)
+
+
+def test_dma_completion_interrupt(machine, edu_dma):
+    with hal.open(EDU, os=machine.os, unbind=True) as dev:
+        dev.enable_interrupts("msix", 2)
+        buffer = dev.alloc_dma(4096)
+        edu_dma(dev.bar(0), buffer.bus_address, EDU_DMA_BUFFER_BASE, 8, to_host=False, irq=True)
+        assert dev.wait_irq(0, timeout_s=1.0) == 1
+
+
+@pytest.mark.parametrize("method", ["vfio", "flr", "bus"])
+def test_resets_through_vfio_keep_interrupts_working(machine, method):
+    with hal.open(EDU, os=machine.os, unbind=True) as dev:
+        dev.enable_interrupts("msi")
+        bar = dev.bar(0)
+        bar.write64(EDU_DMA_SRC, 0x5000)
+        before = machine.device(EDU_BDF).reset_count
+        assert dev.reset(method) == method
+        assert machine.device(EDU_BDF).reset_count == before + 1
+        assert bar.read64(EDU_DMA_SRC) == 0
+        bar.write32(EDU_INTR_RAISE, 1)
+        assert dev.wait_irq(0, timeout_s=1.0) == 1
+
+
+def test_no_iommu_means_a_typed_error_that_says_what_to_do(tmp_path):
+    machine = Machine.default(lock_dir=str(tmp_path), iommu=False)
+    with pytest.raises(BackendUnavailable, match="IOMMU group.*iommu=on"):
+        hal.open(EDU, os=machine.os, unbind=True)
+    assert machine.kernel.driver_of(EDU_BDF) == "edu"
+    assert machine.os.open_fds == []
+
+
+def test_automatic_selection_falls_back_to_sysfs(tmp_path):
+    machine = Machine.default(lock_dir=str(tmp_path), iommu=False)
+    with hal.open(EDU_BDF, os=machine.os, unbind=True) as dev:
+        assert dev.device_string == f"pci:{EDU_BDF}"
+
+
+def test_automatic_selection_reports_every_reason(tmp_path):
+    machine = Machine.default(lock_dir=str(tmp_path), iommu=False)
+    with pytest.raises(BackendUnavailable) as info:
+        hal.open(EDU_BDF, os=machine.os)
+    message = str(info.value)
+    assert "vfio:" in message and "pci:" in message and "IOMMU" in message and "unbind=True" in message
+
+
+def test_vfio_module_missing(machine):
+    machine.kernel.drivers.pop("vfio-pci")
+    with pytest.raises(BackendUnavailable, match="modprobe vfio-pci"):
+        hal.open(EDU, os=machine.os, unbind=True)
+    assert machine.kernel.driver_of(EDU_BDF) == "edu"
+
+
+def test_a_group_shared_with_a_bound_function_is_not_viable(machine):
+    baseline = list(machine.os.open_fds)
+    with pytest.raises(DeviceBusy, match=f"{GPU_AUDIO_BDF} \\(snd_hda_intel\\)"):
+        hal.open(f"vfio:{GPU_BDF}", os=machine.os, unbind=True)
+    assert machine.kernel.driver_of(GPU_BDF) == "amdgpu"
+    assert machine.os.open_fds == baseline
+
+
+def test_gpu_opens_once_its_audio_function_is_released(machine):
+    machine.kernel.unbind(GPU_AUDIO_BDF, "snd_hda_intel")
+    with hal.open(f"vfio:{GPU_BDF}", os=machine.os, unbind=True) as dev:
+        assert dev.vendor_id == 0x1002
+        assert dev.reset_methods() == ["bus"]
+        assert dev.bar(5).size == 1 << 20
+    assert machine.kernel.driver_of(GPU_BDF) == "amdgpu"
+
+
+def test_surprise_removal_through_vfio(machine):
+    with hal.open(EDU, os=machine.os, unbind=True) as dev:
+        bar = dev.bar(0)
+        machine.surprise_remove(EDU_BDF)
+        with pytest.raises(DeviceLost):
+            bar.read32(EDU_ID)
+        with pytest.raises(DeviceLost):
+            dev.alloc_dma(4096)
+
+
+def test_nothing_leaks_after_close_or_a_failed_open(machine):
+    baseline_fds = list(machine.os.open_fds)
+    baseline_ram = len(machine.ram.allocations)
+    dev = hal.open(EDU, os=machine.os, unbind=True)
+    dev.enable_interrupts("msix", 2)
+    dev.alloc_dma(4096)
+    dev.alloc_dma(5 * 4096)
+    dev.bar(0)
+    dev.close()
+    assert machine.os.open_fds == baseline_fds
+    assert len(machine.ram.allocations) == baseline_ram
+    with pytest.raises(DeviceBusy):
+        hal.open(f"vfio:{GPU_BDF}", os=machine.os, unbind=True)
+    assert machine.os.open_fds == baseline_fds
+
+
+def test_a_bare_bdf_prefers_vfio_and_edu_bars_are_listed(machine):
+    with hal.open(EDU_BDF, os=machine.os, unbind=True) as dev:
+        assert dev.device_string == f"vfio:{EDU_BDF}"
+        assert [(info.index, info.size, info.is_64bit) for info in dev.bars()] == [(0, 1 << 20, False)]
+        with pytest.raises(InvalidArgument, match="not implemented"):
+            dev.bar_info(1)
+        with pytest.raises(InvalidArgument, match="not implemented"):
+            dev.bar(3)

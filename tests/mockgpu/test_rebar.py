@@ -1,0 +1,83 @@
+"""Resizable BAR: the capability, its control register, and the sysfs resourceN_resize attribute."""
+from __future__ import annotations
+
+import errno
+
+import pytest
+from autogen.linux import pci_regs
+from mockgpu_helpers import config_read, config_write
+
+from hal.os import O_RDWR
+from mockgpu import GPU_BDF
+from mockgpu.bits import field_get, field_put
+from mockgpu.navi31 import NAVI31_BAR0_DEFAULT
+
+GPU_SYSFS = f"/sys/bus/pci/devices/{GPU_BDF}"
+REBAR = pci_regs.PCI_CFG_SPACE_SIZE
+GIB = 1 << 30
+
+
+def bar0_size(m):
+    low = pci_regs.PCI_BASE_ADDRESS_0
+    saved = (config_read(m, GPU_BDF, low, 4), config_read(m, GPU_BDF, low + 4, 4))
+    config_write(m, GPU_BDF, low, 4, 0xFFFFFFFF)
+    config_write(m, GPU_BDF, low + 4, 4, 0xFFFFFFFF)
+    low_bits = config_read(m, GPU_BDF, low, 4) & pci_regs.PCI_BASE_ADDRESS_MEM_MASK
+    mask = (config_read(m, GPU_BDF, low + 4, 4) << 32) | low_bits
+    config_write(m, GPU_BDF, low, 4, saved[0])
+    config_write(m, GPU_BDF, low + 4, 4, saved[1])
+    return (~mask & ((1 << 64) - 1)) + 1
+
+
+def test_rebar_capability_lists_sizes(machine):
+    cap = config_read(machine, GPU_BDF, REBAR + pci_regs.PCI_REBAR_CAP, 4)
+    ctrl = config_read(machine, GPU_BDF, REBAR + pci_regs.PCI_REBAR_CTRL, 4)
+    sizes = field_get(cap, pci_regs.PCI_REBAR_CAP_SIZES)
+    assert sizes == 0xFF00  # 256 MiB (bit 8) .. 32 GiB (bit 15), bit n = 2^n MiB
+    assert ctrl & pci_regs.PCI_REBAR_CTRL_BAR_IDX == 0
+    assert field_get(ctrl, pci_regs.PCI_REBAR_CTRL_NBAR_MASK) == 1
+    assert field_get(ctrl, pci_regs.PCI_REBAR_CTRL_BAR_SIZE) == 8
+
+
+def test_control_register_resizes_the_bar(machine):
+    assert bar0_size(machine) == NAVI31_BAR0_DEFAULT
+    ctrl_off = REBAR + pci_regs.PCI_REBAR_CTRL
+    ctrl = config_read(machine, GPU_BDF, ctrl_off, 4) & ~pci_regs.PCI_REBAR_CTRL_BAR_SIZE
+    config_write(machine, GPU_BDF, ctrl_off, 4, ctrl | field_put(pci_regs.PCI_REBAR_CTRL_BAR_SIZE, 15))
+    assert bar0_size(machine) == 32 * GIB
+
+
+def test_unsupported_size_is_ignored(machine):
+    ctrl_off = REBAR + pci_regs.PCI_REBAR_CTRL
+    ctrl = config_read(machine, GPU_BDF, ctrl_off, 4) & ~pci_regs.PCI_REBAR_CTRL_BAR_SIZE
+    config_write(machine, GPU_BDF, ctrl_off, 4, ctrl | field_put(pci_regs.PCI_REBAR_CTRL_BAR_SIZE, 2))
+    assert bar0_size(machine) == NAVI31_BAR0_DEFAULT
+
+
+def test_sysfs_resize_needs_unbound_device(machine):
+    assert machine.os.read_text(f"{GPU_SYSFS}/resource0_resize") == "000000000000ff00\n"
+    with pytest.raises(OSError) as excinfo:
+        machine.os.write_text(f"{GPU_SYSFS}/resource0_resize", "15")
+    assert excinfo.value.errno == errno.EBUSY
+
+
+def test_sysfs_resize_reassigns_and_maps_the_new_size(machine):
+    machine.os.write_text("/sys/bus/pci/drivers/amdgpu/unbind", GPU_BDF)
+    machine.os.write_text(f"{GPU_SYSFS}/resource0_resize", "14")
+    first = machine.os.read_text(f"{GPU_SYSFS}/resource").splitlines()[0].split()
+    assert int(first[1], 16) - int(first[0], 16) + 1 == 16 * GIB
+    assert bar0_size(machine) == 16 * GIB
+    fd = machine.os.open(f"{GPU_SYSFS}/resource0", O_RDWR)
+    region = machine.os.mmap(fd, 16 * GIB, 0)
+    region.write32(16 * GIB - 4, 0xCAFE)
+    assert region.read32(16 * GIB - 4) == 0xCAFE
+    assert machine.device(GPU_BDF).vram[16 * GIB - 4] == 0xFE
+    machine.os.munmap(region)
+    machine.os.close(fd)
+
+
+def test_sysfs_resize_rejects_unsupported_size(machine):
+    machine.os.write_text("/sys/bus/pci/drivers/amdgpu/unbind", GPU_BDF)
+    with pytest.raises(OSError) as excinfo:
+        machine.os.write_text(f"{GPU_SYSFS}/resource0_resize", "3")
+    assert excinfo.value.errno == errno.EINVAL

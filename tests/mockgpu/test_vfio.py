@@ -1,0 +1,186 @@
+"""VFIO ioctl argument validation and semantics, as drivers/vfio answers them."""
+from __future__ import annotations
+
+import errno
+import struct
+
+import pytest
+from autogen.linux import pci_regs, vfio
+from mockgpu_helpers import bind_to_vfio, group_of, open_vfio
+
+from hal.os import O_RDWR
+from mockgpu import EDU_BDF, GPU_AUDIO_BDF, GPU_BDF, Machine
+from mockgpu.edu import EDU_BAR0_SIZE, EDU_ID, EDU_ID_VALUE
+from mockgpu.pci import PCIE_CAP_OFFSET
+from mockgpu.vfio import REGION_OFFSET_SHIFT
+
+
+def errno_of(call, *args) -> int:
+    with pytest.raises(OSError) as excinfo:
+        call(*args)
+    return excinfo.value.errno
+
+
+def test_container_basics(machine):
+    fd = machine.os.open("/dev/vfio/vfio", O_RDWR)
+    assert machine.os.ioctl(fd, vfio.VFIO_GET_API_VERSION) == vfio.VFIO_API_VERSION
+    assert machine.os.ioctl(fd, vfio.VFIO_CHECK_EXTENSION, vfio.VFIO_TYPE1v2_IOMMU) == 1
+    assert machine.os.ioctl(fd, vfio.VFIO_CHECK_EXTENSION, vfio.VFIO_NOIOMMU_IOMMU) == 0
+    assert errno_of(machine.os.ioctl, fd, vfio.VFIO_SET_IOMMU, vfio.VFIO_TYPE1v2_IOMMU) == errno.EINVAL
+    assert errno_of(machine.os.ioctl, fd, 0x3BFF, None) == errno.ENOTTY
+    machine.os.close(fd)
+
+
+def test_no_container_without_iommu():
+    m = Machine.default(iommu=False)
+    assert not m.os.exists("/dev/vfio/vfio")
+    assert not m.os.exists(f"/sys/bus/pci/devices/{EDU_BDF}/iommu_group")
+
+
+def test_group_not_viable_while_a_member_has_a_host_driver(machine):
+    bind_to_vfio(machine, GPU_BDF)  # the audio function stays on snd_hda_intel
+    container = machine.os.open("/dev/vfio/vfio", O_RDWR)
+    group = machine.os.open(f"/dev/vfio/{group_of(machine, GPU_BDF)}", O_RDWR)
+    status = vfio.vfio_group_status(argsz=vfio.vfio_group_status.SIZE)
+    machine.os.ioctl(group, vfio.VFIO_GROUP_GET_STATUS, status.buffer)
+    assert not status.flags & vfio.VFIO_GROUP_FLAGS_VIABLE
+    pointer = bytearray(struct.pack("<i", container))
+    assert errno_of(machine.os.ioctl, group, vfio.VFIO_GROUP_SET_CONTAINER, pointer) == errno.EBUSY
+    machine.os.write_text("/sys/bus/pci/drivers/snd_hda_intel/unbind", GPU_AUDIO_BDF)
+    machine.os.ioctl(group, vfio.VFIO_GROUP_GET_STATUS, status.buffer)
+    assert status.flags & vfio.VFIO_GROUP_FLAGS_VIABLE
+    machine.os.ioctl(group, vfio.VFIO_GROUP_SET_CONTAINER, pointer)
+    machine.os.ioctl(group, vfio.VFIO_GROUP_GET_STATUS, status.buffer)
+    assert status.flags & vfio.VFIO_GROUP_FLAGS_CONTAINER_SET
+
+
+def test_group_opens_once_and_pointer_arguments(machine):
+    bind_to_vfio(machine, EDU_BDF)
+    path = f"/dev/vfio/{group_of(machine, EDU_BDF)}"
+    group = machine.os.open(path, O_RDWR)
+    assert errno_of(machine.os.open, path, O_RDWR) == errno.EBUSY
+    container = machine.os.open("/dev/vfio/vfio", O_RDWR)
+    assert errno_of(machine.os.ioctl, group, vfio.VFIO_GROUP_SET_CONTAINER, container) == errno.EFAULT
+    name = bytearray(EDU_BDF.encode() + b"\0")
+    assert errno_of(machine.os.ioctl, group, vfio.VFIO_GROUP_GET_DEVICE_FD, name) == errno.EINVAL
+    short = bytearray(4)
+    assert errno_of(machine.os.ioctl, group, vfio.VFIO_GROUP_GET_STATUS, short) == errno.EFAULT
+    status = vfio.vfio_group_status(argsz=4)
+    assert errno_of(machine.os.ioctl, group, vfio.VFIO_GROUP_GET_STATUS, status.buffer) == errno.EINVAL
+
+
+def test_unprivileged_cannot_open_groups(machine):
+    bind_to_vfio(machine, EDU_BDF)
+    machine.set_root(False)
+    assert errno_of(machine.os.open, f"/dev/vfio/{group_of(machine, EDU_BDF)}", O_RDWR) == errno.EACCES
+
+
+def test_device_info_and_regions(vfio_edu):
+    os_ = vfio_edu.machine.os
+    info = vfio.vfio_device_info(argsz=vfio.vfio_device_info.SIZE)
+    os_.ioctl(vfio_edu.device, vfio.VFIO_DEVICE_GET_INFO, info.buffer)
+    assert info.flags & vfio.VFIO_DEVICE_FLAGS_PCI and info.flags & vfio.VFIO_DEVICE_FLAGS_RESET
+    assert info.num_regions == vfio.VFIO_PCI_NUM_REGIONS and info.num_irqs == vfio.VFIO_PCI_NUM_IRQS
+    bar0 = vfio_edu.region_info(vfio.VFIO_PCI_BAR0_REGION_INDEX)
+    assert bar0.size == EDU_BAR0_SIZE and bar0.flags & vfio.VFIO_REGION_INFO_FLAG_MMAP
+    assert vfio_edu.region_info(vfio.VFIO_PCI_BAR1_REGION_INDEX).size == 0
+    config = vfio_edu.region_info(vfio.VFIO_PCI_CONFIG_REGION_INDEX)
+    assert config.offset == vfio.VFIO_PCI_CONFIG_REGION_INDEX << REGION_OFFSET_SHIFT
+    assert int.from_bytes(os_.pread(vfio_edu.device, 2, config.offset), "little") == 0x1234
+    bad = vfio.vfio_region_info(argsz=vfio.vfio_region_info.SIZE, index=vfio.VFIO_PCI_NUM_REGIONS)
+    assert errno_of(os_.ioctl, vfio_edu.device, vfio.VFIO_DEVICE_GET_REGION_INFO, bad.buffer) == errno.EINVAL
+    short = vfio.vfio_region_info(argsz=8)
+    request = vfio.VFIO_DEVICE_GET_REGION_INFO
+    assert errno_of(os_.ioctl, vfio_edu.device, request, short.buffer) == errno.EINVAL
+
+
+def test_bar_access_through_the_device_fd(vfio_edu):
+    os_ = vfio_edu.machine.os
+    bar = vfio_edu.map_bar(vfio.VFIO_PCI_BAR0_REGION_INDEX)
+    assert bar.read32(EDU_ID) == EDU_ID_VALUE
+    assert int.from_bytes(os_.pread(vfio_edu.device, 4, EDU_ID), "little") == EDU_ID_VALUE
+    assert errno_of(os_.pread, vfio_edu.device, 4, EDU_BAR0_SIZE) == errno.EINVAL
+    assert errno_of(os_.mmap, vfio_edu.device, 4096, 4096 + 8) == errno.EINVAL
+    assert errno_of(os_.mmap, vfio_edu.device, 4096, vfio_edu.config_offset()) == errno.EINVAL
+
+
+def test_irq_info_and_set_irqs_validation(vfio_edu):
+    os_ = vfio_edu.machine.os
+    info = vfio.vfio_irq_info(argsz=vfio.vfio_irq_info.SIZE, index=vfio.VFIO_PCI_MSIX_IRQ_INDEX)
+    os_.ioctl(vfio_edu.device, vfio.VFIO_DEVICE_GET_IRQ_INFO, info.buffer)
+    assert info.count == 2 and info.flags & vfio.VFIO_IRQ_INFO_EVENTFD
+    efd = os_.eventfd()
+    with pytest.raises(OSError) as excinfo:
+        vfio_edu.set_irq_eventfds(vfio.VFIO_PCI_MSIX_IRQ_INDEX, [efd, efd, efd])
+    assert excinfo.value.errno == errno.EINVAL
+    with pytest.raises(OSError) as excinfo:
+        vfio_edu.set_irq_eventfds(vfio.VFIO_PCI_MSI_IRQ_INDEX, [vfio_edu.container])
+    assert excinfo.value.errno == errno.EINVAL
+    vfio_edu.set_irq_eventfds(vfio.VFIO_PCI_MSI_IRQ_INDEX, [efd])
+    with pytest.raises(OSError) as excinfo:
+        vfio_edu.set_irq_eventfds(vfio.VFIO_PCI_MSIX_IRQ_INDEX, [efd])
+    assert excinfo.value.errno == errno.EINVAL  # MSI already in use
+    buf = bytearray(vfio.vfio_irq_set.SIZE)
+    request = vfio.vfio_irq_set.from_buffer(buf)
+    request.argsz = len(buf)
+    two_data_types = vfio.VFIO_IRQ_SET_DATA_NONE | vfio.VFIO_IRQ_SET_DATA_EVENTFD
+    request.flags = two_data_types | vfio.VFIO_IRQ_SET_ACTION_TRIGGER
+    request.index = vfio.VFIO_PCI_MSI_IRQ_INDEX
+    assert errno_of(os_.ioctl, vfio_edu.device, vfio.VFIO_DEVICE_SET_IRQS, buf) == errno.EINVAL
+    request.flags = vfio.VFIO_IRQ_SET_DATA_EVENTFD | vfio.VFIO_IRQ_SET_ACTION_TRIGGER
+    request.count = 1
+    assert errno_of(os_.ioctl, vfio_edu.device, vfio.VFIO_DEVICE_SET_IRQS, buf) == errno.EINVAL  # no data
+
+
+def test_unbind_while_open_is_busy_and_close_resets(vfio_edu):
+    m = vfio_edu.machine
+    assert errno_of(m.os.write_text, "/sys/bus/pci/drivers/vfio-pci/unbind", EDU_BDF) == errno.EBUSY
+    before = m.device(EDU_BDF).reset_count
+    vfio_edu.close()
+    assert m.device(EDU_BDF).reset_count == before + 1
+    m.os.write_text("/sys/bus/pci/drivers/vfio-pci/unbind", EDU_BDF)
+    assert m.os.open_fds == []
+
+
+def test_device_reset_ioctl(vfio_edu):
+    m = vfio_edu.machine
+    m.os.ioctl(vfio_edu.device, vfio.VFIO_DEVICE_RESET)
+    assert m.device(EDU_BDF).reset_count == 1
+
+
+def test_gpu_without_reset_method(machine):
+    machine.os.write_text("/sys/bus/pci/drivers/snd_hda_intel/unbind", GPU_AUDIO_BDF)
+    gpu = open_vfio(machine, GPU_BDF)
+    info = vfio.vfio_device_info(argsz=vfio.vfio_device_info.SIZE)
+    machine.os.ioctl(gpu.device, vfio.VFIO_DEVICE_GET_INFO, info.buffer)
+    assert not info.flags & vfio.VFIO_DEVICE_FLAGS_RESET
+    assert errno_of(machine.os.ioctl, gpu.device, vfio.VFIO_DEVICE_RESET, None) == errno.EINVAL
+    io_bar = gpu.region_info(vfio.VFIO_PCI_BAR4_REGION_INDEX)
+    assert io_bar.size == 256 and not io_bar.flags & vfio.VFIO_REGION_INFO_FLAG_MMAP
+    assert gpu.region_info(vfio.VFIO_PCI_BAR1_REGION_INDEX).size == 0  # upper half of BAR0
+    vram = gpu.map_bar(vfio.VFIO_PCI_BAR0_REGION_INDEX)
+    vram.write64(8, 0x1122334455667788)
+    assert bytes(machine.device(GPU_BDF).vram[8:16]) == (0x1122334455667788).to_bytes(8, "little")
+
+
+def test_bar_sizing_through_vfio_is_virtual(vfio_edu):
+    m = vfio_edu.machine
+    bar0 = vfio_edu.config_offset() + pci_regs.PCI_BASE_ADDRESS_0
+    physical = m.device(EDU_BDF).bar_address(0)
+    m.os.pwrite(vfio_edu.device, b"\xff\xff\xff\xff", bar0)
+    sized = int.from_bytes(m.os.pread(vfio_edu.device, 4, bar0), "little")
+    assert sized == (~(EDU_BAR0_SIZE - 1)) & 0xFFFFFFFF
+    assert m.device(EDU_BDF).bar_address(0) == physical
+    vfio_edu.enable_bus_master()
+    assert vfio_edu.map_bar(vfio.VFIO_PCI_BAR0_REGION_INDEX).read32(EDU_ID) == EDU_ID_VALUE
+
+
+def test_flr_through_vfio_config_is_a_kernel_reset(vfio_edu):
+    m = vfio_edu.machine
+    vfio_edu.enable_bus_master()
+    devctl = vfio_edu.config_offset() + PCIE_CAP_OFFSET + pci_regs.PCI_EXP_DEVCTL
+    value = int.from_bytes(m.os.pread(vfio_edu.device, 2, devctl), "little") | pci_regs.PCI_EXP_DEVCTL_BCR_FLR
+    m.os.pwrite(vfio_edu.device, value.to_bytes(2, "little"), devctl)
+    edu = m.device(EDU_BDF)
+    assert edu.state.flr_count == 1
+    assert edu.bus_master_enabled()  # restored by the kernel around the reset
