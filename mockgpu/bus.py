@@ -14,16 +14,13 @@ from typing import TYPE_CHECKING, Callable
 
 from hal.os import PAGE_SIZE
 from mockgpu.hostmem import HostRAM
-from mockgpu.iommu import IOMMUDomain, IOMMUFault
+from mockgpu.iommu import MSI_WINDOW_BASE, MSI_WINDOW_SIZE, IOMMUDomain, IOMMUFault
 
 if TYPE_CHECKING:
     from mockgpu.pci import PCIFunction
 
 log = logging.getLogger(__name__)
 
-# Intel SDM vol 3 sec 11.11.1: MSI message address 0xFEEx_xxxx targets the local APICs
-MSI_WINDOW_BASE = 0xFEE00000
-MSI_WINDOW_SIZE = 1 << 20
 MSI_WRITE_SIZE = 4  # PCI r3.0 sec 6.8.3.1: an MSI is a DWORD memory write
 # Intel SDM vol 3 sec 6.2: vectors 0-31 are reserved for exceptions; 32-255 are usable
 FIRST_VECTOR = 32

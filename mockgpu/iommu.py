@@ -19,6 +19,15 @@ IOVA_BITS = 48
 IOVA_LIMIT = 1 << IOVA_BITS
 # vfio_iommu_type1 reports the page sizes the IOMMU supports: 4 KiB, 2 MiB and 1 GiB on x86
 IOVA_PAGE_SIZES = PAGE_SIZE | (1 << 21) | (1 << 30)
+# Intel SDM vol 3 sec 11.11.1: MSI message address 0xFEEx_xxxx targets the local APICs; the IOMMU
+# reserves that window, so it is not usable IOVA space
+MSI_WINDOW_BASE = 0xFEE00000
+MSI_WINDOW_SIZE = 1 << 20
+
+
+def usable_iova_ranges() -> list[tuple[int, int]]:
+    """Inclusive [start, end] IOVA ranges a type1 container can map (the aperture minus MSI)."""
+    return [(0, MSI_WINDOW_BASE - 1), (MSI_WINDOW_BASE + MSI_WINDOW_SIZE, IOVA_LIMIT - 1)]
 
 
 @dataclass
@@ -62,8 +71,8 @@ class IOMMUDomain:
             raise OSError(errno.EINVAL, "MAP_DMA needs READ or WRITE and a non-zero size")
         if (iova | size | vaddr) & (PAGE_SIZE - 1):
             raise OSError(errno.EINVAL, "MAP_DMA iova, size and vaddr must be page aligned")
-        if iova + size > IOVA_LIMIT:
-            raise OSError(errno.EINVAL, f"IOVA range [{iova:#x}, {iova + size:#x}) outside the aperture")
+        if not any(start <= iova and iova + size - 1 <= end for start, end in usable_iova_ranges()):
+            raise OSError(errno.EINVAL, f"IOVA range [{iova:#x}, {iova + size:#x}) is not usable IOVA space")
         if self._overlapping(iova, size):
             raise OSError(errno.EEXIST, f"IOVA range [{iova:#x}, {iova + size:#x}) overlaps a mapping")
         if not self.ram.vaddr_range_mapped(vaddr, size):

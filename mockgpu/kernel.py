@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,7 @@ MMIO64_BASE = 0x38_0000_0000
 IO_BASE = 0x1000
 # Where pci_reset_function's save/restore covers: the standard header (include/linux/pci.h)
 SAVED_HEADER_DWORDS = 16
+RESET_READY_TIMEOUT_S = 60.0  # drivers/pci/pci.c: PCIE_RESET_READY_POLL_MS
 
 
 @dataclass
@@ -220,7 +222,6 @@ class PCIKernel:
         ctrl_off = rebar + position * REBAR_ENTRY_SIZE + pci_regs.PCI_REBAR_CTRL
         ctrl = function.cfg.read(ctrl_off, 4) & ~pci_regs.PCI_REBAR_CTRL_BAR_SIZE
         function.config_write(ctrl_off, 4, ctrl | (code << pci_regs.PCI_REBAR_CTRL_BAR_SHIFT))
-        function.assigned.pop(index, None)
         self._next_mmio64 = _align(self._next_mmio64, size)
         function.assigned[index] = self._next_mmio64
         function._program_bar(index, self._next_mmio64)
@@ -267,6 +268,7 @@ class PCIKernel:
             raise OSError(errno.ENOTTY, f"{bdf} has no reset method")
         saved = function.cfg.snapshot()
         saved_msix_table = bytes(function.msix_table)
+        saved_sizes = dict(function.bar_sizes)
         if methods[0] == "flr":
             function.function_level_reset()
         else:
@@ -274,6 +276,15 @@ class PCIKernel:
             control = parent.cfg.read(pci_regs.PCI_BRIDGE_CONTROL, 2)
             parent.config_write(pci_regs.PCI_BRIDGE_CONTROL, 2, control | pci_regs.PCI_BRIDGE_CTL_BUS_RESET)
             parent.config_write(pci_regs.PCI_BRIDGE_CONTROL, 2, control)
+        delay = function.ready_at - time.monotonic()
+        if delay > 0:
+            # pci_dev_wait: the kernel polls until the device answers again (up to a minute)
+            if delay > RESET_READY_TIMEOUT_S:
+                raise OSError(errno.ENOTTY, f"{bdf} not ready {RESET_READY_TIMEOUT_S} s after reset")
+            time.sleep(delay)
+        for index, size in saved_sizes.items():
+            if function.bar_sizes[index] != size:
+                function.resize_bar(index, size)  # pci_restore_rebar_state
         restore_state(function, saved)
         function.msix_table[:] = saved_msix_table
 

@@ -210,6 +210,10 @@ class Machine:
         """The next `count` MMIO writes to `bdf` are lost (-1: all, until `count=0` is set)."""
         self.device(bdf).faults.drop_writes = count
 
+    def set_reset_delay(self, bdf: str, seconds: float) -> None:
+        """After each reset, `bdf` reads all ones for `seconds` before it answers again."""
+        self.device(bdf).faults.reset_ready_s = seconds
+
     def set_link(self, bdf: str, speed: int, width: int) -> None:
         """The link of `bdf` retrained at `speed` (PCI_EXP_LNKSTA_CLS_* code) and `width` lanes."""
         self.device(bdf).set_link(speed, width)

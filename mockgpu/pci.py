@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -149,9 +150,12 @@ class FaultPlan:
     """Injected misbehaviour of one function; Machine's fault methods set it.
 
     `drop_writes`: how many of the next MMIO writes vanish on the way (posted writes carry no
-    completion, so the driver cannot tell), -1 for all of them until cleared."""
+    completion, so the driver cannot tell), -1 for all of them until cleared.
+    `reset_ready_s`: after a reset the function ignores requests (reads all ones) this long, like
+    a device still initialising (PCIe allows up to 1 s after a reset before it must answer)."""
 
     drop_writes: int = 0
+    reset_ready_s: float = 0.0
 
 
 class PCIFunction:
@@ -174,6 +178,7 @@ class PCIFunction:
         self.in_reset = False
         self.state = FunctionState()
         self.faults = FaultPlan()
+        self.ready_at = 0.0
         self.bar_sizes: dict[int, int] = {bar.index: bar.size for bar in bars}
         self.assigned: dict[int, int] = {}
         self.msix_table = bytearray()
@@ -354,8 +359,11 @@ class PCIFunction:
 
     # -- config access (what the bus delivers) -----------------------------------------------
     def responds(self) -> bool:
-        """False while the function is gone or held in reset: config reads then master-abort."""
-        return self.present and not self.in_reset
+        """False while the function is gone, held in reset or still coming out of one: requests
+        then master-abort (reads all ones, writes dropped)."""
+        if not self.present or self.in_reset:
+            return False
+        return not self.ready_at or time.monotonic() >= self.ready_at
 
     def config_read(self, off: int, n: int) -> int:
         check_config_access(off, n, self.cfg.size)
@@ -413,14 +421,11 @@ class PCIFunction:
                 self.resize_bar(index, new_size)
 
     def resize_bar(self, index: int, new_size: int) -> None:
-        """Hardware side of a ReBAR resize: the BAR now decodes `new_size`; its address is kept
-        where the new alignment allows (low address bits become read-only zero)."""
+        """Hardware side of a ReBAR resize: the BAR now decodes `new_size`. Address bits below the
+        new size become read-only zero, so a BAR whose assigned address is not aligned to the new
+        size stops claiming it until software programs a new address."""
         self.bar_sizes[index] = new_size
-        address = self.bar_address(index)
-        self.assigned.pop(index, None)
         self._init_bar(index)
-        aligned = address & ~(new_size - 1)
-        self._program_bar(index, aligned)
         self.on_bar_resized(index, new_size)
 
     def on_bar_resized(self, index: int, new_size: int) -> None:
@@ -636,8 +641,15 @@ class PCIFunction:
         """Whatever the reset kind: config space and device state return to power-on values.
         BAR addresses stay as the kernel assigned them (it restores them after a reset)."""
         self.state.reset_count += 1
+        resized = [index for index, spec in self.bars.items() if self.bar_sizes[index] != spec.size]
+        for index in resized:
+            self.bar_sizes[index] = self.bars[index].size  # PCIe r5.0 sec 7.8.6.3: ReBAR size resets
         self._build_config()
+        for index in resized:
+            self.on_bar_resized(index, self.bar_sizes[index])
         self.reset_device_state()
+        if self.faults.reset_ready_s > 0:
+            self.ready_at = time.monotonic() + self.faults.reset_ready_s
 
     def function_level_reset(self) -> None:
         log.info("%s: function level reset", self.bdf)

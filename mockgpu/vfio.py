@@ -19,7 +19,7 @@ from hal.os import PAGE_SIZE
 from hal.region import Region
 from mockgpu.bits import field_put
 from mockgpu.files import EventFD, MockFile
-from mockgpu.iommu import IOVA_PAGE_SIZES, IOMMUDomain
+from mockgpu.iommu import IOVA_PAGE_SIZES, MSI_WINDOW_BASE, IOMMUDomain, usable_iova_ranges
 from mockgpu.kernel import VFIO_PCI
 from mockgpu.pci import BarKind, PCIFunction
 
@@ -41,6 +41,7 @@ IRQ_ACTION_LIST = (vfio.VFIO_IRQ_SET_ACTION_MASK, vfio.VFIO_IRQ_SET_ACTION_UNMAS
 IRQ_ACTIONS = IRQ_ACTION_LIST[0] | IRQ_ACTION_LIST[1] | IRQ_ACTION_LIST[2]
 DMA_MAP_FLAGS = vfio.VFIO_DMA_MAP_FLAG_READ | vfio.VFIO_DMA_MAP_FLAG_WRITE
 NAME_MAX = 255
+IOVA_RANGE_CAP_VERSION = 1  # drivers/vfio/vfio_iommu_type1.c: the IOVA range capability is version 1
 VIRTUAL_BARS_START = pci_regs.PCI_BASE_ADDRESS_0
 VIRTUAL_BARS_END = pci_regs.PCI_BASE_ADDRESS_5 + 4
 
@@ -51,7 +52,26 @@ def minsz(cls, last_field: str) -> int:
     return member.offset + member.size
 
 
-def struct_arg(arg, cls, last_field: str):
+class StructArg:
+    """The user's struct as the kernel sees it: `info` to read and update, `commit()` to copy the
+    updates back when the user's buffer is shorter than the full struct (argsz >= minsz)."""
+
+    def __init__(self, cls, view: memoryview) -> None:
+        self.view = view
+        self._padded: bytearray | None = None
+        if len(view) < cls.SIZE:
+            self._padded = bytearray(cls.SIZE)
+            self._padded[:len(view)] = view
+            self.info = cls.from_buffer(self._padded)
+        else:
+            self.info = cls.from_buffer(view)
+
+    def commit(self) -> None:
+        if self._padded is not None:
+            self.view[:] = self._padded[:len(self.view)]
+
+
+def struct_arg(arg, cls, last_field: str) -> StructArg:
     """A view of the user's struct, or the errno the kernel would give."""
     if arg is None or isinstance(arg, int):
         raise OSError(errno.EFAULT, f"{cls.__name__} argument must be a buffer, not {arg!r}")
@@ -61,15 +81,10 @@ def struct_arg(arg, cls, last_field: str):
         raise OSError(errno.EFAULT, f"{cls.__name__} buffer of {len(view)} bytes is shorter than {need}")
     if view.readonly:
         raise OSError(errno.EFAULT, f"{cls.__name__} buffer is read-only")
-    if len(view) < cls.SIZE:
-        padded = bytearray(cls.SIZE)
-        padded[:len(view)] = view
-        info = cls.from_buffer(padded)
-    else:
-        info = cls.from_buffer(view)
-    if info.argsz < need:
-        raise OSError(errno.EINVAL, f"{cls.__name__}.argsz {info.argsz} < {need}")
-    return info, view
+    parsed = StructArg(cls, view)
+    if parsed.info.argsz < need:
+        raise OSError(errno.EINVAL, f"{cls.__name__}.argsz {parsed.info.argsz} < {need}")
+    return parsed
 
 
 def int_pointer_arg(arg) -> int:
@@ -145,14 +160,24 @@ class ContainerFile(MockFile):
 
     def _get_info(self, arg) -> int:
         self._require_type1()
-        info, _ = struct_arg(arg, vfio.vfio_iommu_type1_info, "iova_pgsizes")
-        info.flags = vfio.VFIO_IOMMU_INFO_PGSIZES
+        parsed = struct_arg(arg, vfio.vfio_iommu_type1_info, "iova_pgsizes")
+        info = parsed.info
+        info.flags = vfio.VFIO_IOMMU_INFO_PGSIZES | vfio.VFIO_IOMMU_INFO_CAPS
         info.iova_pgsizes = IOVA_PAGE_SIZES
+        caps = iova_range_capability()
+        needed = vfio.vfio_iommu_type1_info.SIZE + len(caps)
+        if info.argsz < needed:
+            info.argsz = needed  # vfio.h: the caller retries with a buffer this large
+            info.cap_offset = 0
+        else:
+            info.cap_offset = vfio.vfio_iommu_type1_info.SIZE
+            parsed.view[info.cap_offset:needed] = caps
+        parsed.commit()
         return 0
 
     def _map_dma(self, arg) -> int:
         domain = self._require_type1()
-        info, _ = struct_arg(arg, vfio.vfio_iommu_type1_dma_map, "size")
+        info = struct_arg(arg, vfio.vfio_iommu_type1_dma_map, "size").info
         if info.flags & ~DMA_MAP_FLAGS:
             raise OSError(errno.EINVAL, f"MAP_DMA flags {info.flags:#x} not supported")
         domain.map(info.iova, info.size, info.vaddr,
@@ -162,17 +187,19 @@ class ContainerFile(MockFile):
 
     def _unmap_dma(self, arg) -> int:
         domain = self._require_type1()
-        info, _ = struct_arg(arg, vfio.vfio_iommu_type1_dma_unmap, "size")
+        parsed = struct_arg(arg, vfio.vfio_iommu_type1_dma_unmap, "size")
+        info = parsed.info
         if info.flags & vfio.VFIO_DMA_UNMAP_FLAG_ALL:
             if info.flags & ~vfio.VFIO_DMA_UNMAP_FLAG_ALL or info.iova or info.size:
                 raise OSError(errno.EINVAL, "UNMAP_DMA FLAG_ALL takes iova = size = 0")
             info.size = domain.unmap_all()
-            return 0
-        if info.flags:
-            raise OSError(errno.EINVAL, f"UNMAP_DMA flags {info.flags:#x} not supported")
-        if info.size == 0:
-            raise OSError(errno.EINVAL, "UNMAP_DMA of size 0")
-        info.size = domain.unmap(info.iova, info.size)
+        else:
+            if info.flags:
+                raise OSError(errno.EINVAL, f"UNMAP_DMA flags {info.flags:#x} not supported")
+            if info.size == 0:
+                raise OSError(errno.EINVAL, "UNMAP_DMA of size 0")
+            info.size = domain.unmap(info.iova, info.size)
+        parsed.commit()
         return 0
 
     def close(self) -> None:
@@ -192,13 +219,14 @@ class GroupFile(MockFile):
 
     def ioctl(self, request: int, arg) -> int:
         if request == vfio.VFIO_GROUP_GET_STATUS:
-            info, _ = struct_arg(arg, vfio.vfio_group_status, "flags")
+            parsed = struct_arg(arg, vfio.vfio_group_status, "flags")
             flags = 0
             if self.machine.kernel.group_viable(self.group):
                 flags |= vfio.VFIO_GROUP_FLAGS_VIABLE
             if self.group in self.state.group_container:
                 flags |= vfio.VFIO_GROUP_FLAGS_CONTAINER_SET
-            info.flags = flags
+            parsed.info.flags = flags
+            parsed.commit()
             return 0
         if request == vfio.VFIO_GROUP_SET_CONTAINER:
             return self._set_container(int_pointer_arg(arg))
@@ -275,13 +303,14 @@ class DeviceFile(MockFile):
     # -- ioctls --------------------------------------------------------------------------------
     def ioctl(self, request: int, arg) -> int:
         if request == vfio.VFIO_DEVICE_GET_INFO:
-            info, _ = struct_arg(arg, vfio.vfio_device_info, "num_irqs")
+            parsed = struct_arg(arg, vfio.vfio_device_info, "num_irqs")
             flags = vfio.VFIO_DEVICE_FLAGS_PCI
             if self.machine.kernel.reset_methods(self.function):
                 flags |= vfio.VFIO_DEVICE_FLAGS_RESET
-            info.flags = flags
-            info.num_regions = vfio.VFIO_PCI_NUM_REGIONS
-            info.num_irqs = vfio.VFIO_PCI_NUM_IRQS
+            parsed.info.flags = flags
+            parsed.info.num_regions = vfio.VFIO_PCI_NUM_REGIONS
+            parsed.info.num_irqs = vfio.VFIO_PCI_NUM_IRQS
+            parsed.commit()
             return 0
         if request == vfio.VFIO_DEVICE_GET_REGION_INFO:
             return self._region_info(arg)
@@ -316,12 +345,14 @@ class DeviceFile(MockFile):
         return size, flags
 
     def _region_info(self, arg) -> int:
-        info, _ = struct_arg(arg, vfio.vfio_region_info, "offset")
+        parsed = struct_arg(arg, vfio.vfio_region_info, "offset")
+        info = parsed.info
         size, flags = self.region(info.index)
         info.size = size
         info.flags = flags
         info.cap_offset = 0
         info.offset = info.index << REGION_OFFSET_SHIFT
+        parsed.commit()
         return 0
 
     def _irq_count(self, index: int) -> int:
@@ -337,7 +368,8 @@ class DeviceFile(MockFile):
         return 1
 
     def _irq_info(self, arg) -> int:
-        info, _ = struct_arg(arg, vfio.vfio_irq_info, "count")
+        parsed = struct_arg(arg, vfio.vfio_irq_info, "count")
+        info = parsed.info
         if info.index >= vfio.VFIO_PCI_NUM_IRQS:
             raise OSError(errno.EINVAL, f"IRQ index {info.index} out of range")
         flags = vfio.VFIO_IRQ_INFO_EVENTFD
@@ -347,10 +379,13 @@ class DeviceFile(MockFile):
             flags |= vfio.VFIO_IRQ_INFO_NORESIZE
         info.flags = flags
         info.count = self._irq_count(info.index)
+        parsed.commit()
         return 0
 
     def _set_irqs(self, arg) -> int:
-        info, view = struct_arg(arg, vfio.vfio_irq_set, "count")
+        parsed = struct_arg(arg, vfio.vfio_irq_set, "count")
+        info = parsed.info
+        view = parsed.view
         header = minsz(vfio.vfio_irq_set, "count")
         if info.index >= vfio.VFIO_PCI_NUM_IRQS:
             raise OSError(errno.EINVAL, f"IRQ index {info.index} out of range")
@@ -599,7 +634,6 @@ class VFIOKernel:
 
     def _program(self, function: PCIFunction, msix: bool, vectors: dict[int, tuple[int, EventFD]]) -> None:
         """What the host kernel writes into the function so its messages reach our vectors."""
-        from mockgpu.bus import MSI_WINDOW_BASE
         if msix:
             offset = function.cap_offsets[pci_regs.PCI_CAP_ID_MSIX]
             for vector in range(function.msix.vectors):
@@ -674,3 +708,20 @@ def config_write_bytes(function: PCIFunction, offset: int, data: bytes) -> None:
         else:
             function.config_write(off, width, int.from_bytes(data[pos:pos + width], "little"))
         pos += width
+
+
+def iova_range_capability() -> bytes:
+    """VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE (version 1) listing the usable IOVA ranges."""
+    ranges = usable_iova_ranges()
+    size = vfio.vfio_iommu_type1_info_cap_iova_range.SIZE + vfio.vfio_iova_range.SIZE * len(ranges)
+    raw = bytearray(size)
+    cap = vfio.vfio_iommu_type1_info_cap_iova_range.from_buffer(raw)
+    cap.header.id = vfio.VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE
+    cap.header.version = IOVA_RANGE_CAP_VERSION
+    cap.header.next = 0
+    cap.nr_iovas = len(ranges)
+    for position, (start, end) in enumerate(ranges):
+        entry = vfio.vfio_iova_range.from_buffer(raw, cap.SIZE + position * vfio.vfio_iova_range.SIZE)
+        entry.start = start
+        entry.end = end
+    return bytes(raw)

@@ -8,7 +8,7 @@ from autogen.linux import pci_regs
 from mockgpu_helpers import config_read, config_write
 
 from hal.os import O_RDWR
-from mockgpu import GPU_BDF
+from mockgpu import GPU_BDF, BarKind, BarSpec, Identity, Machine, PCIeInfo, PCIeLink, PCIFunction, RootPort
 from mockgpu.bits import field_get, field_put
 from mockgpu.navi31 import NAVI31_BAR0_DEFAULT
 
@@ -81,3 +81,47 @@ def test_sysfs_resize_rejects_unsupported_size(machine):
     with pytest.raises(OSError) as excinfo:
         machine.os.write_text(f"{GPU_SYSFS}/resource0_resize", "3")
     assert excinfo.value.errno == errno.EINVAL
+
+
+def test_raw_bus_reset_returns_the_default_size(machine):
+    machine.os.write_text("/sys/bus/pci/drivers/amdgpu/unbind", GPU_BDF)
+    machine.os.write_text(f"{GPU_SYSFS}/resource0_resize", "14")
+    port = "0000:03:00.0"
+    control = config_read(machine, port, pci_regs.PCI_BRIDGE_CONTROL, 2)
+    asserted = control | pci_regs.PCI_BRIDGE_CTL_BUS_RESET
+    config_write(machine, port, pci_regs.PCI_BRIDGE_CONTROL, 2, asserted)
+    config_write(machine, port, pci_regs.PCI_BRIDGE_CONTROL, 2, control)
+    assert bar0_size(machine) == NAVI31_BAR0_DEFAULT
+
+
+class ResizableEndpoint(PCIFunction):
+    """A plug-in model: FLR-capable endpoint with one resizable 64-bit BAR."""
+
+    def __init__(self) -> None:
+        link = PCIeLink(pci_regs.PCI_EXP_LNKCAP_SLS_8_0GB, 4, pci_regs.PCI_EXP_LNKCAP_SLS_8_0GB, 4)
+        bar = BarSpec(0, 1 << 20, BarKind.MEM64, prefetchable=True, rebar_sizes=(1 << 20, 1 << 21, 1 << 22))
+        super().__init__(Identity(0x1234, 0xBEEF, 0xFF0000), [bar],
+                         PCIeInfo(pci_regs.PCI_EXP_TYPE_ENDPOINT, link, flr=True))
+
+
+def test_kernel_reset_restores_the_resized_bar():
+    m = Machine()
+    m.add_device(RootPort(), "0000:00:01.0")
+    m.add_device(ResizableEndpoint(), "0000:01:00.0", "0000:00:01.0", driver=None)
+    device = m.device("0000:01:00.0")
+    m.os.write_text("/sys/bus/pci/devices/0000:01:00.0/resource0_resize", "2")
+    assert device.bar_sizes[0] == 1 << 22
+    m.os.write_text("/sys/bus/pci/devices/0000:01:00.0/reset", "1")
+    assert device.state.flr_count == 1
+    assert device.bar_sizes[0] == 1 << 22
+    assert device.bar_claims(0)
+
+
+def test_resize_to_a_size_the_address_is_not_aligned_to_stops_claiming(machine):
+    gpu = machine.device(GPU_BDF)
+    address = gpu.bar_address(0)
+    ctrl_off = REBAR + pci_regs.PCI_REBAR_CTRL
+    ctrl = config_read(machine, GPU_BDF, ctrl_off, 4) & ~pci_regs.PCI_REBAR_CTRL_BAR_SIZE
+    config_write(machine, GPU_BDF, ctrl_off, 4, ctrl | field_put(pci_regs.PCI_REBAR_CTRL_BAR_SIZE, 15))
+    assert gpu.bar_address(0) == address & ~(32 * GIB - 1)
+    assert gpu.bar_claims(0) == (address % (32 * GIB) == 0)

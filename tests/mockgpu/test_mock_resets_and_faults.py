@@ -149,3 +149,18 @@ def test_hot_plug_after_surprise_removal(machine):
     machine.hot_plug(EDU_BDF)
     assert config_read(machine, EDU_BDF, pci_regs.PCI_VENDOR_ID, 2) != 0xFFFF
     assert config_read(machine, EDU_BDF, pci_regs.PCI_COMMAND, 2) == 0
+
+
+def test_slow_device_after_reset(machine):
+    machine.set_reset_delay(EDU_BDF, 0.05)
+    devctl = PCIE_CAP_OFFSET + pci_regs.PCI_EXP_DEVCTL
+    config_write(machine, EDU_BDF, devctl, 2, pci_regs.PCI_EXP_DEVCTL_BCR_FLR)
+    assert config_read(machine, EDU_BDF, pci_regs.PCI_VENDOR_ID, 2) == 0xFFFF
+    machine.os.sleep(0.06)
+    assert config_read(machine, EDU_BDF, pci_regs.PCI_VENDOR_ID, 2) != 0xFFFF
+
+
+def test_kernel_reset_waits_for_a_slow_device(machine):
+    machine.set_reset_delay(EDU_BDF, 0.05)
+    machine.os.write_text(f"{EDU_SYSFS}/reset", "1")
+    assert config_read(machine, EDU_BDF, pci_regs.PCI_VENDOR_ID, 2) != 0xFFFF

@@ -12,6 +12,7 @@ from hal.os import O_RDWR
 from mockgpu import EDU_BDF, GPU_AUDIO_BDF, GPU_BDF, Machine
 from mockgpu.edu import EDU_BAR0_SIZE, EDU_ID, EDU_ID_VALUE
 from mockgpu.pci import PCIE_CAP_OFFSET
+from mockgpu.iommu import IOVA_LIMIT, MSI_WINDOW_BASE, MSI_WINDOW_SIZE
 from mockgpu.vfio import REGION_OFFSET_SHIFT
 
 
@@ -184,3 +185,32 @@ def test_flr_through_vfio_config_is_a_kernel_reset(vfio_edu):
     edu = m.device(EDU_BDF)
     assert edu.state.flr_count == 1
     assert edu.bus_master_enabled()  # restored by the kernel around the reset
+
+
+def test_iommu_info_reports_iova_ranges_without_the_msi_window(vfio_edu):
+    m = vfio_edu.machine
+    info = vfio.vfio_iommu_type1_info(argsz=vfio.vfio_iommu_type1_info.SIZE)
+    m.os.ioctl(vfio_edu.container, vfio.VFIO_IOMMU_GET_INFO, info.buffer)
+    assert info.flags & vfio.VFIO_IOMMU_INFO_CAPS and info.iova_pgsizes & 4096
+    full = bytearray(info.argsz)
+    again = vfio.vfio_iommu_type1_info.from_buffer(full)
+    again.argsz = len(full)
+    m.os.ioctl(vfio_edu.container, vfio.VFIO_IOMMU_GET_INFO, full)
+    cap = vfio.vfio_iommu_type1_info_cap_iova_range.from_buffer(full, again.cap_offset)
+    assert cap.header.id == vfio.VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE
+    first = again.cap_offset + cap.SIZE
+    ranges = [vfio.vfio_iova_range.from_buffer(full, first + i * vfio.vfio_iova_range.SIZE)
+              for i in range(cap.nr_iovas)]
+    assert [(r.start, r.end) for r in ranges] == [(0, MSI_WINDOW_BASE - 1),
+                                                  (MSI_WINDOW_BASE + MSI_WINDOW_SIZE, IOVA_LIMIT - 1)]
+    mem = m.os.alloc_locked(4096)
+    assert errno_of(vfio_edu.map_dma, mem.addr, MSI_WINDOW_BASE, 4096) == errno.EINVAL
+
+
+def test_minimum_argsz_buffer_gets_the_answer(vfio_edu):
+    m = vfio_edu.machine
+    minimum = bytearray(vfio.vfio_device_info.FIELDS["num_irqs"].offset + 4)
+    minimum[:4] = len(minimum).to_bytes(4, "little")
+    m.os.ioctl(vfio_edu.device, vfio.VFIO_DEVICE_GET_INFO, minimum)
+    regions = vfio.vfio_device_info.FIELDS["num_regions"].offset
+    assert int.from_bytes(minimum[regions:regions + 4], "little") == vfio.VFIO_PCI_NUM_REGIONS
