@@ -112,6 +112,23 @@ def test_no_iommu_means_a_typed_error_that_says_what_to_do(tmp_path):
     assert machine.os.open_fds == []
 
 
+def test_no_iommu_mode_only_when_asked_and_then_dma_uses_physical_addresses(tmp_path, edu_dma):
+    machine = Machine.default(lock_dir=str(tmp_path), iommu=False, noiommu=True)
+    with pytest.raises(BackendUnavailable):
+        hal.open(EDU, os=machine.os, unbind=True)
+    with hal.open(EDU, os=machine.os, unbind=True, noiommu=True) as dev:
+        assert dev.bar(0).read32(EDU_ID) == EDU_ID_VALUE
+        buffer = dev.alloc_dma(2 * 4096)
+        memory, iova = buffer.backend_handle
+        assert iova is None and buffer.bus_addresses == machine.os.pagemap(memory)
+        buffer.region.write(4096, b"no isolation")
+        status = edu_dma(dev.bar(0), buffer.bus_address_of(4096), EDU_DMA_BUFFER_BASE, 12, to_host=False)
+        assert not status & EDU_STATUS_DMA_ERROR
+        assert dev.bar(0).read(EDU_DMA_BUFFER_BASE, 12) == b"no isolation"
+    assert machine.iommu_faults == []
+    assert machine.os.open_fds == []
+
+
 def test_automatic_selection_falls_back_to_sysfs(tmp_path):
     machine = Machine.default(lock_dir=str(tmp_path), iommu=False)
     with hal.open(EDU_BDF, os=machine.os, unbind=True) as dev:

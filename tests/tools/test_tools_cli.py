@@ -1,0 +1,78 @@
+"""The command-line tools: lsgpu's table and JSON over the mock machine, bench's CLI, and the README's
+quick-start test command being the one .ci/run runs."""
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from mockgpu import EDU_BDF, GPU_BDF, Machine
+from tools import bench, lsgpu
+
+REPOSITORY = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_lsgpu_json_lists_the_mock_gpu(capsys):
+    assert lsgpu.main(["--mock", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["bdf"] for row in rows] == [GPU_BDF]
+    gpu = rows[0]
+    assert (gpu["vendor_id"], gpu["device_id"], gpu["vendor"]) == (0x1002, 0x744C, "AMD")
+    assert gpu["class_code"] >> 16 == 0x03
+    assert gpu["driver"] == "amdgpu"
+    assert set(gpu["backends"]) == {"pci", "vfio"}
+    assert gpu["path"][0] == "0000:00:02.0" and gpu["path"][-1] == "0000:03:00.0"
+    for key in ("device", "vendor_id", "device_id", "bdf", "driver", "backends"):
+        assert key in gpu
+
+
+def test_lsgpu_all_includes_non_display_functions(capsys):
+    assert lsgpu.main(["--mock", "--json", "--all"]) == 0
+    bdfs = {row["bdf"] for row in json.loads(capsys.readouterr().out)}
+    assert {EDU_BDF, GPU_BDF} <= bdfs
+
+
+def test_lsgpu_table_names_each_column(capsys):
+    assert lsgpu.main(["--mock"]) == 0
+    out = capsys.readouterr().out
+    header = out.splitlines()[0].split()
+    assert header == ["DEVICE", "VENDOR:DEVICE", "CLASS", "DRIVER", "PATH", "BACKENDS"]
+    assert "1002:744c (AMD)" in out and "amdgpu" in out
+
+
+def test_lsgpu_says_when_no_gpu_is_found(capsys, monkeypatch):
+    monkeypatch.setattr(lsgpu, "_mock_os", lambda: Machine().os)
+    assert lsgpu.main(["--mock"]) == 0
+    assert "No PCI GPUs found in the mock machine" in capsys.readouterr().out
+
+
+def test_lsgpu_runs_as_a_module():
+    result = subprocess.run([sys.executable, "-m", "tools.lsgpu", "--mock", "--json"], cwd=REPOSITORY,
+                            capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["bdf"] == GPU_BDF
+
+
+def test_bench_json_prints_figures(capsys):
+    assert bench.main(["--json", "autogen"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [result["name"] for result in results] == ["autogen"]
+    figures = results[0]["figures"]
+    assert figures["register_lookups"] == 1000 and figures["total_s"] > 0
+
+
+def test_bench_rejects_an_unknown_name(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["nosuchbench"])
+    assert "known: hal, autogen" in capsys.readouterr().err
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (REPOSITORY / "README.md").read_text()
+    ci = (REPOSITORY / ".ci" / "run").read_text()
+    commands = [line for line in readme.splitlines() if "pytest" in line and line.startswith("apt-get")]
+    assert len(commands) == 1, "the README's quick start has exactly one test command"
+    assert commands[0] in ci.splitlines()
