@@ -112,8 +112,8 @@ def extended_capabilities(cfg: ConfigAccess) -> list[Capability]:
         header = cfg.cfg_read32(offset)
         if header == 0 or header == ALL_ONES32:
             break
-        found.append(Capability(header & 0xFFFF, offset, extended=True))  # pci_regs.h PCI_EXT_CAP_ID
-        offset = (header >> 20) & 0xFFC  # pci_regs.h PCI_EXT_CAP_NEXT
+        found.append(Capability(regs.PCI_EXT_CAP_ID(header), offset, extended=True))
+        offset = regs.PCI_EXT_CAP_NEXT(header)
     return found
 
 

@@ -141,17 +141,23 @@ class SysfsPCI:
         path = self.upstream_path(bdf)
         return path[-1] if path else None
 
-    def iommu_group(self, bdf: str) -> int | None:
-        link = self.device_path(bdf, "iommu_group")
+    def _link_name(self, bdf: str, attribute: str) -> str | None:
+        """Last path component of the device's `attribute` symlink; None when there is no link."""
+        link = self.device_path(bdf, attribute)
         try:
             target = self.os.readlink(link)
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.EINVAL):
                 return None
             raise from_oserror(exc, f"reading {link}") from exc
-        name = target.rstrip("/").rsplit("/", 1)[-1]
+        return target.rstrip("/").rsplit("/", 1)[-1]
+
+    def iommu_group(self, bdf: str) -> int | None:
+        name = self._link_name(bdf, "iommu_group")
+        if name is None:
+            return None
         if not name.isdigit():
-            raise HalError(f"{link} points at {target!r}, not an IOMMU group")
+            raise HalError(f"{self.device_path(bdf, 'iommu_group')} points at {name!r}, not an IOMMU group")
         return int(name)
 
     def iommu_group_devices(self, group: int) -> list[str]:
@@ -163,14 +169,7 @@ class SysfsPCI:
 
     # -- drivers -----------------------------------------------------------------------------
     def driver(self, bdf: str) -> str | None:
-        link = self.device_path(bdf, "driver")
-        try:
-            target = self.os.readlink(link)
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.EINVAL):
-                return None
-            raise from_oserror(exc, f"reading {link}") from exc
-        return target.rstrip("/").rsplit("/", 1)[-1]
+        return self._link_name(bdf, "driver")
 
     def unbind(self, bdf: str) -> str | None:
         """Detach the bound kernel driver; returns its name (None when nothing was bound)."""
