@@ -21,6 +21,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
 from typing import Iterable
 
@@ -235,14 +236,43 @@ def unpack(package: Package, deb: pathlib.Path) -> pathlib.Path:
             tree.mkdir()
             tarball = contents / package.tarball
             top = pathlib.PurePosixPath(package.tarball).name.split(".tar")[0]
-            members = [f"{top}/{member}" for member in package.members]
-            result = _run(["tar", "-xf", str(tarball), "-C", str(tree), "--strip-components=1", *members])
-            if result.returncode != 0:
-                raise SourceUnavailable(f"unpacking {package.tarball} from {deb} failed: {result.stderr}",
-                                        package=package.name, version=package.version)
+            try:
+                extract_members(tarball, tree, top, package.members)
+            except (OSError, tarfile.TarError, EOFError, ValueError) as exc:
+                raise SourceUnavailable(f"unpacking {package.tarball} from {deb} failed: {exc}",
+                                        package=package.name, version=package.version) from exc
         else:
             tree = contents
         if final.exists():
             shutil.rmtree(final)
         tree.rename(final)
     return final
+
+
+def extract_members(tarball: pathlib.Path, tree: pathlib.Path, top: str, members: Iterable[str]) -> int:
+    """Unpack the regular files under `top/<member>/` of `tarball` into `tree`, without `top/`.
+
+    Python's tarfile (with the standard library's lzma) does the work, so no `xz` program is needed.
+    Names that are absolute or climb out with `..` are refused; links and devices are not unpacked
+    (the generators read headers only). Returns how many files were written.
+    """
+    prefixes = tuple(f"{top}/{member.strip('/')}/" for member in members)
+    written = 0
+    with tarfile.open(tarball, "r:*") as archive:
+        for entry in archive:
+            if not entry.isfile() or not entry.name.startswith(prefixes):
+                continue
+            relative = pathlib.PurePosixPath(entry.name).relative_to(top)
+            if relative.is_absolute() or ".." in relative.parts:
+                raise ValueError(f"{tarball} holds an unsafe path {entry.name!r}")
+            destination = tree.joinpath(*relative.parts)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            source = archive.extractfile(entry)
+            if source is None:
+                continue
+            with source, open(destination, "wb") as out:
+                shutil.copyfileobj(source, out)
+            written += 1
+    if written == 0:
+        raise ValueError(f"{tarball} has no files under {', '.join(prefixes)}")
+    return written

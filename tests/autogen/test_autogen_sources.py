@@ -4,6 +4,7 @@ from __future__ import annotations
 import pathlib
 import shutil
 import subprocess
+import tarfile
 
 import pytest
 
@@ -60,8 +61,8 @@ def _build_deb(tmp_path: pathlib.Path, name: str, version: str) -> pathlib.Path:
         f"Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: test <test@example.invalid>\n"
         "Description: test package\n")
     (package / "usr" / "src").mkdir(parents=True)
-    subprocess.run(["tar", "-cJf", str(package / "usr" / "src" / f"{name}.tar.xz"), "-C",
-                    str(tmp_path / "tarball"), name], check=True)
+    with tarfile.open(package / "usr" / "src" / f"{name}.tar.xz", "w:xz") as archive:
+        archive.add(tmp_path / "tarball" / name, arcname=name)
     debs = tmp_path / "cache" / "debs"
     debs.mkdir(parents=True)
     deb = debs / f"{name}_{version}_all.deb"
