@@ -26,6 +26,8 @@ import tempfile
 from typing import Iterable
 
 log = logging.getLogger(__name__)
+# one line per slow step (download, unpack); the CLI shows these even when not verbose
+progress = logging.getLogger("autogen.progress")
 
 CACHE_ENV = "GPUHAL_CACHE"
 SYSTEM_APT_SOURCES = pathlib.Path("/etc/apt/sources.list.d/debian.sources")
@@ -102,13 +104,16 @@ def source_root(package: Package, paths: Iterable[str], *, download: bool = True
         return cached
     deb = cached_deb(package)
     if deb is not None:
+        progress.info("unpacking %s %s into %s ...", package.name, package.version, cached)
         unpack(package, deb)
         if _has_paths(cached, paths):
             return cached
     if installed_version(package.name) == package.version and _has_paths(pathlib.Path("/"), paths):
         return pathlib.Path("/")
     if download:
+        progress.info("downloading %s=%s into %s ...", package.name, package.version, cache_dir() / "debs")
         deb = download_deb(package, target_names)
+        progress.info("unpacking %s %s into %s ...", package.name, package.version, cached)
         unpack(package, deb)
         if _has_paths(cached, paths):
             return cached
