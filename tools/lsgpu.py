@@ -1,8 +1,8 @@
 """`python -m tools.lsgpu [--mock] [--json] [--all]`: list the PCI GPUs gpuhal can see and how to open them.
 
 Without --mock it reads this machine's PCI tree; with --mock (or GPUHAL_MOCK=1) it lists the devices
-of the default mock machine. The table shows each device string, its IDs, class, bound kernel driver,
-the bridges on its path, and for each backend "ok" or why it cannot open the device.
+of the default mock machine. The table shows each device string, its IDs, class, bound kernel driver and
+the bridges on its path, then for each backend "ok" or why it cannot open the device.
 """
 from __future__ import annotations
 
@@ -40,20 +40,22 @@ def _as_json(info) -> dict:
 
 
 def _table(rows: list[dict]) -> str:
-    header = ["DEVICE", "VENDOR:DEVICE", "CLASS", "DRIVER", "PATH", "BACKENDS"]
+    """One line per device, then one indented line per backend saying "ok" or why not."""
+    header = ["DEVICE", "VENDOR:DEVICE", "CLASS", "DRIVER", "PATH"]
     lines = [header]
     for row in rows:
         ids = f"{row['vendor_id']:04x}:{row['device_id']:04x}"
         if row["vendor"]:
             ids += f" ({row['vendor']})"
-        backends = "; ".join(f"{name}: {state}" for name, state in row["backends"].items())
         path = " > ".join(row["path"]) or "-"
-        lines.append([row["device"], ids, f"{row['class_code']:06x}", row["driver"] or "-", path, backends])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
-    out = []
-    for line in lines:
-        cells = [cell.ljust(width) for cell, width in zip(line, widths)]
-        out.append("  ".join(cells + [line[-1]]).rstrip())
+        lines.append([row["device"], ids, f"{row['class_code']:06x}", row["driver"] or "-", path])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = ["  ".join(cell.ljust(width) for cell, width in zip(header, widths)).rstrip()]
+    for row, line in zip(rows, lines[1:]):
+        out.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+        name_width = max(len(name) for name in row["backends"]) if row["backends"] else 0
+        for name, state in row["backends"].items():
+            out.append(f"    {name + ':':<{name_width + 1}} {state}")
     return "\n".join(out)
 
 

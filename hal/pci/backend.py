@@ -210,7 +210,7 @@ def probe(os: OS, bdf: str) -> str:
     os.close(fd)
     driver = sysfs.driver(bdf)
     if driver is not None:
-        return f"bound to {driver}: open with unbind=True"
+        return f"in use by kernel driver {driver}; opening with unbind=True detaches it"
     return "ok"
 
 

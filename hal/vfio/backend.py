@@ -442,10 +442,19 @@ def probe(os: OS, bdf: str) -> str:
             return f"needs root ({CONTAINER_PATH}: permission denied)"
         return f"cannot open {CONTAINER_PATH}: {exc.strerror}"
     os.close(fd)
+    group = sysfs.iommu_group(bdf)
+    blockers = [f"{member} ({driver})" for member in sysfs.iommu_group_devices(group) if member != bdf
+                for driver in [sysfs.driver(member)] if driver not in (None, VFIO_DRIVER)]
     driver = sysfs.driver(bdf)
-    if driver != VFIO_DRIVER:
-        return f"bound to {driver}: open with unbind=True" if driver else "ok (binds vfio-pci)"
-    return "ok"
+    problems = []
+    if driver not in (None, VFIO_DRIVER):
+        problems.append(f"in use by kernel driver {driver}; opening with unbind=True moves it to {VFIO_DRIVER}")
+    if blockers:
+        problems.append(f"its IOMMU group {group} is shared with {', '.join(blockers)}, which must be "
+                        f"unbound or on {VFIO_DRIVER} too")
+    if problems:
+        return "; ".join(problems)
+    return "ok" if driver == VFIO_DRIVER else f"ok (binds {VFIO_DRIVER})"
 
 
 def open_backend(os: OS, bdf: str, noiommu: bool = False) -> VfioBackend:

@@ -34,6 +34,7 @@ def test_list_devices_shows_display_functions_with_path_driver_and_backends(mach
     assert gpu.path == ["0000:00:02.0", "0000:02:00.0", "0000:03:00.0"]
     assert set(gpu.backends) == {"vfio", "pci"}
     assert all("amdgpu" in reason for reason in gpu.backends.values())
+    assert f"shared with {GPU_AUDIO_BDF} (snd_hda_intel)" in gpu.backends["vfio"]
     assert gpu.device == GPU_BDF
 
 
