@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 
-from hal.errors import DeviceBusy, HalError, from_oserror
+from hal.errors import DeviceBusy, HalError, InvalidArgument, from_oserror
 from hal.os import O_CLOEXEC, O_CREAT, O_RDWR, OS
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,9 @@ class OwnershipLock:
         try:
             fd = self.os.open(self.path, O_RDWR | O_CREAT | O_CLOEXEC, LOCK_FILE_MODE)
         except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise InvalidArgument(f"the lock directory of {self.path} does not exist: create it, or set "
+                                      "GPUHAL_LOCK_DIR to a writable directory", errno=exc.errno) from exc
             raise from_oserror(exc, f"opening the ownership lock {self.path} "
                                     "(set GPUHAL_LOCK_DIR to a writable directory)") from exc
         try:

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from hal.errors import DeviceBusy
+from hal.errors import DeviceBusy, InvalidArgument
 from hal.lock import OwnershipLock, lock_path
 from hal.os import host
 
@@ -65,4 +65,12 @@ def test_lock_is_free_again_once_the_holder_exits(holder, tmp_path):
             assert handle.read().strip() == str(host().getpid())
     finally:
         lock.release()
+    assert not lock.held
+
+
+def test_a_missing_lock_directory_says_so(tmp_path):
+    missing = tmp_path / "not-there"
+    lock = OwnershipLock(host(), BDF, str(missing))
+    with pytest.raises(InvalidArgument, match="lock directory.*does not exist.*GPUHAL_LOCK_DIR"):
+        lock.acquire()
     assert not lock.held
