@@ -4,8 +4,9 @@ TARGET is a manifest name (`linux.vfio`) or a group prefix (`linux`, `amd`, `amd
 all. Without --check, sources are fetched into the cache when missing (see autogen.sources) and the
 outputs are rewritten where they changed. With --check nothing is written: the command exits 1 and
 summarises the differences when a committed file differs from what the generator produces now.
---offline never downloads; with it, targets whose sources are not on the machine are reported and
-left out instead of failing.
+--offline never downloads. With it and no TARGET, targets whose sources are not on the machine are
+reported and left out; a TARGET named explicitly must be checkable, so its missing sources are an
+error (exit 3) that names the package and the command that fetches it.
 """
 from __future__ import annotations
 

@@ -18,7 +18,8 @@ KIND_AMD_REGS = "amd_regs"
 UAPI_LICENCE = "GPL-2.0 WITH Linux-syscall-note"
 AMD_LICENCE = "MIT"  # AMD's permission notice, reproduced at the top of each header
 
-# bookworm's kernel headers: what a fresh Debian 12 gets with `apt-get install gcc`
+# the uapi headers of the same kernel release as LINUX_SOURCE_6_12 (trixie); Debian 12's own
+# linux-libc-dev moves with every point release, so it cannot be pinned (docs/autogen.md)
 LINUX_LIBC_DEV = Package("linux-libc-dev", "6.12.117-1", UAPI_LICENCE)
 LINUX_SOURCE_6_12 = Package(
     "linux-source-6.12", "6.12.117-1", "GPL-2.0 (the tree); per-file notices apply",

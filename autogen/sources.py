@@ -87,8 +87,12 @@ def installed_version(name: str) -> str | None:
     """The version dpkg reports for an installed package, or None."""
     if shutil.which("dpkg-query") is None:
         return None
-    result = subprocess.run(["dpkg-query", "-W", "-f", "${Status}|${Version}", name],
-                            capture_output=True, text=True, check=False)
+    try:
+        result = subprocess.run(["dpkg-query", "-W", "-f", "${Status}|${Version}", name],
+                                capture_output=True, text=True, check=False, timeout=_COMMAND_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        log.warning("dpkg-query did not answer in %s s; treating %s as not installed", _COMMAND_TIMEOUT_S, name)
+        return None
     if result.returncode != 0:
         return None
     status, _, version = result.stdout.partition("|")
@@ -164,12 +168,13 @@ def apt_dir() -> pathlib.Path:
 def apt_options() -> list[str]:
     directory = apt_dir()
     return ["-o", "Dir::Etc::SourceList=/dev/null", "-o", f"Dir::Etc::SourceParts={directory}",
-            "-o", f"Dir::State::Lists={directory / 'lists'}"]
+            "-o", f"Dir::State::Lists={directory / 'lists'}", "-o", f"Dir::Cache={directory / 'cache'}"]
 
 
 def write_apt_config() -> None:
     directory = apt_dir()
     (directory / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    (directory / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
     text = (f"Types: deb deb-src\nURIs: {archive_uri()}\nSuites: {APT_SUITES}\n"
             f"Components: {APT_COMPONENTS}\nSigned-By: {KEYRING}\n")
     path = directory / "sources.sources"

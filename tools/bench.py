@@ -13,7 +13,6 @@ import json
 import platform
 import sys
 import time
-from typing import Callable
 
 # benchmark name -> module that defines run()
 BENCHMARKS: dict[str, str] = {
@@ -25,31 +24,40 @@ BENCHMARKS: dict[str, str] = {
 MOCK_GPU_MMIO_BAR = 5
 
 
-def _hal_kwargs() -> dict:
-    """The hal benchmark also measures the mock machine's callback path: the mock GPU's MMIO BAR,
-    opened through the sysfs backend like a real device (the mock is built here, above hal)."""
-    import hal
-    from mockgpu import GPU_BDF, Machine
+class _MockGPURegions:
+    """Builds the hal benchmark's mock callback region: the mock GPU's MMIO BAR, opened through the
+    sysfs backend like a real device (the mock is built here, above hal). Closes what it opened."""
 
-    opened = []
+    def __init__(self) -> None:
+        self.opened = []
 
-    def mock_region_factory():
+    def __call__(self):
+        import hal
+        from mockgpu import GPU_BDF, Machine
+
         machine = Machine.default()
         device = hal.open(f"pci:{GPU_BDF}", os=machine.os, unbind=True)
-        opened.append(device)  # keep the device (and its mapping) open while the benchmark runs
+        self.opened.append(device)
         return device.bar(MOCK_GPU_MMIO_BAR)
 
-    return {"mock_region_factory": mock_region_factory}
-
-
-KWARGS: dict[str, Callable[[], dict]] = {"hal": _hal_kwargs}
+    def close(self) -> None:
+        while self.opened:
+            self.opened.pop().close()
 
 
 def run_benchmark(name: str) -> dict:
     module = importlib.import_module(BENCHMARKS[name])
-    kwargs = KWARGS[name]() if name in KWARGS else {}
+    kwargs = {}
+    mock_regions = None
+    if name == "hal":
+        mock_regions = _MockGPURegions()
+        kwargs["mock_region_factory"] = mock_regions
     start = time.perf_counter()
-    figures = module.run(**kwargs)
+    try:
+        figures = module.run(**kwargs)
+    finally:
+        if mock_regions is not None:
+            mock_regions.close()
     return {"name": name, "seconds": round(time.perf_counter() - start, 3), "figures": figures}
 
 
