@@ -7,11 +7,11 @@ come from the generated `autogen.linux.pci_regs` (include/uapi/linux/pci_regs.h)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 from autogen.linux import pci_regs as regs
 
-from hal.errors import DeviceLost
+from hal.errors import DeviceLost, InvalidArgument
 
 # include/linux/pci.h PCI_FIND_CAP_TTL: at most 48 entries fit the 192 bytes after the header
 CAPABILITY_WALK_LIMIT = 48
@@ -46,6 +46,36 @@ class ConfigAccess(Protocol):
     def cfg_read32(self, offset: int) -> int: ...
     def cfg_write16(self, offset: int, value: int) -> None: ...
     def cfg_write32(self, offset: int, value: int) -> None: ...
+
+
+class RawConfigAccess:
+    """A ConfigAccess over raw `read(offset, width)` / `write(offset, width, value)` callables, such as
+    a bridge's config file reached through sysfs."""
+
+    def __init__(self, read: Callable[[int, int], int],
+                 write: Callable[[int, int, int], None] | None = None) -> None:
+        self._read = read
+        self._write = write
+
+    def cfg_read8(self, offset: int) -> int:
+        return self._read(offset, 1)
+
+    def cfg_read16(self, offset: int) -> int:
+        return self._read(offset, 2)
+
+    def cfg_read32(self, offset: int) -> int:
+        return self._read(offset, 4)
+
+    def cfg_write16(self, offset: int, value: int) -> None:
+        self._checked_write()(offset, 2, value)
+
+    def cfg_write32(self, offset: int, value: int) -> None:
+        self._checked_write()(offset, 4, value)
+
+    def _checked_write(self) -> Callable[[int, int, int], None]:
+        if self._write is None:
+            raise InvalidArgument("this config space was opened read-only")
+        return self._write
 
 
 @dataclass(frozen=True)
@@ -156,6 +186,32 @@ def decode_bars(cfg: ConfigAccess, sizes: dict[int, int] | None = None) -> list[
         bars.append(BarInfo(index, address, size, is_io, is_64bit, prefetchable))
         index += 2 if is_64bit else 1
     return bars
+
+
+def is_upper_half_of_64bit_bar(cfg: ConfigAccess, index: int) -> bool:
+    """True when BAR register `index` holds the upper 32 address bits of the 64-bit BAR before it
+    (walking from BAR0, as the type bits of an upper half are address bits, not a type)."""
+    position = 0
+    while position < index:
+        low = cfg.cfg_read32(bar_register(position))
+        is_io = bool(low & regs.PCI_BASE_ADDRESS_SPACE_IO)
+        mem_type = low & regs.PCI_BASE_ADDRESS_MEM_TYPE_MASK
+        is_64bit = not is_io and mem_type == regs.PCI_BASE_ADDRESS_MEM_TYPE_64
+        if is_64bit and position + 1 == index:
+            return True
+        position += 2 if is_64bit else 1
+    return False
+
+
+def hot_plug_capable(cfg: ConfigAccess) -> bool:
+    """True for a port whose slot is Hot-Plug Capable (PCIe r5.0 sec 7.5.3.9, Slot Capabilities bit 6);
+    Slot Capabilities exists only when the PCIe capability's Slot Implemented flag is set."""
+    pcie = find_capability(cfg, regs.PCI_CAP_ID_EXP)
+    if pcie is None:
+        return False
+    if not cfg.cfg_read16(pcie + regs.PCI_EXP_FLAGS) & regs.PCI_EXP_FLAGS_SLOT:
+        return False
+    return bool(cfg.cfg_read32(pcie + regs.PCI_EXP_SLTCAP) & regs.PCI_EXP_SLTCAP_HPC)
 
 
 def size_bar(cfg: ConfigAccess, index: int) -> int:

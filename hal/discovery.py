@@ -102,7 +102,8 @@ def open_device(device: str | None, os: OS | None = None, *, unbind: bool = Fals
     """Open a device string (see hal.devstring) and return its PCIDevice.
 
     unbind: detach a bound kernel driver (for vfio:, bind vfio-pci instead); without it a bound
-    driver is an error. rebind_on_close: hand the device back to that driver on close().
+    driver is an error. rebind_on_close: on close(), undo what open changed (the driver it had, or no
+    driver and no override when vfio: bound vfio-pci to a driverless device).
     lock_dir: where the ownership lock lives (default $GPUHAL_LOCK_DIR or /run/lock).
     noiommu: allow VFIO's unsafe no-IOMMU mode (no DMA isolation).
     """
@@ -145,8 +146,10 @@ def _refuse_bound(bdf: str, driver: str, backend: str) -> DeviceBusy:
 
 def _finish_open(backend, os: OS, lock: OwnershipLock, original: str | None, detached: bool,
                  rebind_on_close: bool) -> PCIDevice:
+    """`detached`: open changed the binding (unbound `original`, or bound vfio-pci to a driverless device),
+    so close() puts it back as it was: `original` bound, or no driver and no override."""
     device = PCIDevice(backend, os, original_driver=original if detached else None,
-                       rebind_on_close=rebind_on_close)
+                       rebind_on_close=rebind_on_close, detached=detached)
     try:
         device.enable_bus_master()
     except BaseException:
@@ -163,16 +166,17 @@ def _open_pci(os: OS, bdf: str, lock: OwnershipLock, unbind: bool, rebind_on_clo
         raise _refuse_bound(bdf, original, "pci")
     backend = pci_backend.open_backend(os, bdf)
     try:
-        if original is not None:
-            sysfs.unbind(bdf)
+        # the override keeps a module load, drivers_probe or rescan from rebinding the kernel driver
+        # while user space drives the device; rebind() on close clears it
+        detached = sysfs.detach_for_user_space(bdf) is not None
     except BaseException:
         backend.close()
         raise
     try:
-        return _finish_open(backend, os, lock, original, original is not None, rebind_on_close)
+        return _finish_open(backend, os, lock, original, detached, rebind_on_close)
     except BaseException:
-        if original is not None:
-            sysfs.rebind(bdf, original)
+        if detached:
+            _hand_back_after_failure(sysfs, bdf, original)
         raise
 
 
@@ -194,12 +198,24 @@ def _open_vfio(os: OS, bdf: str, lock: OwnershipLock, unbind: bool, rebind_on_cl
         if not os.exists(f"{PCI_DRIVERS}/{vfio_backend.VFIO_DRIVER}"):
             raise BackendUnavailable(f"the {vfio_backend.VFIO_DRIVER} driver is not loaded: "
                                      "`sudo modprobe vfio-pci`")
-        sysfs.bind_to(bdf, vfio_backend.VFIO_DRIVER)
+        # a group that cannot become viable would only be found out after unbinding the driver
+        vfio_backend.require_viable_group(sysfs, bdf)
         detached = True
     try:
+        if detached:
+            sysfs.bind_to(bdf, vfio_backend.VFIO_DRIVER)
         backend = vfio_backend.open_backend(os, bdf, noiommu=noiommu)
         return _finish_open(backend, os, lock, original, detached, rebind_on_close)
     except BaseException:
         if detached:
-            sysfs.rebind(bdf, original)
+            _hand_back_after_failure(sysfs, bdf, original)
         raise
+
+
+def _hand_back_after_failure(sysfs: SysfsPCI, bdf: str, original: str | None) -> None:
+    """Undo a binding change of a failed open; a failure here is logged, the open's own error wins."""
+    try:
+        sysfs.rebind(bdf, original)
+    except HalError as exc:
+        log.warning("could not hand %s back to %s after the failed open: %s",
+                    bdf, original or "no driver", exc)

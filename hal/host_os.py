@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import errno
 import logging
+import math
 import mmap
 import os
 import select
@@ -24,6 +25,17 @@ log = logging.getLogger(__name__)
 
 _RETRY_ERRNOS = (errno.EINTR, errno.EAGAIN)
 _MAX_RETRIES = 64  # an ioctl still interrupted after this many attempts reports its error
+MS_PER_S = 1000
+MS_ROUNDING_SLACK = 1e-6  # milliseconds; far below poll's resolution
+
+
+def poll_timeout_ms(timeout_s: float) -> int:
+    """poll(2) takes whole milliseconds: round up, so a wait never ends before `timeout_s` (0.5 ms waits
+    1 ms, not 0). MS_ROUNDING_SLACK keeps binary fractions such as 0.007 * 1000 = 7.000000000000001
+    from costing a whole extra millisecond."""
+    if timeout_s <= 0:
+        return 0
+    return math.ceil(timeout_s * MS_PER_S - MS_ROUNDING_SLACK)
 
 
 def _round_up_to_page(size: int) -> int:
@@ -36,6 +48,16 @@ def _buffer_address(buffer: mmap.mmap) -> int:
     address = ctypes.addressof(anchor)
     del anchor
     return address
+
+
+def _keep_out_of_forked_children(mapping: mmap.mmap) -> None:
+    """MADV_DONTFORK: a forked child does not inherit the mapping, so no copy-on-write fault after fork()
+    can give the parent a new physical page while a device still DMAs to the old one (mlock does not
+    prevent that). Platforms without MADV_DONTFORK (macOS) have no DMA to user memory to protect."""
+    advice = getattr(mmap, "MADV_DONTFORK", None)
+    if advice is None:
+        return
+    mapping.madvise(advice)
 
 
 class _Libc:
@@ -82,6 +104,8 @@ class HostOS(OS):
         self._libc = _Libc()
         # id(region) -> the mmap object behind it, so munmap/free_locked can close it
         self._mappings: dict[int, mmap.mmap] = {}
+        # ids of the regions of those mappings that alloc_locked mlock'ed (free_locked munlocks them)
+        self._locked: set[int] = set()
 
     # -- files -------------------------------------------------------------------------------
     def open(self, path: str, flags: int, mode: int = 0o600) -> int:
@@ -170,12 +194,18 @@ class HostOS(OS):
         poller = select.poll()
         for fd in fds:
             poller.register(fd, select.POLLIN)
-        timeout_ms = max(0, int(timeout_s * 1000))
+        timeout_ms = poll_timeout_ms(timeout_s)
         events = poller.poll(timeout_ms)
         return [fd for fd, mask in events if mask & select.POLLIN]
 
     # -- memory ------------------------------------------------------------------------------
     def alloc_locked(self, size: int) -> HostMemory:
+        return self._alloc_anonymous(size, lock=True)
+
+    def alloc_pages(self, size: int) -> HostMemory:
+        return self._alloc_anonymous(size, lock=False)
+
+    def _alloc_anonymous(self, size: int, lock: bool) -> HostMemory:
         if size <= 0:
             raise OSError(errno.EINVAL, f"cannot allocate {size} bytes")
         rounded = _round_up_to_page(size)
@@ -183,20 +213,27 @@ class HostOS(OS):
                             prot=mmap.PROT_READ | mmap.PROT_WRITE)
         address = _buffer_address(mapping)
         try:
-            self._libc.mlock(address, rounded)
+            _keep_out_of_forked_children(mapping)
+            if lock:
+                self._libc.mlock(address, rounded)
         except BaseException:
             mapping.close()
             raise
         region = MemoryRegion(mapping, rounded, addr=address, owner=mapping)
         self._mappings[id(region)] = mapping
+        if lock:
+            self._locked.add(id(region))
         return HostMemory(region=region, addr=address, size=rounded)
 
     def free_locked(self, mem: HostMemory) -> None:
         mapping = self._mappings.pop(id(mem.region), None)
         if mapping is None:
             raise OSError(errno.EINVAL, "free_locked of memory this seam did not allocate")
+        locked = id(mem.region) in self._locked
+        self._locked.discard(id(mem.region))
         try:
-            self._libc.munlock(mem.addr, mem.size)
+            if locked:
+                self._libc.munlock(mem.addr, mem.size)
         finally:
             if isinstance(mem.region, MemoryRegion):
                 mem.region.release()

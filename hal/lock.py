@@ -10,12 +10,13 @@ import errno
 import logging
 
 from hal.errors import DeviceBusy, HalError, InvalidArgument, from_oserror
-from hal.os import O_CLOEXEC, O_CREAT, O_RDWR, OS
+from hal.os import O_CLOEXEC, O_CREAT, O_EXCL, O_RDWR, OS
 
 log = logging.getLogger(__name__)
 
 PID_FIELD_WIDTH = 12  # room for any pid plus a newline, so a shorter pid overwrites a longer one
 LOCK_FILE_MODE = 0o644
+OPEN_ATTEMPTS = 2  # open-or-create, then once more when another process created the file in between
 
 
 def lock_path(lock_dir: str, bdf: str) -> str:
@@ -31,9 +32,30 @@ class OwnershipLock:
         self.path = lock_path(lock_dir or os.default_lock_dir(), bdf)
         self._fd: int | None = None
 
+    def _open_existing_or_create(self) -> int:
+        """Open the lock file, creating it only when it is missing.
+
+        An existing file is opened without O_CREAT: with fs.protected_regular >= 1 (the systemd
+        default) an O_CREAT open of a file another user owns in a sticky world-writable directory such
+        as /run/lock fails with EACCES even for root (fs/namei.c may_create_in_sticky). O_CREAT|O_EXCL
+        only when it is missing; EEXIST there means another process created it meanwhile, so open it.
+        """
+        for attempt in range(OPEN_ATTEMPTS):
+            try:
+                return self.os.open(self.path, O_RDWR | O_CLOEXEC)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+            try:
+                return self.os.open(self.path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, LOCK_FILE_MODE)
+            except OSError as exc:
+                if exc.errno != errno.EEXIST or attempt == OPEN_ATTEMPTS - 1:
+                    raise
+        raise OSError(errno.EEXIST, f"{self.path} kept appearing and disappearing")
+
     def acquire(self) -> None:
         try:
-            fd = self.os.open(self.path, O_RDWR | O_CREAT | O_CLOEXEC, LOCK_FILE_MODE)
+            fd = self._open_existing_or_create()
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 raise InvalidArgument(f"the lock directory of {self.path} does not exist: create it, or set "

@@ -15,7 +15,10 @@ Contract shared by every implementation:
 - `mmap` returns a `Region` of exactly `size` bytes; `munmap` releases it.
 - `alloc_locked(size)` returns page-locked anonymous host memory as `HostMemory`; `pagemap` gives
   the physical address of each of its pages, read through the seam's own open/pread of
-  /proc/self/pagemap (so a simulated kernel only has to serve that file).
+  /proc/self/pagemap (so a simulated kernel only has to serve that file). `alloc_pages(size)` is
+  the same memory without the mlock, for buffers the IOMMU driver pins. The host seam keeps both
+  out of forked children (MADV_DONTFORK where the platform has it), so copy-on-write after fork()
+  never moves a page a device is using.
 - `sleep`/`monotonic` are the seam's clock, so a simulated machine may run its own time.
 - `default_lock_dir()` is where ownership locks live (env GPUHAL_LOCK_DIR, else /run/lock).
 """
@@ -38,6 +41,7 @@ O_RDWR = _os.O_RDWR
 O_CLOEXEC = getattr(_os, "O_CLOEXEC", 0)
 O_NONBLOCK = getattr(_os, "O_NONBLOCK", 0)
 O_CREAT = _os.O_CREAT
+O_EXCL = _os.O_EXCL
 O_SYNC = getattr(_os, "O_SYNC", 0)
 
 PAGEMAP_PATH = "/proc/self/pagemap"
@@ -157,9 +161,16 @@ class OS(ABC):
     def alloc_locked(self, size: int) -> HostMemory:
         """Anonymous, page-aligned, mlock'ed memory of `size` bytes (rounded up to pages)."""
 
+    def alloc_pages(self, size: int) -> HostMemory:
+        """Anonymous, page-aligned memory of `size` bytes (rounded up to pages) that is not mlock'ed, for
+        buffers something else pins: VFIO_IOMMU_MAP_DMA pins the pages it maps and charges them to
+        RLIMIT_MEMLOCK itself, so an mlock as well would count them twice. Released with free_locked.
+        This default hands out alloc_locked memory; a seam that can leave pages unlocked overrides it."""
+        return self.alloc_locked(size)
+
     @abstractmethod
     def free_locked(self, mem: HostMemory) -> None:
-        """Unlock and release memory from alloc_locked."""
+        """Unlock (when locked) and release memory from alloc_locked or alloc_pages."""
 
     def pagemap(self, mem: HostMemory) -> list[int]:
         """Physical address of each page of `mem` (also stored in mem.phys). Needs root on Linux.

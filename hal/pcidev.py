@@ -2,9 +2,10 @@
 
 It owns the policy every backend shares: validated typed config access, capability walks, BARs as
 Regions (watched for all-ones reads), Resizable BAR, link status, DMA buffer bookkeeping,
-interrupt waits, the reset ladder (backend reset, FLR, secondary bus reset through the upstream
-bridge), the ownership lock, handing the device back to its kernel driver, and releasing everything
-on close. Backends (`hal.backend.PCIBackend`) supply only raw access.
+interrupt waits, the reset ladder (backend reset, FLR, secondary bus reset of the parent bridge,
+keeping across hal's own resets the config state the kernel would keep), the ownership lock, handing
+the device back to its kernel driver, and releasing everything on close. Backends
+(`hal.backend.PCIBackend`) supply only raw access.
 
 Losing the device: the first config read of all ones, or MMIO read of all ones followed by a vendor
 ID read of 0xffff, raises DeviceLost; every later access raises it at once.
@@ -12,6 +13,8 @@ ID read of 0xffff, raises DeviceLost; every later access raises it at once.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
+
 from autogen.linux import pci_regs as regs
 
 from hal import config
@@ -34,23 +37,48 @@ FLR_SETTLE_S = 0.1
 BUS_RESET_SETTLE_S = 0.1
 # PCI-to-PCI Bridge r1.2 sec 3.2.5.17 (and Linux pci_reset_secondary_bus): hold reset >= 1 ms; 2 ms used
 BUS_RESET_HOLD_S = 0.002
-DEVICE_READY_TIMEOUT_S = 1.0  # how long a reset device may keep answering all ones before DeviceLost
+# drivers/pci/pci.c PCIE_RESET_READY_POLL_MS: how long Linux lets a reset device stay not ready
+DEVICE_READY_TIMEOUT_S = 60.0
+# PCIe r5.0 sec 6.6.1: a device not ready 1.0 s after a reset may be broken; hal says so and keeps waiting
+DEVICE_READY_EXPECTED_S = 1.0
+READY_POLL_FIRST_S = 0.001  # first pause between vendor ID reads; doubled each time (pci_dev_wait does too)
+READY_POLL_MAX_S = 0.1  # longest pause between vendor ID reads while waiting for readiness
+# PCIe r5.0 sec 2.3.2: with CRS Software Visibility a not-ready function's vendor ID reads 0x0001
+CRS_VENDOR_ID = 0x0001
+NOT_READY_VENDOR_IDS = (config.ALL_ONES16, CRS_VENDOR_ID)
 TRANSACTIONS_PENDING_TIMEOUT_S = 0.1  # bounded wait for outstanding DMA before an FLR
 POLL_INTERVAL_S = 0.001
 RESET_METHODS = ("vfio", "sysfs", "flr", "bus")
+KERNEL_BUS_RESET = "bus"  # drivers/pci/pci.c pci_reset_fn_methods: the name reset_method uses for SBR
 CLASS_CODE_SHIFT = 8  # the revision ID is the low byte of the class/revision dword
+PCIE_CAP_VERSION_2 = 2  # PCIe r5.0 sec 7.5.3.2: DevCtl2/LnkCtl2 exist from capability version 2
+
+
+@dataclass
+class SavedConfig:
+    """Config state kept across a reset hal drives itself, restored in the order Linux's
+    pci_restore_state uses: PCIe control and Resizable BAR sizes, then the header (BARs before
+    Command), then MSI/MSI-X. Each list holds (offset, width, value)."""
+
+    before_header: list[tuple[int, int, int]] = field(default_factory=list)
+    header: list[int] = field(default_factory=list)
+    after_header: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 class PCIDevice:
     """An opened PCI function. Use as a context manager or call close()."""
 
     def __init__(self, backend: PCIBackend, os: OS, *, lock: OwnershipLock | None = None,
-                 original_driver: str | None = None, rebind_on_close: bool = True) -> None:
+                 original_driver: str | None = None, rebind_on_close: bool = True,
+                 detached: bool = False) -> None:
         self.backend = backend
         self.os = os
         self.bdf = backend.bdf
         self.sysfs = SysfsPCI(os)
         self.original_driver = original_driver
+        # hal changed the binding at open (unbound original_driver, or bound vfio-pci to a device that
+        # had no driver): handing back means original_driver again, or no driver and no override
+        self.detached = detached or original_driver is not None
         self.rebind_on_close = rebind_on_close
         self._lock = lock
         self._bars: dict[int, Region] = {}
@@ -220,6 +248,9 @@ class PCIDevice:
     def size_bar(self, index: int) -> int:
         """Size BAR `index` through config space (write all ones, read the mask, restore)."""
         self._check_bar_index(index)
+        if config.is_upper_half_of_64bit_bar(self, index):
+            raise InvalidArgument(f"BAR{index} of {self.bdf} is the upper half of the 64-bit BAR{index - 1}; "
+                                  f"size BAR{index - 1}")
         return config.size_bar(self, index)
 
     @staticmethod
@@ -378,16 +409,67 @@ class PCIDevice:
         methods = list(self.backend.reset_methods())
         if self.flr_supported():
             methods.append("flr")
-        if self.sysfs.parent_bridge(self.bdf) is not None:
+        if self.bus_reset_refusal() is None:
             methods.append("bus")
         return methods
 
+    def bus_reset_refusal(self) -> str | None:
+        """Why a secondary bus reset of this function is refused, or None when it may be done.
+
+        Like Linux pci_parent_bus_reset: only a function alone on its parent's secondary bus (an
+        SBR resets every function there, behind their drivers' backs), never a bridge. A raw SBR
+        below a Hot-Plug Capable port makes pciehp see the link go down and remove the device; the
+        kernel masks those events in its own bus reset, so there only the kernel's path is used.
+        """
+        bridge = self.sysfs.parent_bridge(self.bdf)
+        if bridge is None:
+            return f"{self.bdf} sits on a root bus; no bridge can reset it"
+        header_type = self.cfg_read8(regs.PCI_HEADER_TYPE) & regs.PCI_HEADER_TYPE_MASK
+        if header_type == regs.PCI_HEADER_TYPE_BRIDGE:
+            return f"{self.bdf} is a bridge; a bus reset of its parent would reset everything below it"
+        siblings = self._bus_siblings()
+        if siblings:
+            return (f"{self.bdf} shares its bus with {', '.join(siblings)}; a bus reset would reset them "
+                    "too, behind their drivers' backs")
+        if self._kernel_offers_bus_reset():
+            return None
+        try:
+            hot_plug = self._bridge_hot_plug_capable(bridge)
+        except (HalError, OSError) as exc:
+            return f"the Slot Capabilities of {bridge} above {self.bdf} cannot be read ({exc})"
+        if hot_plug:
+            return (f"{bridge} above {self.bdf} is a hot-plug capable port: a raw secondary bus reset "
+                    "there makes the hot-plug driver remove the device, and this kernel offers no "
+                    "'bus' in reset_method to do it safely")
+        return None
+
+    def _bus_siblings(self) -> list[str]:
+        bus = self.bdf.rsplit(":", 1)[0]
+        return [bdf for bdf in self.sysfs.list_bdfs() if bdf != self.bdf and bdf.rsplit(":", 1)[0] == bus]
+
+    def _kernel_reset_methods(self) -> list[str] | None:
+        """The kernel's reset_method list (Linux 5.15+), or None where there is no such attribute."""
+        if not self.os.exists(self.sysfs.device_path(self.bdf, "reset_method")):
+            return None
+        return self.sysfs.read_attribute(self.bdf, "reset_method").split()
+
+    def _kernel_offers_bus_reset(self) -> bool:
+        methods = self._kernel_reset_methods()
+        return methods is not None and KERNEL_BUS_RESET in methods
+
+    def _bridge_hot_plug_capable(self, bridge: str) -> bool:
+        from hal.pci.backend import SysfsConfig
+
+        with SysfsConfig(self.os, bridge, writable=False) as bridge_config:
+            return config.hot_plug_capable(config.RawConfigAccess(bridge_config.read))
+
     def reset(self, method: str = "auto") -> str:
-        """Reset the function; returns the method used. Device state is cleared, config header restored.
+        """Reset the function; returns the method used. Device state is cleared, config state restored.
 
         method: "auto" (first of reset_methods()), "vfio" (VFIO_DEVICE_RESET), "sysfs" (the kernel's
         reset attribute), "flr" (function-level reset via PCIe Device Control), "bus" (secondary bus
-        reset through the upstream bridge; resets every function below that bridge).
+        reset of the parent bridge, only for a function alone on that bus; through the kernel's
+        reset_method when it offers "bus", else by the bridge's Bridge Control).
         """
         self._ensure_usable()
         available = self.reset_methods()
@@ -399,19 +481,24 @@ class PCIDevice:
             known = ", ".join(RESET_METHODS)
             raise InvalidArgument(f"unknown reset method {method!r}; use one of auto, {known}")
         elif method not in available:
+            reason = self.bus_reset_refusal() if method == "bus" else None
+            if reason is not None:
+                raise UnsupportedOperation(f"no 'bus' reset: {reason}")
             raise UnsupportedOperation(f"{self.bdf} cannot do a {method!r} reset here; available: "
                                        f"{', '.join(available) or 'none'}")
         log.info("resetting %s by %s", self.bdf, method)
         irq = (self._irq_kind, len(self._irq_fds)) if self._irq_fds else None
         self.disable_interrupts()
         if method in ("flr", "bus"):
-            saved = self._save_header()
+            saved = self.save_config_state()
             if method == "flr":
                 self._function_level_reset()
+            elif self._kernel_offers_bus_reset():
+                self._kernel_bus_reset()
             else:
                 self._secondary_bus_reset()
             self._wait_device_ready(method)
-            self._restore_header(saved)
+            self.restore_config_state(saved)
         else:
             self.backend.reset(method)
             self._wait_device_ready(method)
@@ -419,18 +506,79 @@ class PCIDevice:
             self.enable_interrupts(*irq)
         return method
 
-    def _save_header(self) -> list[int]:
-        return [self.cfg_read32(index * 4) for index in range(HEADER_DWORDS)]
+    # -- config state across resets -------------------------------------------------------------
+    def save_config_state(self) -> SavedConfig:
+        """What a reset clears and the kernel would restore: PCIe DevCtl/LnkCtl/DevCtl2/LnkCtl2,
+        Resizable BAR sizes, the 64-byte header, MSI and MSI-X control."""
+        saved = SavedConfig()
+        saved.before_header = self._pcie_control_registers() + self._rebar_control_registers()
+        saved.header = [self.cfg_read32(index * 4) for index in range(HEADER_DWORDS)]
+        saved.after_header = self._msi_registers()
+        return saved
 
-    def _restore_header(self, saved: list[int]) -> None:
+    def restore_config_state(self, saved: SavedConfig) -> None:
+        for offset, width, value in saved.before_header:
+            self._restore_register(offset, width, value)
         # like Linux pci_restore_config_space: highest dword first, so the command register (which
-        # turns decoding back on) is written after the BARs; write-1-to-clear status bits dropped
+        # turns decoding back on) comes after the BARs
         for index in reversed(range(HEADER_DWORDS)):
-            value = saved[index]
             if index * 4 == regs.PCI_COMMAND:
-                value &= 0xFFFF  # the upper half is Status (RW1C); do not clear its error bits
-            if self.cfg_read32(index * 4) != value:
-                self.cfg_write32(index * 4, value)
+                continue
+            self._restore_register(index * 4, 4, saved.header[index])
+        # Command is always written (the upper half is Status, RW1C: left alone): vfio-pci puts the
+        # physical BARs back on a Command write when a reset it did not do cleared them
+        command = saved.header[regs.PCI_COMMAND // 4] & config.ALL_ONES16
+        self.cfg_write16(regs.PCI_COMMAND, command)
+        for offset, width, value in saved.after_header:
+            self._restore_register(offset, width, value)
+
+    def _restore_register(self, offset: int, width: int, value: int) -> None:
+        if self.cfg_read(offset, width) != value:
+            self.cfg_write(offset, width, value)
+
+    def _pcie_control_registers(self) -> list[tuple[int, int, int]]:
+        pcie = self.find_capability(regs.PCI_CAP_ID_EXP)
+        if pcie is None:
+            return []
+        # the FLR and Retrain Link bits are commands, not state: never write them back
+        devctl = self.cfg_read16(pcie + regs.PCI_EXP_DEVCTL) & ~regs.PCI_EXP_DEVCTL_BCR_FLR
+        lnkctl = self.cfg_read16(pcie + regs.PCI_EXP_LNKCTL) & ~regs.PCI_EXP_LNKCTL_RL
+        registers = [(pcie + regs.PCI_EXP_DEVCTL, 2, devctl), (pcie + regs.PCI_EXP_LNKCTL, 2, lnkctl)]
+        version = self.cfg_read16(pcie + regs.PCI_EXP_FLAGS) & regs.PCI_EXP_FLAGS_VERS
+        if version >= PCIE_CAP_VERSION_2:
+            for register in (regs.PCI_EXP_DEVCTL2, regs.PCI_EXP_LNKCTL2):
+                registers.append((pcie + register, 2, self.cfg_read16(pcie + register)))
+        return registers
+
+    def _rebar_control_registers(self) -> list[tuple[int, int, int]]:
+        cap = self.find_extended_capability(regs.PCI_EXT_CAP_ID_REBAR)
+        if cap is None:
+            return []
+        first = self.cfg_read32(cap + regs.PCI_REBAR_CTRL)
+        count = (first & regs.PCI_REBAR_CTRL_NBAR_MASK) >> regs.PCI_REBAR_CTRL_NBAR_SHIFT
+        registers = []
+        for slot in range(max(count, 1)):
+            offset = cap + slot * config.REBAR_ENTRY_STRIDE + regs.PCI_REBAR_CTRL
+            registers.append((offset, 4, self.cfg_read32(offset)))
+        return registers
+
+    def _msi_registers(self) -> list[tuple[int, int, int]]:
+        registers = []
+        msi = self.find_capability(regs.PCI_CAP_ID_MSI)
+        if msi is not None:
+            flags = self.cfg_read16(msi + regs.PCI_MSI_FLAGS)
+            data = regs.PCI_MSI_DATA_64 if flags & regs.PCI_MSI_FLAGS_64BIT else regs.PCI_MSI_DATA_32
+            address_lo = msi + regs.PCI_MSI_ADDRESS_LO
+            registers.append((address_lo, 4, self.cfg_read32(address_lo)))
+            if flags & regs.PCI_MSI_FLAGS_64BIT:
+                address_hi = msi + regs.PCI_MSI_ADDRESS_HI
+                registers.append((address_hi, 4, self.cfg_read32(address_hi)))
+            registers.append((msi + data, 2, self.cfg_read16(msi + data)))
+            registers.append((msi + regs.PCI_MSI_FLAGS, 2, flags))  # enable last
+        msix = self.find_capability(regs.PCI_CAP_ID_MSIX)
+        if msix is not None:
+            registers.append((msix + regs.PCI_MSIX_FLAGS, 2, self.cfg_read16(msix + regs.PCI_MSIX_FLAGS)))
+        return registers
 
     def _function_level_reset(self) -> None:
         pcie = self._pcie_capability()
@@ -444,6 +592,17 @@ class PCIDevice:
         control = self.cfg_read16(pcie + regs.PCI_EXP_DEVCTL)
         self.cfg_write16(pcie + regs.PCI_EXP_DEVCTL, control | regs.PCI_EXP_DEVCTL_BCR_FLR)
         self.os.sleep(FLR_SETTLE_S)
+
+    def _kernel_bus_reset(self) -> None:
+        """Select "bus" in reset_method, write the reset attribute, put the selection back."""
+        path = self.sysfs.device_path(self.bdf, "reset_method")
+        original = self.sysfs.read_attribute(self.bdf, "reset_method")
+        self.sysfs.write_attribute(path, KERNEL_BUS_RESET, f"selecting the kernel's bus reset of {self.bdf}")
+        try:
+            self.sysfs.write_attribute(self.sysfs.device_path(self.bdf, "reset"), "1",
+                                       f"bus-resetting {self.bdf} through the kernel")
+        finally:
+            self.sysfs.write_attribute(path, original, f"restoring the reset methods of {self.bdf}")
 
     def _secondary_bus_reset(self) -> None:
         from hal.pci.backend import SysfsConfig
@@ -466,15 +625,26 @@ class PCIDevice:
             raise from_oserror(exc, f"reading the vendor ID of {self.bdf} after a {method} reset") from exc
 
     def _wait_device_ready(self, method: str) -> None:
-        deadline = self.os.monotonic() + DEVICE_READY_TIMEOUT_S
+        """Poll the vendor ID with growing pauses until the function answers (not all ones, not the
+        0x0001 of Configuration Request Retry Status), for at most DEVICE_READY_TIMEOUT_S."""
+        start = self.os.monotonic()
+        deadline = start + DEVICE_READY_TIMEOUT_S
+        pause = READY_POLL_FIRST_S
+        warned = False
         vendor = self._read_vendor_after_reset(method)
-        while vendor == config.ALL_ONES16 and self.os.monotonic() < deadline:
-            self.os.sleep(POLL_INTERVAL_S)
+        while vendor in NOT_READY_VENDOR_IDS:
+            now = self.os.monotonic()
+            if now >= deadline:
+                raise self._mark_lost(DeviceLost(
+                    f"{self.bdf} was not ready within {DEVICE_READY_TIMEOUT_S} s after a {method} reset "
+                    f"(vendor ID still {vendor:#06x}; 0xffff: no answer, 0x0001: retry status)"))
+            if not warned and now - start >= DEVICE_READY_EXPECTED_S:
+                warned = True
+                log.warning("%s not ready %.1f s after a %s reset (vendor ID %#06x); waiting up to %s s",
+                            self.bdf, now - start, method, vendor, DEVICE_READY_TIMEOUT_S)
+            self.os.sleep(min(pause, deadline - now))
+            pause = min(pause * 2, READY_POLL_MAX_S)
             vendor = self._read_vendor_after_reset(method)
-        if vendor == config.ALL_ONES16:
-            raise self._mark_lost(DeviceLost(
-                f"{self.bdf} did not answer within {DEVICE_READY_TIMEOUT_S} s after a {method} reset "
-                f"(vendor ID still {vendor:#06x})"))
 
     # -- ownership and life cycle -------------------------------------------------------------
     def attach_lock(self, lock: OwnershipLock) -> None:
@@ -500,7 +670,7 @@ class PCIDevice:
                 errors.append(exc)
                 log.warning("closing %s: %s", self.bdf, exc)
         should_rebind = self.rebind_on_close if rebind is None else rebind
-        if should_rebind and self.original_driver is not None:
+        if should_rebind and self.detached:
             try:
                 self.sysfs.rebind(self.bdf, self.original_driver)
             except HalError as exc:
@@ -519,7 +689,17 @@ class PCIDevice:
         self._irq_fds = []
 
     def _free_all_dma(self) -> None:
+        """Free every buffer even when some fail; log each failure and raise the first."""
+        first_error: HalError | OSError | None = None
         while self._dma:
             buffer = self._dma.pop()
-            self.backend.free_dma(buffer)
+            try:
+                self.backend.free_dma(buffer)
+            except (HalError, OSError) as exc:
+                log.warning("%s: freeing a DMA buffer of %#x bytes failed: %s", self.bdf, buffer.size, exc)
+                if first_error is None:
+                    first_error = exc
+                continue
             buffer.freed = True
+        if first_error is not None:
+            raise first_error

@@ -8,6 +8,7 @@ no RAM is recorded in `bus_errors` and fails.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
@@ -48,6 +49,29 @@ class InterruptController:
                 self._handlers[vector] = handler
                 return MSI_WINDOW_BASE, vector
         raise OSError(28, "no free interrupt vectors")  # ENOSPC
+
+    def allocate_block(self, count: int) -> tuple[int, int]:
+        """`count` (a power of two) free vectors starting at a multiple of `count`, as multi-message
+        MSI needs (the function puts the message number in the low data bits). Each starts out
+        unrouted (its messages count as spurious) until `route` gives it a handler. Returns the MSI
+        (address, data) of the first."""
+        first = -(-FIRST_VECTOR // count) * count
+        for base in range(first, VECTOR_COUNT - count + 1, count):
+            block = range(base, base + count)
+            if all(vector not in self._handlers for vector in block):
+                for vector in block:
+                    self.route(vector, None)
+                return MSI_WINDOW_BASE, base
+        raise OSError(28, f"no {count} aligned free interrupt vectors")  # ENOSPC
+
+    def route(self, data: int, handler: Callable[[], None] | None) -> None:
+        """Point an allocated vector at `handler` (None: nobody listens; messages are spurious)."""
+        if handler is None:
+            handler = functools.partial(self._unrouted, data)
+        self._handlers[data] = handler
+
+    def _unrouted(self, data: int) -> None:
+        self.spurious.append((MSI_WINDOW_BASE, data))
 
     def release(self, data: int) -> None:
         self._handlers.pop(data, None)

@@ -30,6 +30,8 @@ IO_BASE = 0x1000
 # Where pci_reset_function's save/restore covers: the standard header (include/linux/pci.h)
 SAVED_HEADER_DWORDS = 16
 RESET_READY_TIMEOUT_S = 60.0  # drivers/pci/pci.c: PCIE_RESET_READY_POLL_MS
+# drivers/pci/pci-sysfs.c reset_method_store: this word selects every supported method again
+RESET_METHOD_DEFAULT = "default"
 
 
 @dataclass
@@ -60,6 +62,7 @@ class PCIKernel:
         self.bound: dict[str, str | None] = {}
         self.overrides: dict[str, str | None] = {}
         self.enable_count: dict[str, int] = {}
+        self.reset_selection: dict[str, list[str]] = {}
         self.groups: dict[int, list[str]] = {}
         self.group_of: dict[str, int] = {}
         self._next_mmio32 = MMIO32_BASE
@@ -196,15 +199,23 @@ class PCIKernel:
                 address = _align(self._next_mmio32, size)
                 self._next_mmio32 = address + size
             function.assigned[index] = address
+            function.assigned_sizes[index] = size
             function._program_bar(index, address)
 
     def resource_range(self, function: PCIFunction, index: int) -> tuple[int, int] | None:
+        """The kernel's resource for BAR `index`: what it assigned, whatever the hardware decodes now
+        (a ReBAR size changed behind the kernel's back does not move the resource)."""
         if index not in function.bars:
             return None
         start = function.assigned.get(index)
         if start is None:
             return None
-        return start, start + function.bar_sizes[index] - 1
+        return start, start + function.assigned_sizes[index] - 1
+
+    def restore_bars(self, function: PCIFunction) -> None:
+        """Write the assigned addresses back into the BARs (rescan of a function that lost them)."""
+        for index, address in function.assigned.items():
+            function._program_bar(index, address)
 
     def resize(self, bdf: str, index: int, code: int) -> None:
         """resourceN_resize: only without a driver; the kernel reassigns the BAR afterwards."""
@@ -224,6 +235,7 @@ class PCIKernel:
         function.config_write(ctrl_off, 4, ctrl | (code << pci_regs.PCI_REBAR_CTRL_BAR_SHIFT))
         self._next_mmio64 = _align(self._next_mmio64, size)
         function.assigned[index] = self._next_mmio64
+        function.assigned_sizes[index] = size
         function._program_bar(index, self._next_mmio64)
         self._next_mmio64 += size
         function.cfg.set_value(pci_regs.PCI_COMMAND, 2, command)
@@ -255,38 +267,81 @@ class PCIKernel:
         if function.has_flr():
             methods.append("flr")
         parent = function.parent
-        alone = parent is not None and len(parent.children) == 1
+        # pci_parent_bus_reset: -ENOTTY when any other function the kernel knows shares the bus
+        known = [child for child in parent.children if child.bdf in self.machine.functions] if parent else []
+        alone = parent is not None and known == [function]
         if alone and not function.is_bridge:
             methods.append("bus")
         return methods
 
+    def selected_reset_methods(self, function: PCIFunction) -> list[str]:
+        """What `reset_method` shows: the methods `reset` tries, in order (default: all supported)."""
+        selected = self.reset_selection.get(function.bdf)
+        supported = self.reset_methods(function)
+        if selected is None:
+            return supported
+        return [method for method in selected if method in supported]
+
+    def set_reset_method(self, bdf: str, text: str) -> None:
+        """reset_method_store: "default", an empty line (no method), or supported names in order."""
+        function = self.machine.functions[bdf]
+        names = text.split()
+        if names == [RESET_METHOD_DEFAULT]:
+            self.reset_selection.pop(bdf, None)
+            return
+        supported = self.reset_methods(function)
+        for name in names:
+            if name not in supported:
+                raise OSError(errno.EINVAL, f"{bdf}: reset method {name!r} is not supported "
+                                            f"(supported: {' '.join(supported)})")
+        self.reset_selection[bdf] = names
+
     def reset_function(self, bdf: str) -> None:
         """pci_reset_function: save config state, reset by the first method, restore the state."""
         function = self.machine.functions[bdf]
-        methods = self.reset_methods(function)
+        methods = self.selected_reset_methods(function)
         if not methods:
             raise OSError(errno.ENOTTY, f"{bdf} has no reset method")
         saved = function.cfg.snapshot()
         saved_msix_table = bytes(function.msix_table)
-        saved_sizes = dict(function.bar_sizes)
         if methods[0] == "flr":
             function.function_level_reset()
         else:
             parent = function.parent
             control = parent.cfg.read(pci_regs.PCI_BRIDGE_CONTROL, 2)
-            parent.config_write(pci_regs.PCI_BRIDGE_CONTROL, 2, control | pci_regs.PCI_BRIDGE_CTL_BUS_RESET)
-            parent.config_write(pci_regs.PCI_BRIDGE_CONTROL, 2, control)
+            # pci_reset_hotplug_slot / pciehp_reset_slot: link events are masked around the reset
+            parent.hot_plug_events_masked = True
+            try:
+                asserted = control | pci_regs.PCI_BRIDGE_CTL_BUS_RESET
+                parent.config_write(pci_regs.PCI_BRIDGE_CONTROL, 2, asserted)
+                parent.config_write(pci_regs.PCI_BRIDGE_CONTROL, 2, control)
+            finally:
+                parent.hot_plug_events_masked = False
         delay = function.ready_at - time.monotonic()
         if delay > 0:
             # pci_dev_wait: the kernel polls until the device answers again (up to a minute)
             if delay > RESET_READY_TIMEOUT_S:
                 raise OSError(errno.ENOTTY, f"{bdf} not ready {RESET_READY_TIMEOUT_S} s after reset")
             time.sleep(delay)
-        for index, size in saved_sizes.items():
-            if function.bar_sizes[index] != size:
-                function.resize_bar(index, size)  # pci_restore_rebar_state
+        restore_rebar_state(function)
         restore_state(function, saved)
         function.msix_table[:] = saved_msix_table
+
+
+def restore_rebar_state(function: PCIFunction) -> None:
+    """pci_restore_rebar_state: write each ReBAR control's size field from the kernel's resource."""
+    rebar = function.ext_cap_offsets.get(pci_regs.PCI_EXT_CAP_ID_REBAR)
+    if rebar is None:
+        return
+    resizable = sorted(index for index, spec in function.bars.items() if spec.rebar_sizes)
+    for position, index in enumerate(resizable):
+        size = function.assigned_sizes.get(index)
+        if size is None:
+            continue
+        ctrl_off = rebar + position * REBAR_ENTRY_SIZE + pci_regs.PCI_REBAR_CTRL
+        ctrl = function.cfg.read(ctrl_off, 4) & ~pci_regs.PCI_REBAR_CTRL_BAR_SIZE
+        code = (size // REBAR_UNIT).bit_length() - 1
+        function.config_write(ctrl_off, 4, ctrl | (code << pci_regs.PCI_REBAR_CTRL_BAR_SHIFT))
 
 
 def restore_state(function: PCIFunction, saved: bytes) -> None:

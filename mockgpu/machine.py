@@ -70,6 +70,7 @@ class Machine:
         self._events: list[tuple[float, int, Callable[[], None]]] = []
         self._event_order = itertools.count()
         self._next_bus = 1
+        self._unplugged: dict[str, list[str]] = {}  # hot-plug port -> functions pciehp removed
 
     @classmethod
     def default(cls, lock_dir: str | None = None, root: bool = True, iommu: bool = True,
@@ -155,6 +156,9 @@ class Machine:
             driver = self.kernel.driver_of(gone.bdf)
             if driver is not None:
                 self.kernel.bound[gone.bdf] = None
+            # the struct pci_dev is freed: a rescan makes a new one without override or reset choice
+            self.kernel.overrides.pop(gone.bdf, None)
+            self.kernel.reset_selection.pop(gone.bdf, None)
             self.functions.pop(gone.bdf, None)
             self.removed[gone.bdf] = gone
         log.info("%s removed", bdf)
@@ -167,7 +171,27 @@ class Machine:
                 continue
             del self.removed[bdf]
             self.functions[bdf] = function
+            self.kernel.restore_bars(function)
             self.kernel.probe(bdf)
+
+    def hot_plug_link_down(self, port: Bridge) -> None:
+        """pciehp saw the link of `port` go down: the kernel removes everything below it."""
+        gone = [bdf for bdf in (f.bdf for f in port.descendants()) if bdf in self.functions]
+        self._unplugged.setdefault(port.bdf, []).extend(gone)
+        for child in port.children:
+            self.remove(child.bdf)
+        log.info("%s: link down, hot-plug driver removed %s", port.bdf, ", ".join(gone) or "nothing")
+
+    def hot_plug_link_up(self, port: Bridge) -> None:
+        """pciehp saw the link come back: enumerate what is below, assign BARs, bind drivers."""
+        for bdf in self._unplugged.pop(port.bdf, []):
+            function = self.removed.pop(bdf, None)
+            if function is None:
+                continue
+            self.functions[bdf] = function
+            self.kernel.restore_bars(function)
+            self.kernel.probe(bdf)
+        log.info("%s: link up, devices below enumerated again", port.bdf)
 
     # -- privileges ----------------------------------------------------------------------------
     def set_root(self, root: bool) -> None:
@@ -210,9 +234,12 @@ class Machine:
         """The next `count` MMIO writes to `bdf` are lost (-1: all, until `count=0` is set)."""
         self.device(bdf).faults.drop_writes = count
 
-    def set_reset_delay(self, bdf: str, seconds: float) -> None:
-        """After each reset, `bdf` reads all ones for `seconds` before it answers again."""
-        self.device(bdf).faults.reset_ready_s = seconds
+    def set_reset_delay(self, bdf: str, seconds: float, crs_visible: bool = False) -> None:
+        """After each reset, `bdf` reads all ones for `seconds` before it answers again; with
+        `crs_visible` its vendor ID reads 0x0001 meanwhile (CRS Software Visibility)."""
+        faults = self.device(bdf).faults
+        faults.reset_ready_s = seconds
+        faults.crs_visible = crs_visible
 
     def set_link(self, bdf: str, speed: int, width: int) -> None:
         """The link of `bdf` retrained at `speed` (PCI_EXP_LNKSTA_CLS_* code) and `width` lanes."""

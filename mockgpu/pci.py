@@ -8,7 +8,9 @@ identity, BARs and registers:
 - a capability list (PM, MSI, PCIe with Link Capabilities/Status, MSI-X) and extended list (ReBAR);
 - Command register decoding: MMIO reads all ones while memory decoding is off (master abort), and
   no DMA happens while bus mastering is off;
-- resets: FLR (PCIe Device Control bit 15) and secondary bus reset (the bridge's Bridge Control);
+- resets: FLR (PCIe Device Control bit 15) and secondary bus reset (the bridge's Bridge Control),
+  after which BARs read back only their type bits until software programs them again;
+- a slot: a port can advertise Hot-Plug Capable in its Slot Capabilities;
 - surprise removal: a vanished function reads all ones and drops writes.
 
 Device-specific behaviour lives in subclasses through `bar_read`/`bar_write`, `bar_memory` (for
@@ -51,6 +53,9 @@ PCIE_CAP_VERSION = 2
 # PCIe r5.0 sec 7.8.6.1: ReBAR extended capability version 1
 REBAR_CAP_VERSION = 1
 REBAR_ENTRY_SIZE = 8  # PCIe r5.0 sec 7.8.6: one capability + control dword pair per BAR
+# PCIe r5.0 sec 2.3.2: with CRS Software Visibility a not-ready function's vendor ID reads 0x0001
+CRS_VENDOR_ID = 0x0001
+CRS_ALL_ONES_VENDOR = 0xFFFF  # the vendor ID bytes that CRS_VENDOR_ID replaces in an all-ones read
 MSI_DATA_MASK = 0xFFFF  # PCI r3.0 sec 6.8.1.8: Message Data is 16 bits
 MSI_ADDRESS_LO_WRITABLE = 0xFFFFFFFC  # PCI r3.0 sec 6.8.1.4: address bits [1:0] are reserved zero
 PM_CAP_VERSION_1_2 = 0x3  # PCI PM r1.2 sec 3.2.3: Version field 011b
@@ -130,9 +135,13 @@ class Identity:
 
 @dataclass
 class PCIeInfo:
+    """The PCI Express capability's fixed fields. `hot_plug`: a port whose slot is Hot-Plug Capable
+    (Thunderbolt/USB4 and ExpressCard-style ports; PCIe r5.0 sec 7.5.3.9)."""
+
     port_type: int
     link: PCIeLink
     flr: bool = False
+    hot_plug: bool = False
 
 
 @dataclass
@@ -151,11 +160,15 @@ class FaultPlan:
 
     `drop_writes`: how many of the next MMIO writes vanish on the way (posted writes carry no
     completion, so the driver cannot tell), -1 for all of them until cleared.
-    `reset_ready_s`: after a reset the function ignores requests (reads all ones) this long, like
-    a device still initialising (PCIe allows up to 1 s after a reset before it must answer)."""
+    `reset_ready_s`: after a reset the function is not ready this long, like a device still
+    initialising (PCIe r5.0 sec 6.6.1: software may call it broken only after 1 s; Linux waits 60 s).
+    Meanwhile its requests complete as Unsupported (reads all ones) or, with `crs_visible`, as
+    Configuration Request Retry Status seen by software: a read of the vendor ID returns 0x0001 and
+    other reads all ones (PCIe r5.0 sec 2.3.2, CRS Software Visibility)."""
 
     drop_writes: int = 0
     reset_ready_s: float = 0.0
+    crs_visible: bool = False
 
 
 class PCIFunction:
@@ -180,7 +193,8 @@ class PCIFunction:
         self.faults = FaultPlan()
         self.ready_at = 0.0
         self.bar_sizes: dict[int, int] = {bar.index: bar.size for bar in bars}
-        self.assigned: dict[int, int] = {}
+        self.assigned: dict[int, int] = {}  # BAR index -> address the kernel gave it
+        self.assigned_sizes: dict[int, int] = {}  # BAR index -> size of the kernel's resource
         self.msix_table = bytearray()
         self.msix_pending: set[int] = set()
         self.cfg = ConfigSpace()
@@ -225,7 +239,7 @@ class PCIFunction:
             cfg.put(pci_regs.PCI_SUBSYSTEM_VENDOR_ID, 2, ident.subsystem_vendor)
             cfg.put(pci_regs.PCI_SUBSYSTEM_ID, 2, ident.subsystem_device)
         for index in self.bars:
-            self._init_bar(index)
+            self._init_bar(index, None)
         self._build_type_specific(cfg)
         builder = CapabilityBuilder(cfg)
         self.build_capabilities(builder)
@@ -241,7 +255,9 @@ class PCIFunction:
     def _build_type_specific(self, cfg: ConfigSpace) -> None:
         """Header fields that differ between Type 0 and Type 1 (bridges override)."""
 
-    def _init_bar(self, index: int) -> None:
+    def _init_bar(self, index: int, address: int | None) -> None:
+        """Lay out BAR `index` for its current size: type bits, writable address bits, then `address`
+        written through the new mask (None: the power-on value, type bits only)."""
         spec = self.bars[index]
         size = self.bar_sizes[index]
         off = pci_regs.PCI_BASE_ADDRESS_0 + index * BAR_DWORD
@@ -251,7 +267,6 @@ class PCIFunction:
         if spec.kind is BarKind.MEM64:
             high_writable = (address_mask >> 32) & 0xFFFFFFFF
             self.cfg.put(off + BAR_DWORD, 4, 0, writable=high_writable)
-        address = self.assigned.get(index)
         if address is not None:
             self._program_bar(index, address)
 
@@ -305,6 +320,10 @@ class PCIFunction:
         devcap = field_put(pci_regs.PCI_EXP_DEVCAP_PAYLOAD, 1)  # 256-byte max payload
         if info.flr:
             devcap |= pci_regs.PCI_EXP_DEVCAP_FLR
+        if info.hot_plug:
+            flags |= pci_regs.PCI_EXP_FLAGS_SLOT
+            self.cfg.put(offset + pci_regs.PCI_EXP_FLAGS, 2, flags)
+            self.cfg.put(offset + pci_regs.PCI_EXP_SLTCAP, 4, pci_regs.PCI_EXP_SLTCAP_HPC)
         self.cfg.put(offset + pci_regs.PCI_EXP_DEVCAP, 4, devcap)
         devctl_writable = (pci_regs.PCI_EXP_DEVCTL_CERE | pci_regs.PCI_EXP_DEVCTL_NFERE
                            | pci_regs.PCI_EXP_DEVCTL_FERE | pci_regs.PCI_EXP_DEVCTL_URRE
@@ -368,8 +387,14 @@ class PCIFunction:
     def config_read(self, off: int, n: int) -> int:
         check_config_access(off, n, self.cfg.size)
         if not self.responds():
+            if self._retry_status_visible() and off == pci_regs.PCI_VENDOR_ID and n >= 2:
+                return all_ones(n) & ~CRS_ALL_ONES_VENDOR | CRS_VENDOR_ID
             return all_ones(n)
         return self.cfg.read(off, n)
+
+    def _retry_status_visible(self) -> bool:
+        """Present but still initialising after a reset, with CRS Software Visibility in use."""
+        return self.present and not self.in_reset and self.faults.crs_visible
 
     def config_write(self, off: int, n: int, value: int) -> None:
         check_config_access(off, n, self.cfg.size)
@@ -424,8 +449,9 @@ class PCIFunction:
         """Hardware side of a ReBAR resize: the BAR now decodes `new_size`. Address bits below the
         new size become read-only zero, so a BAR whose assigned address is not aligned to the new
         size stops claiming it until software programs a new address."""
+        address = self.bar_address(index)
         self.bar_sizes[index] = new_size
-        self._init_bar(index)
+        self._init_bar(index, address)
         self.on_bar_resized(index, new_size)
 
     def on_bar_resized(self, index: int, new_size: int) -> None:
@@ -517,15 +543,26 @@ class PCIFunction:
         Such BARs map as MemoryRegion (zero-copy); others map through callbacks."""
         return None
 
-    def bar_region(self, index: int) -> Region:
-        """What mmap of this BAR returns."""
-        size = self.bar_sizes[index]
+    def bar_region(self, index: int, size: int | None = None) -> Region:
+        """What mmap of `size` bytes (default: what the BAR decodes) of this BAR returns. Past the
+        decoded size nothing answers: reads are all ones, writes vanish."""
+        decoded = self.bar_sizes[index]
+        size = decoded if size is None else size
         memory = self.bar_memory(index)
-        if memory is not None and self.present:
+        if memory is not None and self.present and size <= decoded:
             return MemoryRegion(memory, size)
         return CallbackRegion(size,
-                              lambda off, n: self.mmio_read(index, off, n),
-                              lambda off, data: self.mmio_write(index, off, data))
+                              lambda off, n: self._decoded_read(index, off, n),
+                              lambda off, data: self._decoded_write(index, off, data))
+
+    def _decoded_read(self, index: int, off: int, n: int) -> bytes:
+        if off + n > self.bar_sizes[index]:
+            return bytes([0xFF]) * n
+        return self.mmio_read(index, off, n)
+
+    def _decoded_write(self, index: int, off: int, data: bytes) -> None:
+        if off + len(data) <= self.bar_sizes[index]:
+            self.mmio_write(index, off, data)
 
     # -- MSI-X table ---------------------------------------------------------------------------
     def _in_msix(self, index: int, off: int) -> bool:
@@ -639,7 +676,8 @@ class PCIFunction:
 
     def hardware_reset(self) -> None:
         """Whatever the reset kind: config space and device state return to power-on values.
-        BAR addresses stay as the kernel assigned them (it restores them after a reset)."""
+        BARs are not sticky (PCIe r5.0 sec 6.6.2): they read back only their type bits until
+        software writes the addresses again, as the kernel's reset paths do (pci_restore_state)."""
         self.state.reset_count += 1
         resized = [index for index, spec in self.bars.items() if self.bar_sizes[index] != spec.size]
         for index in resized:
@@ -674,6 +712,7 @@ class Bridge(PCIFunction):
         self.children: list[PCIFunction] = []
         self.secondary_bus = 0
         self.subordinate_bus = 0
+        self.hot_plug_events_masked = False  # the kernel's own bus reset masks them (pciehp_reset_slot)
         super().__init__(identity, [], pcie)
 
     def _build_type_specific(self, cfg: ConfigSpace) -> None:
@@ -731,6 +770,8 @@ class Bridge(PCIFunction):
             function.state.bus_reset_count += 1
             function.hardware_reset()
             function.in_reset = True
+        if self._hot_plug_driver_sees_link_changes():
+            self.machine.hot_plug_link_down(self)
 
     def _release_secondary_reset(self) -> None:
         log.info("%s: secondary bus reset released", self.bdf)
@@ -738,6 +779,15 @@ class Bridge(PCIFunction):
             function.in_reset = False
             if isinstance(function, Bridge):
                 function._program_buses(function.cfg)
+        if self._hot_plug_driver_sees_link_changes():
+            self.machine.hot_plug_link_up(self)
+
+    def _hot_plug_driver_sees_link_changes(self) -> bool:
+        """pciehp runs on a Hot-Plug Capable port its port driver owns; a bus reset the kernel did
+        not start takes the link down under it."""
+        if self.pcie is None or not self.pcie.hot_plug or self.hot_plug_events_masked or self.machine is None:
+            return False
+        return self.machine.kernel.driver_of(self.bdf) == self.default_driver
 
 
 

@@ -22,9 +22,13 @@ def _link(speed: int, width: int) -> PCIeLink:
 
 
 class RootPort(Bridge):
-    def __init__(self, speed: int = pci_regs.PCI_EXP_LNKCAP_SLS_16_0GB, width: int = 16) -> None:
+    """`hot_plug`: the port's slot advertises Hot-Plug Capable (Slot Capabilities HPC)."""
+
+    def __init__(self, speed: int = pci_regs.PCI_EXP_LNKCAP_SLS_16_0GB, width: int = 16,
+                 hot_plug: bool = False) -> None:
         identity = Identity(REDHAT_VENDOR_ID, QEMU_ROOT_PORT_DEVICE_ID, PCI_BRIDGE_CLASS)
-        super().__init__(identity, PCIeInfo(pci_regs.PCI_EXP_TYPE_ROOT_PORT, _link(speed, width)))
+        info = PCIeInfo(pci_regs.PCI_EXP_TYPE_ROOT_PORT, _link(speed, width), hot_plug=hot_plug)
+        super().__init__(identity, info)
 
 
 class SwitchUpstreamPort(Bridge):
@@ -34,6 +38,10 @@ class SwitchUpstreamPort(Bridge):
 
 
 class SwitchDownstreamPort(Bridge):
-    def __init__(self, speed: int = pci_regs.PCI_EXP_LNKCAP_SLS_16_0GB, width: int = 16) -> None:
+    """`hot_plug`: the port's slot advertises Hot-Plug Capable, like a Thunderbolt/USB4 enclosure's."""
+
+    def __init__(self, speed: int = pci_regs.PCI_EXP_LNKCAP_SLS_16_0GB, width: int = 16,
+                 hot_plug: bool = False) -> None:
         identity = Identity(AMD_VENDOR_ID, NAVI_SWITCH_DOWNSTREAM_ID, PCI_BRIDGE_CLASS)
-        super().__init__(identity, PCIeInfo(pci_regs.PCI_EXP_TYPE_DOWNSTREAM, _link(speed, width)))
+        info = PCIeInfo(pci_regs.PCI_EXP_TYPE_DOWNSTREAM, _link(speed, width), hot_plug=hot_plug)
+        super().__init__(identity, info)

@@ -154,12 +154,13 @@ class ResourceFile(MockFile):
     def mmap(self, size: int, offset: int, writable: bool) -> Region:
         if self.spec.kind is BarKind.IO:
             raise OSError(errno.EINVAL, f"{self.path}: I/O BARs cannot be mapped")
-        bar_size = self.function.bar_sizes[self.index]
-        limit = -(-bar_size // PAGE_SIZE) * PAGE_SIZE
+        # pci_mmap_resource checks against the kernel's resource, not what the BAR decodes now
+        resource_size = self.function.assigned_sizes.get(self.index, self.function.bar_sizes[self.index])
+        limit = -(-resource_size // PAGE_SIZE) * PAGE_SIZE
         if offset % PAGE_SIZE or size <= 0 or offset + size > limit:
-            raise OSError(errno.EINVAL,
-                          f"{self.path}: mmap [{offset:#x}, +{size:#x}) does not fit BAR of {bar_size:#x}")
-        region = self.function.bar_region(self.index)
+            raise OSError(errno.EINVAL, f"{self.path}: mmap [{offset:#x}, +{size:#x}) does not fit "
+                                        f"BAR of {resource_size:#x}")
+        region = self.function.bar_region(self.index, resource_size)
         if offset == 0 and size == region.size:
             return region
         return region.sub(offset, min(size, region.size - offset))
@@ -355,7 +356,9 @@ class SysfsTree:
         methods = kernel.reset_methods(function)
         if methods:
             entries["reset"] = _wo(lambda text: kernel.reset_function(bdf) if _parse_bool(text) else None)
-            entries["reset_method"] = _ro(lambda: " ".join(methods) + "\n")
+            entries["reset_method"] = _rw(
+                lambda: " ".join(kernel.selected_reset_methods(function)) + "\n",
+                lambda text: kernel.set_reset_method(bdf, text))
         driver = kernel.driver_of(bdf)
         if driver is not None:
             entries["driver"] = Link(0o777, self._relative(here, f"/sys/bus/pci/drivers/{driver}"))

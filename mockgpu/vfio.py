@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from autogen.linux import pci_regs, vfio
@@ -21,7 +22,7 @@ from mockgpu.bits import field_put
 from mockgpu.files import EventFD, MockFile
 from mockgpu.iommu import IOVA_PAGE_SIZES, MSI_WINDOW_BASE, IOMMUDomain, usable_iova_ranges
 from mockgpu.kernel import VFIO_PCI
-from mockgpu.pci import BarKind, PCIFunction
+from mockgpu.pci import BAR_DWORD, BarKind, PCIFunction
 
 if TYPE_CHECKING:
     from mockgpu.machine import Machine
@@ -295,6 +296,9 @@ class DeviceFile(MockFile):
         # vfio_pci_config.c keeps a virtual copy of the BARs: sizing through the device fd works
         # without moving the real BARs away from the addresses the kernel assigned
         self.virtual_bars = bytearray(self.function.cfg.data[VIRTUAL_BARS_START:VIRTUAL_BARS_END])
+        # vfio_config_init records the physical BARs (vdev->rbar) to put back after a reset that
+        # happened behind vfio's back (vfio_bar_restore)
+        self.physical_bars = bytes(self.function.cfg.data[VIRTUAL_BARS_START:VIRTUAL_BARS_END])
 
     @property
     def state(self) -> "VFIOKernel":
@@ -338,7 +342,8 @@ class DeviceFile(MockFile):
         spec = self.function.bars.get(index)
         if spec is None:
             return 0, 0
-        size = self.function.bar_sizes[index]
+        # vfio_pci_ioctl_get_region_info reports pci_resource_len: the kernel's resource size
+        size = self.function.assigned_sizes.get(index, self.function.bar_sizes[index])
         flags = vfio.VFIO_REGION_INFO_FLAG_READ | vfio.VFIO_REGION_INFO_FLAG_WRITE
         if spec.kind is not BarKind.IO and size % PAGE_SIZE == 0:
             flags |= vfio.VFIO_REGION_INFO_FLAG_MMAP
@@ -412,9 +417,14 @@ class DeviceFile(MockFile):
         if action != vfio.VFIO_IRQ_SET_ACTION_TRIGGER:
             raise OSError(errno.ENOTTY, "MSI/MSI-X support only ACTION_TRIGGER")
         msix = info.index == vfio.VFIO_PCI_MSIX_IRQ_INDEX
-        if no_data_disable:
+        in_use = self.state.msi_kind.get(self.bdf)
+        if no_data_disable and in_use == msix:
             self.state.disable_msi(self)
             return 0
+        if data_type != vfio.VFIO_IRQ_SET_DATA_EVENTFD and in_use != msix:
+            # vfio_pci_set_msi_trigger: -EINVAL unless irq_is(vdev, index)
+            kind = "MSI-X" if msix else "MSI"
+            raise OSError(errno.EINVAL, f"{kind} is not enabled on {self.bdf}")
         if data_type == vfio.VFIO_IRQ_SET_DATA_EVENTFD:
             fds = [int.from_bytes(payload[i:i + EVENTFD_ARG_SIZE], "little", signed=True)
                    for i in range(0, data_size, EVENTFD_ARG_SIZE)]
@@ -484,7 +494,20 @@ class DeviceFile(MockFile):
                 self._write_virtual_bars(piece, chunk)
                 continue
             chunk = self._intercept_flr(piece, chunk)
+            if piece <= pci_regs.PCI_COMMAND < piece + width:
+                self._restore_bars_after_backdoor_reset()
             config_write_bytes(self.function, piece, chunk)
+
+    def _restore_bars_after_backdoor_reset(self) -> None:
+        """vfio_basic_config_write: a Command write finds the physical BARs changed (a reset vfio did
+        not do, such as a bus reset through the bridge) and writes the recorded ones back first."""
+        current = bytes(self.function.cfg.data[VIRTUAL_BARS_START:VIRTUAL_BARS_END])
+        if current == self.physical_bars or not self.function.responds():
+            return
+        for offset in range(VIRTUAL_BARS_START, VIRTUAL_BARS_END, BAR_DWORD):
+            start = offset - VIRTUAL_BARS_START
+            value = int.from_bytes(self.physical_bars[start:start + BAR_DWORD], "little")
+            self.function.config_write(offset, BAR_DWORD, value)
 
     def _write_virtual_bars(self, offset: int, chunk: bytes) -> None:
         for position, byte in enumerate(chunk, start=offset):
@@ -520,13 +543,23 @@ class DeviceFile(MockFile):
         if within % PAGE_SIZE or size % PAGE_SIZE or size == 0 or within + size > region_size:
             raise OSError(errno.EINVAL,
                           f"mmap [{within:#x}, +{size:#x}) invalid for region of {region_size:#x}")
-        region = self.function.bar_region(index)
+        region = self.function.bar_region(index, region_size)
         if within == 0 and size == region.size:
             return region
         return region.sub(within, size)
 
     def close(self) -> None:
         self.state.close_device(self)
+
+
+@dataclass
+class MSIBlock:
+    """The host vectors behind a function's MSI: `size` data values from `base` (a power of two,
+    aligned), of which the first `vectors` were asked for when MSI was enabled."""
+
+    base: int
+    size: int
+    vectors: int
 
 
 class VFIOKernel:
@@ -538,6 +571,7 @@ class VFIOKernel:
         self.group_container: dict[int, Container] = {}
         self.device_files: dict[str, list[DeviceFile]] = {}
         self.msi_vectors: dict[str, dict[int, tuple[int, EventFD]]] = {}
+        self.msi_blocks: dict[str, MSIBlock] = {}
         self.msi_kind: dict[str, bool] = {}
         self.other_triggers: dict[tuple[str, int], int] = {}
         self.kernel_domain = IOMMUDomain(machine.ram)
@@ -601,6 +635,10 @@ class VFIOKernel:
         vectors = self.msi_vectors.pop(device.bdf, {})
         for data, _ in vectors.values():
             self.machine.bus.interrupts.release(data)
+        block = self.msi_blocks.pop(device.bdf, None)
+        if block is not None:
+            for data in range(block.base, block.base + block.size):
+                self.machine.bus.interrupts.release(data)
         function = device.function
         controls = ((pci_regs.PCI_CAP_ID_MSI, pci_regs.PCI_MSI_FLAGS, pci_regs.PCI_MSI_FLAGS_ENABLE),
                     (pci_regs.PCI_CAP_ID_MSIX, pci_regs.PCI_MSIX_FLAGS, pci_regs.PCI_MSIX_FLAGS_ENABLE))
@@ -617,6 +655,9 @@ class VFIOKernel:
         if current is not None and current != msix:
             raise OSError(errno.EINVAL, f"{bdf} already uses {'MSI-X' if current else 'MSI'}")
         eventfds = [None if fd == NO_EVENTFD else self.machine.os.eventfd_of(fd) for fd in fds]
+        if not msix:
+            self._set_msi_block(device, start, eventfds)
+            return
         vectors = self.msi_vectors.setdefault(bdf, {})
         for position, eventfd in enumerate(eventfds):
             vector = start + position
@@ -630,40 +671,60 @@ class VFIOKernel:
             self.disable_msi(device)
             return
         self.msi_kind[bdf] = msix
-        self._program(device.function, msix, vectors)
+        self._program_msix(device.function, vectors)
 
-    def _program(self, function: PCIFunction, msix: bool, vectors: dict[int, tuple[int, EventFD]]) -> None:
-        """What the host kernel writes into the function so its messages reach our vectors."""
-        if msix:
-            offset = function.cap_offsets[pci_regs.PCI_CAP_ID_MSIX]
-            for vector in range(function.msix.vectors):
-                base = vector * pci_regs.PCI_MSIX_ENTRY_SIZE
-                entry = vectors.get(vector)
-                control = 0 if entry else pci_regs.PCI_MSIX_ENTRY_CTRL_MASKBIT
-                data = entry[0] if entry else 0
-                for field_offset, value in ((pci_regs.PCI_MSIX_ENTRY_LOWER_ADDR, MSI_WINDOW_BASE),
-                                            (pci_regs.PCI_MSIX_ENTRY_UPPER_ADDR, 0),
-                                            (pci_regs.PCI_MSIX_ENTRY_DATA, data),
-                                            (pci_regs.PCI_MSIX_ENTRY_VECTOR_CTRL, control)):
-                    start = base + field_offset
-                    function.msix_table[start:start + 4] = value.to_bytes(4, "little")
-            control = function.cfg.read(offset + pci_regs.PCI_MSIX_FLAGS, 2) | pci_regs.PCI_MSIX_FLAGS_ENABLE
-            control &= ~pci_regs.PCI_MSIX_FLAGS_MASKALL
-            function.cfg.set_value(offset + pci_regs.PCI_MSIX_FLAGS, 2, control)
-            return
-        offset = function.cap_offsets[pci_regs.PCI_CAP_ID_MSI]
-        count = max(vectors) + 1
-        enabled = 1 << (count - 1).bit_length()
-        first = min(data for data, _ in vectors.values()) if len(vectors) == 1 else None
-        if first is None:
-            raise OSError(errno.EINVAL, "multi-vector MSI is not modelled; use MSI-X")
+    def _set_msi_block(self, device: DeviceFile, start: int, eventfds: list[EventFD | None]) -> None:
+        """MSI: vfio_msi_enable allocates the vectors once (start + count, rounded up to a power of
+        two, aligned), later calls only change which eventfd each vector signals."""
+        bdf = device.bdf
+        interrupts = self.machine.bus.interrupts
+        end = start + len(eventfds)
+        block = self.msi_blocks.get(bdf)
+        if block is None:
+            enabled = 1 << (end - 1).bit_length()
+            _, base = interrupts.allocate_block(enabled)
+            block = MSIBlock(base, enabled, end)
+            self.msi_blocks[bdf] = block
+            self.msi_kind[bdf] = False
+        elif end > block.vectors:
+            # vfio_msi_set_block: the vector count is fixed when MSI is enabled
+            raise OSError(errno.EINVAL, f"vectors [{start}, {end}) exceed the {block.vectors} MSI enabled")
+        vectors = self.msi_vectors.setdefault(bdf, {})
+        for position, eventfd in enumerate(eventfds):
+            vector = start + position
+            data = block.base + vector
+            interrupts.route(data, None if eventfd is None else eventfd.signal)
+            if eventfd is None:
+                vectors.pop(vector, None)
+            else:
+                vectors[vector] = (data, eventfd)
+        offset = device.function.cap_offsets[pci_regs.PCI_CAP_ID_MSI]
+        function = device.function
         function.cfg.set_value(offset + pci_regs.PCI_MSI_ADDRESS_LO, 4, MSI_WINDOW_BASE)
         function.cfg.set_value(offset + pci_regs.PCI_MSI_ADDRESS_HI, 4, 0)
-        function.cfg.set_value(offset + pci_regs.PCI_MSI_DATA_64, 2, first)
+        function.cfg.set_value(offset + pci_regs.PCI_MSI_DATA_64, 2, block.base)
         flags = function.cfg.read(offset + pci_regs.PCI_MSI_FLAGS, 2) & ~pci_regs.PCI_MSI_FLAGS_QSIZE
-        flags |= field_put(pci_regs.PCI_MSI_FLAGS_QSIZE, enabled.bit_length() - 1)
+        flags |= field_put(pci_regs.PCI_MSI_FLAGS_QSIZE, block.size.bit_length() - 1)
         flags |= pci_regs.PCI_MSI_FLAGS_ENABLE
         function.cfg.set_value(offset + pci_regs.PCI_MSI_FLAGS, 2, flags)
+
+    def _program_msix(self, function: PCIFunction, vectors: dict[int, tuple[int, EventFD]]) -> None:
+        """What the host kernel writes into the MSI-X table so the messages reach our vectors."""
+        offset = function.cap_offsets[pci_regs.PCI_CAP_ID_MSIX]
+        for vector in range(function.msix.vectors):
+            base = vector * pci_regs.PCI_MSIX_ENTRY_SIZE
+            entry = vectors.get(vector)
+            control = 0 if entry else pci_regs.PCI_MSIX_ENTRY_CTRL_MASKBIT
+            data = entry[0] if entry else 0
+            for field_offset, value in ((pci_regs.PCI_MSIX_ENTRY_LOWER_ADDR, MSI_WINDOW_BASE),
+                                        (pci_regs.PCI_MSIX_ENTRY_UPPER_ADDR, 0),
+                                        (pci_regs.PCI_MSIX_ENTRY_DATA, data),
+                                        (pci_regs.PCI_MSIX_ENTRY_VECTOR_CTRL, control)):
+                start = base + field_offset
+                function.msix_table[start:start + 4] = value.to_bytes(4, "little")
+        control = function.cfg.read(offset + pci_regs.PCI_MSIX_FLAGS, 2) | pci_regs.PCI_MSIX_FLAGS_ENABLE
+        control &= ~pci_regs.PCI_MSIX_FLAGS_MASKALL
+        function.cfg.set_value(offset + pci_regs.PCI_MSIX_FLAGS, 2, control)
 
     def loopback(self, device: DeviceFile, msix: bool, start: int, count: int, bools: bytes | None) -> None:
         vectors = self.msi_vectors.get(device.bdf, {})

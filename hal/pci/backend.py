@@ -2,7 +2,8 @@
 
 Config space through the `config` file, BARs by mmap of `resourceN`, Resizable BAR through
 `resourceN_resize`, resets through the `reset` attribute, DMA memory as locked host pages whose
-physical addresses (from /proc/self/pagemap) are the bus addresses. It needs root (or
+physical addresses (from /proc/self/pagemap) are the bus addresses, offered only where that holds: no
+IOMMU group, or a group whose domain type is "identity" (passthrough). It needs root (or
 CAP_SYS_ADMIN for pagemap frame numbers and CAP_SYS_RAWIO for resource mmap). No interrupts reach
 user space this way: drivers poll.
 """
@@ -154,6 +155,7 @@ class SysfsBackend(PCIBackend):
 
     # -- DMA ---------------------------------------------------------------------------------
     def alloc_dma(self, size: int) -> DMABuffer:
+        self._require_physical_dma()
         try:
             memory = self.os.alloc_locked(size)
         except OSError as exc:
@@ -173,6 +175,17 @@ class SysfsBackend(PCIBackend):
         contiguous = all(physical[i + 1] == physical[i] + PAGE_SIZE for i in range(len(physical) - 1))
         return DMABuffer(region=memory.region, size=memory.size, bus_addresses=list(physical),
                          contiguous=contiguous, backend_handle=memory)
+
+    def _require_physical_dma(self) -> None:
+        """Physical addresses are bus addresses only with no IOMMU group or a passthrough one."""
+        try:
+            translation = self.sysfs.dma_translation(self.bdf)
+        except HalError as exc:
+            raise UnsupportedOperation(f"cannot tell whether the IOMMU translates DMA for {self.bdf} "
+                                       f"({exc}), so physical page addresses may not be bus addresses: open "
+                                       f"vfio:{self.bdf}, or boot with iommu=pt", errno=exc.errno) from exc
+        if translation is not None:
+            raise UnsupportedOperation(translated_dma_reason(self.bdf, translation))
 
     def free_dma(self, buffer: DMABuffer) -> None:
         self.os.free_locked(buffer.backend_handle)
@@ -211,7 +224,18 @@ def probe(os: OS, bdf: str) -> str:
     driver = sysfs.driver(bdf)
     if driver is not None:
         return f"in use by kernel driver {driver}; opening with unbind=True detaches it"
+    try:
+        translation = sysfs.dma_translation(bdf)
+    except HalError as exc:
+        return f"ok (no DMA: the IOMMU domain type is unknown: {exc})"
+    if translation is not None:
+        return f"ok (no DMA: {translated_dma_reason(bdf, translation)})"
     return "ok"
+
+
+def translated_dma_reason(bdf: str, translation: str) -> str:
+    return (f"the IOMMU translates DMA for {bdf} (domain type {translation}), so physical page addresses "
+            f"are not bus addresses: open vfio:{bdf}, or boot with iommu=pt")
 
 
 def open_backend(os: OS, bdf: str) -> SysfsBackend:

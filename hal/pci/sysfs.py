@@ -10,8 +10,8 @@ import logging
 import re
 from dataclasses import dataclass
 
-from hal.errors import DeviceNotFound, HalError, InvalidArgument, PermissionDenied, from_oserror
-from hal.os import OS
+from hal.errors import DeviceBusy, DeviceNotFound, HalError, InvalidArgument, PermissionDenied, from_oserror
+from hal.os import O_CLOEXEC, O_RDWR, OS
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,15 @@ PCI_DRIVERS = "/sys/bus/pci/drivers"
 PCI_DRIVERS_PROBE = "/sys/bus/pci/drivers_probe"
 PCI_RESCAN = "/sys/bus/pci/rescan"
 IOMMU_GROUPS = "/sys/kernel/iommu_groups"
+# Documentation/ABI/testing/sysfs-kernel-iommu_groups `type`: the one domain type in which the device's
+# DMA addresses are physical addresses (passthrough, iommu=pt)
+IOMMU_TYPE_IDENTITY = "identity"
+VFIO_PCI_DRIVER = "vfio-pci"
+VFIO_GROUP_DIR = "/dev/vfio"
+NOIOMMU_GROUP_PREFIX = "noiommu-"  # drivers/vfio/group.c names no-IOMMU groups /dev/vfio/noiommu-N
+# sysfs-bus-pci driver_override: only a driver of exactly this name may bind; no driver has this name,
+# so module loads, drivers_probe and rescans leave a device that user space drives alone
+USER_SPACE_OVERRIDE = "none"
 
 # domain:bus:device.function, as the kernel names PCI functions (e.g. 0000:03:00.0)
 BDF_PATTERN = re.compile(r"^([0-9a-fA-F]{4}):([0-9a-fA-F]{2}):([0-1][0-9a-fA-F])\.([0-7])$")
@@ -160,6 +169,23 @@ class SysfsPCI:
             raise HalError(f"{self.device_path(bdf, 'iommu_group')} points at {name!r}, not an IOMMU group")
         return int(name)
 
+    def iommu_group_type(self, group: int) -> str:
+        """The group's default domain type: "identity" (DMA addresses are physical), "DMA", "DMA-FQ", ..."""
+        path = f"{IOMMU_GROUPS}/{group}/type"
+        try:
+            return self.os.read_text(path).strip()
+        except OSError as exc:
+            raise from_oserror(exc, f"reading {path} (the IOMMU domain type of group {group})") from exc
+
+    def dma_translation(self, bdf: str) -> str | None:
+        """None when the device's DMA addresses are physical addresses (no IOMMU group, or a group in
+        passthrough); otherwise the group's domain type, e.g. "DMA"."""
+        group = self.iommu_group(bdf)
+        if group is None:
+            return None
+        kind = self.iommu_group_type(group)
+        return None if kind == IOMMU_TYPE_IDENTITY else kind
+
     def iommu_group_devices(self, group: int) -> list[str]:
         path = f"{IOMMU_GROUPS}/{group}/devices"
         try:
@@ -171,11 +197,54 @@ class SysfsPCI:
     def driver(self, bdf: str) -> str | None:
         return self._link_name(bdf, "driver")
 
+    def vfio_group_node(self, bdf: str) -> str | None:
+        """/dev/vfio/<N> (or noiommu-<N>) of the device's group, None when there is no such node."""
+        group = self.iommu_group(bdf)
+        if group is None:
+            return None
+        for name in (str(group), f"{NOIOMMU_GROUP_PREFIX}{group}"):
+            path = f"{VFIO_GROUP_DIR}/{name}"
+            if self.os.exists(path):
+                return path
+        return None
+
+    def require_vfio_group_free(self, bdf: str) -> None:
+        """DeviceBusy when another program has the device's VFIO group open.
+
+        Unbinding vfio-pci from a device that a VFIO user (QEMU, say) holds blocks in the kernel until
+        that user lets go (drivers/vfio/vfio_main.c vfio_unregister_group_dev waits for the device's
+        users), possibly forever. The group node is single-open (drivers/vfio/group.c
+        vfio_group_fops_open answers EBUSY while it is open, or while a device of it is open through its
+        cdev), so opening it and closing it again tells, without blocking, whether anyone holds it.
+        """
+        path = self.vfio_group_node(bdf)
+        if path is None:
+            return
+        try:
+            fd = self.os.open(path, O_RDWR | O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return
+            if exc.errno == errno.EBUSY:
+                raise DeviceBusy(f"{bdf} is held through VFIO by another program ({path} is open there), "
+                                 f"so unbinding {VFIO_PCI_DRIVER} would block until it lets go; close it "
+                                 "there (e.g. shut down the virtual machine using it), then try again. "
+                                 f"`sudo fuser -v {path} /dev/vfio/devices/*` names the holder",
+                                 errno=exc.errno) from exc
+            raise from_oserror(exc, f"checking whether another program holds {path}") from exc
+        self.os.close(fd)
+
     def unbind(self, bdf: str) -> str | None:
-        """Detach the bound kernel driver; returns its name (None when nothing was bound)."""
+        """Detach the bound kernel driver; returns its name (None when nothing was bound).
+
+        A device on vfio-pci is unbound only when no other program holds its VFIO group (DeviceBusy
+        otherwise), because the kernel would block until that program lets go.
+        """
         driver = self.driver(bdf)
         if driver is None:
             return None
+        if driver == VFIO_PCI_DRIVER:
+            self.require_vfio_group_free(bdf)
         log.info("unbinding %s from kernel driver %s", bdf, driver)
         self.write_attribute(f"{PCI_DRIVERS}/{driver}/unbind", bdf, f"unbinding {bdf} from {driver}")
         return driver
@@ -186,14 +255,35 @@ class SysfsPCI:
         text = driver if driver is not None else "\n"
         self.write_attribute(path, text, f"setting the driver override of {bdf}")
 
+    def _unbind_or_restore_override(self, bdf: str) -> None:
+        try:
+            self.unbind(bdf)
+        except BaseException:
+            self.set_driver_override(bdf, None)
+            raise
+
+    def detach_for_user_space(self, bdf: str) -> str | None:
+        """Unbind the kernel driver and keep every driver off the device (override USER_SPACE_OVERRIDE)
+        until rebind(); returns the driver that was bound (None: nothing was, and nothing changes)."""
+        driver = self.driver(bdf)
+        if driver is None:
+            return None
+        if driver == VFIO_PCI_DRIVER:
+            self.require_vfio_group_free(bdf)
+        self.set_driver_override(bdf, USER_SPACE_OVERRIDE)
+        self._unbind_or_restore_override(bdf)
+        return driver
+
     def bind_to(self, bdf: str, driver: str) -> None:
         """Bind `bdf` to `driver` the way the kernel documents: override, unbind, probe."""
         current = self.driver(bdf)
         if current == driver:
             return
+        if current == VFIO_PCI_DRIVER:
+            self.require_vfio_group_free(bdf)
         self.set_driver_override(bdf, driver)
         if current is not None:
-            self.unbind(bdf)
+            self._unbind_or_restore_override(bdf)
         self.write_attribute(PCI_DRIVERS_PROBE, bdf, f"probing {bdf} for driver {driver}")
         bound = self.driver(bdf)
         if bound != driver:
@@ -201,9 +291,14 @@ class SysfsPCI:
                            f"is the module loaded? try `sudo modprobe {driver.replace('-', '_')}`")
 
     def rebind(self, bdf: str, driver: str | None) -> None:
-        """Hand `bdf` back: clear the override, detach whoever has it, bind `driver` (or re-probe)."""
-        self.set_driver_override(bdf, None)
+        """Hand `bdf` back: clear the override, detach whoever has it, bind `driver` (None: leave it
+        without a driver). Nothing changes when another program holds it through VFIO (DeviceBusy).
+        Handing back to vfio-pci keeps an override naming it: vfio-pci matches a device only through
+        driver_override or ids added with new_id (drivers/vfio/pci/vfio_pci.c id table)."""
         current = self.driver(bdf)
+        if current == VFIO_PCI_DRIVER and driver != VFIO_PCI_DRIVER:
+            self.require_vfio_group_free(bdf)
+        self.set_driver_override(bdf, VFIO_PCI_DRIVER if driver == VFIO_PCI_DRIVER else None)
         if current is not None and current != driver:
             self.unbind(bdf)
         if driver is None:

@@ -17,17 +17,16 @@ from hal.backend import BarResource, DMABuffer, PCIBackend
 from hal.errors import (BackendUnavailable, DeviceBusy, HalError, InvalidArgument, PermissionDenied,
                         UnsupportedOperation, from_oserror)
 from hal.os import O_CLOEXEC, O_RDWR, OS, PAGE_SIZE
-from hal.pci.sysfs import SysfsPCI
+from hal.pci.sysfs import NOIOMMU_GROUP_PREFIX, VFIO_GROUP_DIR, VFIO_PCI_DRIVER, SysfsPCI
 from hal.region import CallbackRegion, Region
 from hal.vfio.iova import IOVAAllocator
 
 log = logging.getLogger(__name__)
 
 NAME = "vfio"
-VFIO_DRIVER = "vfio-pci"
+VFIO_DRIVER = VFIO_PCI_DRIVER
 CONTAINER_PATH = "/dev/vfio/vfio"
-GROUP_DIR = "/dev/vfio"
-NOIOMMU_GROUP_PREFIX = "noiommu-"  # drivers/vfio/group.c names no-IOMMU groups /dev/vfio/noiommu-N
+GROUP_DIR = VFIO_GROUP_DIR
 C_INT_BYTES = 4  # the kernel ABI's `int`/`__s32` (container and eventfd descriptors in ioctl args)
 EVENTFD_NONE = -1  # vfio.h VFIO_DEVICE_SET_IRQS: an fd of -1 de-assigns that vector
 IRQ_KINDS = {"msi": vfio.VFIO_PCI_MSI_IRQ_INDEX, "msix": vfio.VFIO_PCI_MSIX_IRQ_INDEX}
@@ -257,12 +256,14 @@ class VfioBackend(PCIBackend):
 
     # -- DMA ---------------------------------------------------------------------------------
     def alloc_dma(self, size: int) -> DMABuffer:
+        if self.noiommu:
+            return self._alloc_noiommu(size)
+        # VFIO_IOMMU_MAP_DMA pins the pages and charges them to RLIMIT_MEMLOCK itself
+        # (drivers/vfio/vfio_iommu_type1.c vfio_pin_pages_remote); an mlock on top would count them twice
         try:
-            memory = self.os.alloc_locked(size)
+            memory = self.os.alloc_pages(size)
         except OSError as exc:
             raise from_oserror(exc, f"allocating {size} bytes of host memory for DMA") from exc
-        if self.noiommu:
-            return self._alloc_noiommu(memory)
         try:
             iova = self._iova.allocate(memory.size)
         except BaseException:
@@ -287,7 +288,11 @@ class VfioBackend(PCIBackend):
                          bus_addresses=[iova + page * PAGE_SIZE for page in range(pages)],
                          contiguous=True, backend_handle=(memory, iova))
 
-    def _alloc_noiommu(self, memory) -> DMABuffer:
+    def _alloc_noiommu(self, size: int) -> DMABuffer:
+        try:
+            memory = self.os.alloc_locked(size)
+        except OSError as exc:
+            raise from_oserror(exc, f"allocating {size} bytes of locked host memory for DMA") from exc
         try:
             physical = self.os.pagemap(memory)
         except OSError as exc:
@@ -426,6 +431,34 @@ def iova_windows_from_caps(info: bytearray, cap_offset: int) -> list[tuple[int, 
     return windows
 
 
+def group_blockers(sysfs: SysfsPCI, bdf: str, group: int) -> list[str]:
+    """Other members of `group` that keep it from being viable for VFIO: "<bdf> (<driver>)" for each one
+    bound to a driver other than vfio-pci (drivers/vfio/group.c: every member must be on vfio-pci or on
+    no driver)."""
+    blockers = []
+    for member in sysfs.iommu_group_devices(group):
+        if member == bdf:
+            continue
+        driver = sysfs.driver(member)
+        if driver not in (None, VFIO_DRIVER):
+            blockers.append(f"{member} ({driver})")
+    return blockers
+
+
+def require_viable_group(sysfs: SysfsPCI, bdf: str) -> None:
+    """DeviceBusy naming the members that keep `bdf`'s IOMMU group from being usable through VFIO, checked
+    before anything is unbound or bound (nothing to check without a group)."""
+    group = sysfs.iommu_group(bdf)
+    if group is None:
+        return
+    blockers = group_blockers(sysfs, bdf, group)
+    if blockers:
+        raise DeviceBusy(f"IOMMU group {group} of {bdf} is shared with {', '.join(blockers)}: every device "
+                         f"in it must be bound to {VFIO_DRIVER} or to no driver before {bdf} can be opened "
+                         f"through VFIO; unbind them (`echo <bdf> | sudo tee /sys/bus/pci/drivers/<driver>/"
+                         f"unbind`), or open pci:{bdf}. Nothing was unbound")
+
+
 def probe(os: OS, bdf: str) -> str:
     """'ok' when this backend can open `bdf` now, else the reason it cannot."""
     sysfs = SysfsPCI(os)
@@ -443,12 +476,12 @@ def probe(os: OS, bdf: str) -> str:
         return f"cannot open {CONTAINER_PATH}: {exc.strerror}"
     os.close(fd)
     group = sysfs.iommu_group(bdf)
-    blockers = [f"{member} ({driver})" for member in sysfs.iommu_group_devices(group) if member != bdf
-                for driver in [sysfs.driver(member)] if driver not in (None, VFIO_DRIVER)]
+    blockers = group_blockers(sysfs, bdf, group)
     driver = sysfs.driver(bdf)
     problems = []
     if driver not in (None, VFIO_DRIVER):
-        problems.append(f"in use by kernel driver {driver}; opening with unbind=True moves it to {VFIO_DRIVER}")
+        problems.append(f"in use by kernel driver {driver}; opening with unbind=True moves it to "
+                        f"{VFIO_DRIVER}")
     if blockers:
         problems.append(f"its IOMMU group {group} is shared with {', '.join(blockers)}, which must be "
                         f"unbound or on {VFIO_DRIVER} too")

@@ -79,3 +79,28 @@ def test_bar_sizing_decodes_64bit_and_32bit_bars_and_restores_them():
     assert bars[0].address == 0xC0000000
     assert cfg.cfg_read32(0x10) == bar0
     assert cfg.cfg_read16(regs.PCI_COMMAND) == regs.PCI_COMMAND_MEMORY
+
+
+def test_upper_half_of_a_64bit_bar_is_recognised_from_bar0_on():
+    cfg = FakeConfig()
+    bar64 = regs.PCI_BASE_ADDRESS_MEM_TYPE_64 | regs.PCI_BASE_ADDRESS_MEM_PREFETCH
+    cfg.space[0x10:0x14] = bar64.to_bytes(4, "little")
+    # BAR1 (the upper address bits) happens to look like a 64-bit memory BAR itself
+    cfg.space[0x14:0x18] = bar64.to_bytes(4, "little")
+    cfg.space[0x18:0x1C] = (0xD0000000).to_bytes(4, "little")
+    upper = [index for index in range(6) if config.is_upper_half_of_64bit_bar(cfg, index)]
+    assert upper == [1]
+
+
+def test_hot_plug_capable_needs_the_slot_flag_and_the_hpc_bit():
+    cfg = FakeConfig()
+    pcie = 0x40
+    cfg.cfg_write16(regs.PCI_STATUS, regs.PCI_STATUS_CAP_LIST)
+    cfg.space[regs.PCI_CAPABILITY_LIST] = pcie
+    add_capability(cfg, pcie, regs.PCI_CAP_ID_EXP, 0)
+    cfg.cfg_write32(pcie + regs.PCI_EXP_SLTCAP, regs.PCI_EXP_SLTCAP_HPC)
+    assert not config.hot_plug_capable(cfg)  # no slot implemented: Slot Capabilities is not there
+    cfg.cfg_write16(pcie + regs.PCI_EXP_FLAGS, regs.PCI_EXP_FLAGS_SLOT)
+    assert config.hot_plug_capable(cfg)
+    cfg.cfg_write32(pcie + regs.PCI_EXP_SLTCAP, 0)
+    assert not config.hot_plug_capable(cfg)

@@ -1,4 +1,5 @@
-"""Discovery, device strings and the ownership lock across two real processes, on the mock machine."""
+"""Discovery, device strings, driver binding and the ownership lock across two real processes, on the
+mock machine."""
 from __future__ import annotations
 
 import pathlib
@@ -10,6 +11,8 @@ import pytest
 
 import hal
 from hal.errors import DeviceBusy, DeviceNotFound
+from hal.os import O_RDWR
+from hal.pci.sysfs import USER_SPACE_OVERRIDE, SysfsPCI
 from mockgpu import EDU_BDF, GPU_AUDIO_BDF, GPU_BDF
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -80,3 +83,50 @@ def test_same_process_second_open_is_busy_too(machine):
     with hal.open(f"pci:{EDU_BDF}", os=machine.os, unbind=True):
         with pytest.raises(DeviceBusy):
             hal.open(f"pci:{EDU_BDF}", os=machine.os, unbind=True)
+
+
+def _keep_on_vfio_pci(machine, bdf: str) -> None:
+    dev = hal.open(f"vfio:{bdf}", os=machine.os, unbind=True, rebind_on_close=False)
+    dev.close()
+    assert machine.kernel.driver_of(bdf) == "vfio-pci"
+
+
+def test_a_device_another_program_holds_through_vfio_is_not_unbound(machine):
+    _keep_on_vfio_pci(machine, EDU_BDF)
+    group_node = f"/dev/vfio/{machine.kernel.group_of[EDU_BDF]}"
+    other_program = machine.os.open(group_node, O_RDWR)
+    try:
+        with pytest.raises(DeviceBusy, match=f"held through VFIO by another program.*{group_node}"):
+            hal.open(f"pci:{EDU_BDF}", os=machine.os, unbind=True)
+        assert machine.kernel.driver_of(EDU_BDF) == "vfio-pci"
+        assert machine.os.read_text(f"/sys/bus/pci/devices/{EDU_BDF}/driver_override").strip() == "vfio-pci"
+        with pytest.raises(DeviceBusy, match="held through VFIO"):
+            SysfsPCI(machine.os).rebind(EDU_BDF, "edu")
+        assert machine.kernel.driver_of(EDU_BDF) == "vfio-pci"
+    finally:
+        machine.os.close(other_program)
+    with hal.open(f"pci:{EDU_BDF}", os=machine.os, unbind=True) as dev:
+        assert dev.vendor_id == 0x1234
+    assert machine.kernel.driver_of(EDU_BDF) == "vfio-pci"
+    SysfsPCI(machine.os).rebind(EDU_BDF, "edu")
+    assert machine.kernel.driver_of(EDU_BDF) == "edu"
+
+
+def test_pci_open_keeps_every_driver_off_the_device_until_close(machine):
+    override = f"/sys/bus/pci/devices/{EDU_BDF}/driver_override"
+    with hal.open(f"pci:{EDU_BDF}", os=machine.os, unbind=True):
+        assert machine.kernel.driver_of(EDU_BDF) is None
+        assert machine.os.read_text(override).strip() == USER_SPACE_OVERRIDE
+        # what a module reload, drivers_probe or a rescan does
+        machine.os.write_text("/sys/bus/pci/drivers_probe", EDU_BDF)
+        assert machine.kernel.driver_of(EDU_BDF) is None
+    assert machine.kernel.driver_of(EDU_BDF) == "edu"
+    assert machine.os.read_text(override).strip() == "(null)"
+
+
+def test_pci_open_of_an_unbound_device_changes_no_binding(machine):
+    override = f"/sys/bus/pci/devices/{EDU_BDF}/driver_override"
+    machine.kernel.unbind(EDU_BDF, "edu")
+    with hal.open(f"pci:{EDU_BDF}", os=machine.os):
+        assert machine.os.read_text(override).strip() == "(null)"
+    assert machine.kernel.driver_of(EDU_BDF) is None

@@ -1,14 +1,19 @@
-"""The real host seam: eventfd/poll, anonymous locked memory, mmap regions, pagemap (no device needed)."""
+"""The real host seam: eventfd/poll, anonymous locked and unlocked memory, mmap regions, pagemap (no
+device needed)."""
 from __future__ import annotations
 
+import ctypes
 import errno
+import faulthandler
 import os
+import signal
 import sys
 import time
 
 import pytest
 
 from hal.errors import PermissionDenied, from_oserror
+from hal.host_os import poll_timeout_ms
 from hal.os import PAGE_SIZE, host
 from hal.region import MemoryRegion
 
@@ -44,6 +49,72 @@ def test_alloc_locked_gives_page_rounded_writable_memory_with_an_address():
         mem.region.write32(PAGE_SIZE, 0xDEADBEEF)
         assert mem.region.read32(PAGE_SIZE) == 0xDEADBEEF
         assert mem.region.read(PAGE_SIZE, 4) == (0xDEADBEEF).to_bytes(4, "little")
+    finally:
+        seam.free_locked(mem)
+
+
+@linux_only
+def test_a_sub_millisecond_poll_waits_at_least_its_timeout():
+    seam = host()
+    fd = seam.eventfd(0, nonblocking=True)
+    try:
+        start = time.monotonic()
+        assert seam.poll([fd], 0.0005) == []
+        assert time.monotonic() - start >= 0.0005
+    finally:
+        seam.close(fd)
+
+
+@pytest.mark.parametrize(("timeout_s", "milliseconds"), [
+    (0.0005, 1), (0.0011, 2), (0.007, 7), (1.0, 1000), (0.0, 0), (-1.0, 0)])
+def test_poll_timeouts_round_up_to_whole_milliseconds(timeout_s, milliseconds):
+    assert poll_timeout_ms(timeout_s) == milliseconds
+
+
+def _locked_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmLck:"):
+                return int(line.split()[1])
+    raise AssertionError("/proc/self/status has no VmLck line")
+
+
+@linux_only
+def test_alloc_pages_is_not_mlocked_and_alloc_locked_is():
+    seam = host()
+    before = _locked_kib()
+    pages = seam.alloc_pages(4 * PAGE_SIZE)
+    try:
+        pages.region.write32(3 * PAGE_SIZE, 0x12345678)
+        assert pages.region.read32(3 * PAGE_SIZE) == 0x12345678
+        assert _locked_kib() == before
+        locked = seam.alloc_locked(4 * PAGE_SIZE)
+        try:
+            assert _locked_kib() == before + 4 * PAGE_SIZE // 1024
+        finally:
+            seam.free_locked(locked)
+        assert _locked_kib() == before
+    finally:
+        seam.free_locked(pages)
+
+
+@linux_only
+@pytest.mark.parametrize("allocate", ["alloc_locked", "alloc_pages"])
+def test_dma_memory_is_not_inherited_by_a_forked_child(allocate):
+    seam = host()
+    mem = getattr(seam, allocate)(PAGE_SIZE)
+    try:
+        mem.region.write32(0, 0x600DF00D)
+        child = os.fork()
+        if child == 0:
+            faulthandler.disable()  # the expected SIGSEGV needs no traceback
+            # MADV_DONTFORK: the child has no mapping there, so this read kills it with SIGSEGV
+            ctypes.string_at(mem.addr, 4)
+            os._exit(0)
+        _, status = os.waitpid(child, 0)
+        assert os.WIFSIGNALED(status), f"the child read the parent's DMA page (status {status:#x})"
+        assert os.WTERMSIG(status) in (signal.SIGSEGV, signal.SIGBUS)
+        assert mem.region.read32(0) == 0x600DF00D
     finally:
         seam.free_locked(mem)
 

@@ -1,18 +1,26 @@
 """The sysfs backend (pci:) against the mock machine, through the seam's syscalls."""
 from __future__ import annotations
 
+import errno
+
 import pytest
 from autogen.linux import pci_regs as regs
 
 import hal
-from hal.errors import DeviceBusy, DeviceLost, InvalidArgument, PermissionDenied, UnsupportedOperation
-from mockgpu import EDU_BDF, GPU_BDF
+from hal import pcidev
+from hal.errors import (DeviceBusy, DeviceLost, HalError, InvalidArgument, PermissionDenied,
+                        UnsupportedOperation)
+from mockgpu import EDU_BDF, GPU_BDF, Machine, RootPort
+from mockgpu.edu import EduDevice
+from mockgpu.machine import GPU_AUDIO_BDF
+from mockgpu.pci import MSI_CAP_OFFSET, PCIE_CAP_OFFSET
 from mockgpu.edu import (EDU_DMA_BUFFER_BASE, EDU_DMA_SRC, EDU_ID, EDU_ID_VALUE, EDU_LIVENESS,
                          EDU_STATUS_DMA_ERROR)
 
 EDU = f"pci:{EDU_BDF}"
 GPU = f"pci:{GPU_BDF}"
 MIB = 1 << 20
+GIB = 1 << 30
 
 
 def test_bar_reads_and_writes_reach_the_device(machine):
@@ -59,7 +67,10 @@ def test_bar_info_and_config_space_sizing_agree(machine):
         assert bars[4].is_io
         for index, info in bars.items():
             assert dev.size_bar(index) == info.size
-        assert dev.bar(0).read32(0) is not None
+        vram = dev.bar(0)
+        vram.write32(0x100, 0x12345678)
+        assert vram.read32(0x100) == 0x12345678
+        assert bytes(machine.device(GPU_BDF).vram[0x100:0x104]) == (0x12345678).to_bytes(4, "little")
 
 
 def test_resizable_bar_resize_and_too_small_bar(machine):
@@ -116,16 +127,161 @@ def test_resets_clear_state_and_the_device_answers_again(machine, method):
         assert command & regs.PCI_COMMAND_MEMORY and command & regs.PCI_COMMAND_MASTER
 
 
-def test_secondary_bus_reset_of_the_gpu_through_the_switch_port(machine):
+def test_bus_reset_is_refused_for_the_gpu_that_shares_its_bus_with_audio(machine):
+    machine.kernel.unbind(GPU_BDF, "amdgpu")
+    audio = machine.device(GPU_AUDIO_BDF)
+    with hal.open(GPU, os=machine.os) as dev:
+        assert dev.reset_methods() == []
+        with pytest.raises(UnsupportedOperation, match=f"shares its bus with {GPU_AUDIO_BDF}"):
+            dev.reset("bus")
+        with pytest.raises(UnsupportedOperation, match="no reset method"):
+            dev.reset()
+    assert audio.state.bus_reset_count == 0
+    assert machine.kernel.driver_of(GPU_AUDIO_BDF) == "snd_hda_intel"
+
+
+def test_bus_reset_of_the_gpu_alone_on_its_bus_goes_through_the_kernel(machine):
+    machine.remove(GPU_AUDIO_BDF)
+    machine.kernel.unbind(GPU_BDF, "amdgpu")
+    gpu = machine.device(GPU_BDF)
+    with hal.open(GPU, os=machine.os) as dev:
+        assert dev.reset_methods() == ["sysfs", "bus"]
+        assert dev.reset("bus") == "bus"
+        assert gpu.state.bus_reset_count == 1
+        assert dev.vendor_id == 0x1002
+        assert dev.bar(0).read32(0) == 0  # VRAM answers at the restored BAR address
+    assert machine.os.read_text(f"/sys/bus/pci/devices/{GPU_BDF}/reset_method") == "bus\n"
+
+
+def hot_plug_machine(tmp_path):
+    """An edu device below a hot-plug capable root port (a Thunderbolt-like slot)."""
+    machine = Machine(lock_dir=str(tmp_path))
+    machine.add_device(RootPort(hot_plug=True), "0000:00:01.0")
+    machine.add_device(EduDevice(), EDU_BDF, "0000:00:01.0")
+    return machine
+
+
+def test_raw_bus_reset_below_a_hot_plug_port_is_refused(tmp_path):
+    machine = hot_plug_machine(tmp_path)
+    edu_sysfs = f"/sys/bus/pci/devices/{EDU_BDF}"
+    machine.os.write_text(f"{edu_sysfs}/reset_method", "flr")  # the kernel will not bus-reset it
+    with hal.open(EDU, os=machine.os, unbind=True) as dev:
+        assert "bus" not in dev.reset_methods()
+        with pytest.raises(UnsupportedOperation, match="hot-plug capable"):
+            dev.reset("bus")
+    assert machine.device(EDU_BDF).state.bus_reset_count == 0
+
+
+def test_bus_reset_below_a_hot_plug_port_uses_the_kernel_path(tmp_path):
+    machine = hot_plug_machine(tmp_path)
+    edu_sysfs = f"/sys/bus/pci/devices/{EDU_BDF}"
+    with hal.open(EDU, os=machine.os, unbind=True) as dev:
+        assert dev.reset_methods() == ["sysfs", "flr", "bus"]
+        assert dev.reset("bus") == "bus"
+        assert machine.kernel.driver_of(EDU_BDF) is None  # not removed and re-probed by pciehp
+        assert dev.bar(0).read32(EDU_ID) == EDU_ID_VALUE
+    edu = machine.device(EDU_BDF)
+    assert (edu.state.bus_reset_count, edu.state.flr_count) == (1, 0)
+    assert machine.os.read_text(f"{edu_sysfs}/reset_method") == "flr bus\n"  # selection put back
+
+
+def test_raw_bus_reset_restores_bars_when_the_kernel_offers_no_bus_reset(machine):
+    machine.os.write_text(f"/sys/bus/pci/devices/{EDU_BDF}/reset_method", "flr")
+    edu = machine.device(EDU_BDF)
+    address = edu.bar_address(0)
+    with hal.open(EDU, os=machine.os, unbind=True) as dev:
+        assert dev.reset("bus") == "bus"
+        assert edu.state.bus_reset_count == 1
+        assert edu.bar_address(0) == address
+        assert dev.bar(0).read32(EDU_ID) == EDU_ID_VALUE
+
+
+@pytest.mark.parametrize("kernel_bus_reset", [False, True])
+def test_resizable_bar_size_survives_a_bus_reset(machine, kernel_bus_reset):
+    machine.remove(GPU_AUDIO_BDF)
+    machine.kernel.unbind(GPU_BDF, "amdgpu")
+    if not kernel_bus_reset:
+        machine.os.write_text(f"/sys/bus/pci/devices/{GPU_BDF}/reset_method", "")  # none: hal's raw SBR
+    gpu = machine.device(GPU_BDF)
+    with hal.open(GPU, os=machine.os) as dev:
+        dev.resize_bar(0, 32 * GIB)
+        address = gpu.bar_address(0)
+        assert dev.reset("bus") == "bus"
+        assert gpu.state.bus_reset_count == 1
+        assert dev.rebar_current_size(0) == 32 * GIB
+        assert gpu.bar_sizes[0] == 32 * GIB and gpu.bar_address(0) == address
+        assert dev.size_bar(0) == 32 * GIB
+        bar = dev.bar(0)
+        bar.write32(32 * GIB - 4, 0xCAFE)
+        assert bar.read32(32 * GIB - 4) == 0xCAFE
+
+
+def test_flr_keeps_pcie_control_and_msi_state(machine):
+    pcie = PCIE_CAP_OFFSET
+    msi = MSI_CAP_OFFSET
+    with hal.open(EDU, os=machine.os, unbind=True) as dev:
+        devctl = dev.cfg_read16(pcie + regs.PCI_EXP_DEVCTL) | regs.PCI_EXP_DEVCTL_EXT_TAG
+        dev.cfg_write16(pcie + regs.PCI_EXP_DEVCTL, devctl)
+        dev.cfg_write16(pcie + regs.PCI_EXP_LNKCTL, regs.PCI_EXP_LNKCTL_CCC)
+        dev.cfg_write32(msi + regs.PCI_MSI_ADDRESS_LO, 0xFEE00000)
+        dev.cfg_write16(msi + regs.PCI_MSI_DATA_64, 0x41)
+        assert dev.reset("flr") == "flr"
+        assert machine.device(EDU_BDF).state.flr_count == 1
+        assert dev.cfg_read16(pcie + regs.PCI_EXP_DEVCTL) == devctl
+        assert dev.cfg_read16(pcie + regs.PCI_EXP_LNKCTL) == regs.PCI_EXP_LNKCTL_CCC
+        assert dev.cfg_read32(msi + regs.PCI_MSI_ADDRESS_LO) == 0xFEE00000
+        assert dev.cfg_read16(msi + regs.PCI_MSI_DATA_64) == 0x41
+
+
+@pytest.mark.parametrize(("delay_s", "crs_visible"), [(1.2, False), (0.3, True)])
+def test_reset_waits_for_a_slow_device(machine, delay_s, crs_visible):
+    machine.set_reset_delay(EDU_BDF, delay_s, crs_visible=crs_visible)
+    with hal.open(EDU, os=machine.os, unbind=True) as dev:
+        assert dev.reset("flr") == "flr"
+        assert not dev.lost
+        bar = dev.bar(0)
+        assert bar.read32(EDU_ID) == EDU_ID_VALUE
+        command = dev.cfg_read16(regs.PCI_COMMAND)
+        assert command & regs.PCI_COMMAND_MEMORY and command & regs.PCI_COMMAND_MASTER
+
+
+def test_reset_gives_up_after_the_ready_timeout_and_says_what_it_waited_for(machine, monkeypatch):
+    monkeypatch.setattr(pcidev, "DEVICE_READY_TIMEOUT_S", 0.05)
+    machine.set_reset_delay(EDU_BDF, 30.0, crs_visible=True)
+    with hal.open(EDU, os=machine.os, unbind=True) as dev:
+        expected = r"not ready within 0.05 s after a flr reset \(vendor ID still 0x0001"
+        with pytest.raises(DeviceLost, match=expected):
+            dev.reset("flr")
+        assert dev.lost
+
+
+def test_size_bar_refuses_the_upper_half_of_a_64bit_bar(machine):
     machine.kernel.unbind(GPU_BDF, "amdgpu")
     with hal.open(GPU, os=machine.os) as dev:
-        assert dev.reset_methods() == ["bus"]
-        with pytest.raises(UnsupportedOperation, match="flr"):
-            dev.reset("flr")
-        before = machine.device(GPU_BDF).reset_count
-        dev.reset()
-        assert machine.device(GPU_BDF).reset_count == before + 1
-        assert dev.vendor_id == 0x1002
+        with pytest.raises(InvalidArgument, match="upper half of the 64-bit BAR0"):
+            dev.size_bar(1)
+        with pytest.raises(InvalidArgument, match="upper half of the 64-bit BAR2"):
+            dev.size_bar(3)
+        assert dev.size_bar(0) == 256 * MIB
+
+
+def test_close_frees_every_dma_buffer_even_when_one_fails(machine):
+    dev = hal.open(EDU, os=machine.os, unbind=True)
+    buffers = [dev.alloc_dma(4096) for _ in range(3)]
+    real_free = dev.backend.free_dma
+    freed = []
+
+    def free_dma(buffer):
+        if buffer is buffers[1]:
+            raise OSError(errno.EIO, "injected failure")
+        real_free(buffer)
+        freed.append(buffer)
+
+    dev.backend.free_dma = free_dma
+    with pytest.raises(HalError, match="injected failure"):
+        dev.close()
+    assert freed == [buffers[2], buffers[0]]
+    assert buffers[0].freed and buffers[2].freed and not buffers[1].freed
 
 
 def test_without_root_the_error_says_what_to_run(machine):

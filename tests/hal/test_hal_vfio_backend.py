@@ -5,7 +5,7 @@ import pytest
 from autogen.linux import pci_regs as regs
 
 import hal
-from hal.errors import BackendUnavailable, DeviceBusy, DeviceLost, DeviceTimeout, InvalidArgument
+from hal.errors import BackendUnavailable, DeviceBusy, DeviceLost, DeviceTimeout, HalError, InvalidArgument
 from mockgpu import EDU_BDF, GPU_AUDIO_BDF, GPU_BDF, Machine
 from mockgpu.edu import (EDU_DMA_BUFFER_BASE, EDU_DMA_SRC, EDU_ID, EDU_ID_VALUE, EDU_INTR_ACK,
                          EDU_INTR_RAISE, EDU_INTR_STATUS, EDU_STATUS_DMA_ERROR)
@@ -150,19 +150,86 @@ def test_vfio_module_missing(machine):
     assert machine.kernel.driver_of(EDU_BDF) == "edu"
 
 
-def test_a_group_shared_with_a_bound_function_is_not_viable(machine):
+def _record_unbinds(machine, monkeypatch) -> list[tuple[str, str]]:
+    """Every unbind the simulated kernel carries out, as (bdf, driver)."""
+    unbinds = []
+    real_unbind = machine.kernel.unbind
+
+    def unbind(bdf, driver_name):
+        real_unbind(bdf, driver_name)
+        unbinds.append((bdf, driver_name))
+
+    monkeypatch.setattr(machine.kernel, "unbind", unbind)
+    return unbinds
+
+
+def test_a_group_shared_with_a_bound_function_is_refused_before_anything_is_unbound(machine, monkeypatch):
     baseline = list(machine.os.open_fds)
-    with pytest.raises(DeviceBusy, match=f"{GPU_AUDIO_BDF} \\(snd_hda_intel\\)"):
+    unbinds = _record_unbinds(machine, monkeypatch)
+    with pytest.raises(DeviceBusy, match=f"{GPU_AUDIO_BDF} \\(snd_hda_intel\\).*Nothing was unbound"):
         hal.open(f"vfio:{GPU_BDF}", os=machine.os, unbind=True)
+    assert unbinds == []
     assert machine.kernel.driver_of(GPU_BDF) == "amdgpu"
     assert machine.os.open_fds == baseline
+
+
+def test_vfio_on_an_unbound_device_leaves_it_unbound_and_without_override_after_close(machine):
+    override = f"/sys/bus/pci/devices/{EDU_BDF}/driver_override"
+    machine.kernel.unbind(EDU_BDF, "edu")
+    before = machine.os.read_text(override)
+    with hal.open(EDU, os=machine.os) as dev:
+        assert machine.kernel.driver_of(EDU_BDF) == "vfio-pci"
+        assert dev.vendor_id == 0x1234
+    assert machine.kernel.driver_of(EDU_BDF) is None
+    assert machine.os.read_text(override) == before
+    dev = hal.open(EDU, os=machine.os, rebind_on_close=False)
+    dev.close()
+    assert machine.kernel.driver_of(EDU_BDF) == "vfio-pci"
+    dev = hal.open(EDU, os=machine.os)
+    dev.close()
+    assert machine.kernel.driver_of(EDU_BDF) == "vfio-pci", "it was on vfio-pci when this open began"
+
+
+def test_iommu_mapped_dma_memory_is_not_mlocked_as_well(machine, monkeypatch):
+    calls = []
+    real_alloc_locked = machine.os.alloc_locked
+
+    def alloc_locked(size):
+        calls.append("alloc_locked")
+        return real_alloc_locked(size)
+
+    def alloc_pages(size):
+        calls.append("alloc_pages")
+        return real_alloc_locked(size)
+
+    monkeypatch.setattr(machine.os, "alloc_locked", alloc_locked)
+    monkeypatch.setattr(machine.os, "alloc_pages", alloc_pages)
+    with hal.open(EDU, os=machine.os, unbind=True) as dev:
+        dev.alloc_dma(2 * 4096)
+    assert calls == ["alloc_pages"]
+
+
+def test_no_iommu_dma_memory_stays_mlocked(tmp_path, monkeypatch):
+    machine = Machine.default(lock_dir=str(tmp_path), iommu=False, noiommu=True)
+    calls = []
+    real_alloc_locked = machine.os.alloc_locked
+
+    def alloc_locked(size):
+        calls.append("alloc_locked")
+        return real_alloc_locked(size)
+
+    monkeypatch.setattr(machine.os, "alloc_locked", alloc_locked)
+    with hal.open(EDU, os=machine.os, unbind=True, noiommu=True) as dev:
+        dev.alloc_dma(4096)
+    assert calls == ["alloc_locked"]
 
 
 def test_gpu_opens_once_its_audio_function_is_released(machine):
     machine.kernel.unbind(GPU_AUDIO_BDF, "snd_hda_intel")
     with hal.open(f"vfio:{GPU_BDF}", os=machine.os, unbind=True) as dev:
         assert dev.vendor_id == 0x1002
-        assert dev.reset_methods() == ["bus"]
+        # the audio function still shares the bus, so a secondary bus reset would reset it too
+        assert "bus" not in dev.reset_methods()
         assert dev.bar(5).size == 1 << 20
     assert machine.kernel.driver_of(GPU_BDF) == "amdgpu"
 
@@ -201,3 +268,12 @@ def test_a_bare_bdf_prefers_vfio_and_edu_bars_are_listed(machine):
             dev.bar_info(1)
         with pytest.raises(InvalidArgument, match="not implemented"):
             dev.bar(3)
+
+
+def test_a_failed_vfio_pci_bind_hands_the_device_back(machine):
+    # vfio-pci refuses bridges (drivers/vfio/pci/vfio_pci.c: normal header type only)
+    root_port = "0000:00:01.0"
+    with pytest.raises(HalError, match=f"{root_port} did not bind to vfio-pci"):
+        hal.open(f"vfio:{root_port}", os=machine.os, unbind=True)
+    assert machine.kernel.driver_of(root_port) == "pcieport"
+    assert machine.os.read_text(f"/sys/bus/pci/devices/{root_port}/driver_override").strip() == "(null)"

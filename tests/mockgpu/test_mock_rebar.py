@@ -125,3 +125,22 @@ def test_resize_to_a_size_the_address_is_not_aligned_to_stops_claiming(machine):
     config_write(machine, GPU_BDF, ctrl_off, 4, ctrl | field_put(pci_regs.PCI_REBAR_CTRL_BAR_SIZE, 15))
     assert gpu.bar_address(0) == address & ~(32 * GIB - 1)
     assert gpu.bar_claims(0) == (address % (32 * GIB) == 0)
+
+
+def test_resource_keeps_the_kernel_size_when_the_hardware_size_changes_behind_it(machine):
+    machine.os.write_text("/sys/bus/pci/drivers/amdgpu/unbind", GPU_BDF)
+    machine.os.write_text(f"{GPU_SYSFS}/resource0_resize", "14")
+    ctrl_off = REBAR + pci_regs.PCI_REBAR_CTRL
+    ctrl = config_read(machine, GPU_BDF, ctrl_off, 4) & ~pci_regs.PCI_REBAR_CTRL_BAR_SIZE
+    config_write(machine, GPU_BDF, ctrl_off, 4, ctrl | field_put(pci_regs.PCI_REBAR_CTRL_BAR_SIZE, 8))
+    assert bar0_size(machine) == NAVI31_BAR0_DEFAULT
+    first = machine.os.read_text(f"{GPU_SYSFS}/resource").splitlines()[0].split()
+    assert int(first[1], 16) - int(first[0], 16) + 1 == 16 * GIB
+    fd = machine.os.open(f"{GPU_SYSFS}/resource0", O_RDWR)
+    region = machine.os.mmap(fd, 16 * GIB, 0)
+    region.write32(0, 0x1234)
+    assert region.read32(0) == 0x1234
+    region.write32(GIB, 0x5678)  # past what the BAR decodes now: nobody answers
+    assert region.read32(GIB) == 0xFFFFFFFF
+    machine.os.munmap(region)
+    machine.os.close(fd)

@@ -1,6 +1,9 @@
 """FLR, secondary bus reset, kernel-mediated reset, surprise removal and decode enables."""
 from __future__ import annotations
 
+import errno
+
+import pytest
 from autogen.linux import pci_regs
 from mockgpu_helpers import EDU_SYSFS, config_read, config_write
 
@@ -32,9 +35,11 @@ def edu_is_clean(m, bar):
     return not msi & pci_regs.PCI_MSI_FLAGS_ENABLE
 
 
-def test_flr_clears_state_and_command(machine):
+def test_flr_clears_state_command_and_bars(machine):
     bar = dirty_edu(machine)
     before = machine.device(EDU_BDF).reset_count
+    address = config_read(machine, EDU_BDF, pci_regs.PCI_BASE_ADDRESS_0, 4)
+    assert address & pci_regs.PCI_BASE_ADDRESS_MEM_MASK
     devctl = PCIE_CAP_OFFSET + pci_regs.PCI_EXP_DEVCTL
     flr = config_read(machine, EDU_BDF, devctl, 2) | pci_regs.PCI_EXP_DEVCTL_BCR_FLR
     config_write(machine, EDU_BDF, devctl, 2, flr)
@@ -43,9 +48,58 @@ def test_flr_clears_state_and_command(machine):
     assert config_read(machine, EDU_BDF, pci_regs.PCI_COMMAND, 2) == 0
     assert edu_is_clean(machine, bar)
     assert bar.read32(EDU_ID) == 0xFFFFFFFF  # memory decoding is off after FLR
+    # BARs are not sticky: only the type bits are left, so decoding alone does not bring it back
+    type_bits = address & ~pci_regs.PCI_BASE_ADDRESS_MEM_MASK
+    assert config_read(machine, EDU_BDF, pci_regs.PCI_BASE_ADDRESS_0, 4) == type_bits
     config_write(machine, EDU_BDF, pci_regs.PCI_COMMAND, 2, pci_regs.PCI_COMMAND_MEMORY)
-    assert bar.read32(EDU_ID) == EDU_ID_VALUE  # BAR address kept: answers again
+    assert bar.read32(EDU_ID) == 0xFFFFFFFF
+    config_write(machine, EDU_BDF, pci_regs.PCI_BASE_ADDRESS_0, 4, address)
+    assert bar.read32(EDU_ID) == EDU_ID_VALUE  # answers again once software restores the BAR
     assert bar.read32(EDU_LIVENESS) == 0xFFFFFFFF  # ~0: the register was cleared
+
+
+def test_bus_reset_clears_bars_of_every_function_below(machine):
+    gpu = machine.device(GPU_BDF)
+    audio = machine.device(GPU_AUDIO_BDF)
+    assert gpu.bar_address(0) and audio.bar_address(0)
+    port = "0000:03:00.0"
+    control = config_read(machine, port, pci_regs.PCI_BRIDGE_CONTROL, 2)
+    config_write(machine, port, pci_regs.PCI_BRIDGE_CONTROL, 2, control | pci_regs.PCI_BRIDGE_CTL_BUS_RESET)
+    config_write(machine, port, pci_regs.PCI_BRIDGE_CONTROL, 2, control)
+    assert {index: gpu.bar_address(index) for index in gpu.bars} == dict.fromkeys(gpu.bars, 0)
+    assert audio.bar_address(0) == 0
+
+
+def test_kernel_reset_restores_the_bars(machine):
+    edu = machine.device(EDU_BDF)
+    address = edu.bar_address(0)
+    machine.os.write_text(f"{EDU_SYSFS}/reset", "1")
+    assert edu.reset_count == 1 and edu.bar_address(0) == address
+
+
+def test_reset_method_selects_what_reset_does(machine):
+    edu = machine.device(EDU_BDF)
+    assert machine.os.read_text(f"{EDU_SYSFS}/reset_method") == "flr bus\n"
+    machine.os.write_text(f"{EDU_SYSFS}/reset_method", "bus")
+    assert machine.os.read_text(f"{EDU_SYSFS}/reset_method") == "bus\n"
+    machine.os.write_text(f"{EDU_SYSFS}/reset", "1")
+    assert (edu.state.flr_count, edu.state.bus_reset_count) == (0, 1)
+    with pytest.raises(OSError) as excinfo:
+        machine.os.write_text(f"{EDU_SYSFS}/reset_method", "pm")
+    assert excinfo.value.errno == errno.EINVAL
+    machine.os.write_text(f"{EDU_SYSFS}/reset_method", "default")
+    machine.os.write_text(f"{EDU_SYSFS}/reset", "1")
+    assert (edu.state.flr_count, edu.state.bus_reset_count) == (1, 1)
+
+
+def test_hot_plug_capable_port_advertises_it_in_slot_capabilities(machine):
+    from mockgpu.ports import SwitchDownstreamPort
+    port = SwitchDownstreamPort(hot_plug=True)
+    exp = port.cap_offsets[pci_regs.PCI_CAP_ID_EXP]
+    assert port.cfg.read(exp + pci_regs.PCI_EXP_FLAGS, 2) & pci_regs.PCI_EXP_FLAGS_SLOT
+    assert port.cfg.read(exp + pci_regs.PCI_EXP_SLTCAP, 4) & pci_regs.PCI_EXP_SLTCAP_HPC
+    plain = machine.device("0000:03:00.0")
+    assert not plain.cfg.read(exp + pci_regs.PCI_EXP_SLTCAP, 4) & pci_regs.PCI_EXP_SLTCAP_HPC
 
 
 def test_flr_ignored_without_capability(machine):
@@ -149,6 +203,18 @@ def test_hot_plug_after_surprise_removal(machine):
     machine.hot_plug(EDU_BDF)
     assert config_read(machine, EDU_BDF, pci_regs.PCI_VENDOR_ID, 2) != 0xFFFF
     assert config_read(machine, EDU_BDF, pci_regs.PCI_COMMAND, 2) == 0
+    assert machine.device(EDU_BDF).bar_address(0) == 0
+
+
+def test_slow_device_with_crs_visibility_reads_vendor_0001(machine):
+    machine.set_reset_delay(EDU_BDF, 0.05, crs_visible=True)
+    devctl = PCIE_CAP_OFFSET + pci_regs.PCI_EXP_DEVCTL
+    config_write(machine, EDU_BDF, devctl, 2, pci_regs.PCI_EXP_DEVCTL_BCR_FLR)
+    assert config_read(machine, EDU_BDF, pci_regs.PCI_VENDOR_ID, 2) == 0x0001
+    assert config_read(machine, EDU_BDF, pci_regs.PCI_VENDOR_ID, 4) == 0xFFFF0001
+    assert config_read(machine, EDU_BDF, pci_regs.PCI_COMMAND, 2) == 0xFFFF
+    machine.os.sleep(0.06)
+    assert config_read(machine, EDU_BDF, pci_regs.PCI_VENDOR_ID, 2) == 0x1234
 
 
 def test_slow_device_after_reset(machine):
@@ -164,3 +230,23 @@ def test_kernel_reset_waits_for_a_slow_device(machine):
     machine.set_reset_delay(EDU_BDF, 0.05)
     machine.os.write_text(f"{EDU_SYSFS}/reset", "1")
     assert config_read(machine, EDU_BDF, pci_regs.PCI_VENDOR_ID, 2) != 0xFFFF
+
+
+def test_raw_bus_reset_below_a_hot_plug_port_makes_the_kernel_remove_and_re_add_the_device(tmp_path):
+    from mockgpu import Machine, RootPort
+    from mockgpu.edu import EduDevice
+    machine = Machine(lock_dir=str(tmp_path))
+    port = "0000:00:01.0"
+    machine.add_device(RootPort(hot_plug=True), port)
+    machine.add_device(EduDevice(), EDU_BDF, port)
+    machine.os.write_text(f"/sys/bus/pci/drivers/edu/unbind", EDU_BDF)
+    control = config_read(machine, port, pci_regs.PCI_BRIDGE_CONTROL, 2)
+    config_write(machine, port, pci_regs.PCI_BRIDGE_CONTROL, 2, control | pci_regs.PCI_BRIDGE_CTL_BUS_RESET)
+    assert not machine.os.exists(EDU_SYSFS)  # pciehp saw the link go down
+    config_write(machine, port, pci_regs.PCI_BRIDGE_CONTROL, 2, control)
+    assert machine.kernel.driver_of(EDU_BDF) == "edu"  # enumerated again and claimed by its driver
+    machine.os.write_text(f"/sys/bus/pci/drivers/edu/unbind", EDU_BDF)
+    machine.os.write_text(f"{EDU_SYSFS}/reset_method", "bus")
+    machine.os.write_text(f"{EDU_SYSFS}/reset", "1")  # the kernel's own bus reset masks the events
+    assert machine.kernel.driver_of(EDU_BDF) is None
+    assert machine.device(EDU_BDF).state.bus_reset_count == 2

@@ -6,11 +6,12 @@ import struct
 
 import pytest
 from autogen.linux import pci_regs, vfio
-from mockgpu_helpers import bind_to_vfio, group_of, open_vfio
+from mockgpu_helpers import bind_to_vfio, config_read, config_write, group_of, open_vfio
 
 from hal.os import O_RDWR
-from mockgpu import EDU_BDF, GPU_AUDIO_BDF, GPU_BDF, Machine
-from mockgpu.edu import EDU_BAR0_SIZE, EDU_ID, EDU_ID_VALUE
+from mockgpu import EDU_BDF, GPU_AUDIO_BDF, GPU_BDF, Machine, RootPort
+from mockgpu.bits import field_get
+from mockgpu.edu import EDU_BAR0_SIZE, EDU_ID, EDU_ID_VALUE, EduDevice
 from mockgpu.pci import PCIE_CAP_OFFSET
 from mockgpu.iommu import IOVA_LIMIT, MSI_WINDOW_BASE, MSI_WINDOW_SIZE
 from mockgpu.vfio import REGION_OFFSET_SHIFT
@@ -214,3 +215,67 @@ def test_minimum_argsz_buffer_gets_the_answer(vfio_edu):
     m.os.ioctl(vfio_edu.device, vfio.VFIO_DEVICE_GET_INFO, minimum)
     regions = vfio.vfio_device_info.FIELDS["num_regions"].offset
     assert int.from_bytes(minimum[regions:regions + 4], "little") == vfio.VFIO_PCI_NUM_REGIONS
+
+
+def set_irqs_without_data(device, index: int, start: int, count: int) -> None:
+    request = vfio.vfio_irq_set(argsz=vfio.vfio_irq_set.SIZE, index=index, start=start, count=count,
+                                flags=vfio.VFIO_IRQ_SET_DATA_NONE | vfio.VFIO_IRQ_SET_ACTION_TRIGGER)
+    device.machine.os.ioctl(device.device, vfio.VFIO_DEVICE_SET_IRQS, request.buffer)
+
+
+def test_disabling_an_index_that_is_not_enabled_is_einval(vfio_edu):
+    msi, msix = vfio.VFIO_PCI_MSI_IRQ_INDEX, vfio.VFIO_PCI_MSIX_IRQ_INDEX
+    assert errno_of(set_irqs_without_data, vfio_edu, msi, 0, 0) == errno.EINVAL
+    assert errno_of(set_irqs_without_data, vfio_edu, msix, 0, 0) == errno.EINVAL
+    efd = vfio_edu.machine.os.eventfd()
+    vfio_edu.set_irq_eventfds(msix, [efd])
+    assert errno_of(set_irqs_without_data, vfio_edu, msi, 0, 0) == errno.EINVAL  # MSI-X is the one on
+    assert errno_of(set_irqs_without_data, vfio_edu, msi, 0, 1) == errno.EINVAL  # no loopback either
+    set_irqs_without_data(vfio_edu, msix, 0, 0)
+    assert errno_of(set_irqs_without_data, vfio_edu, msix, 0, 0) == errno.EINVAL  # already off
+
+
+class FourVectorMSIEdu(EduDevice):
+    msi_vectors = 4
+
+
+def test_multi_vector_msi_through_vfio():
+    machine = Machine()
+    machine.add_device(RootPort(), "0000:00:01.0")
+    function = machine.add_device(FourVectorMSIEdu(), EDU_BDF, "0000:00:01.0")
+    device = open_vfio(machine, EDU_BDF)
+    device.enable_bus_master()
+    fds = [machine.os.eventfd() for _ in range(3)]
+    device.set_irq_eventfds(vfio.VFIO_PCI_MSI_IRQ_INDEX, fds)
+    flags = function.msi_control()
+    assert flags & pci_regs.PCI_MSI_FLAGS_ENABLE
+    assert field_get(flags, pci_regs.PCI_MSI_FLAGS_QSIZE) == 2  # three asked for: four enabled
+    for vector in (2, 0, 1):
+        assert function.raise_interrupt(vector)
+        assert machine.os.poll([fds[vector]], 0.0) == [fds[vector]]
+        assert int.from_bytes(machine.os.read(fds[vector], 8), "little") == 1
+    spurious = len(machine.bus.interrupts.spurious)
+    assert function.raise_interrupt(3)  # enabled by the power-of-two rounding but nobody listens
+    assert len(machine.bus.interrupts.spurious) == spurious + 1
+    efd = machine.os.eventfd()
+    assert errno_of(device.set_irq_eventfds, vfio.VFIO_PCI_MSI_IRQ_INDEX, [efd] * 4) == errno.EINVAL
+    set_irqs_without_data(device, vfio.VFIO_PCI_MSI_IRQ_INDEX, 0, 0)
+    assert not function.msi_control() & pci_regs.PCI_MSI_FLAGS_ENABLE
+    device.close()
+
+
+def test_command_write_puts_back_bars_a_backdoor_bus_reset_cleared(vfio_edu):
+    machine = vfio_edu.machine
+    edu = machine.device(EDU_BDF)
+    address = edu.bar_address(0)
+    vfio_edu.enable_bus_master()
+    port = "0000:00:01.0"
+    control = config_read(machine, port, pci_regs.PCI_BRIDGE_CONTROL, 2)
+    config_write(machine, port, pci_regs.PCI_BRIDGE_CONTROL, 2, control | pci_regs.PCI_BRIDGE_CTL_BUS_RESET)
+    config_write(machine, port, pci_regs.PCI_BRIDGE_CONTROL, 2, control)
+    assert edu.bar_address(0) == 0
+    bar = vfio_edu.map_bar(vfio.VFIO_PCI_BAR0_REGION_INDEX)
+    assert bar.read32(EDU_ID) == 0xFFFFFFFF
+    vfio_edu.enable_bus_master()  # vfio_basic_config_write notices and runs vfio_bar_restore
+    assert edu.bar_address(0) == address
+    assert bar.read32(EDU_ID) == EDU_ID_VALUE
