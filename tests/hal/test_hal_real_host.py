@@ -10,7 +10,7 @@ import pytest
 from autogen.linux import pci_regs as regs
 
 import hal
-from hal.config import capabilities
+from hal.config import RawConfigAccess, capabilities
 from hal.os import O_CLOEXEC, O_RDONLY, host
 
 SYSFS = pathlib.Path("/sys/bus/pci/devices")
@@ -18,30 +18,16 @@ pytestmark = pytest.mark.skipif(not SYSFS.is_dir() or not any(SYSFS.iterdir()),
                                 reason="this machine has no PCI devices in sysfs")
 
 
-class ReadOnlyConfig:
+def _read_only_config(seam, fd: int) -> RawConfigAccess:
     """Config space through the host seam's pread of the sysfs `config` file (no writes)."""
 
-    def __init__(self, seam, bdf: str) -> None:
-        self.seam = seam
-        self.fd = seam.open(str(SYSFS / bdf / "config"), O_RDONLY | O_CLOEXEC)
-
-    def _read(self, offset: int, width: int) -> int:
-        data = self.seam.pread(self.fd, width, offset)
+    def read(offset: int, width: int) -> int:
+        data = seam.pread(fd, width, offset)
         if len(data) != width:
             pytest.skip(f"config space is cut short at {offset:#x} (not root)")
         return int.from_bytes(data, "little")
 
-    def cfg_read8(self, offset: int) -> int:
-        return self._read(offset, 1)
-
-    def cfg_read16(self, offset: int) -> int:
-        return self._read(offset, 2)
-
-    def cfg_read32(self, offset: int) -> int:
-        return self._read(offset, 4)
-
-    def close(self) -> None:
-        self.seam.close(self.fd)
+    return RawConfigAccess(read)
 
 
 def test_list_devices_matches_the_kernels_view():
@@ -59,7 +45,8 @@ def test_list_devices_matches_the_kernels_view():
 def test_config_space_through_the_host_seam_walks_to_sane_capabilities():
     seam = host()
     for bdf in sorted(os.listdir(SYSFS)):
-        config = ReadOnlyConfig(seam, bdf)
+        fd = seam.open(str(SYSFS / bdf / "config"), O_RDONLY | O_CLOEXEC)
+        config = _read_only_config(seam, fd)
         try:
             vendor = config.cfg_read16(regs.PCI_VENDOR_ID)
             assert vendor == int((SYSFS / bdf / "vendor").read_text(), 16)
@@ -73,4 +60,4 @@ def test_config_space_through_the_host_seam_walks_to_sane_capabilities():
                 ids = {cap.cap_id for cap in found}
                 assert ids & {regs.PCI_CAP_ID_MSI, regs.PCI_CAP_ID_MSIX}, f"{bdf} uses MSI but lists no MSI cap"
         finally:
-            config.close()
+            seam.close(fd)
