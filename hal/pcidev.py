@@ -2,9 +2,9 @@
 
 It owns the policy every backend shares: validated typed config access, capability walks, BARs as
 Regions (watched for all-ones reads), Resizable BAR, link status, DMA buffer bookkeeping,
-interrupt waits, the reset ladder (backend reset, FLR, secondary bus reset of the parent bridge,
-keeping across hal's own resets the config state the kernel would keep), the ownership lock, handing
-the device back to its kernel driver, and releasing everything on close. Backends
+interrupt waits, the choice of reset method (backend reset, FLR, secondary bus reset of the parent
+bridge; `hal.reset` carries each out and keeps the config state the kernel would keep), the
+ownership lock, handing the device back to its kernel driver, and releasing everything on close. Backends
 (`hal.backend.PCIBackend`) supply only raw access.
 
 Losing the device: the first config read of all ones, or MMIO read of all ones followed by a vendor
@@ -13,11 +13,11 @@ ID read of 0xffff, raises DeviceLost; every later access raises it at once.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 from autogen.linux import pci_regs as regs
 
 from hal import config
+from hal import reset as reset_ops
 from hal.backend import DMABuffer, PCIBackend
 from hal.config import BarInfo, Capability, LinkStatus
 from hal.errors import (DeviceLost, DeviceTimeout, HalError, InvalidArgument, UnsupportedOperation,
@@ -26,43 +26,14 @@ from hal.lock import OwnershipLock
 from hal.os import OS
 from hal.pci.sysfs import SysfsPCI
 from hal.region import Region, watch_all_ones
+from hal.reset import SavedConfig
 
 log = logging.getLogger(__name__)
 
 CONFIG_WIDTHS = (1, 2, 4)
-HEADER_DWORDS = regs.PCI_STD_HEADER_SIZEOF // 4  # the type 0/1 header saved around resets
-# PCIe r5.0 sec 6.6.2: after an FLR, software waits 100 ms before the function must answer again
-FLR_SETTLE_S = 0.1
-# PCIe r5.0 sec 6.6.1: 100 ms after a conventional reset before the first configuration request
-BUS_RESET_SETTLE_S = 0.1
-# PCI-to-PCI Bridge r1.2 sec 3.2.5.17 (and Linux pci_reset_secondary_bus): hold reset >= 1 ms; 2 ms used
-BUS_RESET_HOLD_S = 0.002
-# drivers/pci/pci.c PCIE_RESET_READY_POLL_MS: how long Linux lets a reset device stay not ready
-DEVICE_READY_TIMEOUT_S = 60.0
-# PCIe r5.0 sec 6.6.1: a device not ready 1.0 s after a reset may be broken; hal says so and keeps waiting
-DEVICE_READY_EXPECTED_S = 1.0
-READY_POLL_FIRST_S = 0.001  # first pause between vendor ID reads; doubled each time (pci_dev_wait does too)
-READY_POLL_MAX_S = 0.1  # longest pause between vendor ID reads while waiting for readiness
-# PCIe r5.0 sec 2.3.2: with CRS Software Visibility a not-ready function's vendor ID reads 0x0001
-CRS_VENDOR_ID = 0x0001
-NOT_READY_VENDOR_IDS = (config.ALL_ONES16, CRS_VENDOR_ID)
-TRANSACTIONS_PENDING_TIMEOUT_S = 0.1  # bounded wait for outstanding DMA before an FLR
-POLL_INTERVAL_S = 0.001
 RESET_METHODS = ("vfio", "sysfs", "flr", "bus")
-KERNEL_BUS_RESET = "bus"  # drivers/pci/pci.c pci_reset_fn_methods: the name reset_method uses for SBR
+POLL_INTERVAL_S = 0.001  # pause between register reads in poll32
 CLASS_CODE_SHIFT = 8  # the revision ID is the low byte of the class/revision dword
-PCIE_CAP_VERSION_2 = 2  # PCIe r5.0 sec 7.5.3.2: DevCtl2/LnkCtl2 exist from capability version 2
-
-
-@dataclass
-class SavedConfig:
-    """Config state kept across a reset hal drives itself, restored in the order Linux's
-    pci_restore_state uses: PCIe control and Resizable BAR sizes, then the header (BARs before
-    Command), then MSI/MSI-X. Each list holds (offset, width, value)."""
-
-    before_header: list[tuple[int, int, int]] = field(default_factory=list)
-    header: list[int] = field(default_factory=list)
-    after_header: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 class PCIDevice:
@@ -215,14 +186,15 @@ class PCIDevice:
             return None
         return config.find_extended_capability(self, cap_id)
 
-    def _pcie_capability(self) -> int:
+    def pcie_capability(self) -> int:
+        """Offset of the PCI Express capability; UnsupportedOperation when there is none."""
         offset = self.find_capability(regs.PCI_CAP_ID_EXP)
         if offset is None:
             raise UnsupportedOperation(f"{self.bdf} has no PCI Express capability")
         return offset
 
     def link_status(self) -> LinkStatus:
-        return config.link_status(self, self._pcie_capability())
+        return config.link_status(self, self.pcie_capability())
 
     def enable_bus_master(self) -> None:
         """Let the device decode memory and master DMA (PCI_COMMAND memory + bus master)."""
@@ -397,71 +369,22 @@ class PCIDevice:
             value = region.read32(offset)
         return value
 
-    # -- resets ------------------------------------------------------------------------------
+    # -- resets (hal.reset holds how each is done) -------------------------------------------
     def flr_supported(self) -> bool:
-        offset = self.find_capability(regs.PCI_CAP_ID_EXP)
-        if offset is None:
-            return False
-        return bool(self.cfg_read32(offset + regs.PCI_EXP_DEVCAP) & regs.PCI_EXP_DEVCAP_FLR)
+        return reset_ops.flr_supported(self)
 
     def reset_methods(self) -> list[str]:
         """Reset methods available for this device, in the order `reset("auto")` tries them."""
         methods = list(self.backend.reset_methods())
         if self.flr_supported():
             methods.append("flr")
-        if self.bus_reset_refusal() is None:
+        if reset_ops.bus_reset_refusal(self) is None:
             methods.append("bus")
         return methods
 
     def bus_reset_refusal(self) -> str | None:
-        """Why a secondary bus reset of this function is refused, or None when it may be done.
-
-        Like Linux pci_parent_bus_reset: only a function alone on its parent's secondary bus (an
-        SBR resets every function there, behind their drivers' backs), never a bridge. A raw SBR
-        below a Hot-Plug Capable port makes pciehp see the link go down and remove the device; the
-        kernel masks those events in its own bus reset, so there only the kernel's path is used.
-        """
-        bridge = self.sysfs.parent_bridge(self.bdf)
-        if bridge is None:
-            return f"{self.bdf} sits on a root bus; no bridge can reset it"
-        header_type = self.cfg_read8(regs.PCI_HEADER_TYPE) & regs.PCI_HEADER_TYPE_MASK
-        if header_type == regs.PCI_HEADER_TYPE_BRIDGE:
-            return f"{self.bdf} is a bridge; a bus reset of its parent would reset everything below it"
-        siblings = self._bus_siblings()
-        if siblings:
-            return (f"{self.bdf} shares its bus with {', '.join(siblings)}; a bus reset would reset them "
-                    "too, behind their drivers' backs")
-        if self._kernel_offers_bus_reset():
-            return None
-        try:
-            hot_plug = self._bridge_hot_plug_capable(bridge)
-        except (HalError, OSError) as exc:
-            return f"the Slot Capabilities of {bridge} above {self.bdf} cannot be read ({exc})"
-        if hot_plug:
-            return (f"{bridge} above {self.bdf} is a hot-plug capable port: a raw secondary bus reset "
-                    "there makes the hot-plug driver remove the device, and this kernel offers no "
-                    "'bus' in reset_method to do it safely")
-        return None
-
-    def _bus_siblings(self) -> list[str]:
-        bus = self.bdf.rsplit(":", 1)[0]
-        return [bdf for bdf in self.sysfs.list_bdfs() if bdf != self.bdf and bdf.rsplit(":", 1)[0] == bus]
-
-    def _kernel_reset_methods(self) -> list[str] | None:
-        """The kernel's reset_method list (Linux 5.15+), or None where there is no such attribute."""
-        if not self.os.exists(self.sysfs.device_path(self.bdf, "reset_method")):
-            return None
-        return self.sysfs.read_attribute(self.bdf, "reset_method").split()
-
-    def _kernel_offers_bus_reset(self) -> bool:
-        methods = self._kernel_reset_methods()
-        return methods is not None and KERNEL_BUS_RESET in methods
-
-    def _bridge_hot_plug_capable(self, bridge: str) -> bool:
-        from hal.pci.backend import SysfsConfig
-
-        with SysfsConfig(self.os, bridge, writable=False) as bridge_config:
-            return config.hot_plug_capable(config.RawConfigAccess(bridge_config.read))
+        """Why a secondary bus reset of this function is refused, or None (see hal.reset)."""
+        return reset_ops.bus_reset_refusal(self)
 
     def reset(self, method: str = "auto") -> str:
         """Reset the function; returns the method used. Device state is cleared, config state restored.
@@ -489,162 +412,34 @@ class PCIDevice:
         log.info("resetting %s by %s", self.bdf, method)
         irq = (self._irq_kind, len(self._irq_fds)) if self._irq_fds else None
         self.disable_interrupts()
-        if method in ("flr", "bus"):
-            saved = self.save_config_state()
-            if method == "flr":
-                self._function_level_reset()
-            elif self._kernel_offers_bus_reset():
-                self._kernel_bus_reset()
+        try:
+            if method in ("flr", "bus"):
+                saved = reset_ops.save_config_state(self)
+                if method == "flr":
+                    reset_ops.function_level_reset(self)
+                elif reset_ops.kernel_offers_bus_reset(self):
+                    reset_ops.kernel_bus_reset(self)
+                else:
+                    reset_ops.secondary_bus_reset(self)
+                reset_ops.wait_device_ready(self, method)
+                reset_ops.restore_config_state(self, saved)
             else:
-                self._secondary_bus_reset()
-            self._wait_device_ready(method)
-            self.restore_config_state(saved)
-        else:
-            self.backend.reset(method)
-            self._wait_device_ready(method)
+                self.backend.reset(method)
+                reset_ops.wait_device_ready(self, method)
+        except DeviceLost as error:
+            raise self._mark_lost(error) from None
         if irq is not None:
             self.enable_interrupts(*irq)
         return method
 
     # -- config state across resets -------------------------------------------------------------
+
     def save_config_state(self) -> SavedConfig:
-        """What a reset clears and the kernel would restore: PCIe DevCtl/LnkCtl/DevCtl2/LnkCtl2,
-        Resizable BAR sizes, the 64-byte header, MSI and MSI-X control."""
-        saved = SavedConfig()
-        saved.before_header = self._pcie_control_registers() + self._rebar_control_registers()
-        saved.header = [self.cfg_read32(index * 4) for index in range(HEADER_DWORDS)]
-        saved.after_header = self._msi_registers()
-        return saved
+        """The config state a reset clears and the kernel would restore (see hal.reset)."""
+        return reset_ops.save_config_state(self)
 
     def restore_config_state(self, saved: SavedConfig) -> None:
-        for offset, width, value in saved.before_header:
-            self._restore_register(offset, width, value)
-        # like Linux pci_restore_config_space: highest dword first, so the command register (which
-        # turns decoding back on) comes after the BARs
-        for index in reversed(range(HEADER_DWORDS)):
-            if index * 4 == regs.PCI_COMMAND:
-                continue
-            self._restore_register(index * 4, 4, saved.header[index])
-        # Command is always written (the upper half is Status, RW1C: left alone): vfio-pci puts the
-        # physical BARs back on a Command write when a reset it did not do cleared them
-        command = saved.header[regs.PCI_COMMAND // 4] & config.ALL_ONES16
-        self.cfg_write16(regs.PCI_COMMAND, command)
-        for offset, width, value in saved.after_header:
-            self._restore_register(offset, width, value)
-
-    def _restore_register(self, offset: int, width: int, value: int) -> None:
-        if self.cfg_read(offset, width) != value:
-            self.cfg_write(offset, width, value)
-
-    def _pcie_control_registers(self) -> list[tuple[int, int, int]]:
-        pcie = self.find_capability(regs.PCI_CAP_ID_EXP)
-        if pcie is None:
-            return []
-        # the FLR and Retrain Link bits are commands, not state: never write them back
-        devctl = self.cfg_read16(pcie + regs.PCI_EXP_DEVCTL) & ~regs.PCI_EXP_DEVCTL_BCR_FLR
-        lnkctl = self.cfg_read16(pcie + regs.PCI_EXP_LNKCTL) & ~regs.PCI_EXP_LNKCTL_RL
-        registers = [(pcie + regs.PCI_EXP_DEVCTL, 2, devctl), (pcie + regs.PCI_EXP_LNKCTL, 2, lnkctl)]
-        version = self.cfg_read16(pcie + regs.PCI_EXP_FLAGS) & regs.PCI_EXP_FLAGS_VERS
-        if version >= PCIE_CAP_VERSION_2:
-            for register in (regs.PCI_EXP_DEVCTL2, regs.PCI_EXP_LNKCTL2):
-                registers.append((pcie + register, 2, self.cfg_read16(pcie + register)))
-        return registers
-
-    def _rebar_control_registers(self) -> list[tuple[int, int, int]]:
-        cap = self.find_extended_capability(regs.PCI_EXT_CAP_ID_REBAR)
-        if cap is None:
-            return []
-        first = self.cfg_read32(cap + regs.PCI_REBAR_CTRL)
-        count = (first & regs.PCI_REBAR_CTRL_NBAR_MASK) >> regs.PCI_REBAR_CTRL_NBAR_SHIFT
-        registers = []
-        for slot in range(max(count, 1)):
-            offset = cap + slot * config.REBAR_ENTRY_STRIDE + regs.PCI_REBAR_CTRL
-            registers.append((offset, 4, self.cfg_read32(offset)))
-        return registers
-
-    def _msi_registers(self) -> list[tuple[int, int, int]]:
-        registers = []
-        msi = self.find_capability(regs.PCI_CAP_ID_MSI)
-        if msi is not None:
-            flags = self.cfg_read16(msi + regs.PCI_MSI_FLAGS)
-            data = regs.PCI_MSI_DATA_64 if flags & regs.PCI_MSI_FLAGS_64BIT else regs.PCI_MSI_DATA_32
-            address_lo = msi + regs.PCI_MSI_ADDRESS_LO
-            registers.append((address_lo, 4, self.cfg_read32(address_lo)))
-            if flags & regs.PCI_MSI_FLAGS_64BIT:
-                address_hi = msi + regs.PCI_MSI_ADDRESS_HI
-                registers.append((address_hi, 4, self.cfg_read32(address_hi)))
-            registers.append((msi + data, 2, self.cfg_read16(msi + data)))
-            registers.append((msi + regs.PCI_MSI_FLAGS, 2, flags))  # enable last
-        msix = self.find_capability(regs.PCI_CAP_ID_MSIX)
-        if msix is not None:
-            registers.append((msix + regs.PCI_MSIX_FLAGS, 2, self.cfg_read16(msix + regs.PCI_MSIX_FLAGS)))
-        return registers
-
-    def _function_level_reset(self) -> None:
-        pcie = self._pcie_capability()
-        deadline = self.os.monotonic() + TRANSACTIONS_PENDING_TIMEOUT_S
-        status = self.cfg_read16(pcie + regs.PCI_EXP_DEVSTA)
-        while status & regs.PCI_EXP_DEVSTA_TRPND and self.os.monotonic() < deadline:
-            self.os.sleep(POLL_INTERVAL_S)
-            status = self.cfg_read16(pcie + regs.PCI_EXP_DEVSTA)
-        if status & regs.PCI_EXP_DEVSTA_TRPND:
-            log.warning("%s still has transactions pending (DevSta %#x); resetting anyway", self.bdf, status)
-        control = self.cfg_read16(pcie + regs.PCI_EXP_DEVCTL)
-        self.cfg_write16(pcie + regs.PCI_EXP_DEVCTL, control | regs.PCI_EXP_DEVCTL_BCR_FLR)
-        self.os.sleep(FLR_SETTLE_S)
-
-    def _kernel_bus_reset(self) -> None:
-        """Select "bus" in reset_method, write the reset attribute, put the selection back."""
-        path = self.sysfs.device_path(self.bdf, "reset_method")
-        original = self.sysfs.read_attribute(self.bdf, "reset_method")
-        self.sysfs.write_attribute(path, KERNEL_BUS_RESET, f"selecting the kernel's bus reset of {self.bdf}")
-        try:
-            self.sysfs.write_attribute(self.sysfs.device_path(self.bdf, "reset"), "1",
-                                       f"bus-resetting {self.bdf} through the kernel")
-        finally:
-            self.sysfs.write_attribute(path, original, f"restoring the reset methods of {self.bdf}")
-
-    def _secondary_bus_reset(self) -> None:
-        from hal.pci.backend import SysfsConfig
-
-        bridge = self.sysfs.parent_bridge(self.bdf)
-        if bridge is None:
-            raise UnsupportedOperation(f"{self.bdf} sits on a root bus; no bridge can reset it")
-        with SysfsConfig(self.os, bridge) as bridge_config:
-            control = bridge_config.read(regs.PCI_BRIDGE_CONTROL, 2)
-            bridge_config.write(regs.PCI_BRIDGE_CONTROL, 2, control | regs.PCI_BRIDGE_CTL_BUS_RESET)
-            self.os.sleep(BUS_RESET_HOLD_S)
-            released = control & ~regs.PCI_BRIDGE_CTL_BUS_RESET & config.ALL_ONES16
-            bridge_config.write(regs.PCI_BRIDGE_CONTROL, 2, released)
-        self.os.sleep(BUS_RESET_SETTLE_S)
-
-    def _read_vendor_after_reset(self, method: str) -> int:
-        try:
-            return self.backend.config_read(regs.PCI_VENDOR_ID, 2)
-        except OSError as exc:
-            raise from_oserror(exc, f"reading the vendor ID of {self.bdf} after a {method} reset") from exc
-
-    def _wait_device_ready(self, method: str) -> None:
-        """Poll the vendor ID with growing pauses until the function answers (not all ones, not the
-        0x0001 of Configuration Request Retry Status), for at most DEVICE_READY_TIMEOUT_S."""
-        start = self.os.monotonic()
-        deadline = start + DEVICE_READY_TIMEOUT_S
-        pause = READY_POLL_FIRST_S
-        warned = False
-        vendor = self._read_vendor_after_reset(method)
-        while vendor in NOT_READY_VENDOR_IDS:
-            now = self.os.monotonic()
-            if now >= deadline:
-                raise self._mark_lost(DeviceLost(
-                    f"{self.bdf} was not ready within {DEVICE_READY_TIMEOUT_S} s after a {method} reset "
-                    f"(vendor ID still {vendor:#06x}; 0xffff: no answer, 0x0001: retry status)"))
-            if not warned and now - start >= DEVICE_READY_EXPECTED_S:
-                warned = True
-                log.warning("%s not ready %.1f s after a %s reset (vendor ID %#06x); waiting up to %s s",
-                            self.bdf, now - start, method, vendor, DEVICE_READY_TIMEOUT_S)
-            self.os.sleep(min(pause, deadline - now))
-            pause = min(pause * 2, READY_POLL_MAX_S)
-            vendor = self._read_vendor_after_reset(method)
+        reset_ops.restore_config_state(self, saved)
 
     # -- ownership and life cycle -------------------------------------------------------------
     def attach_lock(self, lock: OwnershipLock) -> None:

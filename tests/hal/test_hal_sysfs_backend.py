@@ -7,7 +7,7 @@ import pytest
 from autogen.linux import pci_regs as regs
 
 import hal
-from hal import pcidev
+from hal import reset as reset_ops
 from hal.errors import (DeviceBusy, DeviceLost, HalError, InvalidArgument, PermissionDenied,
                         UnsupportedOperation)
 from mockgpu import EDU_BDF, GPU_BDF, Machine, RootPort
@@ -246,7 +246,7 @@ def test_reset_waits_for_a_slow_device(machine, delay_s, crs_visible):
 
 
 def test_reset_gives_up_after_the_ready_timeout_and_says_what_it_waited_for(machine, monkeypatch):
-    monkeypatch.setattr(pcidev, "DEVICE_READY_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(reset_ops, "DEVICE_READY_TIMEOUT_S", 0.05)
     machine.set_reset_delay(EDU_BDF, 30.0, crs_visible=True)
     with hal.open(EDU, os=machine.os, unbind=True) as dev:
         expected = r"not ready within 0.05 s after a flr reset \(vendor ID still 0x0001"
