@@ -14,8 +14,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from hal.errors import UnsupportedOperation
-from hal.os import PAGE_SIZE
+from hal.errors import PermissionDenied, UnsupportedOperation, from_oserror
+from hal.os import OS, PAGE_SIZE, HostMemory
 from hal.region import Region
 
 
@@ -120,3 +120,28 @@ class PCIBackend(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release every fd and mapping the backend holds (BARs and DMA are released before)."""
+
+
+def locked_memory_with_physical_pages(os: OS, size: int, purpose: str,
+                                      root_hint: str) -> tuple[HostMemory, list[int], bool]:
+    """Page-locked host memory for DMA by physical address (sysfs, VFIO no-IOMMU): the memory, the
+    physical address of each page, and whether they form one run. `root_hint` says how to get the
+    privilege the kernel asks before it shows physical addresses. Nothing is kept on error."""
+    try:
+        memory = os.alloc_locked(size)
+    except OSError as exc:
+        raise from_oserror(exc, f"allocating {size} bytes of locked memory for {purpose}") from exc
+    try:
+        physical = os.pagemap(memory)
+    except OSError as exc:
+        os.free_locked(memory)
+        error = from_oserror(exc, f"reading physical addresses for {purpose} from /proc/self/pagemap")
+        if isinstance(error, PermissionDenied):
+            raise PermissionDenied(f"{purpose} needs physical page addresses, which the kernel shows only "
+                                   f"to root: {root_hint}", errno=exc.errno) from exc
+        raise error from exc
+    except BaseException:
+        os.free_locked(memory)
+        raise
+    contiguous = all(physical[i + 1] == physical[i] + PAGE_SIZE for i in range(len(physical) - 1))
+    return memory, list(physical), contiguous

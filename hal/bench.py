@@ -108,7 +108,6 @@ def run(mock_region_factory: Callable[[], Region] | None = None) -> dict[str, fl
         figures["ratio_raw_over_u32_view_read32"] = raw_read / u32_view_read
         figures["ratio_raw_from_byte_offset_over_u32_view_read32"] = (
             figures["raw_memoryview_read32_from_byte_offset_per_s"] / u32_view_read)
-        del words
     finally:
         seam.free_locked(memory)
     if mock_region_factory is not None:

@@ -14,9 +14,9 @@ import logging
 
 from autogen.linux import pci_regs as regs
 
-from hal.backend import BarResource, DMABuffer, PCIBackend
+from hal.backend import BarResource, DMABuffer, PCIBackend, locked_memory_with_physical_pages
 from hal.errors import DeviceBusy, HalError, PermissionDenied, UnsupportedOperation, from_oserror
-from hal.os import O_CLOEXEC, O_RDONLY, O_RDWR, O_SYNC, OS, PAGE_SIZE
+from hal.os import O_CLOEXEC, O_RDONLY, O_RDWR, O_SYNC, OS
 from hal.pci.sysfs import IORESOURCE_IO, SysfsPCI
 from hal.region import Region
 
@@ -156,24 +156,9 @@ class SysfsBackend(PCIBackend):
     # -- DMA ---------------------------------------------------------------------------------
     def alloc_dma(self, size: int) -> DMABuffer:
         self._require_physical_dma()
-        try:
-            memory = self.os.alloc_locked(size)
-        except OSError as exc:
-            raise from_oserror(exc, f"allocating {size} bytes of locked memory for DMA") from exc
-        try:
-            physical = self.os.pagemap(memory)
-        except OSError as exc:
-            self.os.free_locked(memory)
-            error = from_oserror(exc, "reading physical addresses from /proc/self/pagemap")
-            if isinstance(error, PermissionDenied):
-                raise PermissionDenied(f"DMA through sysfs needs physical page addresses, which the kernel "
-                                       f"shows only to root: {ROOT_HINT}", errno=exc.errno) from exc
-            raise error from exc
-        except BaseException:
-            self.os.free_locked(memory)
-            raise
-        contiguous = all(physical[i + 1] == physical[i] + PAGE_SIZE for i in range(len(physical) - 1))
-        return DMABuffer(region=memory.region, size=memory.size, bus_addresses=list(physical),
+        memory, physical, contiguous = locked_memory_with_physical_pages(self.os, size, "DMA through sysfs",
+                                                                         ROOT_HINT)
+        return DMABuffer(region=memory.region, size=memory.size, bus_addresses=physical,
                          contiguous=contiguous, backend_handle=memory)
 
     def _require_physical_dma(self) -> None:

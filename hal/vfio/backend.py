@@ -13,7 +13,7 @@ import logging
 
 from autogen.linux import vfio
 
-from hal.backend import BarResource, DMABuffer, PCIBackend
+from hal.backend import BarResource, DMABuffer, PCIBackend, locked_memory_with_physical_pages
 from hal.errors import (BackendUnavailable, DeviceBusy, HalError, InvalidArgument, PermissionDenied,
                         UnsupportedOperation, from_oserror)
 from hal.os import O_CLOEXEC, O_RDWR, OS, PAGE_SIZE
@@ -289,17 +289,9 @@ class VfioBackend(PCIBackend):
                          contiguous=True, backend_handle=(memory, iova))
 
     def _alloc_noiommu(self, size: int) -> DMABuffer:
-        try:
-            memory = self.os.alloc_locked(size)
-        except OSError as exc:
-            raise from_oserror(exc, f"allocating {size} bytes of locked host memory for DMA") from exc
-        try:
-            physical = self.os.pagemap(memory)
-        except OSError as exc:
-            self.os.free_locked(memory)
-            raise from_oserror(exc, "reading physical addresses for no-IOMMU DMA") from exc
-        contiguous = all(physical[i + 1] == physical[i] + PAGE_SIZE for i in range(len(physical) - 1))
-        return DMABuffer(region=memory.region, size=memory.size, bus_addresses=list(physical),
+        memory, physical, contiguous = locked_memory_with_physical_pages(
+            self.os, size, "no-IOMMU DMA", "run as root (no-IOMMU mode is root-only anyway)")
+        return DMABuffer(region=memory.region, size=memory.size, bus_addresses=physical,
                          contiguous=contiguous, backend_handle=(memory, None))
 
     def free_dma(self, buffer: DMABuffer) -> None:
