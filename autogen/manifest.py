@@ -19,10 +19,12 @@ UAPI_LICENCE = "GPL-2.0 WITH Linux-syscall-note"
 AMD_LICENCE = "MIT"  # AMD's permission notice, reproduced at the top of each header
 
 # the uapi headers of the same kernel release as LINUX_SOURCE_6_12 (trixie); Debian 12's own
-# linux-libc-dev moves with every point release, so it cannot be pinned (docs/autogen.md)
-LINUX_LIBC_DEV = Package("linux-libc-dev", "6.12.117-1", UAPI_LICENCE)
+# linux-libc-dev moves with every point release, so it cannot be pinned (docs/autogen.md).
+# Both are binary packages of trixie/main: only that suite's Packages index is ever downloaded.
+# `python -m autogen --repin TARGET` rewrites a version below when the archive has moved on.
+LINUX_LIBC_DEV = Package("linux-libc-dev", "6.12.117-1", UAPI_LICENCE, suite="trixie")
 LINUX_SOURCE_6_12 = Package(
-    "linux-source-6.12", "6.12.117-1", "GPL-2.0 (the tree); per-file notices apply",
+    "linux-source-6.12", "6.12.117-1", "GPL-2.0 (the tree); per-file notices apply", suite="trixie",
     layout="tarball", tarball="usr/src/linux-source-6.12.tar.xz",
     members=("drivers/gpu/drm/amd", "drivers/gpu/drm/nouveau/include", "include/uapi"),
 )
@@ -117,7 +119,8 @@ def _amd_regs(ip: str, folder: str) -> Target:
 
 TARGETS: tuple[Target, ...] = (
     _uapi("vfio", "vfio.h", "Linux VFIO uapi (linux/vfio.h): ioctl numbers, flags and argument structs."),
-    _uapi("pci_regs", "pci_regs.h", "PCI configuration-space registers and capabilities (linux/pci_regs.h)."),
+    _uapi("pci_regs", "pci_regs.h",
+          "PCI configuration-space registers and capabilities (linux/pci_regs.h)."),
     _uapi("kfd_ioctl", "kfd_ioctl.h", "AMD KFD compute uapi (linux/kfd_ioctl.h): ioctls and their structs.",
           stubs=DRM_STUB),
     _amd("discovery", "include/discovery.h", "AMD IP discovery table layout (discovery.h)."),
@@ -125,7 +128,8 @@ TARGETS: tuple[Target, ...] = (
          prelude=UCODE_PRELUDE, exclude=UCODE_EXCLUDE),
     _amd("psp_gfx_if", "amdgpu/psp_gfx_if.h",
          "AMD PSP GFX interface: commands and ring frames (psp_gfx_if.h)."),
-    _amd("v11_structs", "include/v11_structs.h", "AMD gfx11 MQD and SDMA queue descriptors (v11_structs.h)."),
+    _amd("v11_structs", "include/v11_structs.h",
+         "AMD gfx11 MQD and SDMA queue descriptors (v11_structs.h)."),
     _amd("nvd", "amdgpu/nvd.h", "AMD PM4 packets for gfx10/gfx11 (nvd.h)."),
     _amd("sdma_v6_0_0_pkt_open", "amdgpu/sdma_v6_0_0_pkt_open.h",
          "AMD SDMA 6.0 packets (sdma_v6_0_0_pkt_open.h)."),

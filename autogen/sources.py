@@ -1,16 +1,20 @@
 """Source packages for the generator: finding, downloading and unpacking pinned Debian packages.
 
-Every target pins a package and an exact version. `source_root(package)` returns a directory in which
-the target's paths resolve, trying in order:
+Every target pins a package, an exact version and the archive suite/component that serves it.
+`source_root(package)` returns a directory in which the target's paths resolve, trying in order:
 1. the cache: `$GPUHAL_CACHE/src/<package>_<version>/` (already unpacked), then a cached
    `$GPUHAL_CACHE/debs/<package>_<version>_*.deb` (unpacked now);
 2. the installed system package, when `dpkg-query` reports exactly the pinned version (its files are
-   under `/`): CI has linux-libc-dev installed and checks the uapi targets without a download;
+   under `/`). Debian 12's own linux-libc-dev (6.1, pulled in by gcc) never matches the 6.12 pin, so
+   on a Debian 12 machine the uapi targets come from the cache or a download;
 3. `apt-get download <package>=<version>` with a private apt configuration under
-   `$GPUHAL_CACHE/apt/` whose archive URI is read from the system's
-   /etc/apt/sources.list.d/debian.sources at run time (the system's own apt state is not touched).
+   `$GPUHAL_CACHE/apt/`: one `deb` entry for the package's suite and component, the native
+   architecture, the Packages index only (no translations, contents or source indexes). The archive
+   URI is read at run time from the system's apt configuration (deb822 `*.sources` or the classic
+   `sources.list`), or from $GPUHAL_DEBIAN_ARCHIVE; the system's own apt state is not touched.
 If none works, `SourceUnavailable` names the package, the pinned version, what is available and the
-command to run. `$GPUHAL_CACHE` defaults to ~/.cache/gpuhal.
+command to run; `PinNotServed` (a subclass) says the archive no longer serves the pinned version and
+names the re-pin command. `$GPUHAL_CACHE` defaults to ~/.cache/gpuhal.
 """
 from __future__ import annotations
 
@@ -30,10 +34,17 @@ log = logging.getLogger(__name__)
 progress = logging.getLogger("autogen.progress")
 
 CACHE_ENV = "GPUHAL_CACHE"
-SYSTEM_APT_SOURCES = pathlib.Path("/etc/apt/sources.list.d/debian.sources")
+ARCHIVE_ENV = "GPUHAL_DEBIAN_ARCHIVE"
+# where apt keeps the system's sources: deb822 `sources.list.d/*.sources` and the classic one-line
+# `sources.list` (plus `sources.list.d/*.list`); see sources.list(5)
+SYSTEM_APT_ETC = pathlib.Path("/etc/apt")
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
-APT_SUITES = "bookworm trixie"
-APT_COMPONENTS = "main contrib non-free non-free-firmware"
+# Debian's release codenames and suite aliases: an entry for one of these with component main is
+# the Debian archive (third-party repositories use their own suites or components)
+DEBIAN_SUITES = frozenset({"buster", "bullseye", "bookworm", "trixie", "forky", "duke", "sid",
+                           "oldoldstable", "oldstable", "stable", "testing", "unstable", "experimental"})
+# the security archive is a different tree, which does not carry the pinned packages
+SECURITY_SUFFIX = "-security"
 _COMMAND_TIMEOUT_S = 900
 
 
@@ -46,6 +57,14 @@ class SourceUnavailable(RuntimeError):
         self.version = version
 
 
+class PinNotServed(SourceUnavailable):
+    """The archive no longer serves a pinned version (Debian keeps only the newest of a suite)."""
+
+    def __init__(self, message: str, *, package: str, version: str, served: list[str]) -> None:
+        super().__init__(message, package=package, version=version)
+        self.served = served
+
+
 @dataclasses.dataclass(frozen=True)
 class Package:
     """A pinned Debian binary package and how its files are laid out once unpacked.
@@ -53,11 +72,15 @@ class Package:
     layout "deb": the package's own files (`usr/include/...`) are the source tree.
     layout "tarball": the package holds a source tarball (`tarball`, a path inside the package) whose
     top directory is stripped; only the `members` subtrees are unpacked.
+    `suite` and `component` say where in the archive the pinned version lives; only that one index
+    is downloaded.
     """
 
     name: str
     version: str
     licence: str
+    suite: str = ""
+    component: str = "main"
     layout: str = "deb"
     tarball: str = ""
     members: tuple[str, ...] = ()
@@ -79,6 +102,10 @@ def fetch_command(target_names: Iterable[str]) -> str:
     return "python -m autogen " + " ".join(target_names)
 
 
+def repin_command(target_names: Iterable[str]) -> str:
+    return "python -m autogen --repin " + (" ".join(target_names) or "TARGET")
+
+
 def _has_paths(root: pathlib.Path, paths: Iterable[str]) -> bool:
     return all((root / path).is_file() for path in paths)
 
@@ -91,7 +118,8 @@ def installed_version(name: str) -> str | None:
         result = subprocess.run(["dpkg-query", "-W", "-f", "${Status}|${Version}", name],
                                 capture_output=True, text=True, check=False, timeout=_COMMAND_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        log.warning("dpkg-query did not answer in %s s; treating %s as not installed", _COMMAND_TIMEOUT_S, name)
+        log.warning("dpkg-query did not answer in %s s; treating %s as not installed",
+                    _COMMAND_TIMEOUT_S, name)
         return None
     if result.returncode != 0:
         return None
@@ -148,17 +176,116 @@ def _deb_version(version: str) -> str:
 # ---------------------------------------------------------------------------------------- apt
 
 
+@dataclasses.dataclass(frozen=True)
+class AptEntry:
+    """One entry of the system's apt sources: a line of sources.list or a stanza of a .sources file."""
+
+    types: tuple[str, ...]
+    uri: str
+    suites: tuple[str, ...]
+    components: tuple[str, ...]
+    origin: str  # the file it came from, for messages
+
+    def is_debian_archive(self) -> bool:
+        """A binary or source entry of the Debian archive itself (not security, cdrom or third-party)."""
+        if not {"deb", "deb-src"} & set(self.types) or self.uri.startswith("cdrom:"):
+            return False
+        if "main" not in self.components:
+            return False
+        return any(suite.partition("-")[0] in DEBIAN_SUITES and not suite.endswith(SECURITY_SUFFIX)
+                   for suite in self.suites)
+
+
+def parse_deb822_sources(text: str, origin: str) -> list[AptEntry]:
+    """The enabled stanzas of a deb822 `.sources` file (sources.list(5), "DEB822-STYLE FORMAT")."""
+    entries = []
+    for stanza in re.split(r"\n\s*\n", text):
+        fields: dict[str, str] = {}
+        key = ""
+        for line in stanza.splitlines():
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            if line[:1].isspace() and key:
+                fields[key] += " " + line.strip()
+                continue
+            key, separator, value = line.partition(":")
+            if not separator:
+                key = ""
+                continue
+            key = key.strip().lower()
+            fields[key] = value.strip()
+        if fields.get("enabled", "yes").lower() == "no" or not fields.get("uris"):
+            continue
+        for uri in fields["uris"].split():
+            entries.append(AptEntry(tuple(fields.get("types", "").split()), uri,
+                                    tuple(fields.get("suites", "").split()),
+                                    tuple(fields.get("components", "").split()), origin))
+    return entries
+
+
+def parse_one_line_sources(text: str, origin: str) -> list[AptEntry]:
+    """The entries of a classic `sources.list`: `deb [options] uri suite [component...]` per line."""
+    entries = []
+    for line in text.splitlines():
+        words = line.partition("#")[0].split()
+        if len(words) < 3:
+            continue
+        kind, rest = words[0], words[1:]
+        if rest[0].startswith("["):
+            # options run to the word that closes the bracket
+            while rest and not rest[0].endswith("]"):
+                rest = rest[1:]
+            rest = rest[1:]
+        if len(rest) < 2:
+            continue
+        entries.append(AptEntry((kind,), rest[0], (rest[1],), tuple(rest[2:]), origin))
+    return entries
+
+
+def system_apt_entries() -> tuple[list[AptEntry], list[pathlib.Path]]:
+    """Every entry of the system's apt sources, and the files read (debian.sources first)."""
+    parts = SYSTEM_APT_ETC / "sources.list.d"
+    deb822 = sorted(parts.glob("*.sources"), key=lambda path: (path.name != "debian.sources", path.name))
+    files = [*deb822, SYSTEM_APT_ETC / "sources.list", *sorted(parts.glob("*.list"))]
+    entries: list[AptEntry] = []
+    read = []
+    for path in files:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        read.append(path)
+        parse = parse_deb822_sources if path.suffix == ".sources" else parse_one_line_sources
+        entries.extend(parse(text, str(path)))
+    return entries, read
+
+
 def archive_uri() -> str:
-    """The archive URI this machine's apt already uses (first URIs: line of debian.sources)."""
-    try:
-        text = SYSTEM_APT_SOURCES.read_text()
-    except OSError as exc:
-        raise SourceUnavailable(f"cannot read {SYSTEM_APT_SOURCES} for the archive URI: {exc}",
-                                package="", version="") from None
-    match = re.search(r"^URIs:\s*(\S+)", text, re.M)
-    if match is None:
-        raise SourceUnavailable(f"{SYSTEM_APT_SOURCES} has no URIs: line", package="", version="")
-    return match.group(1)
+    """The Debian archive URI: $GPUHAL_DEBIAN_ARCHIVE, else the first one the system's apt uses."""
+    configured = os.environ.get(ARCHIVE_ENV)
+    if configured:
+        return configured
+    entries, read = system_apt_entries()
+    for entry in entries:
+        if entry.is_debian_archive():
+            log.info("archive URI from %s", entry.origin)
+            return entry.uri
+    looked = ", ".join(str(path) for path in read) or "none could be read"
+    raise SourceUnavailable(
+        f"no Debian archive in the system's apt sources (files read: {looked}; looked for a 'deb' entry "
+        f"with a Debian suite such as bookworm and component main, in "
+        f"{SYSTEM_APT_ETC / 'sources.list.d'}/*.sources or {SYSTEM_APT_ETC / 'sources.list'}); add "
+        f"one, e.g. the line 'deb <archive URI> bookworm main' to {SYSTEM_APT_ETC / 'sources.list'}, "
+        f"or set {ARCHIVE_ENV}=<archive URI>", package="", version="")
+
+
+def native_architecture() -> str:
+    result = _run(["dpkg", "--print-architecture"])
+    architecture = result.stdout.strip()
+    if result.returncode != 0 or not architecture:
+        raise SourceUnavailable(f"dpkg --print-architecture failed: {result.stderr.strip()}",
+                                package="", version="")
+    return architecture
 
 
 def apt_dir() -> pathlib.Path:
@@ -166,17 +293,34 @@ def apt_dir() -> pathlib.Path:
 
 
 def apt_options() -> list[str]:
+    """apt options that use only the private configuration and keep its footprint small."""
     directory = apt_dir()
     return ["-o", "Dir::Etc::SourceList=/dev/null", "-o", f"Dir::Etc::SourceParts={directory}",
-            "-o", f"Dir::State::Lists={directory / 'lists'}", "-o", f"Dir::Cache={directory / 'cache'}"]
+            "-o", f"Dir::State::Lists={directory / 'lists'}", "-o", f"Dir::Cache={directory / 'cache'}",
+            # no binary caches on disk (rebuilt in memory, about a second), indexes kept compressed
+            "-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache=",
+            "-o", "Acquire::GzipIndexes=true", "-o", "Acquire::Languages=none"]
 
 
-def write_apt_config() -> None:
+def apt_sources_text(package: Package, uri: str, architecture: str) -> str:
+    """The one entry `package` needs: its suite and component, one architecture, Packages only.
+
+    `Targets: Packages` leaves out every other index apt would fetch by default or by local
+    configuration (translations, contents, DEP-11 metadata); sources.list(5) "Targets".
+    """
+    if not package.suite:
+        raise SourceUnavailable(f"{package.name} {package.version} has no archive suite in "
+                                f"autogen/manifest.py (Package(..., suite=...))",
+                                package=package.name, version=package.version)
+    return (f"Types: deb\nURIs: {uri}\nSuites: {package.suite}\nComponents: {package.component}\n"
+            f"Architectures: {architecture}\nTargets: Packages\nSigned-By: {KEYRING}\n")
+
+
+def write_apt_config(package: Package) -> None:
     directory = apt_dir()
     (directory / "lists" / "partial").mkdir(parents=True, exist_ok=True)
     (directory / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
-    text = (f"Types: deb deb-src\nURIs: {archive_uri()}\nSuites: {APT_SUITES}\n"
-            f"Components: {APT_COMPONENTS}\nSigned-By: {KEYRING}\n")
+    text = apt_sources_text(package, archive_uri(), native_architecture())
     path = directory / "sources.sources"
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
@@ -194,8 +338,11 @@ def _run(command: list[str], cwd: pathlib.Path | None = None) -> subprocess.Comp
                                 package="", version="") from None
 
 
-def apt_update() -> None:
-    write_apt_config()
+def apt_update(package: Package) -> None:
+    """Refresh the private index for `package`'s suite and component."""
+    write_apt_config(package)
+    progress.info("updating the %s/%s package index into %s ...", package.suite, package.component,
+                  apt_dir() / "lists")
     result = _run(["apt-get", *apt_options(), "update"])
     if result.returncode != 0:
         raise SourceUnavailable(f"apt-get update with the private configuration failed:\n{result.stderr}",
@@ -213,19 +360,41 @@ def available_versions(name: str) -> list[str]:
     return versions
 
 
+def served_versions(package: Package) -> list[str]:
+    """The versions of `package` its suite and component serve now (fresh index), newest first."""
+    apt_update(package)
+    return available_versions(package.name)
+
+
+def check_served(package: Package, target_names: Iterable[str] = ()) -> list[str]:
+    """The served versions; PinNotServed when the pinned one is not among them."""
+    versions = served_versions(package)
+    where = f"{package.suite}/{package.component}"
+    if not versions:
+        raise SourceUnavailable(f"the archive's {where} has no package {package.name} at all; check the "
+                                f"suite and component pinned in autogen/manifest.py",
+                                package=package.name, version=package.version)
+    if package.version not in versions:
+        raise PinNotServed(
+            f"the pinned {package.name} {package.version} is not cached, not installed, and no longer "
+            f"served by the archive ({where} serves: {', '.join(versions)}); re-pin to the served "
+            f"version, regenerate and review the diff with: {repin_command(target_names)}",
+            package=package.name, version=package.version, served=versions)
+    return versions
+
+
 def download_deb(package: Package, target_names: Iterable[str] = ()) -> pathlib.Path:
     """Download the pinned .deb into $GPUHAL_CACHE/debs with the private apt configuration."""
     debs = cache_dir() / "debs"
     debs.mkdir(parents=True, exist_ok=True)
-    apt_update()
+    versions = check_served(package, target_names)
     result = _run(["apt-get", *apt_options(), "download", f"{package.name}={package.version}"], cwd=debs)
     deb = cached_deb(package)
     if result.returncode != 0 or deb is None:
-        versions = available_versions(package.name)
-        offered = ", ".join(versions) if versions else "none"
         raise SourceUnavailable(
-            f"cannot download {package.name}={package.version} (the archive offers: {offered}):\n"
-            f"{result.stderr.strip()}\nafter fixing, run: {fetch_command(target_names)}",
+            f"cannot download {package.name}={package.version} (the archive offers: "
+            f"{', '.join(versions)}):\n{result.stderr.strip()}\n"
+            f"after fixing, run: {fetch_command(target_names)}",
             package=package.name, version=package.version)
     return deb
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 
 import pytest
 
@@ -13,7 +14,8 @@ def test_list_names_every_target_with_its_package_version_and_licence(capsys):
     out = capsys.readouterr().out
     for target in manifest.TARGETS:
         assert target.name in out
-    assert "linux-libc-dev 6.12.117-1" in out and "linux-source-6.12 6.12.117-1" in out
+    for package in (manifest.LINUX_LIBC_DEV, manifest.LINUX_SOURCE_6_12):
+        assert f"{package.name} {package.version}" in out
     assert "GPL-2.0 WITH Linux-syscall-note" in out
     assert "usr/include/linux/vfio.h" in out
 
@@ -61,7 +63,7 @@ def test_offline_check_of_everything_reports_targets_without_sources(monkeypatch
 def test_cache_location_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path))
     package = manifest.LINUX_SOURCE_6_12
-    assert sources.unpacked_dir(package) == tmp_path / "src" / "linux-source-6.12_6.12.117-1"
+    assert sources.unpacked_dir(package) == tmp_path / "src" / f"linux-source-6.12_{package.version}"
     assert "Dir::Etc::SourceParts=" + str(tmp_path / "apt") in sources.apt_options()
 
 
@@ -130,3 +132,144 @@ def test_adding_a_target_is_a_few_lines():
     assert (target.package, target.version) == ("linux-libc-dev", "6.1.187-1")
     assert target.licence == manifest.UAPI_LICENCE
     assert dataclasses.replace(target, licence_override="MIT").licence == "MIT"
+
+
+@pytest.mark.parametrize("argv", [["--list", "--check"], ["--list", "--repin", "linux"],
+                                  ["--check", "--repin", "linux"], ["--repin"],
+                                  ["--repin", "--offline", "linux"], ["--list", "--offline"]])
+def test_contradictory_flags_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit) as raised:
+        cli.main(argv)
+    assert raised.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+# ------------------------------------------------------- an archive that has moved on (no network)
+
+FAKE_HEADER = "#define FAKE_VALUE {value}\nstruct fake_record {{ int a; }};\n"
+
+
+@pytest.fixture
+def fake_archive(monkeypatch, tmp_path):
+    """The archive as apt sees it, faked: `served` maps a package to the versions its suite serves.
+
+    Nothing is cached or installed, every apt refresh is counted, `apt-get download` fails as it does
+    when the archive cannot be reached, and any other command fails the test: no network here.
+    """
+    state = {"served": {}, "updates": []}
+
+    def no_command(command, cwd=None):
+        if command[:1] == ["apt-get"] and "download" in command:
+            return subprocess.CompletedProcess(command, 100, "", "E: simulated: the download failed")
+        raise AssertionError(f"nothing else may run here: {command}")
+
+    monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "apt_update", lambda package: state["updates"].append(package.key))
+    monkeypatch.setattr(sources, "available_versions", lambda name: list(state["served"].get(name, [])))
+    monkeypatch.setattr(sources, "installed_version", lambda name: None)
+    monkeypatch.setattr(sources, "_run", no_command)
+    monkeypatch.setattr(cli, "REPOSITORY_ROOT", tmp_path / "repository")
+    return state
+
+
+def _pinned_target(name: str, version: str, output: str) -> manifest.Target:
+    package = sources.Package("gpuhal-test-headers", version, "MIT", suite="trixie")
+    return manifest.Target(name, manifest.KIND_STRUCTS, package, ("usr/include/fake.h",), "Fake headers.",
+                           output=output)
+
+
+def _cache_tree(package: sources.Package, value: int) -> None:
+    tree = sources.unpacked_dir(package) / "usr/include"
+    tree.mkdir(parents=True)
+    (tree / "fake.h").write_text(FAKE_HEADER.format(value=value))
+
+
+def test_check_of_a_pin_no_longer_served_warns_loudly_and_is_not_checked(monkeypatch, fake_archive, capsys):
+    first = _pinned_target("fake.one", "1.0-1", "autogen/fake/one.py")
+    second = _pinned_target("fake.two", "1.0-1", "autogen/fake/two.py")
+    monkeypatch.setattr(manifest, "TARGETS", (first, second))
+    fake_archive["served"]["gpuhal-test-headers"] = ["2.0-1"]
+    assert cli.main(["--check", "fake"]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING: fake.one: NOT CHECKED" in err and "WARNING: fake.two: NOT CHECKED" in err
+    assert "gpuhal-test-headers 1.0-1" in err and "trixie/main serves: 2.0-1" in err
+    assert "python -m autogen --repin fake.one" in err
+    assert "2 target(s) not checked" in err and "python -m autogen --repin fake.one fake.two" in err
+    assert fake_archive["updates"] == ["gpuhal-test-headers_1.0-1"]  # the archive is asked once
+
+
+def test_regenerating_from_a_pin_no_longer_served_is_an_error(monkeypatch, fake_archive, capsys):
+    monkeypatch.setattr(manifest, "TARGETS", (_pinned_target("fake.one", "1.0-1", "autogen/fake/one.py"),))
+    fake_archive["served"]["gpuhal-test-headers"] = ["2.0-1"]
+    assert cli.main(["fake.one"]) == 3
+    assert "python -m autogen --repin fake.one" in capsys.readouterr().err
+
+
+def test_a_real_difference_still_fails_beside_a_pin_no_longer_served(monkeypatch, fake_archive, capsys):
+    pytest.importorskip("clang.cindex", reason="the generator needs libclang")
+    gone = _pinned_target("fake.gone", "1.0-1", "autogen/fake/gone.py")
+    present_package = sources.Package("gpuhal-test-present", "3.0-1", "MIT", suite="trixie")
+    present = dataclasses.replace(_pinned_target("fake.present", "3.0-1", "autogen/fake/present.py"),
+                                  source=present_package)
+    monkeypatch.setattr(manifest, "TARGETS", (gone, present))
+    fake_archive["served"]["gpuhal-test-headers"] = ["2.0-1"]
+    _cache_tree(present.source, 7)
+    assert cli.main(["fake.present"]) == 0  # the committed file, at the pinned version
+    committed = cli.REPOSITORY_ROOT / present.output
+    committed.write_text(committed.read_text().replace("FAKE_VALUE = 7\n", "FAKE_VALUE = 8\n"))
+    capsys.readouterr()
+    assert cli.main(["--check", "fake"]) == 1
+    captured = capsys.readouterr()
+    assert "fake.gone: NOT CHECKED" in captured.err
+    assert "autogen/fake/present.py: differs" in captured.out and "+FAKE_VALUE = 7" in captured.out
+
+
+MANIFEST_TEXT = """\
+FAKE = Package("gpuhal-test-headers", "1.0-1", "MIT", suite="trixie")
+OTHER = Package("gpuhal-test-other", "1.0-1", "MIT", suite="trixie")
+"""
+
+
+def test_repin_pins_the_served_version_regenerates_and_shows_the_diff(monkeypatch, fake_archive, capsys):
+    pytest.importorskip("clang.cindex", reason="the generator needs libclang")
+    target = _pinned_target("fake.one", "1.0-1", "autogen/fake/one.py")
+    monkeypatch.setattr(manifest, "TARGETS", (target,))
+    manifest_file = cli.REPOSITORY_ROOT / cli.MANIFEST_PATH
+    manifest_file.parent.mkdir(parents=True)
+    manifest_file.write_text(MANIFEST_TEXT)
+    _cache_tree(target.source, 1)
+    assert cli.main(["fake.one"]) == 0
+    output = cli.REPOSITORY_ROOT / target.output
+    assert "SOURCE_VERSION = '1.0-1'" in output.read_text()
+    fake_archive["served"]["gpuhal-test-headers"] = ["2.0-1"]
+    _cache_tree(dataclasses.replace(target.source, version="2.0-1"), 2)
+    capsys.readouterr()
+    assert cli.main(["--repin", "fake.one"]) == 0
+    out = capsys.readouterr().out
+    assert manifest_file.read_text() == MANIFEST_TEXT.replace('headers", "1.0-1"', 'headers", "2.0-1"')
+    assert "SOURCE_VERSION = '2.0-1'" in output.read_text()
+    assert "FAKE_VALUE = 2" in output.read_text()
+    assert "-FAKE_VALUE = 1" in out and "+FAKE_VALUE = 2" in out
+    assert '+FAKE = Package("gpuhal-test-headers", "2.0-1"' in out
+    assert "gpuhal-test-headers 1.0-1 -> 2.0-1" in out
+
+
+def test_repin_leaves_the_manifest_alone_when_regeneration_fails(monkeypatch, fake_archive, capsys):
+    target = _pinned_target("fake.one", "1.0-1", "autogen/fake/one.py")
+    monkeypatch.setattr(manifest, "TARGETS", (target,))
+    manifest_file = cli.REPOSITORY_ROOT / cli.MANIFEST_PATH
+    manifest_file.parent.mkdir(parents=True)
+    manifest_file.write_text(MANIFEST_TEXT)
+    fake_archive["served"]["gpuhal-test-headers"] = ["2.0-1"]
+    # 2.0-1 is served but its download fails
+    assert cli.main(["--repin", "fake.one"]) == 3
+    assert "E: simulated: the download failed" in capsys.readouterr().err
+    assert manifest_file.read_text() == MANIFEST_TEXT
+    assert not (cli.REPOSITORY_ROOT / target.output).exists()
+
+
+def test_rewrite_pin_needs_exactly_one_pin():
+    package = sources.Package("gpuhal-test-headers", "1.0-1", "MIT", suite="trixie")
+    assert '"gpuhal-test-headers", "9.0-1"' in cli.rewrite_pin(MANIFEST_TEXT, package, "9.0-1")
+    with pytest.raises(GenerationError, match="found 0"):
+        cli.rewrite_pin(MANIFEST_TEXT, dataclasses.replace(package, version="0.5-1"), "9.0-1")

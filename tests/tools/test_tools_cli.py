@@ -74,7 +74,26 @@ def test_bench_rejects_an_unknown_name(capsys):
 
 def test_ci_runs_the_readme_test_command():
     readme = (REPOSITORY / "README.md").read_text()
-    ci = (REPOSITORY / ".ci" / "run").read_text()
     commands = [line for line in readme.splitlines() if "pytest" in line and line.startswith("apt-get")]
     assert len(commands) == 1, "the README's quick start has exactly one test command"
-    assert commands[0] in ci.splitlines()
+    steps = REPOSITORY / ".ci" / "readme-steps"
+    printed = subprocess.run([str(steps), "--print"], capture_output=True, text=True, timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout == commands[0] + "\n"
+    ci_lines = (REPOSITORY / ".ci" / "run").read_text().splitlines()
+    assert ".ci/readme-steps README.md" in ci_lines
+    assert not any("pytest" in line and "&&" in line for line in ci_lines), "no second copy to drift"
+
+
+def test_ci_fails_at_the_first_failing_readme_step(tmp_path):
+    # a README whose test command fails in its second step (as apt-get or pip would on a bad day)
+    ran = tmp_path / "ran"
+    command = f"echo one >> {ran} && (exit 7) && echo three >> {ran} && echo pytest >> {ran}"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n## Quick start\n\n```\necho main job\n```\n\n```\n{command}\n```\n\n"
+                      "## Other\n\n```\necho not a step\n```\n")
+    steps = REPOSITORY / ".ci" / "readme-steps"
+    result = subprocess.run([str(steps), str(readme)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 7
+    assert ran.read_text() == "one\n"  # nothing after the failing step ran
+    assert "ci: FAILED: step 2/4 of the README's test command exited 7: (exit 7)" in result.stderr
