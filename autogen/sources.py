@@ -347,6 +347,14 @@ def apt_update(package: Package) -> None:
     if result.returncode != 0:
         raise SourceUnavailable(f"apt-get update with the private configuration failed:\n{result.stderr}",
                                 package="", version="")
+    _report_fetched(result.stdout)
+
+
+def _report_fetched(apt_output: str) -> None:
+    """Pass on apt's own "Fetched N kB in T s" line, so the amount downloaded is visible."""
+    for line in apt_output.splitlines():
+        if line.startswith("Fetched "):
+            progress.info("  apt: %s", line.strip())
 
 
 def available_versions(name: str) -> list[str]:
@@ -389,6 +397,7 @@ def download_deb(package: Package, target_names: Iterable[str] = ()) -> pathlib.
     debs.mkdir(parents=True, exist_ok=True)
     versions = check_served(package, target_names)
     result = _run(["apt-get", *apt_options(), "download", f"{package.name}={package.version}"], cwd=debs)
+    _report_fetched(result.stdout)
     deb = cached_deb(package)
     if result.returncode != 0 or deb is None:
         raise SourceUnavailable(
