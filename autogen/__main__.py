@@ -84,9 +84,12 @@ def run(names: list[str], *, check: bool, offline: bool) -> int:
     not_checked: list[str] = []
     not_served: dict[str, sources.PinNotServed] = {}  # per package: ask the archive once
     for target in targets:
+        if target.source.key in not_served:
+            print(f"WARNING: {target.name}: NOT CHECKED, {target.package} {target.version} as above",
+                  file=sys.stderr)
+            not_checked.append(target.name)
+            continue
         try:
-            if target.source.key in not_served:
-                raise not_served[target.source.key]
             outputs = generate_target(target, download=not offline)
         except sources.PinNotServed as exc:
             if not check:
