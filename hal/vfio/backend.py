@@ -40,22 +40,6 @@ MISSING_VFIO = ("VFIO is not available: {path} is missing. Load it with `sudo mo
                 "AMD-Vi in firmware); or use the sysfs backend, pci:{bdf}")
 NO_GROUP = ("{bdf} has no IOMMU group: the IOMMU is off or absent. Enable it (intel_iommu=on or "
             "amd_iommu=on, VT-d/AMD-Vi in firmware), or open pci:{bdf} (sysfs backend, no isolation), "
-MEMLOCK_HINT = ("{error}: pinning these {size:#x} bytes (on top of {mapped:#x} bytes of DMA buffers mapped "
-               "already) passes the locked-memory limit (RLIMIT_MEMLOCK), which VFIO charges for every "
-               "page it pins. Raise it: `ulimit -l unlimited` in the shell that starts the program, a "
-               "`memlock` line in /etc/security/limits.conf (LimitMEMLOCK= for a systemd service), or "
-               "give the program CAP_IPC_LOCK (`sudo setcap cap_ipc_lock+ep "
-               "$(readlink -f $(command -v python3))`); or free DMA buffers first")
-PARTIAL_VECTORS = ("{bdf}: the host granted only {granted} of the {count} {kind} vectors asked for and "
-                   "enabled none; ask for {granted}{advice}")
-# drivers/pci/msi/msi.c msi_capability_init: without interrupt remapping x86 gives MSI one vector
-MSI_PARTIAL_ADVICE = (", or use MSI-X (multi-message MSI needs interrupt remapping: intel_iommu=on or "
-                      "amd_iommu=on)")
-VIABILITY_RULE = (f"every device in the group must be unbound or bound to a driver that manages its own "
-                  f"DMA ({VFIO_PCI_DRIVER}, pcieport, pci-stub)")
-BIND_HINT = "`python -m tools.bind {bdf} --vfio` moves it and the members that must move to vfio-pci"
-IN_USE_PREFIX = "in use by kernel driver"  # probe verdicts that a change of binding would cure
-SHARED_PREFIX = "its IOMMU group"
             "or ask for VFIO no-IOMMU mode explicitly (noiommu=True; unsafe, no isolation)")
 
 
@@ -85,7 +69,6 @@ class VfioBackend(PCIBackend):
         self._iova = IOVAAllocator()
         try:
             self._open_fds()
-        self._mapped_dma_bytes = 0
             self._read_device_info()
         except BaseException:
             self.close()
@@ -103,24 +86,23 @@ class VfioBackend(PCIBackend):
         if not self.os.exists(CONTAINER_PATH):
             raise BackendUnavailable(MISSING_VFIO.format(path=CONTAINER_PATH, bdf=self.bdf))
         self._container_fd = self._open_node(CONTAINER_PATH)
-        version = _ioctl(self.os, self._container_fd, vfio.VFIO_GET_API_VERSION, None,
-                         "VFIO_GET_API_VERSION")
+        version = _ioctl(self.os, self._container_fd, vfio.VFIO_GET_API_VERSION, None, "VFIO_GET_API_VERSION")
         if version != vfio.VFIO_API_VERSION:
             raise BackendUnavailable(f"VFIO API version {version}; need {vfio.VFIO_API_VERSION}")
+        iommu_type = self._pick_iommu_type()
         group_name = f"{NOIOMMU_GROUP_PREFIX}{group}" if self.noiommu else str(group)
         group_path = f"{GROUP_DIR}/{group_name}"
         if not self.os.exists(group_path):
-            raise BackendUnavailable(self._missing_group_reason(group, group_path))
+            driver = self.sysfs.driver(self.bdf)
+            raise BackendUnavailable(f"{group_path} is missing: {self.bdf} is bound to "
+                                     f"{driver or 'no driver'}, not {VFIO_DRIVER}; open it with "
+                                     "unbind=True to rebind it")
         self._group_fd = self._open_node(group_path)
         self._check_group_viable(group)
         container = bytearray(self._container_fd.to_bytes(C_INT_BYTES, "little", signed=True))
         _ioctl(self.os, self._group_fd, vfio.VFIO_GROUP_SET_CONTAINER, container, "VFIO_GROUP_SET_CONTAINER")
         _ioctl(self.os, self._container_fd, vfio.VFIO_SET_IOMMU, iommu_type, "VFIO_SET_IOMMU")
         name = bytearray(self.bdf.encode() + b"\0")
-        # asked only now: an empty container lets every loaded IOMMU driver answer (type1 says yes
-        # even on a no-IOMMU host), one holding the group only the drivers it can use
-        # (drivers/vfio/container.c vfio_container_ioctl_check_extension)
-        iommu_type = self._pick_iommu_type()
         try:
             self._device_fd = self.os.ioctl(self._group_fd, vfio.VFIO_GROUP_GET_DEVICE_FD, name)
         except OSError as exc:
@@ -133,16 +115,6 @@ class VfioBackend(PCIBackend):
 
     def _open_node(self, path: str) -> int:
         try:
-    def _missing_group_reason(self, group: int, group_path: str) -> str:
-        noiommu_path = f"{GROUP_DIR}/{NOIOMMU_GROUP_PREFIX}{group}"
-        if not self.noiommu and self.os.exists(noiommu_path):
-            return (f"{group_path} is missing but {noiommu_path} exists: VFIO runs in no-IOMMU mode here "
-                    "(no isolation); enable the IOMMU (intel_iommu=on or amd_iommu=on), or ask for "
-                    "no-IOMMU mode explicitly (noiommu=True)")
-        driver = self.sysfs.driver(self.bdf)
-        return (f"{group_path} is missing: {self.bdf} is bound to {driver or 'no driver'}, not "
-                f"{VFIO_DRIVER}; open it with unbind=True to rebind it")
-
             return self.os.open(path, O_RDWR | O_CLOEXEC)
         except OSError as exc:
             error = from_oserror(exc, f"opening {path}")
@@ -308,16 +280,14 @@ class VfioBackend(PCIBackend):
             self.os.free_locked(memory)
             error = from_oserror(exc, f"VFIO_IOMMU_MAP_DMA of {memory.size:#x} bytes at IOVA {iova:#x}")
             if exc.errno == errno.ENOMEM:
-                error = PermissionDenied(MEMLOCK_HINT.format(error=error, size=memory.size,
-                                                             mapped=self._mapped_dma_bytes),
-                                         errno=exc.errno)
+                error = HalError(f"{error} (the locked-memory limit is too low: `ulimit -l unlimited`)",
+                                 errno=exc.errno)
             raise error from exc
         pages = memory.size // PAGE_SIZE
         return DMABuffer(region=memory.region, size=memory.size,
                          bus_addresses=[iova + page * PAGE_SIZE for page in range(pages)],
                          contiguous=True, backend_handle=(memory, iova))
 
-        self._mapped_dma_bytes += memory.size
     def _alloc_noiommu(self, size: int) -> DMABuffer:
         memory, physical, contiguous = locked_memory_with_physical_pages(
             self.os, size, "no-IOMMU DMA", "run as root (no-IOMMU mode is root-only anyway)")
@@ -338,7 +308,6 @@ class VfioBackend(PCIBackend):
 
     # -- interrupts --------------------------------------------------------------------------
     def enable_interrupts(self, kind: str, count: int) -> list[int]:
-                self._mapped_dma_bytes -= memory.size
         index = IRQ_KINDS[kind]
         info = vfio.vfio_irq_info(argsz=vfio.vfio_irq_info.SIZE, index=index)
         _ioctl(self.os, self._device_fd, vfio.VFIO_DEVICE_GET_IRQ_INFO, info.buffer,
@@ -350,14 +319,7 @@ class VfioBackend(PCIBackend):
         try:
             for _ in range(count):
                 fds.append(self.os.eventfd(0, nonblocking=True))
-            trigger = vfio.VFIO_IRQ_SET_DATA_EVENTFD | vfio.VFIO_IRQ_SET_ACTION_TRIGGER
-            granted = self._set_irqs(index, trigger, fds)
-            if granted:
-                # drivers/vfio/pci/vfio_pci_intrs.c vfio_msi_enable: the host could allocate only
-                # `granted` vectors, gave them back and left the index disabled
-                advice = MSI_PARTIAL_ADVICE if kind == "msi" else ""
-                raise UnsupportedOperation(PARTIAL_VECTORS.format(bdf=self.bdf, granted=granted, count=count,
-                                                                  kind=kind, advice=advice))
+            self._set_irqs(index, vfio.VFIO_IRQ_SET_DATA_EVENTFD | vfio.VFIO_IRQ_SET_ACTION_TRIGGER, fds)
         except BaseException:
             for fd in fds:
                 self.os.close(fd)
@@ -366,7 +328,7 @@ class VfioBackend(PCIBackend):
         self._irq_index = index
         return list(fds)
 
-    def _set_irqs(self, index: int, flags: int, fds: list[int]) -> int:
+    def _set_irqs(self, index: int, flags: int, fds: list[int]) -> None:
         header_size = vfio.vfio_irq_set.SIZE
         argument = bytearray(header_size + C_INT_BYTES * len(fds))
         header = vfio.vfio_irq_set.from_buffer(argument)
@@ -379,8 +341,8 @@ class VfioBackend(PCIBackend):
             start = header_size + position * C_INT_BYTES
             argument[start:start + C_INT_BYTES] = fd.to_bytes(C_INT_BYTES, "little", signed=True)
         del header
-        return _ioctl(self.os, self._device_fd, vfio.VFIO_DEVICE_SET_IRQS, argument,
-                      f"VFIO_DEVICE_SET_IRQS index {index} ({len(fds)} vectors)")
+        _ioctl(self.os, self._device_fd, vfio.VFIO_DEVICE_SET_IRQS, argument,
+               f"VFIO_DEVICE_SET_IRQS index {index} ({len(fds)} vectors)")
 
     def disable_interrupts(self) -> None:
         if self._irq_index is None:
