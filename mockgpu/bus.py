@@ -36,11 +36,18 @@ class BusError:
 
 
 class InterruptController:
-    """Host interrupt vectors the simulated kernel hands out for MSI; each runs a callback."""
+    """Host interrupt vectors the simulated kernel hands out for MSI; each runs a callback.
+
+    What the host's interrupt domain allows: `vector_limits` caps how many vectors a function gets
+    when it enables MSI or MSI-X (bdf -> count; Machine.set_msi_vector_limit), and `msix_dynamic`
+    says whether MSI-X vectors can be added while MSI-X is on (the x86 vector domain and the
+    interrupt-remapping domains offer MSI_FLAG_PCI_MSIX_ALLOC_DYN, so True by default)."""
 
     def __init__(self) -> None:
         self._handlers: dict[int, Callable[[], None]] = {}
         self.spurious: list[tuple[int, int]] = []
+        self.vector_limits: dict[str, int] = {}
+        self.msix_dynamic = True
 
     def allocate(self, handler: Callable[[], None]) -> tuple[int, int]:
         """A free vector bound to `handler`; returns the MSI (address, data) that triggers it."""

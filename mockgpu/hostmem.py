@@ -1,4 +1,4 @@
-"""Simulated host RAM: locked anonymous allocations with a simulated physical address for each page.
+"""Simulated host RAM: anonymous allocations with a simulated physical address for each page.
 
 Allocations are real anonymous mmaps (so the program gets a real virtual address and a zero-copy
 MemoryRegion), and each of their pages is given a page frame number in a simulated physical
@@ -7,13 +7,19 @@ address space. Device DMA without an IOMMU reaches host memory by those physical
 
 By default the frames of one allocation are scattered (handed out in descending order, as a busy
 system's buddy allocator tends to), so drivers cannot rely on physical contiguity by accident.
+
+`LockedMemoryAccount` is the process's mm->locked_vm: pages mlock'ed (`allocate(lock=True)`) and
+pages VFIO_IOMMU_MAP_DMA pins are both counted there and checked against RLIMIT_MEMLOCK unless the
+process has CAP_IPC_LOCK, so memory that is mlock'ed and then mapped for DMA counts twice.
 """
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import mmap
 from dataclasses import dataclass
+from typing import Callable
 
 from hal.os import PAGE_SIZE
 from hal.region import MemoryRegion
@@ -22,6 +28,39 @@ log = logging.getLogger(__name__)
 
 # First simulated page frame handed out: 4 GiB, above the 32-bit MMIO hole like high RAM on x86
 FIRST_PFN = (4 << 30) // PAGE_SIZE
+# include/uapi/linux/resource.h MLOCK_LIMIT: the default RLIMIT_MEMLOCK (`ulimit -l` of 8192 KiB)
+DEFAULT_MEMLOCK_LIMIT = 8 * 1024 * 1024
+
+
+class LockedMemoryAccount:
+    """mm->locked_vm of the simulated process and the RLIMIT_MEMLOCK it is checked against.
+
+    `limit_bytes` None is RLIM_INFINITY. `capable()` answers capable(CAP_IPC_LOCK): such a process
+    is still counted (mm/util.c __account_locked_vm adds the pages either way) but never refused."""
+
+    def __init__(self, limit_bytes: int | None, capable: Callable[[], bool]) -> None:
+        self.limit_bytes = limit_bytes
+        self.capable = capable
+        self.locked_pages = 0
+
+    @property
+    def limit_pages(self) -> int | None:
+        if self.limit_bytes is None:
+            return None
+        return self.limit_bytes // PAGE_SIZE  # rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT
+
+    def charge(self, pages: int, what: str) -> None:
+        """Count `pages` more, or OSError(ENOMEM) when they would pass the limit without
+        CAP_IPC_LOCK (mm/mlock.c do_mlock; drivers/vfio/vfio_iommu_type1.c vfio_pin_pages_remote)."""
+        limit = self.limit_pages
+        if limit is not None and self.locked_pages + pages > limit and not self.capable():
+            raise OSError(errno.ENOMEM, f"{what}: {pages} pages would pass RLIMIT_MEMLOCK "
+                                        f"({self.locked_pages} of {limit} pages locked already)")
+        self.locked_pages += pages
+
+    def uncharge(self, pages: int) -> None:
+        """munlock/munmap of locked pages, or vfio_lock_acct(-npage) when a DMA mapping goes."""
+        self.locked_pages = max(self.locked_pages - pages, 0)
 
 
 @dataclass
@@ -32,23 +71,34 @@ class Allocation:
     size: int
     pfns: list[int]
     region: MemoryRegion
+    locked: bool = False
 
 
 class HostRAM:
     """The simulated machine's RAM: virtual allocations, their frames, and physical access."""
 
-    def __init__(self, scattered: bool = True) -> None:
+    def __init__(self, scattered: bool = True, locked_vm: LockedMemoryAccount | None = None) -> None:
         self.scattered = scattered
+        if locked_vm is None:
+            locked_vm = LockedMemoryAccount(None, lambda: True)
+        self.locked_vm = locked_vm
         self._next_pfn = FIRST_PFN
         self._by_vpage: dict[int, tuple[Allocation, int]] = {}
         self._by_pfn: dict[int, tuple[Allocation, int]] = {}
         self.allocations: dict[int, Allocation] = {}
 
-    def allocate(self, size: int) -> Allocation:
-        """Page-aligned anonymous memory of `size` bytes rounded up to whole pages."""
+    def allocate(self, size: int, lock: bool = False) -> Allocation:
+        """Page-aligned anonymous memory of `size` bytes rounded up to whole pages; with `lock`,
+        mlock'ed (counted in `locked_vm`, ENOMEM past RLIMIT_MEMLOCK)."""
         if size <= 0:
             raise OSError(22, "allocation size must be positive")
         pages = -(-size // PAGE_SIZE)
+        if lock:
+            account = self.locked_vm
+            if account.limit_pages == 0 and not account.capable():
+                # mm/mlock.c can_do_mlock: a zero RLIMIT_MEMLOCK without CAP_IPC_LOCK is EPERM
+                raise OSError(errno.EPERM, "mlock with RLIMIT_MEMLOCK 0 and no CAP_IPC_LOCK")
+            account.charge(pages, "mlock")
         mapping = mmap.mmap(-1, pages * PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         view = memoryview(mapping)
         vaddr = ctypes.addressof(ctypes.c_char.from_buffer(mapping))
@@ -58,7 +108,7 @@ class HostRAM:
         if self.scattered:
             pfns.reverse()
         region = MemoryRegion(view, addr=vaddr, owner=mapping)
-        alloc = Allocation(mapping, view, vaddr, pages * PAGE_SIZE, pfns, region)
+        alloc = Allocation(mapping, view, vaddr, pages * PAGE_SIZE, pfns, region, locked=lock)
         for page, pfn in enumerate(pfns):
             self._by_vpage[vaddr // PAGE_SIZE + page] = (alloc, page)
             self._by_pfn[pfn] = (alloc, page)
@@ -69,6 +119,8 @@ class HostRAM:
         alloc = self.allocations.pop(vaddr, None)
         if alloc is None:
             raise OSError(22, f"no allocation at {vaddr:#x}")
+        if alloc.locked:
+            self.locked_vm.uncharge(len(alloc.pfns))
         for page, pfn in enumerate(alloc.pfns):
             self._by_vpage.pop(vaddr // PAGE_SIZE + page, None)
             self._by_pfn.pop(pfn, None)

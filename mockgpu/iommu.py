@@ -4,6 +4,11 @@
 drivers/vfio/vfio_iommu_type1.c does (page alignment, no overlap, no bisecting a mapping on unmap,
 the IOVA aperture). `translate` turns a device's IOVA into a simulated physical address through
 host RAM, or returns None, in which case the bus records an `IOMMUFault`.
+
+Pinning is accounted as vfio_iommu_type1.c does it: every page a MAP_DMA pins is added to the
+process's mm->locked_vm (`HostRAM.locked_vm`, shared by all containers of the process) and checked
+against RLIMIT_MEMLOCK without CAP_IPC_LOCK (ENOMEM); UNMAP_DMA and container teardown take the
+pages off again.
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ class DMAMapping:
     vaddr: int
     readable: bool
     writable: bool
+    locked_pages: int = 0
 
     @property
     def end(self) -> int:
@@ -77,9 +83,14 @@ class IOMMUDomain:
             raise OSError(errno.EEXIST, f"IOVA range [{iova:#x}, {iova + size:#x}) overlaps a mapping")
         if not self.ram.vaddr_range_mapped(vaddr, size):
             raise OSError(errno.EFAULT, f"vaddr range [{vaddr:#x}, {vaddr + size:#x}) cannot be pinned")
+        # vfio_pin_pages_remote: each pinned page counts against RLIMIT_MEMLOCK (-ENOMEM past it
+        # without CAP_IPC_LOCK), and vfio_lock_acct adds them to mm->locked_vm, also for pages
+        # that are mlock'ed or mapped at another IOVA already
+        pages = size // PAGE_SIZE
+        self.ram.locked_vm.charge(pages, f"VFIO_IOMMU_MAP_DMA of {size:#x} bytes")
         position = bisect.bisect_left(self._starts, iova)
         self._starts.insert(position, iova)
-        self._maps.insert(position, DMAMapping(iova, size, vaddr, readable, writable))
+        self._maps.insert(position, DMAMapping(iova, size, vaddr, readable, writable, pages))
 
     def unmap(self, iova: int, size: int) -> int:
         """Remove every mapping inside [iova, iova+size); returns the bytes unmapped.
@@ -99,13 +110,22 @@ class IOMMUDomain:
             del self._maps[position]
             del self._starts[position]
             removed += mapping.size
+            self._unpin(mapping)
         return removed
 
     def unmap_all(self) -> int:
+        """UNMAP_DMA with FLAG_ALL, or the container letting go (vfio_iommu_unmap_unpin_all)."""
         removed = sum(mapping.size for mapping in self._maps)
+        for mapping in self._maps:
+            self._unpin(mapping)
         self._maps.clear()
         self._starts.clear()
         return removed
+
+    def _unpin(self, mapping: DMAMapping) -> None:
+        # vfio_unmap_unpin -> vfio_lock_acct(dma, -unlocked): the pinned pages leave mm->locked_vm
+        self.ram.locked_vm.uncharge(mapping.locked_pages)
+        mapping.locked_pages = 0
 
     def _overlapping(self, iova: int, size: int) -> list[DMAMapping]:
         end = iova + size

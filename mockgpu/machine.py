@@ -23,9 +23,10 @@ from typing import Callable
 
 from autogen.linux import pci_regs
 
+from hal.os import PAGE_SIZE
 from mockgpu.bus import HostBus
 from mockgpu.edu import EduDevice
-from mockgpu.hostmem import HostRAM
+from mockgpu.hostmem import DEFAULT_MEMLOCK_LIMIT, HostRAM, LockedMemoryAccount
 from mockgpu.iommu import IOMMUFault
 from mockgpu.kernel import PCIKernel
 from mockgpu.mockos import MockOS
@@ -50,8 +51,11 @@ class Machine:
     """A simulated machine. See the module docstring and docs/mockgpu.md."""
 
     def __init__(self, lock_dir: str | None = None, root: bool = True, iommu: bool = True,
-                 noiommu: bool = False, scattered_ram: bool = True, iommu_passthrough: bool = True) -> None:
+                 noiommu: bool = False, scattered_ram: bool = True, iommu_passthrough: bool = True,
+                 memlock_limit: int | None = DEFAULT_MEMLOCK_LIMIT,
+                 cap_ipc_lock: bool | None = None) -> None:
         self.root = root
+        self._cap_ipc_lock = cap_ipc_lock
         self.iommu = iommu
         self.iommu_passthrough = iommu_passthrough
         self.noiommu = noiommu
@@ -61,7 +65,8 @@ class Machine:
         self.lock_dir = lock_dir
         self.functions: dict[str, PCIFunction] = {}
         self.removed: dict[str, PCIFunction] = {}
-        self.ram = HostRAM(scattered=scattered_ram)
+        self.ram = HostRAM(scattered=scattered_ram,
+                           locked_vm=LockedMemoryAccount(memlock_limit, lambda: self.cap_ipc_lock))
         self.kernel = PCIKernel(self)
         self.vfio = VFIOKernel(self)
         self.bus = HostBus(self.ram, self.vfio.domain_for)
@@ -197,6 +202,39 @@ class Machine:
     def set_root(self, root: bool) -> None:
         """Run the simulated process as root (True) or as an unprivileged user."""
         self.root = root
+
+    @property
+    def cap_ipc_lock(self) -> bool:
+        """capable(CAP_IPC_LOCK): root has it unless `set_cap_ipc_lock` said otherwise."""
+        if self._cap_ipc_lock is None:
+            return self.root
+        return self._cap_ipc_lock
+
+    def set_cap_ipc_lock(self, capable: bool | None) -> None:
+        """Give the process CAP_IPC_LOCK (True), take it away (False, also from root: a container
+        that drops capabilities), or let it follow root again (None)."""
+        self._cap_ipc_lock = capable
+
+    def set_memlock_limit(self, limit_bytes: int | None) -> None:
+        """RLIMIT_MEMLOCK of the process (`ulimit -l` times 1024; None: unlimited). mlock'ed memory
+        and pages pinned by VFIO_IOMMU_MAP_DMA count against it without CAP_IPC_LOCK."""
+        self.ram.locked_vm.limit_bytes = limit_bytes
+
+    @property
+    def locked_memory_bytes(self) -> int:
+        """mm->locked_vm of the process in bytes (VmLck in /proc/self/status)."""
+        return self.ram.locked_vm.locked_pages * PAGE_SIZE
+
+    def set_msi_vector_limit(self, bdf: str, count: int | None) -> None:
+        """The host grants `bdf` at most `count` MSI or MSI-X vectors when they are enabled (None:
+        as many as asked). pci_alloc_irq_vectors then returns fewer than asked, and
+        VFIO_DEVICE_SET_IRQS returns that positive count with the index left disabled
+        (drivers/vfio/pci/vfio_pci_intrs.c vfio_msi_enable). On x86 without interrupt remapping a
+        multi-message MSI gets 1 (drivers/pci/msi/msi.c msi_capability_init)."""
+        if count is None:
+            self.bus.interrupts.vector_limits.pop(bdf, None)
+            return
+        self.bus.interrupts.vector_limits[bdf] = count
 
     def open_group(self, path: str, group: int) -> GroupFile:
         """The kernel side of open("/dev/vfio/<group>"): one opener at a time."""

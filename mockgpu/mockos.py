@@ -272,7 +272,14 @@ class MockOS(OS):
 
     # -- memory --------------------------------------------------------------------------------
     def alloc_locked(self, size: int) -> HostMemory:
-        alloc = self.machine.ram.allocate(size)
+        return self._allocate(size, lock=True)
+
+    def alloc_pages(self, size: int) -> HostMemory:
+        """Not mlock'ed: only VFIO_IOMMU_MAP_DMA's pinning counts these against RLIMIT_MEMLOCK."""
+        return self._allocate(size, lock=False)
+
+    def _allocate(self, size: int, lock: bool) -> HostMemory:
+        alloc = self.machine.ram.allocate(size, lock=lock)
         mem = HostMemory(region=alloc.region, addr=alloc.vaddr, size=alloc.size)
         self._allocations[alloc.vaddr] = mem
         return mem

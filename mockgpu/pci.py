@@ -340,6 +340,12 @@ class PCIFunction:
         self.cfg.put(offset + pci_regs.PCI_EXP_LNKCAP, 4, lnkcap)
         self.cfg.put(offset + pci_regs.PCI_EXP_LNKCTL, 2, 0, writable=LNKCTL_WRITABLE)
         self.cfg.put(offset + pci_regs.PCI_EXP_LNKSTA, 2, self._link_status(link))
+        # PCIe r5.0 sec 7.5.3.15-16: Completion Timeout Disable and LTR supported, so those two
+        # Device Control 2 enables are RW (power-on 0); no timeout ranges: the value field is 0
+        self.cfg.put(offset + pci_regs.PCI_EXP_DEVCAP2, 4,
+                     pci_regs.PCI_EXP_DEVCAP2_COMP_TMOUT_DIS | pci_regs.PCI_EXP_DEVCAP2_LTR)
+        self.cfg.put(offset + pci_regs.PCI_EXP_DEVCTL2, 2, 0,
+                     writable=pci_regs.PCI_EXP_DEVCTL2_COMP_TMOUT_DIS | pci_regs.PCI_EXP_DEVCTL2_LTR_EN)
         speeds = 0
         for code in range(1, link.max_speed + 1):
             speeds |= pci_regs.PCI_EXP_LNKCAP2_SLS_2_5GB << (code - 1)

@@ -2,10 +2,12 @@
 
 Ioctls, struct layouts and validation follow drivers/vfio/{container,group,vfio_main}.c,
 vfio_iommu_type1.c and pci/vfio_pci_core.c: short `argsz` -> EINVAL, unknown ioctl -> ENOTTY,
-pointer arguments given as plain integers -> EFAULT, a group whose devices are not all bound to
-vfio-pci (or unbound) cannot join a container (EBUSY), MAP_DMA alignment/overlap -> EINVAL/EEXIST.
+pointer arguments given as plain integers -> EFAULT, a container ioctl before SET_IOMMU -> EINVAL,
+a group whose devices are not all bound to vfio-pci (or unbound) cannot join a container (EPERM),
+MAP_DMA alignment/overlap -> EINVAL/EEXIST, pinning past RLIMIT_MEMLOCK -> ENOMEM.
 Interrupts: DEVICE_SET_IRQS binds MSI/MSI-X vectors to eventfds; the simulated kernel programs the
 function's MSI capability or MSI-X table with a host vector whose delivery signals the eventfd.
+When the host grants fewer vectors than asked, SET_IRQS returns that count and enables nothing.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from autogen.linux import pci_regs, vfio
 
 from hal.os import PAGE_SIZE
 from hal.region import Region
-from mockgpu.bits import field_put
+from mockgpu.bits import field_get, field_put
 from mockgpu.files import EventFD, MockFile
 from mockgpu.iommu import IOVA_PAGE_SIZES, MSI_WINDOW_BASE, IOMMUDomain, usable_iova_ranges
 from mockgpu.kernel import VFIO_PCI
@@ -36,6 +38,15 @@ EVENTFD_ARG_SIZE = 4  # include/uapi/linux/vfio.h: DATA_EVENTFD entries are __s3
 BOOL_ARG_SIZE = 1  # include/uapi/linux/vfio.h: DATA_BOOL entries are __u8
 NO_EVENTFD = -1  # include/uapi/linux/vfio.h: fd -1 de-assigns a trigger
 TYPE1_TYPES = (vfio.VFIO_TYPE1_IOMMU, vfio.VFIO_TYPE1v2_IOMMU)
+# vfio_iommu_type1.c vfio_iommu_type1_check_extension: answered without an opened container too
+TYPE1_EXTENSIONS = (*TYPE1_TYPES, vfio.VFIO_TYPE1_NESTING_IOMMU, vfio.VFIO_UNMAP_ALL)
+# ... and these only once SET_IOMMU opened the driver (iommu != NULL)
+TYPE1_OPEN_EXTENSIONS = (vfio.VFIO_UPDATE_VADDR, vfio.VFIO_DMA_CC_IOMMU)
+# container.c keeps a list of registered IOMMU drivers: vfio_main.c's soft dependency loads type1,
+# and the no-IOMMU driver is built in (CONFIG_VFIO_NOIOMMU); it answers only in no-IOMMU mode
+TYPE1_DRIVER = "type1"
+NOIOMMU_DRIVER = "noiommu"
+IOMMU_DRIVERS = (TYPE1_DRIVER, NOIOMMU_DRIVER)
 IRQ_DATA_TYPES = vfio.VFIO_IRQ_SET_DATA_NONE | vfio.VFIO_IRQ_SET_DATA_BOOL | vfio.VFIO_IRQ_SET_DATA_EVENTFD
 IRQ_ACTION_LIST = (vfio.VFIO_IRQ_SET_ACTION_MASK, vfio.VFIO_IRQ_SET_ACTION_UNMASK,
                    vfio.VFIO_IRQ_SET_ACTION_TRIGGER)
@@ -99,13 +110,20 @@ def int_pointer_arg(arg) -> int:
 
 
 class Container:
-    """A VFIO container: attached groups and, once SET_IOMMU ran, an IOMMU domain."""
+    """A VFIO container: attached groups and, once SET_IOMMU ran, an IOMMU driver (type1: a domain)."""
 
     def __init__(self, machine: "Machine") -> None:
         self.machine = machine
         self.groups: set[int] = set()
+        self.noiommu = False  # container.c container->noiommu: the kind of group it holds
         self.iommu_type: int | None = None
         self.domain: IOMMUDomain | None = None
+
+    @property
+    def driver(self) -> str | None:
+        if self.iommu_type is None:
+            return None
+        return NOIOMMU_DRIVER if self.iommu_type == vfio.VFIO_NOIOMMU_IOMMU else TYPE1_DRIVER
 
 
 class ContainerFile(MockFile):
@@ -119,40 +137,88 @@ class ContainerFile(MockFile):
         if request == vfio.VFIO_GET_API_VERSION:
             return vfio.VFIO_API_VERSION
         if request == vfio.VFIO_CHECK_EXTENSION:
-            return 1 if arg in self._supported_types() else 0
+            return self._check_extension(arg)
         if request == vfio.VFIO_SET_IOMMU:
             return self._set_iommu(arg)
-        if container.iommu_type is None:
-            raise OSError(errno.ENOTTY, f"ioctl {request:#x} needs SET_IOMMU first")
+        if container.driver is None:
+            # container.c vfio_fops_unl_ioctl: with no IOMMU driver set, nothing takes the ioctl
+            raise OSError(errno.EINVAL, f"container ioctl {request:#x} before VFIO_SET_IOMMU")
+        if container.driver == NOIOMMU_DRIVER:
+            # container.c vfio_noiommu_ioctl: only CHECK_EXTENSION
+            raise OSError(errno.ENOTTY, f"no-IOMMU containers take no ioctl {request:#x}")
         if request == vfio.VFIO_IOMMU_GET_INFO:
             return self._get_info(arg)
         if request == vfio.VFIO_IOMMU_MAP_DMA:
             return self._map_dma(arg)
         if request == vfio.VFIO_IOMMU_UNMAP_DMA:
             return self._unmap_dma(arg)
-        raise OSError(errno.ENOTTY, f"unknown VFIO container ioctl {request:#x}")
+        raise OSError(errno.ENOTTY, f"unknown (or not modelled) VFIO type1 ioctl {request:#x}")
 
-    def _supported_types(self) -> tuple[int, ...]:
-        if self.machine.iommu:
-            return TYPE1_TYPES
-        if self.machine.noiommu:
-            return (vfio.VFIO_NOIOMMU_IOMMU,)
-        return ()
+    def _driver_extension(self, driver: str, arg, opened: bool) -> int:
+        """What `driver`'s ioctl answers for CHECK_EXTENSION `arg` (`opened`: after SET_IOMMU)."""
+        if driver == NOIOMMU_DRIVER:
+            # container.c vfio_noiommu_ioctl: only with enable_unsafe_noiommu_mode set
+            return 1 if self.machine.noiommu and arg == vfio.VFIO_NOIOMMU_IOMMU else 0
+        if arg in TYPE1_EXTENSIONS:
+            return 1
+        if arg in TYPE1_OPEN_EXTENSIONS:
+            # UPDATE_VADDR: no emulated (mdev) groups here; DMA_CC_IOMMU: AMD-Vi and VT-d with
+            # snoop control enforce cache coherency (vfio_domains_have_enforce_cache_coherency)
+            return 1 if opened else 0
+        return 0
+
+    def _allowed_drivers(self) -> tuple[str, ...]:
+        # container.c vfio_iommu_driver_allowed: a container of no-IOMMU groups only takes the
+        # no-IOMMU driver, any other container only the others
+        return (NOIOMMU_DRIVER,) if self.container.noiommu else (TYPE1_DRIVER,)
+
+    def _check_extension(self, arg) -> int:
+        """container.c vfio_container_ioctl_check_extension: the set driver answers; without one,
+        the first registered driver (of those the container's groups allow) that says yes."""
+        container = self.container
+        if container.driver is not None:
+            return self._driver_extension(container.driver, arg, opened=True)
+        drivers = self._allowed_drivers() if container.groups else IOMMU_DRIVERS
+        for driver in drivers:
+            answer = self._driver_extension(driver, arg, opened=False)
+            if answer > 0:
+                return answer
+        return 0
 
     def _set_iommu(self, arg) -> int:
+        """container.c vfio_ioctl_set_iommu: EINVAL without a group or with a driver already set;
+        else the first allowed driver that reports `arg` and opens with it, ENODEV if none."""
         container = self.container
         if not isinstance(arg, int):
             raise OSError(errno.EINVAL, "SET_IOMMU takes the IOMMU type as an integer")
         if not container.groups:
             raise OSError(errno.EINVAL, "SET_IOMMU needs a group in the container first")
-        if container.iommu_type is not None:
-            raise OSError(errno.EBUSY, "container already has an IOMMU")
-        if arg not in self._supported_types():
-            raise OSError(errno.ENODEV, f"IOMMU type {arg} not supported")
-        container.iommu_type = arg
-        if arg in TYPE1_TYPES:
+        if container.driver is not None:
+            raise OSError(errno.EINVAL, "container already has an IOMMU driver")
+        failure = OSError(errno.ENODEV, f"no IOMMU driver offers type {arg}")
+        for driver in self._allowed_drivers():
+            if self._driver_extension(driver, arg, opened=False) <= 0:
+                continue
+            if driver == NOIOMMU_DRIVER:
+                if not self.machine.root:
+                    # container.c vfio_noiommu_open: needs CAP_SYS_RAWIO
+                    failure = OSError(errno.EPERM, "no-IOMMU mode needs CAP_SYS_RAWIO")
+                    continue
+                container.iommu_type = arg
+                return 0
+            if arg not in TYPE1_TYPES and arg != vfio.VFIO_TYPE1_NESTING_IOMMU:
+                # vfio_iommu_type1_open: an extension that is not an IOMMU type (UNMAP_ALL...)
+                failure = OSError(errno.EINVAL, f"extension {arg} is not a type1 IOMMU type")
+                continue
+            if arg == vfio.VFIO_TYPE1_NESTING_IOMMU:
+                # vfio_iommu_type1_attach_group -> iommu_enable_nesting: EINVAL unless the IOMMU
+                # driver has enable_nesting (only the Arm SMMUs do; not VT-d or AMD-Vi)
+                failure = OSError(errno.EINVAL, "this IOMMU cannot nest (no enable_nesting)")
+                continue
+            container.iommu_type = arg
             container.domain = IOMMUDomain(self.machine.ram)
-        return 0
+            return 0
+        raise failure
 
     def _require_type1(self) -> IOMMUDomain:
         if self.container.domain is None:
@@ -222,10 +288,12 @@ class GroupFile(MockFile):
         if request == vfio.VFIO_GROUP_GET_STATUS:
             parsed = struct_arg(arg, vfio.vfio_group_status, "flags")
             flags = 0
-            if self.machine.kernel.group_viable(self.group):
-                flags |= vfio.VFIO_GROUP_FLAGS_VIABLE
             if self.group in self.state.group_container:
-                flags |= vfio.VFIO_GROUP_FLAGS_CONTAINER_SET
+                # group.c vfio_group_ioctl_get_status: a group in a container owns its DMA, so it
+                # is viable by definition
+                flags |= vfio.VFIO_GROUP_FLAGS_CONTAINER_SET | vfio.VFIO_GROUP_FLAGS_VIABLE
+            elif self.machine.kernel.group_viable(self.group):
+                flags |= vfio.VFIO_GROUP_FLAGS_VIABLE
             parsed.info.flags = flags
             parsed.commit()
             return 0
@@ -238,17 +306,24 @@ class GroupFile(MockFile):
         raise OSError(errno.ENOTTY, f"unknown VFIO group ioctl {request:#x}")
 
     def _set_container(self, fd: int) -> int:
+        """group.c vfio_group_ioctl_set_container and container.c vfio_container_attach_group."""
+        target = self.machine.os.file_of(fd)  # fdget: EBADF for an fd that is not open
         if self.group in self.state.group_container:
             raise OSError(errno.EINVAL, f"group {self.group} is already in a container")
-        target = self.machine.os.file_of(fd)
         if not isinstance(target, ContainerFile):
-            raise OSError(errno.EINVAL, f"fd {fd} is not a VFIO container")
-        if not self.machine.kernel.group_viable(self.group):
-            raise OSError(errno.EBUSY, f"group {self.group} has devices bound to host drivers")
+            # neither a container nor an iommufd: "The FD passed is not recognized"
+            raise OSError(errno.EBADFD, f"fd {fd} is not a VFIO container")
         container = target.container
-        if container.iommu_type is not None and container.domain is None and self.machine.iommu:
-            raise OSError(errno.EPERM, "cannot mix IOMMU and no-IOMMU groups")
+        noiommu = not self.machine.iommu
+        if noiommu and not self.machine.root:
+            raise OSError(errno.EPERM, "a no-IOMMU group needs CAP_SYS_RAWIO")
+        if container.groups and container.noiommu != noiommu:
+            raise OSError(errno.EPERM, "cannot mix IOMMU and no-IOMMU groups in one container")
+        if not self.machine.kernel.group_viable(self.group):
+            # iommu_group_claim_dma_owner: a host driver uses the group's DMA API (owner_cnt)
+            raise OSError(errno.EPERM, f"group {self.group} has devices bound to host drivers")
         container.groups.add(self.group)
+        container.noiommu = noiommu
         self.state.group_container[self.group] = container
         return 0
 
@@ -266,14 +341,16 @@ class GroupFile(MockFile):
             raise OSError(errno.EFAULT, "GET_DEVICE_FD takes a NUL-terminated device name buffer")
         raw = bytes(memoryview(arg).cast("B"))[:NAME_MAX + 1]
         name = raw.split(b"\0", 1)[0].decode(errors="replace")
+        kernel = self.machine.kernel
+        # group.c vfio_group_ioctl_get_device_fd: the name is looked up first (ENODEV), then
+        # vfio_df_group_open / vfio_group_use_container want a container with a driver (EINVAL)
+        if name not in kernel.groups[self.group] or kernel.driver_of(name) != VFIO_PCI:
+            raise OSError(errno.ENODEV, f"no vfio-pci device {name!r} in group {self.group}")
         container = self.state.group_container.get(self.group)
         if container is None or container.iommu_type is None:
             raise OSError(errno.EINVAL, f"group {self.group} has no container with an IOMMU set")
         if not self.machine.kernel.group_viable(self.group):
             raise OSError(errno.EINVAL, f"group {self.group} is not viable")
-        kernel = self.machine.kernel
-        if name not in kernel.groups[self.group] or kernel.driver_of(name) != VFIO_PCI:
-            raise OSError(errno.ENODEV, f"no vfio-pci device {name!r} in group {self.group}")
         device = DeviceFile(self.machine, f"anon_inode:[vfio-device:{name}]", name, self.group)
         return self.machine.os.install(device)
 
@@ -361,26 +438,40 @@ class DeviceFile(MockFile):
         return 0
 
     def _irq_count(self, index: int) -> int:
+        """vfio_pci_core.c vfio_pci_get_irq_count: MSI and MSI-X counts come from the capability
+        registers (Multiple Message Capable; Table Size, which encodes N-1), not from the model."""
         function = self.function
         if index == vfio.VFIO_PCI_INTX_IRQ_INDEX:
             return 1 if function.cfg.read(pci_regs.PCI_INTERRUPT_PIN, 1) else 0
         if index == vfio.VFIO_PCI_MSI_IRQ_INDEX:
-            return function.msi_vectors
+            msi = function.cap_offsets.get(pci_regs.PCI_CAP_ID_MSI)
+            if msi is None:
+                return 0
+            flags = function.cfg.read(msi + pci_regs.PCI_MSI_FLAGS, 2)
+            return 1 << field_get(flags, pci_regs.PCI_MSI_FLAGS_QMASK)
         if index == vfio.VFIO_PCI_MSIX_IRQ_INDEX:
-            return function.msix.vectors if function.msix else 0
+            msix = function.cap_offsets.get(pci_regs.PCI_CAP_ID_MSIX)
+            if msix is None:
+                return 0
+            flags = function.cfg.read(msix + pci_regs.PCI_MSIX_FLAGS, 2)
+            return (flags & pci_regs.PCI_MSIX_FLAGS_QSIZE) + 1
         if index == vfio.VFIO_PCI_ERR_IRQ_INDEX:
             return 1 if function.pcie is not None else 0
         return 1
 
     def _irq_info(self, arg) -> int:
+        """vfio_pci_core.c vfio_pci_ioctl_get_irq_info."""
         parsed = struct_arg(arg, vfio.vfio_irq_info, "count")
         info = parsed.info
         if info.index >= vfio.VFIO_PCI_NUM_IRQS:
             raise OSError(errno.EINVAL, f"IRQ index {info.index} out of range")
+        if info.index == vfio.VFIO_PCI_ERR_IRQ_INDEX and self.function.pcie is None:
+            raise OSError(errno.EINVAL, f"{self.bdf} is not PCIe: no error IRQ index")
         flags = vfio.VFIO_IRQ_INFO_EVENTFD
         if info.index == vfio.VFIO_PCI_INTX_IRQ_INDEX:
             flags |= vfio.VFIO_IRQ_INFO_MASKABLE | vfio.VFIO_IRQ_INFO_AUTOMASKED
-        else:
+        elif info.index != vfio.VFIO_PCI_MSIX_IRQ_INDEX or not self.state.msix_dynamic(self.function):
+            # MSI-X can grow after it is enabled only where pci_msix_can_alloc_dyn
             flags |= vfio.VFIO_IRQ_INFO_NORESIZE
         info.flags = flags
         info.count = self._irq_count(info.index)
@@ -428,8 +519,8 @@ class DeviceFile(MockFile):
         if data_type == vfio.VFIO_IRQ_SET_DATA_EVENTFD:
             fds = [int.from_bytes(payload[i:i + EVENTFD_ARG_SIZE], "little", signed=True)
                    for i in range(0, data_size, EVENTFD_ARG_SIZE)]
-            self.state.set_msi_triggers(self, msix, info.start, fds)
-            return 0
+            # a positive result is vfio_msi_enable's "fewer vectors than asked": nothing enabled
+            return self.state.set_msi_triggers(self, msix, info.start, fds)
         bools = payload if data_type == vfio.VFIO_IRQ_SET_DATA_BOOL else None
         self.state.loopback(self, msix, info.start, info.count, bools)
         return 0
@@ -573,6 +664,7 @@ class VFIOKernel:
         self.msi_vectors: dict[str, dict[int, tuple[int, EventFD]]] = {}
         self.msi_blocks: dict[str, MSIBlock] = {}
         self.msi_kind: dict[str, bool] = {}
+        self.msix_allocated: dict[str, set[int]] = {}  # MSI-X table entries with a Linux IRQ
         self.other_triggers: dict[tuple[str, int], int] = {}
         self.kernel_domain = IOMMUDomain(machine.ram)
 
@@ -631,7 +723,13 @@ class VFIOKernel:
             self.detach(device.group)
 
     # -- interrupts ----------------------------------------------------------------------------
+    def msix_dynamic(self, function: PCIFunction) -> bool:
+        """pci_msix_can_alloc_dyn: MSI-X vectors can be added after MSI-X is enabled (vfio-pci then
+        leaves VFIO_IRQ_INFO_NORESIZE off for the MSI-X index)."""
+        return function.msix is not None and self.machine.bus.interrupts.msix_dynamic
+
     def disable_msi(self, device: DeviceFile) -> None:
+        """vfio_msi_disable: every trigger goes, the vectors are freed, the capability is off."""
         vectors = self.msi_vectors.pop(device.bdf, {})
         for data, _ in vectors.values():
             self.machine.bus.interrupts.release(data)
@@ -639,6 +737,7 @@ class VFIOKernel:
         if block is not None:
             for data in range(block.base, block.base + block.size):
                 self.machine.bus.interrupts.release(data)
+        self.msix_allocated.pop(device.bdf, None)
         function = device.function
         controls = ((pci_regs.PCI_CAP_ID_MSI, pci_regs.PCI_MSI_FLAGS, pci_regs.PCI_MSI_FLAGS_ENABLE),
                     (pci_regs.PCI_CAP_ID_MSIX, pci_regs.PCI_MSIX_FLAGS, pci_regs.PCI_MSIX_FLAGS_ENABLE))
@@ -649,57 +748,109 @@ class VFIOKernel:
                 function.cfg.set_value(offset + reg, 2, control & ~enable)
         self.msi_kind.pop(device.bdf, None)
 
-    def set_msi_triggers(self, device: DeviceFile, msix: bool, start: int, fds: list[int]) -> None:
+    def set_msi_triggers(self, device: DeviceFile, msix: bool, start: int, fds: list[int]) -> int:
+        """vfio_pci_set_msi_trigger with DATA_EVENTFD. Returns 0, or the positive number of vectors
+        the host could grant when that is fewer than asked (then nothing is enabled)."""
         bdf = device.bdf
         current = self.msi_kind.get(bdf)
         if current is not None and current != msix:
             raise OSError(errno.EINVAL, f"{bdf} already uses {'MSI-X' if current else 'MSI'}")
         eventfds = [None if fd == NO_EVENTFD else self.machine.os.eventfd_of(fd) for fd in fds]
-        if not msix:
-            self._set_msi_block(device, start, eventfds)
-            return
-        vectors = self.msi_vectors.setdefault(bdf, {})
-        for position, eventfd in enumerate(eventfds):
-            vector = start + position
-            old = vectors.pop(vector, None)
-            if old is not None:
-                self.machine.bus.interrupts.release(old[0])
-            if eventfd is not None:
-                address, data = self.machine.bus.interrupts.allocate(eventfd.signal)
-                vectors[vector] = (data, eventfd)
-        if not vectors:
-            self.disable_msi(device)
-            return
-        self.msi_kind[bdf] = msix
-        self._program_msix(device.function, vectors)
+        enabling = current is None
+        if enabling:
+            asked = start + len(fds)
+            granted = self._enable_vectors(device, msix, asked)
+            if granted < asked:
+                return granted
+        try:
+            self._set_block(device, msix, start, eventfds)
+        except OSError:
+            if enabling:
+                self.disable_msi(device)
+            raise
+        return 0
 
-    def _set_msi_block(self, device: DeviceFile, start: int, eventfds: list[EventFD | None]) -> None:
-        """MSI: vfio_msi_enable allocates the vectors once (start + count, rounded up to a power of
-        two, aligned), later calls only change which eventfd each vector signals."""
+    def _enable_vectors(self, device: DeviceFile, msix: bool, asked: int) -> int:
+        """vfio_msi_enable: pci_alloc_irq_vectors(pdev, 1, asked). Fewer than `asked` granted: they
+        are freed again and the count is returned; none at all: ENOSPC. MSI gets a power-of-two
+        aligned block of host vectors; MSI-X gets table entries 0..asked-1, all masked until
+        bound."""
+        bdf = device.bdf
+        limit = self.machine.bus.interrupts.vector_limits.get(bdf)
+        granted = asked if limit is None else min(asked, limit)
+        if granted < 1:
+            raise OSError(errno.ENOSPC, f"the host has no interrupt vectors for {bdf}")
+        if granted < asked:
+            log.info("%s: %d of %d %s vectors granted; nothing enabled", bdf, granted, asked,
+                     "MSI-X" if msix else "MSI")
+            return granted
+        if msix:
+            self.msix_allocated[bdf] = set(range(asked))
+        else:
+            enabled = 1 << (asked - 1).bit_length()
+            _, base = self.machine.bus.interrupts.allocate_block(enabled)
+            self.msi_blocks[bdf] = MSIBlock(base, enabled, asked)
+        self.msi_kind[bdf] = msix
+        return asked
+
+    def _set_block(self, device: DeviceFile, msix: bool, start: int,
+                   eventfds: list[EventFD | None]) -> None:
+        """vfio_msi_set_block: vector by vector; on a failure the vectors this call already set lose
+        their triggers again. The hardware is then programmed with what is bound."""
+        done: list[int] = []
+        try:
+            for position, eventfd in enumerate(eventfds):
+                vector = start + position
+                self._set_vector(device, msix, vector, eventfd)
+                done.append(vector)
+        except OSError:
+            for vector in done:
+                self._set_vector(device, msix, vector, None)
+            raise
+        finally:
+            if msix:
+                self._program_msix(device.function, self.msi_vectors.get(device.bdf, {}))
+            else:
+                self._program_msi(device.function, self.msi_blocks[device.bdf])
+
+    def _set_vector(self, device: DeviceFile, msix: bool, vector: int, eventfd: EventFD | None) -> None:
+        """vfio_msi_set_vector_signal: drop the old trigger, then bind `eventfd` (None: leave it
+        unbound). A vector outside what was enabled is EINVAL (pci_irq_vector), except that MSI-X
+        adds it where dynamic allocation exists (vfio_msi_alloc_irq -> pci_msix_alloc_irq_at)."""
         bdf = device.bdf
         interrupts = self.machine.bus.interrupts
-        end = start + len(eventfds)
-        block = self.msi_blocks.get(bdf)
-        if block is None:
-            enabled = 1 << (end - 1).bit_length()
-            _, base = interrupts.allocate_block(enabled)
-            block = MSIBlock(base, enabled, end)
-            self.msi_blocks[bdf] = block
-            self.msi_kind[bdf] = False
-        elif end > block.vectors:
-            # vfio_msi_set_block: the vector count is fixed when MSI is enabled
-            raise OSError(errno.EINVAL, f"vectors [{start}, {end}) exceed the {block.vectors} MSI enabled")
         vectors = self.msi_vectors.setdefault(bdf, {})
-        for position, eventfd in enumerate(eventfds):
-            vector = start + position
-            data = block.base + vector
-            interrupts.route(data, None if eventfd is None else eventfd.signal)
+        old = vectors.pop(vector, None)
+        if msix:
+            if old is not None:
+                interrupts.release(old[0])
             if eventfd is None:
-                vectors.pop(vector, None)
-            else:
-                vectors[vector] = (data, eventfd)
-        offset = device.function.cap_offsets[pci_regs.PCI_CAP_ID_MSI]
-        function = device.function
+                return
+            allocated = self.msix_allocated[bdf]
+            if vector not in allocated:
+                if not self.msix_dynamic(device.function):
+                    raise OSError(errno.EINVAL, f"MSI-X vector {vector} of {bdf} was not enabled and "
+                                                "this host cannot add vectors (NORESIZE)")
+                allocated.add(vector)
+            _, data = interrupts.allocate(eventfd.signal)
+            vectors[vector] = (data, eventfd)
+            return
+        block = self.msi_blocks[bdf]
+        data = block.base + vector
+        if old is not None:
+            interrupts.route(data, None)
+        if eventfd is None:
+            return
+        if vector >= block.vectors:
+            # the MSI vector count is fixed when MSI is enabled
+            raise OSError(errno.EINVAL, f"MSI vector {vector} of {bdf}: only {block.vectors} enabled")
+        interrupts.route(data, eventfd.signal)
+        vectors[vector] = (data, eventfd)
+
+    def _program_msi(self, function: PCIFunction, block: MSIBlock) -> None:
+        """What the host kernel writes into the MSI capability: address, first data value, the
+        enabled vector count (Multiple Message Enable) and MSI Enable."""
+        offset = function.cap_offsets[pci_regs.PCI_CAP_ID_MSI]
         function.cfg.set_value(offset + pci_regs.PCI_MSI_ADDRESS_LO, 4, MSI_WINDOW_BASE)
         function.cfg.set_value(offset + pci_regs.PCI_MSI_ADDRESS_HI, 4, 0)
         function.cfg.set_value(offset + pci_regs.PCI_MSI_DATA_64, 2, block.base)

@@ -38,6 +38,17 @@ BAR_REGION_INDEXES = [
 MISSING_VFIO = ("VFIO is not available: {path} is missing. Load it with `sudo modprobe vfio-pci` and "
                 "enable the IOMMU (intel_iommu=on or amd_iommu=on on the kernel command line, VT-d or "
                 "AMD-Vi in firmware); or use the sysfs backend, pci:{bdf}")
+MEMLOCK_HINT = ("{error}: pinning these {size:#x} bytes (on top of {mapped:#x} bytes of DMA buffers mapped "
+               "already) passes the locked-memory limit (RLIMIT_MEMLOCK), which VFIO charges for every "
+               "page it pins. Raise it: `ulimit -l unlimited` in the shell that starts the program, a "
+               "`memlock` line in /etc/security/limits.conf (LimitMEMLOCK= for a systemd service), or "
+               "give the program CAP_IPC_LOCK (`sudo setcap cap_ipc_lock+ep "
+               "$(readlink -f $(command -v python3))`); or free DMA buffers first")
+PARTIAL_VECTORS = ("{bdf}: the host granted only {granted} of the {count} {kind} vectors asked for and "
+                   "enabled none; ask for {granted}{advice}")
+# drivers/pci/msi/msi.c msi_capability_init: without interrupt remapping x86 gives MSI one vector
+MSI_PARTIAL_ADVICE = (", or use MSI-X (multi-message MSI needs interrupt remapping: intel_iommu=on or "
+                      "amd_iommu=on)")
 NO_GROUP = ("{bdf} has no IOMMU group: the IOMMU is off or absent. Enable it (intel_iommu=on or "
             "amd_iommu=on, VT-d/AMD-Vi in firmware), or open pci:{bdf} (sysfs backend, no isolation), "
             "or ask for VFIO no-IOMMU mode explicitly (noiommu=True; unsafe, no isolation)")
@@ -67,6 +78,7 @@ class VfioBackend(PCIBackend):
         self._irq_index: int | None = None
         self._mapped: list[Region] = []
         self._iova = IOVAAllocator()
+        self._mapped_dma_bytes = 0
         try:
             self._open_fds()
             self._read_device_info()
@@ -86,21 +98,22 @@ class VfioBackend(PCIBackend):
         if not self.os.exists(CONTAINER_PATH):
             raise BackendUnavailable(MISSING_VFIO.format(path=CONTAINER_PATH, bdf=self.bdf))
         self._container_fd = self._open_node(CONTAINER_PATH)
-        version = _ioctl(self.os, self._container_fd, vfio.VFIO_GET_API_VERSION, None, "VFIO_GET_API_VERSION")
+        version = _ioctl(self.os, self._container_fd, vfio.VFIO_GET_API_VERSION, None,
+                         "VFIO_GET_API_VERSION")
         if version != vfio.VFIO_API_VERSION:
             raise BackendUnavailable(f"VFIO API version {version}; need {vfio.VFIO_API_VERSION}")
-        iommu_type = self._pick_iommu_type()
         group_name = f"{NOIOMMU_GROUP_PREFIX}{group}" if self.noiommu else str(group)
         group_path = f"{GROUP_DIR}/{group_name}"
         if not self.os.exists(group_path):
-            driver = self.sysfs.driver(self.bdf)
-            raise BackendUnavailable(f"{group_path} is missing: {self.bdf} is bound to "
-                                     f"{driver or 'no driver'}, not {VFIO_DRIVER}; open it with "
-                                     "unbind=True to rebind it")
+            raise BackendUnavailable(self._missing_group_reason(group, group_path))
         self._group_fd = self._open_node(group_path)
         self._check_group_viable(group)
         container = bytearray(self._container_fd.to_bytes(C_INT_BYTES, "little", signed=True))
         _ioctl(self.os, self._group_fd, vfio.VFIO_GROUP_SET_CONTAINER, container, "VFIO_GROUP_SET_CONTAINER")
+        # asked only now: an empty container lets every loaded IOMMU driver answer (type1 says yes
+        # even on a no-IOMMU host), one holding the group only the drivers it can use
+        # (drivers/vfio/container.c vfio_container_ioctl_check_extension)
+        iommu_type = self._pick_iommu_type()
         _ioctl(self.os, self._container_fd, vfio.VFIO_SET_IOMMU, iommu_type, "VFIO_SET_IOMMU")
         name = bytearray(self.bdf.encode() + b"\0")
         try:
@@ -112,6 +125,16 @@ class VfioBackend(PCIBackend):
             raise from_oserror(exc, f"VFIO_GROUP_GET_DEVICE_FD {self.bdf}") from exc
         if not self.noiommu:
             self._setup_iova_windows()
+
+    def _missing_group_reason(self, group: int, group_path: str) -> str:
+        noiommu_path = f"{GROUP_DIR}/{NOIOMMU_GROUP_PREFIX}{group}"
+        if not self.noiommu and self.os.exists(noiommu_path):
+            return (f"{group_path} is missing but {noiommu_path} exists: VFIO runs in no-IOMMU mode here "
+                    "(no isolation); enable the IOMMU (intel_iommu=on or amd_iommu=on), or ask for "
+                    "no-IOMMU mode explicitly (noiommu=True)")
+        driver = self.sysfs.driver(self.bdf)
+        return (f"{group_path} is missing: {self.bdf} is bound to {driver or 'no driver'}, not "
+                f"{VFIO_DRIVER}; open it with unbind=True to rebind it")
 
     def _open_node(self, path: str) -> int:
         try:
@@ -280,9 +303,11 @@ class VfioBackend(PCIBackend):
             self.os.free_locked(memory)
             error = from_oserror(exc, f"VFIO_IOMMU_MAP_DMA of {memory.size:#x} bytes at IOVA {iova:#x}")
             if exc.errno == errno.ENOMEM:
-                error = HalError(f"{error} (the locked-memory limit is too low: `ulimit -l unlimited`)",
-                                 errno=exc.errno)
+                error = PermissionDenied(MEMLOCK_HINT.format(error=error, size=memory.size,
+                                                             mapped=self._mapped_dma_bytes),
+                                         errno=exc.errno)
             raise error from exc
+        self._mapped_dma_bytes += memory.size
         pages = memory.size // PAGE_SIZE
         return DMABuffer(region=memory.region, size=memory.size,
                          bus_addresses=[iova + page * PAGE_SIZE for page in range(pages)],
@@ -303,6 +328,7 @@ class VfioBackend(PCIBackend):
                 _ioctl(self.os, self._container_fd, vfio.VFIO_IOMMU_UNMAP_DMA, unmap.buffer,
                        f"VFIO_IOMMU_UNMAP_DMA at IOVA {iova:#x}")
                 self._iova.free(iova)
+                self._mapped_dma_bytes -= memory.size
         finally:
             self.os.free_locked(memory)
 
@@ -319,7 +345,14 @@ class VfioBackend(PCIBackend):
         try:
             for _ in range(count):
                 fds.append(self.os.eventfd(0, nonblocking=True))
-            self._set_irqs(index, vfio.VFIO_IRQ_SET_DATA_EVENTFD | vfio.VFIO_IRQ_SET_ACTION_TRIGGER, fds)
+            trigger = vfio.VFIO_IRQ_SET_DATA_EVENTFD | vfio.VFIO_IRQ_SET_ACTION_TRIGGER
+            granted = self._set_irqs(index, trigger, fds)
+            if granted:
+                # drivers/vfio/pci/vfio_pci_intrs.c vfio_msi_enable: the host could allocate only
+                # `granted` vectors, gave them back and left the index disabled
+                advice = MSI_PARTIAL_ADVICE if kind == "msi" else ""
+                raise UnsupportedOperation(PARTIAL_VECTORS.format(bdf=self.bdf, granted=granted, count=count,
+                                                                  kind=kind, advice=advice))
         except BaseException:
             for fd in fds:
                 self.os.close(fd)
@@ -328,7 +361,7 @@ class VfioBackend(PCIBackend):
         self._irq_index = index
         return list(fds)
 
-    def _set_irqs(self, index: int, flags: int, fds: list[int]) -> None:
+    def _set_irqs(self, index: int, flags: int, fds: list[int]) -> int:
         header_size = vfio.vfio_irq_set.SIZE
         argument = bytearray(header_size + C_INT_BYTES * len(fds))
         header = vfio.vfio_irq_set.from_buffer(argument)
@@ -341,8 +374,8 @@ class VfioBackend(PCIBackend):
             start = header_size + position * C_INT_BYTES
             argument[start:start + C_INT_BYTES] = fd.to_bytes(C_INT_BYTES, "little", signed=True)
         del header
-        _ioctl(self.os, self._device_fd, vfio.VFIO_DEVICE_SET_IRQS, argument,
-               f"VFIO_DEVICE_SET_IRQS index {index} ({len(fds)} vectors)")
+        return _ioctl(self.os, self._device_fd, vfio.VFIO_DEVICE_SET_IRQS, argument,
+                      f"VFIO_DEVICE_SET_IRQS index {index} ({len(fds)} vectors)")
 
     def disable_interrupts(self) -> None:
         if self._irq_index is None:

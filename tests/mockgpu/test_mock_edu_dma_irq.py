@@ -237,4 +237,15 @@ def test_noiommu_mode_groups_and_physical_dma():
     assert f"noiommu-{group}" in m.os.listdir("/dev/vfio")
     container = m.os.open("/dev/vfio/vfio", O_RDWR)
     assert m.os.ioctl(container, vfio.VFIO_CHECK_EXTENSION, vfio.VFIO_NOIOMMU_IOMMU) == 1
+    # an empty container asks every driver: type1 is loaded too and says yes for itself
+    assert m.os.ioctl(container, vfio.VFIO_CHECK_EXTENSION, vfio.VFIO_TYPE1v2_IOMMU) == 1
+    group_fd = m.os.open(f"/dev/vfio/noiommu-{group}", O_RDWR)
+    m.os.ioctl(group_fd, vfio.VFIO_GROUP_SET_CONTAINER, bytearray(container.to_bytes(4, "little")))
+    # with a no-IOMMU group inside, only the no-IOMMU driver may answer (vfio_iommu_driver_allowed)
     assert m.os.ioctl(container, vfio.VFIO_CHECK_EXTENSION, vfio.VFIO_TYPE1v2_IOMMU) == 0
+    assert m.os.ioctl(container, vfio.VFIO_CHECK_EXTENSION, vfio.VFIO_NOIOMMU_IOMMU) == 1
+    assert errno_of(m.os.ioctl, container, vfio.VFIO_SET_IOMMU, vfio.VFIO_TYPE1v2_IOMMU) == errno.ENODEV
+    m.os.ioctl(container, vfio.VFIO_SET_IOMMU, vfio.VFIO_NOIOMMU_IOMMU)
+    assert errno_of(m.os.ioctl, container, vfio.VFIO_IOMMU_GET_INFO, bytearray(64)) == errno.ENOTTY
+    m.os.close(group_fd)
+    m.os.close(container)
