@@ -14,6 +14,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from autogen.linux import pci_regs
+
 from hal.errors import PermissionDenied, UnsupportedOperation, from_oserror
 from hal.os import OS, PAGE_SIZE, HostMemory
 from hal.region import Region
@@ -51,13 +53,35 @@ class DMABuffer:
         return self.bus_addresses[page] + within
 
 
+@dataclass(frozen=True)
+class DeviceEvent:
+    """A notification about the device: `kind` is EVENT_RELEASE (the kernel wants the device
+    back: it is being unbound or removed) or EVENT_ERROR (a PCIe error was reported for it)."""
+
+    kind: str
+    message: str
+
+
+EVENT_RELEASE = "release"
+EVENT_ERROR = "error"
+
+
 class PCIBackend(ABC):
     """Raw access to one PCI function. Methods raise OSError (real errno) or a HalError."""
 
     name = "abstract"
+    # (offset, width) of a config register whose reads reach the function itself, for liveness
+    # and post-reset readiness: all ones means nobody answered. The vendor ID, unless the OS
+    # answers it from a copy (VFIO does; its backend names another register)
+    presence_register: tuple[int, int] = (pci_regs.PCI_VENDOR_ID, 2)
 
     def __init__(self, bdf: str) -> None:
         self.bdf = bdf
+
+    def device_events(self) -> list[DeviceEvent]:
+        """What the OS told about the device since the last call (VFIO: the kernel asks for it
+        back, a PCIe error was reported); empty where a backend hears nothing."""
+        return []
 
     # -- config space ------------------------------------------------------------------------
     @abstractmethod
@@ -112,6 +136,10 @@ class PCIBackend(ABC):
     def reset_methods(self) -> list[str]:
         """Reset methods the backend itself performs ("vfio", "sysfs"); best first."""
         return []
+
+    def reset_refusal(self, method: str) -> str | None:
+        """Why backend reset `method` is not offered now, when the backend can tell; else None."""
+        return None
 
     def reset(self, method: str) -> None:
         """Perform a backend reset method from `reset_methods()`."""

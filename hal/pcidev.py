@@ -7,8 +7,9 @@ bridge; `hal.reset` carries each out and keeps the config state the kernel would
 ownership lock, handing the device back to its kernel driver, and releasing everything on close. Backends
 (`hal.backend.PCIBackend`) supply only raw access.
 
-Losing the device: the first config read of all ones, or MMIO read of all ones followed by a vendor
-ID read of 0xffff, raises DeviceLost; every later access raises it at once.
+Losing the device: a config or MMIO read of all ones followed by a read of all ones from a config
+register that reaches the function (the vendor ID; the class/revision dword under VFIO, which
+virtualises the IDs) raises DeviceLost; every later access raises it at once.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from autogen.linux import pci_regs as regs
 
 from hal import config
 from hal import reset as reset_ops
-from hal.backend import DMABuffer, PCIBackend
+from hal.backend import EVENT_RELEASE, DMABuffer, PCIBackend
 from hal.config import BarInfo, Capability, LinkStatus
 from hal.errors import (DeviceLost, DeviceTimeout, HalError, InvalidArgument, UnsupportedOperation,
                         from_oserror)
@@ -31,7 +32,7 @@ from hal.reset import SavedConfig
 log = logging.getLogger(__name__)
 
 CONFIG_WIDTHS = (1, 2, 4)
-RESET_METHODS = ("vfio", "sysfs", "flr", "bus")
+RESET_METHODS = ("vfio", "hot", "sysfs", "flr", "bus")
 POLL_INTERVAL_S = 0.001  # pause between register reads in poll32
 CLASS_CODE_SHIFT = 8  # the revision ID is the low byte of the class/revision dword
 
@@ -86,18 +87,35 @@ class PCIDevice:
         return error
 
     def check_alive(self, what: str = "a register") -> None:
-        """Raise DeviceLost if the vendor ID reads all ones (called when `what` read all ones)."""
-        try:
-            config.check_vendor_alive(self._raw_cfg_read16, what, self.bdf)
-        except DeviceLost as error:
-            raise self._mark_lost(error) from None
+        """Raise DeviceLost when the function stopped answering (called when `what` read all ones).
 
-    def _raw_cfg_read16(self, offset: int) -> int:
+        Asked of a config register that reaches the function: the vendor ID, except under VFIO,
+        which answers vendor and device ID from its own copy (drivers/vfio/pci/vfio_pci_config.c),
+        so there the class/revision dword is read. Under VFIO a request from the kernel to give
+        the device back (it is being unbound or removed) also counts as lost; a reported PCIe error
+        is named in the message."""
+        events = self.backend.device_events()
+        offset, width = self.backend.presence_register
         try:
-            return self.backend.config_read(offset, 2)
+            value = self.backend.config_read(offset, width)
         except OSError as exc:
             raise self._mark_lost(DeviceLost(
                 f"{self.bdf}: config read failed while checking liveness: {exc}", errno=exc.errno)) from exc
+        told = "".join(f"; {event.message}" for event in events)
+        if value == (1 << (8 * width)) - 1:
+            raise self._mark_lost(DeviceLost(
+                f"{self.bdf} stopped answering: {what} read all ones and its config "
+                f"{reset_ops.presence_name(offset)} reads {value:#x} (surprise removal, link down or a hung "
+                f"device){told}; reset the slot or re-seat the card, then open the device again"))
+        if any(event.kind == EVENT_RELEASE for event in events):
+            raise self._mark_lost(DeviceLost(
+                f"{self.bdf} is being taken away: {what} read all ones{told}; close it (the kernel "
+                "waits for that before it can unbind or remove the device)"))
+
+    def device_events(self) -> list[str]:
+        """What the OS reported about the device since the last call (VFIO: the kernel asks for it
+        back, a PCIe error was detected), one sentence each."""
+        return [event.message for event in self.backend.device_events()]
 
     @property
     def lost(self) -> bool:
@@ -244,6 +262,7 @@ class PCIDevice:
             region = watch_all_ones(raw, lambda what, bar=index: self.check_alive(f"BAR{bar} {what}"))
             self._raw_bars[index] = raw
             self._bars[index] = region
+        self._require_decoding(index)
         if region.size < min_size:
             hint = ""
             sizes = self.rebar_sizes(index)
@@ -252,6 +271,19 @@ class PCIDevice:
             raise InvalidArgument(f"BAR{index} of {self.bdf} is {region.size:#x} bytes, "
                                   f"smaller than the {min_size:#x} requested{hint}")
         return region
+
+    def _require_decoding(self, index: int) -> None:
+        """A BAR is reached only while Command decodes its space. Under VFIO an mmap'ed access then
+        is a SIGBUS that kills the process (drivers/vfio/pci/vfio_pci_core.c
+        vfio_pci_mmap_huge_fault) and pread/pwrite fail with EIO (vfio_pci_rdwr.c), so hal hands no
+        BAR out while decoding is off."""
+        is_io = self.cfg_read32(config.bar_register(index)) & regs.PCI_BASE_ADDRESS_SPACE_IO
+        enable = regs.PCI_COMMAND_IO if is_io else regs.PCI_COMMAND_MEMORY
+        if not self.cfg_read16(regs.PCI_COMMAND) & enable:
+            fix = "set PCI_COMMAND_IO in Command" if is_io else "call enable_bus_master()"
+            space = "I/O" if is_io else "memory"
+            raise UnsupportedOperation(f"BAR{index} of {self.bdf} is unreachable: {space} decoding is off "
+                                       f"in the Command register (an access would fault); {fix} first")
 
     def _unmap_bars(self) -> None:
         for index in list(self._raw_bars):
@@ -389,10 +421,12 @@ class PCIDevice:
     def reset(self, method: str = "auto") -> str:
         """Reset the function; returns the method used. Device state is cleared, config state restored.
 
-        method: "auto" (first of reset_methods()), "vfio" (VFIO_DEVICE_RESET), "sysfs" (the kernel's
-        reset attribute), "flr" (function-level reset via PCIe Device Control), "bus" (secondary bus
-        reset of the parent bridge, only for a function alone on that bus; through the kernel's
-        reset_method when it offers "bus", else by the bridge's Bridge Control).
+        method: "auto" (first of reset_methods()), "vfio" (VFIO_DEVICE_RESET), "hot"
+        (VFIO_DEVICE_PCI_HOT_RESET: a bus reset of this function and every other one on its bus, all
+        of which must be bound to vfio-pci; for a GPU that shares its bus with its audio function),
+        "sysfs" (the kernel's reset attribute), "flr" (function-level reset via PCIe Device Control),
+        "bus" (secondary bus reset of the parent bridge, only for a function alone on that bus;
+        through the kernel's reset_method when it offers "bus", else by the bridge's Bridge Control).
         """
         self._ensure_usable()
         available = self.reset_methods()
@@ -404,9 +438,9 @@ class PCIDevice:
             known = ", ".join(RESET_METHODS)
             raise InvalidArgument(f"unknown reset method {method!r}; use one of auto, {known}")
         elif method not in available:
-            reason = self.bus_reset_refusal() if method == "bus" else None
+            reason = self.bus_reset_refusal() if method == "bus" else self.backend.reset_refusal(method)
             if reason is not None:
-                raise UnsupportedOperation(f"no 'bus' reset: {reason}")
+                raise UnsupportedOperation(f"no {method!r} reset: {reason}")
             raise UnsupportedOperation(f"{self.bdf} cannot do a {method!r} reset here; available: "
                                        f"{', '.join(available) or 'none'}")
         log.info("resetting %s by %s", self.bdf, method)

@@ -6,7 +6,8 @@ kept across the resets hal drives itself.
 - secondary bus reset: through the kernel's `reset_method`/`reset` attributes when it offers "bus"
   (it masks hot-plug events around the reset), else by the parent bridge's Bridge Control; refused
   for a function that shares its bus or sits below a hot-plug capable port without the kernel path;
-- after any reset, a bounded wait until the vendor ID answers (not all ones, not the CRS 0x0001);
+- after any reset, a bounded wait until the function answers (a config register that reaches it
+  is not all ones; a vendor ID is not the CRS 0x0001);
 - the config state a reset clears and Linux's pci_restore_state brings back: PCIe DevCtl/LnkCtl/
   DevCtl2/LnkCtl2, Resizable BAR sizes, the header (BARs before Command), MSI and MSI-X control.
 """
@@ -241,31 +242,55 @@ def secondary_bus_reset(dev: PCIDevice) -> None:
     dev.os.sleep(BUS_RESET_SETTLE_S)
 
 
-def _read_vendor_after_reset(dev: PCIDevice, method: str) -> int:
+PRESENCE_NAMES = {regs.PCI_VENDOR_ID: "vendor ID", regs.PCI_CLASS_REVISION: "class/revision dword"}
+
+
+def presence_name(offset: int) -> str:
+    """How messages call the register a liveness or readiness check reads."""
+    return PRESENCE_NAMES.get(offset, f"config register {offset:#x}")
+
+
+def _read_presence_after_reset(dev: PCIDevice, method: str) -> int:
+    offset, width = dev.backend.presence_register
     try:
-        return dev.backend.config_read(regs.PCI_VENDOR_ID, 2)
+        return dev.backend.config_read(offset, width)
     except OSError as exc:
-        raise from_oserror(exc, f"reading the vendor ID of {dev.bdf} after a {method} reset") from exc
+        raise from_oserror(exc, f"reading config offset {offset:#x} of {dev.bdf} after a {method} "
+                                "reset") from exc
+
+
+def _not_ready_values(dev: PCIDevice) -> tuple[int, ...]:
+    """All ones (no answer); for the vendor ID also the 0x0001 of Configuration Request Retry
+    Status (CRS Software Visibility applies to vendor ID reads only)."""
+    offset, width = dev.backend.presence_register
+    all_ones = (1 << (8 * width)) - 1
+    if offset == regs.PCI_VENDOR_ID:
+        return NOT_READY_VENDOR_IDS
+    return (all_ones,)
 
 
 def wait_device_ready(dev: PCIDevice, method: str) -> None:
-    """Poll the vendor ID with growing pauses until the function answers (not all ones, not the
-    0x0001 of Configuration Request Retry Status), for at most DEVICE_READY_TIMEOUT_S."""
+    """Poll a config register that reaches the function (the backend's presence register: the
+    vendor ID, or under VFIO, which answers the IDs from its own copy, the class/revision dword)
+    with growing pauses until it answers, for at most DEVICE_READY_TIMEOUT_S."""
+    offset, width = dev.backend.presence_register
+    not_ready = _not_ready_values(dev)
     start = dev.os.monotonic()
     deadline = start + DEVICE_READY_TIMEOUT_S
     pause = READY_POLL_FIRST_S
     warned = False
-    vendor = _read_vendor_after_reset(dev, method)
-    while vendor in NOT_READY_VENDOR_IDS:
+    value = _read_presence_after_reset(dev, method)
+    while value in not_ready:
         now = dev.os.monotonic()
         if now >= deadline:
             raise DeviceLost(
                 f"{dev.bdf} was not ready within {DEVICE_READY_TIMEOUT_S} s after a {method} reset "
-                f"(vendor ID still {vendor:#06x}; 0xffff: no answer, 0x0001: retry status)")
+                f"({presence_name(offset)} still {value:#0{2 + 2 * width}x}; all ones: no answer, "
+                "a vendor ID of 0x0001: retry status)")
         if not warned and now - start >= DEVICE_READY_EXPECTED_S:
             warned = True
-            log.warning("%s not ready %.1f s after a %s reset (vendor ID %#06x); waiting up to %s s",
-                        dev.bdf, now - start, method, vendor, DEVICE_READY_TIMEOUT_S)
+            log.warning("%s not ready %.1f s after a %s reset (%s reads %#x); waiting up to %s s",
+                        dev.bdf, now - start, method, presence_name(offset), value, DEVICE_READY_TIMEOUT_S)
         dev.os.sleep(min(pause, deadline - now))
         pause = min(pause * 2, READY_POLL_MAX_S)
-        vendor = _read_vendor_after_reset(dev, method)
+        value = _read_presence_after_reset(dev, method)

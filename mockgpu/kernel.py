@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from autogen.linux import pci_regs
 
-from mockgpu.pci import REBAR_ENTRY_SIZE, REBAR_UNIT, BarKind, Bridge, PCIFunction
+from mockgpu.pci import (PM_STATE_D0, PM_STATE_D3HOT, REBAR_ENTRY_SIZE, REBAR_UNIT, BarKind, BarSpec,
+                         Bridge, PCIFunction)
 
 if TYPE_CHECKING:
     from mockgpu.machine import Machine
@@ -32,6 +33,10 @@ SAVED_HEADER_DWORDS = 16
 RESET_READY_TIMEOUT_S = 60.0  # drivers/pci/pci.c: PCIE_RESET_READY_POLL_MS
 # drivers/pci/pci-sysfs.c reset_method_store: this word selects every supported method again
 RESET_METHOD_DEFAULT = "default"
+# drivers/pci/pci.c pci_save_pcie_state: the PCIe control registers pci_restore_state writes back
+SAVED_PCIE_CONTROLS = (pci_regs.PCI_EXP_DEVCTL, pci_regs.PCI_EXP_LNKCTL, pci_regs.PCI_EXP_SLTCTL,
+                       pci_regs.PCI_EXP_RTCTL, pci_regs.PCI_EXP_DEVCTL2, pci_regs.PCI_EXP_LNKCTL2,
+                       pci_regs.PCI_EXP_SLTCTL2)
 
 
 @dataclass
@@ -108,7 +113,10 @@ class PCIKernel:
         if self.bound.get(bdf) != driver_name:
             raise OSError(errno.ENODEV, f"{bdf} is not bound to {driver_name}")
         if driver_name == VFIO_PCI and self.device_in_use(bdf):
-            # the real kernel blocks until the VFIO device fd is closed; answering at once is kinder
+            # the real kernel blocks until the VFIO device fd is closed, signalling the user's REQ
+            # trigger meanwhile (vfio_unregister_group_dev -> vfio_pci_core_request); answering at
+            # once is kinder
+            self.machine.vfio.request_release(bdf)
             raise OSError(errno.EBUSY, f"{bdf} is open through VFIO")
         function = self.machine.functions[bdf]
         self.bound[bdf] = None
@@ -263,16 +271,34 @@ class PCIKernel:
 
     # -- kernel-mediated reset ---------------------------------------------------------------
     def reset_methods(self, function: PCIFunction) -> list[str]:
+        """pci_init_reset_methods: the methods of drivers/pci/pci.c pci_reset_fn_methods that
+        probe successfully, in that table's order (no device-specific or ACPI method is modelled)."""
         methods = []
         if function.has_flr():
-            methods.append("flr")
-        parent = function.parent
-        # pci_parent_bus_reset: -ENOTTY when any other function the kernel knows shares the bus
-        known = [child for child in parent.children if child.bdf in self.machine.functions] if parent else []
-        alone = parent is not None and known == [function]
-        if alone and not function.is_bridge:
+            methods.append("flr")  # pcie_reset_flr: DevCap advertises FLR
+        if self._pm_reset_possible(function):
+            methods.append("pm")
+        if self._bus_reset_possible(function):
             methods.append("bus")
         return methods
+
+    def _pm_reset_possible(self, function: PCIFunction) -> bool:
+        """pci_pm_reset: a PM capability whose control register has No_Soft_Reset clear."""
+        pm = function.cap_offsets.get(pci_regs.PCI_CAP_ID_PM)
+        if pm is None:
+            return False
+        control = function.cfg.read(pm + pci_regs.PCI_PM_CTRL, 2)
+        return not control & pci_regs.PCI_PM_CTRL_NO_SOFT_RESET
+
+    def _bus_reset_possible(self, function: PCIFunction) -> bool:
+        """pci_reset_bus_function -> pci_parent_bus_reset: not a bridge, not on a root bus, and no
+        other function the kernel knows on the bus (a hot-plug slot's reset_slot is offered under
+        the same conditions for a single-function device, so it is not told apart here)."""
+        parent = function.parent
+        if parent is None or function.is_bridge:
+            return False
+        known = [child for child in parent.children if child.bdf in self.machine.functions]
+        return known == [function]
 
     def selected_reset_methods(self, function: PCIFunction) -> list[str]:
         """What `reset_method` shows: the methods `reset` tries, in order (default: all supported)."""
@@ -297,35 +323,118 @@ class PCIKernel:
         self.reset_selection[bdf] = names
 
     def reset_function(self, bdf: str) -> None:
-        """pci_reset_function: save config state, reset by the first method, restore the state."""
+        """pci_reset_function: save config state and disable the function, reset it by the first
+        selected method, restore the state. ENOTTY without a method."""
         function = self.machine.functions[bdf]
+        if not self.selected_reset_methods(function):
+            raise OSError(errno.ENOTTY, f"{bdf} has no reset method")
+        saved = save_and_disable(function)
+        try:
+            self.reset_function_locked(function)
+        finally:
+            restore_state(function, saved)
+
+    def try_reset_function(self, bdf: str) -> bool:
+        """pci_try_reset_function as vfio_pci_core_enable uses it: True when a reset was done."""
+        try:
+            self.reset_function(bdf)
+        except OSError as exc:
+            if exc.errno != errno.ENOTTY:
+                raise
+            return False
+        return True
+
+    def reset_function_locked(self, function: PCIFunction) -> None:
+        """__pci_reset_function_locked: reset by the first selected method, no save or restore
+        (the caller does that); ENOTTY without a method."""
         methods = self.selected_reset_methods(function)
         if not methods:
-            raise OSError(errno.ENOTTY, f"{bdf} has no reset method")
-        saved = function.cfg.snapshot()
-        saved_msix_table = bytes(function.msix_table)
-        if methods[0] == "flr":
+            raise OSError(errno.ENOTTY, f"{function.bdf} has no reset method")
+        method = methods[0]
+        if method == "flr":
             function.function_level_reset()
+        elif method == "pm":
+            self._pm_reset(function)
         else:
-            parent = function.parent
-            control = parent.cfg.read(pci_regs.PCI_BRIDGE_CONTROL, 2)
-            # pci_reset_hotplug_slot / pciehp_reset_slot: link events are masked around the reset
-            parent.hot_plug_events_masked = True
-            try:
-                asserted = control | pci_regs.PCI_BRIDGE_CTL_BUS_RESET
-                parent.config_write(pci_regs.PCI_BRIDGE_CONTROL, 2, asserted)
-                parent.config_write(pci_regs.PCI_BRIDGE_CONTROL, 2, control)
-            finally:
-                parent.hot_plug_events_masked = False
-        delay = function.ready_at - time.monotonic()
-        if delay > 0:
-            # pci_dev_wait: the kernel polls until the device answers again (up to a minute)
-            if delay > RESET_READY_TIMEOUT_S:
-                raise OSError(errno.ENOTTY, f"{bdf} not ready {RESET_READY_TIMEOUT_S} s after reset")
-            time.sleep(delay)
-        restore_rebar_state(function)
-        restore_state(function, saved)
-        function.msix_table[:] = saved_msix_table
+            self._secondary_bus_reset(function.parent)
+        wait_until_ready(function)
+
+    def _pm_reset(self, function: PCIFunction) -> None:
+        """pci_pm_reset: PowerState to D3hot and back to D0 (pci_dev_d3_sleep between is not
+        simulated: the model changes state at once)."""
+        control_at = function.cap_offsets[pci_regs.PCI_CAP_ID_PM] + pci_regs.PCI_PM_CTRL
+        control = function.cfg.read(control_at, 2) & ~pci_regs.PCI_PM_CTRL_STATE_MASK
+        function.config_write(control_at, 2, control | PM_STATE_D3HOT)
+        function.config_write(control_at, 2, control | PM_STATE_D0)
+
+    @staticmethod
+    def _secondary_bus_reset(bridge: Bridge) -> None:
+        """pci_reset_secondary_bus with hot-plug events masked (pciehp_reset_slot does that for a
+        hot-plug port; the kernel's own bus reset never makes pciehp remove the devices)."""
+        control = bridge.cfg.read(pci_regs.PCI_BRIDGE_CONTROL, 2)
+        bridge.hot_plug_events_masked = True
+        try:
+            bridge.config_write(pci_regs.PCI_BRIDGE_CONTROL, 2, control | pci_regs.PCI_BRIDGE_CTL_BUS_RESET)
+            bridge.config_write(pci_regs.PCI_BRIDGE_CONTROL, 2, control)
+        finally:
+            bridge.hot_plug_events_masked = False
+
+    def bus_resettable(self, function: PCIFunction) -> bool:
+        """pci_probe_reset_bus(function's bus) == 0: the bus has a bridge above it."""
+        return function.parent is not None
+
+    def functions_on_bus(self, function: PCIFunction) -> list[PCIFunction]:
+        """pci_walk_bus(function's bus): every function the kernel knows on that bus and below it."""
+        parent = function.parent
+        if parent is None:
+            return [function]
+        return [each for each in parent.descendants() if each.bdf in self.machine.functions]
+
+    def reset_bus(self, function: PCIFunction) -> None:
+        """pci_reset_bus: save and disable every function on `function`'s bus and below, reset
+        the bus through its bridge, wait for each function, restore them top down."""
+        if not self.bus_resettable(function):
+            raise OSError(errno.ENOTTY, f"{function.bdf} sits on a root bus; no bridge can reset it")
+        affected = self.functions_on_bus(function)
+        saved = [(each, save_and_disable(each)) for each in affected]
+        self._secondary_bus_reset(function.parent)
+        for each, state in saved:
+            wait_until_ready(each)
+            restore_state(each, state)
+
+
+@dataclass
+class SavedState:
+    """pci_save_state: the config space as it was and the MSI-X table the kernel's MSI descriptors
+    would rewrite (pci_restore_msi_state)."""
+
+    config: bytes
+    msix_table: bytes
+    accessible: bool
+
+
+def save_state(function: PCIFunction) -> SavedState:
+    """pci_save_state (nothing to restore later from a function that does not answer)."""
+    return SavedState(function.cfg.snapshot(), bytes(function.msix_table), function.responds())
+
+
+def save_and_disable(function: PCIFunction) -> SavedState:
+    """pci_dev_save_and_disable: save the state, then Command = INTx disable only (no decoding,
+    no bus mastering). A function that does not answer is left alone (pci_dev_config_accessible)."""
+    saved = save_state(function)
+    if saved.accessible:
+        function.config_write(pci_regs.PCI_COMMAND, 2, pci_regs.PCI_COMMAND_INTX_DISABLE)
+    return saved
+
+
+def wait_until_ready(function: PCIFunction) -> None:
+    """pci_dev_wait: poll until the function answers again, for at most PCIE_RESET_READY_POLL_MS."""
+    delay = function.ready_at - time.monotonic()
+    if delay <= 0:
+        return
+    if delay > RESET_READY_TIMEOUT_S:
+        raise OSError(errno.ENOTTY, f"{function.bdf} not ready {RESET_READY_TIMEOUT_S} s after reset")
+    time.sleep(delay)
 
 
 def restore_rebar_state(function: PCIFunction) -> None:
@@ -344,27 +453,37 @@ def restore_rebar_state(function: PCIFunction) -> None:
         function.config_write(ctrl_off, 4, ctrl | (code << pci_regs.PCI_REBAR_CTRL_BAR_SHIFT))
 
 
-def restore_state(function: PCIFunction, saved: bytes) -> None:
-    """pci_restore_state: the standard header (BARs, Command last) and MSI/MSI-X control."""
+def restore_state(function: PCIFunction, saved: SavedState) -> None:
+    """pci_restore_state, in its order: PCIe control registers, ReBAR sizes, the standard header
+    (highest dword first, so Command comes after the BARs), MSI, then MSI-X."""
+    if not saved.accessible or not function.responds():
+        return
+    data = saved.config
+    exp = function.cap_offsets.get(pci_regs.PCI_CAP_ID_EXP)
+    if exp is not None:
+        for register in SAVED_PCIE_CONTROLS:
+            start = exp + register
+            function.config_write(start, 2, int.from_bytes(data[start:start + 2], "little"))
+    restore_rebar_state(function)
     for index in range(SAVED_HEADER_DWORDS - 1, -1, -1):
         off = index * 4
         if off == pci_regs.PCI_COMMAND:
             continue
-        function.cfg.write(off, 4, int.from_bytes(saved[off:off + 4], "little"))
-    controls = ((pci_regs.PCI_CAP_ID_MSI, pci_regs.PCI_MSI_FLAGS),
-                (pci_regs.PCI_CAP_ID_MSIX, pci_regs.PCI_MSIX_FLAGS))
-    for cap_id, reg in controls:
-        offset = function.cap_offsets.get(cap_id)
-        if offset is None:
-            continue
-        if cap_id == pci_regs.PCI_CAP_ID_MSI:
-            for sub in (pci_regs.PCI_MSI_ADDRESS_LO, pci_regs.PCI_MSI_ADDRESS_HI, pci_regs.PCI_MSI_DATA_64):
-                start = offset + sub
-                function.cfg.write(start, 4, int.from_bytes(saved[start:start + 4], "little"))
-        start = offset + reg
-        function.cfg.write(start, 2, int.from_bytes(saved[start:start + 2], "little"))
-    command = int.from_bytes(saved[pci_regs.PCI_COMMAND:pci_regs.PCI_COMMAND + 2], "little")
-    function.cfg.write(pci_regs.PCI_COMMAND, 2, command)
+        function.config_write(off, 4, int.from_bytes(data[off:off + 4], "little"))
+    command = int.from_bytes(data[pci_regs.PCI_COMMAND:pci_regs.PCI_COMMAND + 2], "little")
+    function.config_write(pci_regs.PCI_COMMAND, 2, command)
+    msi = function.cap_offsets.get(pci_regs.PCI_CAP_ID_MSI)
+    if msi is not None:
+        for sub, width in ((pci_regs.PCI_MSI_ADDRESS_LO, 4), (pci_regs.PCI_MSI_ADDRESS_HI, 4),
+                           (pci_regs.PCI_MSI_DATA_64, 2), (pci_regs.PCI_MSI_MASK_64, 4),
+                           (pci_regs.PCI_MSI_FLAGS, 2)):
+            start = msi + sub
+            function.config_write(start, width, int.from_bytes(data[start:start + width], "little"))
+    function.msix_table[:] = saved.msix_table
+    msix = function.cap_offsets.get(pci_regs.PCI_CAP_ID_MSIX)
+    if msix is not None:
+        start = msix + pci_regs.PCI_MSIX_FLAGS
+        function.config_write(start, 2, int.from_bytes(data[start:start + 2], "little"))
     if isinstance(function, Bridge):
         function._program_buses(function.cfg)
 

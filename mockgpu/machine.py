@@ -159,6 +159,9 @@ class Machine:
         below = function.descendants() if isinstance(function, Bridge) else []
         for gone in [*reversed(below), function]:
             driver = self.kernel.driver_of(gone.bdf)
+            # vfio-pci's remove asks the user for the device (vfio_pci_core_request) and, in Linux,
+            # waits for it; the simulation removes it at once
+            self.vfio.request_release(gone.bdf)
             if driver is not None:
                 self.kernel.bound[gone.bdf] = None
             # the struct pci_dev is freed: a rescan makes a new one without override or reset choice

@@ -61,6 +61,10 @@ class Navi31Function(PCIFunction):
     msix = MSIXLayout(vectors=NAVI31_MSIX_VECTORS, bar=5, table_offset=NAVI31_MSIX_TABLE,
                       pba_offset=NAVI31_MSIX_PBA)
     default_driver = NAVI31_DRIVER
+    # This model's choice (no lspci dump of the part was at hand to check): no FLR in DevCap and
+    # No_Soft_Reset in PM control, so with the audio function on its bus Linux finds no reset
+    # method (drivers/pci/pci.c pci_init_reset_methods) and vfio-pci reports no RESET flag
+    pm_no_soft_reset = True
 
     def __init__(self, vram_size: int = NAVI31_VRAM_SIZE) -> None:
         identity = Identity(AMD_VENDOR_ID, NAVI31_DEVICE_ID, DISPLAY_VGA_CLASS, NAVI31_REVISION,
@@ -119,6 +123,7 @@ class Navi31Audio(PCIFunction):
 
     msi_vectors = 1
     default_driver = AUDIO_DRIVER
+    pm_no_soft_reset = True  # like the GPU function: no PM reset
 
     def __init__(self) -> None:
         identity = Identity(AMD_VENDOR_ID, NAVI31_AUDIO_DEVICE_ID, AUDIO_HDA_CLASS, 0,

@@ -8,8 +8,9 @@ identity, BARs and registers:
 - a capability list (PM, MSI, PCIe with Link Capabilities/Status, MSI-X) and extended list (ReBAR);
 - Command register decoding: MMIO reads all ones while memory decoding is off (master abort), and
   no DMA happens while bus mastering is off;
-- resets: FLR (PCIe Device Control bit 15) and secondary bus reset (the bridge's Bridge Control),
-  after which BARs read back only their type bits until software programs them again;
+- resets: FLR (PCIe Device Control bit 15), secondary bus reset (the bridge's Bridge Control) and
+  the D3hot->D0 internal reset of a function without No_Soft_Reset, after which BARs read back
+  only their type bits until software programs them again; in D3hot nothing but config decodes;
 - a slot: a port can advertise Hot-Plug Capable in its Slot Capabilities;
 - surprise removal: a vanished function reads all ones and drops writes.
 
@@ -59,7 +60,9 @@ CRS_ALL_ONES_VENDOR = 0xFFFF  # the vendor ID bytes that CRS_VENDOR_ID replaces 
 MSI_DATA_MASK = 0xFFFF  # PCI r3.0 sec 6.8.1.8: Message Data is 16 bits
 MSI_ADDRESS_LO_WRITABLE = 0xFFFFFFFC  # PCI r3.0 sec 6.8.1.4: address bits [1:0] are reserved zero
 PM_CAP_VERSION_1_2 = 0x3  # PCI PM r1.2 sec 3.2.3: Version field 011b
-PM_CTRL_STATE_MASK = 0x3  # PCI PM r1.2 sec 3.2.4: PowerState bits [1:0]
+PM_CTRL_STATE_MASK = pci_regs.PCI_PM_CTRL_STATE_MASK  # PCI PM r1.2 sec 3.2.4: PowerState bits [1:0]
+PM_STATE_D0 = 0  # include/linux/pci.h PCI_D0; PCI PM r1.2 sec 3.2.4: PowerState 00b
+PM_STATE_D3HOT = 3  # include/linux/pci.h PCI_D3hot; PCI PM r1.2 sec 3.2.4: PowerState 11b
 LNKCTL_WRITABLE = (pci_regs.PCI_EXP_LNKCTL_ASPMC | pci_regs.PCI_EXP_LNKCTL_CCC | pci_regs.PCI_EXP_LNKCTL_ES
                    | pci_regs.PCI_EXP_LNKCTL_CLKREQ_EN | pci_regs.PCI_EXP_LNKCTL_HAWD)
 # Where this model family places its capabilities (our layout choice; any dword offset is legal)
@@ -151,6 +154,7 @@ class FunctionState:
     reset_count: int = 0
     flr_count: int = 0
     bus_reset_count: int = 0
+    pm_reset_count: int = 0
     dropped_writes: int = 0
 
 
@@ -179,6 +183,9 @@ class PCIFunction:
     msi_vectors = 0  # 0 = no MSI capability; else a power of two up to 32
     msix: MSIXLayout | None = None
     default_driver: str | None = None
+    # PCI PM r1.2 sec 3.2.4 No_Soft_Reset: True keeps state across D3hot->D0, so Linux offers no
+    # "pm" reset (drivers/pci/pci.c pci_pm_reset); False makes that transition an internal reset
+    pm_no_soft_reset = True
 
     def __init__(self, identity: Identity, bars: list[BarSpec], pcie: PCIeInfo | None = None) -> None:
         self.identity = identity
@@ -294,9 +301,8 @@ class PCIFunction:
     def _add_pm(self, caps: CapabilityBuilder, offset: int) -> None:
         caps.add(pci_regs.PCI_CAP_ID_PM, offset)
         self.cfg.put(offset + pci_regs.PCI_PM_PMC, 2, PM_CAP_VERSION_1_2)
-        # No_Soft_Reset set: a D3hot->D0 transition keeps state, so Linux offers no "pm" reset
-        self.cfg.put(offset + pci_regs.PCI_PM_CTRL, 2, pci_regs.PCI_PM_CTRL_NO_SOFT_RESET,
-                     writable=PM_CTRL_STATE_MASK)
+        control = pci_regs.PCI_PM_CTRL_NO_SOFT_RESET if self.pm_no_soft_reset else 0
+        self.cfg.put(offset + pci_regs.PCI_PM_CTRL, 2, control, writable=PM_CTRL_STATE_MASK)
 
     def _add_msi(self, caps: CapabilityBuilder, offset: int) -> None:
         caps.add(pci_regs.PCI_CAP_ID_MSI, offset)
@@ -427,6 +433,29 @@ class PCIFunction:
         msix = self.cap_offsets.get(pci_regs.PCI_CAP_ID_MSIX)
         if msix is not None and self._touches(off, n, msix + pci_regs.PCI_MSIX_FLAGS, 2):
             self._deliver_pending_msix()
+        pm = self.cap_offsets.get(pci_regs.PCI_CAP_ID_PM)
+        if pm is not None and self._touches(off, n, pm + pci_regs.PCI_PM_CTRL, 2):
+            self._power_state_written(pm, before)
+
+    def _power_state_written(self, pm: int, before: bytes) -> None:
+        """PCI PM r1.2 sec 5.4: D3hot->D0 with No_Soft_Reset clear is an internal reset that puts
+        config space and device state back to power-on values (what Linux's pci_pm_reset uses)."""
+        control_at = pm + pci_regs.PCI_PM_CTRL
+        old = int.from_bytes(before[control_at:control_at + 2], "little") & PM_CTRL_STATE_MASK
+        control = self.cfg.read(control_at, 2)
+        new = control & PM_CTRL_STATE_MASK
+        soft_reset = not control & pci_regs.PCI_PM_CTRL_NO_SOFT_RESET
+        if old == PM_STATE_D3HOT and new == PM_STATE_D0 and soft_reset:
+            log.info("%s: D3hot->D0 without No_Soft_Reset: internal reset", self.bdf)
+            self.state.pm_reset_count += 1
+            self.hardware_reset()
+
+    def power_state(self) -> int:
+        """The PowerState field of the PM capability (PM_STATE_D0 without one)."""
+        pm = self.cap_offsets.get(pci_regs.PCI_CAP_ID_PM)
+        if pm is None:
+            return PM_STATE_D0
+        return self.cfg.read(pm + pci_regs.PCI_PM_CTRL, 2) & PM_CTRL_STATE_MASK
 
     def _clear_bits(self, off: int, n: int, bits: int) -> None:
         self.cfg.set_value(off, n, self.cfg.read(off, n) & ~bits)
@@ -498,11 +527,16 @@ class PCIFunction:
             enable = pci_regs.PCI_COMMAND_IO
         if not self.responds() or not self.command & enable:
             return False
+        # PCI PM r1.2 sec 5.3.1.4: in D3hot a function answers configuration requests only
+        if self.power_state() == PM_STATE_D3HOT:
+            return False
         return all(bridge.responds() and bridge.memory_enabled() for bridge in self.upstream_path())
 
     def can_master(self) -> bool:
         """True when a DMA request from this function reaches the host (bus master all the way up)."""
         if not self.responds() or not self.bus_master_enabled():
+            return False
+        if self.power_state() == PM_STATE_D3HOT:
             return False
         return all(bridge.responds() and bridge.bus_master_enabled() for bridge in self.upstream_path())
 

@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING
 from autogen.linux import pci_regs, vfio
 
 from hal.os import PAGE_SIZE
-from hal.region import Region
+from hal.region import CallbackRegion, MemoryRegion, Region
 from mockgpu.bits import field_get, field_put
 from mockgpu.files import EventFD, MockFile
 from mockgpu.iommu import IOVA_PAGE_SIZES, MSI_WINDOW_BASE, IOMMUDomain, usable_iova_ranges
-from mockgpu.kernel import VFIO_PCI
-from mockgpu.pci import BAR_DWORD, BarKind, PCIFunction
+from mockgpu.kernel import VFIO_PCI, SavedState, restore_state, save_state
+from mockgpu.pci import PM_STATE_D0, PM_STATE_D3HOT, BarKind, PCIFunction
+from mockgpu.vfio_config import VirtualConfig
 
 if TYPE_CHECKING:
     from mockgpu.machine import Machine
@@ -54,8 +55,54 @@ IRQ_ACTIONS = IRQ_ACTION_LIST[0] | IRQ_ACTION_LIST[1] | IRQ_ACTION_LIST[2]
 DMA_MAP_FLAGS = vfio.VFIO_DMA_MAP_FLAG_READ | vfio.VFIO_DMA_MAP_FLAG_WRITE
 NAME_MAX = 255
 IOVA_RANGE_CAP_VERSION = 1  # drivers/vfio/vfio_iommu_type1.c: the IOVA range capability is version 1
-VIRTUAL_BARS_START = pci_regs.PCI_BASE_ADDRESS_0
-VIRTUAL_BARS_END = pci_regs.PCI_BASE_ADDRESS_5 + 4
+# vfio_pci_core.c vfio_pci_ioctl_get_region_info: the VGA region covers legacy space 0..0xbffff
+VGA_REGION_SIZE = 0xC0000
+# vfio_pci_rdwr.c vfio_pci_vga_rw: legacy VGA memory, then the mono and colour I/O port ranges
+VGA_RANGES = ((0xA0000, 0xC0000), (0x3B0, 0x3BC), (0x3C0, 0x3E0))
+PCI_CLASS_DISPLAY_VGA = 0x0300  # include/linux/pci_ids.h: VGA-compatible display controller
+CLASS_PROG_IF_BITS = 8  # the 24-bit class code ends with the 8-bit programming interface
+DEVFN_SLOT_SHIFT = 3  # include/uapi/linux/pci.h PCI_DEVFN: slot << 3 | function
+
+
+class BusError(Exception):
+    """What a process gets as SIGBUS: an access to an mmap'ed BAR that vfio-pci would not map
+    (vfio_pci_mmap_huge_fault answers VM_FAULT_SIGBUS while memory decoding is off). A real
+    process dies of it; tests see this exception and `VFIOKernel.bus_errors`."""
+
+
+@dataclass
+class BusErrorEvent:
+    bdf: str
+    bar: int
+    offset: int
+    write: bool
+
+
+@dataclass
+class OpenDevice:
+    """What vfio-pci keeps while a device is open: its config copy, whether the reset at open
+    worked, the state saved then, VGA, and where the MSI-X table is (never reachable through the
+    BAR regions)."""
+
+    config: VirtualConfig
+    reset_works: bool
+    saved: SavedState
+    has_vga: bool
+    msix_bar: int
+    msix_offset: int
+    msix_size: int
+
+    def msix_table_range(self, index: int) -> tuple[int, int]:
+        if not self.msix_size or index != self.msix_bar:
+            return 0, 0
+        return self.msix_offset, self.msix_offset + self.msix_size
+
+
+def bdf_numbers(bdf: str) -> tuple[int, int, int]:
+    """(segment, bus, devfn) of "dddd:bb:dd.f"."""
+    domain, bus, rest = bdf.split(":")
+    slot, function = rest.split(".")
+    return int(domain, 16), int(bus, 16), (int(slot, 16) << DEVFN_SLOT_SHIFT) | int(function, 16)
 
 
 def minsz(cls, last_field: str) -> int:
@@ -361,7 +408,12 @@ class GroupFile(MockFile):
 
 
 class DeviceFile(MockFile):
-    """A vfio-pci device fd: info ioctls, region access at index << 40, interrupts, reset."""
+    """A vfio-pci device fd: info ioctls, region access at index << 40, interrupts, resets.
+
+    The config region is vfio's virtualised view (`mockgpu.vfio_config`); BAR regions answer
+    pread/pwrite only while the virtual Command register has memory decoding on (else EIO) and
+    never touch the MSI-X table; mmap'ed BARs raise `BusError` (the SIGBUS of a real process) on
+    access while decoding is off."""
 
     def __init__(self, machine: "Machine", path: str, bdf: str, group: int) -> None:
         super().__init__(path)
@@ -370,23 +422,21 @@ class DeviceFile(MockFile):
         self.group = group
         self.function: PCIFunction = machine.functions[bdf]
         self.state.open_device(self)
-        # vfio_pci_config.c keeps a virtual copy of the BARs: sizing through the device fd works
-        # without moving the real BARs away from the addresses the kernel assigned
-        self.virtual_bars = bytearray(self.function.cfg.data[VIRTUAL_BARS_START:VIRTUAL_BARS_END])
-        # vfio_config_init records the physical BARs (vdev->rbar) to put back after a reset that
-        # happened behind vfio's back (vfio_bar_restore)
-        self.physical_bars = bytes(self.function.cfg.data[VIRTUAL_BARS_START:VIRTUAL_BARS_END])
 
     @property
     def state(self) -> "VFIOKernel":
         return self.machine.vfio
+
+    @property
+    def session(self) -> "OpenDevice":
+        return self.state.sessions[self.bdf]
 
     # -- ioctls --------------------------------------------------------------------------------
     def ioctl(self, request: int, arg) -> int:
         if request == vfio.VFIO_DEVICE_GET_INFO:
             parsed = struct_arg(arg, vfio.vfio_device_info, "num_irqs")
             flags = vfio.VFIO_DEVICE_FLAGS_PCI
-            if self.machine.kernel.reset_methods(self.function):
+            if self.session.reset_works:  # vfio_pci_ioctl_get_info: what the reset at open proved
                 flags |= vfio.VFIO_DEVICE_FLAGS_RESET
             parsed.info.flags = flags
             parsed.info.num_regions = vfio.VFIO_PCI_NUM_REGIONS
@@ -400,31 +450,53 @@ class DeviceFile(MockFile):
         if request == vfio.VFIO_DEVICE_SET_IRQS:
             return self._set_irqs(arg)
         if request == vfio.VFIO_DEVICE_RESET:
-            if not self.machine.kernel.reset_methods(self.function):
+            # vfio_pci_ioctl_reset: EINVAL unless the reset at open worked; D0, then the kernel's reset
+            if not self.session.reset_works:
                 raise OSError(errno.EINVAL, f"{self.bdf} cannot be reset")
+            self.state.set_power_state(self.function, PM_STATE_D0)
             self.machine.kernel.reset_function(self.bdf)
             return 0
+        if request == vfio.VFIO_DEVICE_GET_PCI_HOT_RESET_INFO:
+            return self._hot_reset_info(arg)
+        if request == vfio.VFIO_DEVICE_PCI_HOT_RESET:
+            return self._hot_reset(arg)
         raise OSError(errno.ENOTTY, f"unknown VFIO device ioctl {request:#x}")
 
     def region(self, index: int) -> tuple[int, int]:
-        """(size, flags) of region `index`; raises EINVAL for regions this device lacks."""
+        """(size, flags) of region `index` (vfio_pci_ioctl_get_region_info); EINVAL for regions
+        this device lacks."""
         if index >= vfio.VFIO_PCI_NUM_REGIONS or index < 0:
             raise OSError(errno.EINVAL, f"region index {index} out of range")
+        read_write = vfio.VFIO_REGION_INFO_FLAG_READ | vfio.VFIO_REGION_INFO_FLAG_WRITE
         if index == vfio.VFIO_PCI_CONFIG_REGION_INDEX:
-            return self.function.cfg.size, vfio.VFIO_REGION_INFO_FLAG_READ | vfio.VFIO_REGION_INFO_FLAG_WRITE
+            return self.session.config.size, read_write
         if index == vfio.VFIO_PCI_VGA_REGION_INDEX:
-            raise OSError(errno.EINVAL, "VGA region not enabled")
+            if not self.session.has_vga:
+                raise OSError(errno.EINVAL, f"{self.bdf} is not a VGA device: no VGA region")
+            return VGA_REGION_SIZE, read_write
         if index == vfio.VFIO_PCI_ROM_REGION_INDEX:
             return 0, 0
-        spec = self.function.bars.get(index)
-        if spec is None:
+        size = self._resource_len(index)
+        if not size:
             return 0, 0
-        # vfio_pci_ioctl_get_region_info reports pci_resource_len: the kernel's resource size
-        size = self.function.assigned_sizes.get(index, self.function.bar_sizes[index])
-        flags = vfio.VFIO_REGION_INFO_FLAG_READ | vfio.VFIO_REGION_INFO_FLAG_WRITE
-        if spec.kind is not BarKind.IO and size % PAGE_SIZE == 0:
+        flags = read_write
+        if self._mmap_supported(index):
             flags |= vfio.VFIO_REGION_INFO_FLAG_MMAP
         return size, flags
+
+    def _resource_len(self, index: int) -> int:
+        """pci_resource_len: the kernel's resource (0 for unimplemented BARs and upper halves)."""
+        if index not in self.function.bars or not self.function.assigned.get(index):
+            return 0
+        return self.function.assigned_sizes[index]
+
+    def _mmap_supported(self, index: int) -> bool:
+        """vfio_pci_probe_mmaps: memory BARs of at least a page, or smaller ones that start on a
+        page boundary (vfio reserves the rest of that page)."""
+        size = self._resource_len(index)
+        if not size or self.function.bars[index].kind is BarKind.IO:
+            return False
+        return size >= PAGE_SIZE or self.function.assigned[index] % PAGE_SIZE == 0
 
     def _region_info(self, arg) -> int:
         parsed = struct_arg(arg, vfio.vfio_region_info, "offset")
@@ -537,107 +609,154 @@ class DeviceFile(MockFile):
             self.state.other_triggers[(self.bdf, index)] = fd
         return 0
 
+    # -- hot reset -----------------------------------------------------------------------------
+    def _hot_reset_info(self, arg) -> int:
+        """vfio_pci_ioctl_get_pci_hot_reset_info: every function a bus reset would reset, with its
+        IOMMU group; ENOSPC (count written back) when the array is too short."""
+        parsed = struct_arg(arg, vfio.vfio_pci_hot_reset_info, "count")
+        info = parsed.info
+        info.flags = 0
+        kernel = self.machine.kernel
+        if not kernel.bus_resettable(self.function):
+            raise OSError(errno.ENODEV, f"{self.bdf} has no slot or bus reset")
+        affected = kernel.functions_on_bus(self.function)
+        entry_size = vfio.vfio_pci_dependent_device.SIZE
+        room = max(info.argsz - vfio.vfio_pci_hot_reset_info.SIZE, 0) // entry_size
+        if len(affected) > room:
+            info.count = len(affected)
+            parsed.commit()
+            raise OSError(errno.ENOSPC, f"{len(affected)} functions affected; room for {room}")
+        if len(parsed.view) < vfio.vfio_pci_hot_reset_info.SIZE + entry_size * len(affected):
+            raise OSError(errno.EFAULT, "hot reset info buffer shorter than its argsz")
+        for position, function in enumerate(affected):
+            group = kernel.group_of.get(function.bdf)
+            if group is None:
+                raise OSError(errno.EPERM, f"{function.bdf} has no IOMMU group: it cannot be reset")
+            at = vfio.vfio_pci_hot_reset_info.SIZE + position * entry_size
+            entry = vfio.vfio_pci_dependent_device.from_buffer(parsed.view, at)
+            domain, bus, devfn = bdf_numbers(function.bdf)
+            entry.group_id = group
+            entry.segment = domain
+            entry.bus = bus
+            entry.devfn = devfn
+            del entry
+        info.count = len(affected)
+        parsed.commit()
+        return 0
+
+    def _hot_reset(self, arg) -> int:
+        """vfio_pci_ioctl_pci_hot_reset (group path): the caller names, by group fds, the groups of
+        every vfio-pci device the bus reset affects; all functions on the bus must be bound to
+        vfio-pci (vfio_pci_dev_set_resettable). Then pci_reset_bus."""
+        parsed = struct_arg(arg, vfio.vfio_pci_hot_reset, "count")
+        info = parsed.info
+        if info.flags:
+            raise OSError(errno.EINVAL, f"PCI_HOT_RESET flags {info.flags:#x}")
+        if info.count == 0:
+            raise OSError(errno.EINVAL, "PCI_HOT_RESET of a group-opened device needs group fds")
+        kernel = self.machine.kernel
+        if not kernel.bus_resettable(self.function):
+            raise OSError(errno.ENODEV, f"{self.bdf} has no slot or bus reset")
+        if info.count > len(kernel.functions_on_bus(self.function)):
+            raise OSError(errno.EINVAL, f"{info.count} group fds for a smaller reset")
+        start = vfio.vfio_pci_hot_reset.SIZE
+        if len(parsed.view) < start + EVENTFD_ARG_SIZE * info.count:
+            raise OSError(errno.EFAULT, "group fd array shorter than count")
+        groups = set()
+        for position in range(info.count):
+            at = start + position * EVENTFD_ARG_SIZE
+            fd = int.from_bytes(parsed.view[at:at + EVENTFD_ARG_SIZE], "little", signed=True)
+            file = self.machine.os.file_of(fd)  # EBADF
+            if not isinstance(file, GroupFile):
+                raise OSError(errno.EINVAL, f"fd {fd} is not a VFIO group")
+            groups.add(file.group)
+        self.state.hot_reset(self.function, groups)
+        return 0
+
     # -- region access -------------------------------------------------------------------------
-    def _locate(self, offset: int, n: int) -> tuple[int, int]:
+    def pread(self, n: int, offset: int) -> bytes:
         index = offset >> REGION_OFFSET_SHIFT
         within = offset & REGION_OFFSET_MASK
-        size, flags = self.region(index)
-        if n < 0 or within + n > size:
-            raise OSError(errno.EINVAL,
-                          f"access [{within:#x}, +{n:#x}) outside region {index} of {size:#x} bytes")
-        return index, within
-
-    def pread(self, n: int, offset: int) -> bytes:
-        index, within = self._locate(offset, n)
+        if n <= 0:
+            return b""
         if index == vfio.VFIO_PCI_CONFIG_REGION_INDEX:
-            return self._config_read(within, n)
-        out = bytearray()
-        for off, width in split_io(within, n):
-            out += self.function.mmio_read(index, off, width)
-        return bytes(out)
+            return self.session.config.read(within, n)
+        if index == vfio.VFIO_PCI_VGA_REGION_INDEX:
+            return self._vga_rw(within, n, None)
+        if index == vfio.VFIO_PCI_ROM_REGION_INDEX or index >= vfio.VFIO_PCI_NUM_REGIONS:
+            raise OSError(errno.EINVAL, f"region {index} of {self.bdf} cannot be read")
+        return self._bar_rw(index, within, n, None)
 
     def pwrite(self, data: bytes, offset: int) -> int:
         data = bytes(data)
-        index, within = self._locate(offset, len(data))
-        if index == vfio.VFIO_PCI_CONFIG_REGION_INDEX:
-            self._config_write(within, data)
-            return len(data)
-        pos = 0
-        for off, width in split_io(within, len(data)):
-            self.function.mmio_write(index, off, data[pos:pos + width])
-            pos += width
-        return len(data)
-
-    def _config_read(self, offset: int, n: int) -> bytes:
-        data = bytearray(config_read_bytes(self.function, offset, n))
-        if not self.function.responds():
-            return bytes(data)
-        for position in range(max(offset, VIRTUAL_BARS_START), min(offset + n, VIRTUAL_BARS_END)):
-            data[position - offset] = self.virtual_bars[position - VIRTUAL_BARS_START]
-        return bytes(data)
-
-    def _config_write(self, offset: int, data: bytes) -> None:
-        pos = 0
-        for piece, width in split_io(offset, len(data)):
-            chunk = data[pos:pos + width]
-            pos += width
-            if VIRTUAL_BARS_START <= piece < VIRTUAL_BARS_END:
-                self._write_virtual_bars(piece, chunk)
-                continue
-            chunk = self._intercept_flr(piece, chunk)
-            if piece <= pci_regs.PCI_COMMAND < piece + width:
-                self._restore_bars_after_backdoor_reset()
-            config_write_bytes(self.function, piece, chunk)
-
-    def _restore_bars_after_backdoor_reset(self) -> None:
-        """vfio_basic_config_write: a Command write finds the physical BARs changed (a reset vfio did
-        not do, such as a bus reset through the bridge) and writes the recorded ones back first."""
-        current = bytes(self.function.cfg.data[VIRTUAL_BARS_START:VIRTUAL_BARS_END])
-        if current == self.physical_bars or not self.function.responds():
-            return
-        for offset in range(VIRTUAL_BARS_START, VIRTUAL_BARS_END, BAR_DWORD):
-            start = offset - VIRTUAL_BARS_START
-            value = int.from_bytes(self.physical_bars[start:start + BAR_DWORD], "little")
-            self.function.config_write(offset, BAR_DWORD, value)
-
-    def _write_virtual_bars(self, offset: int, chunk: bytes) -> None:
-        for position, byte in enumerate(chunk, start=offset):
-            mask = self.function.cfg.writable[position]
-            slot = position - VIRTUAL_BARS_START
-            self.virtual_bars[slot] = (self.virtual_bars[slot] & ~mask & 0xFF) | (byte & mask)
-
-    def _intercept_flr(self, offset: int, chunk: bytes) -> bytes:
-        """vfio_pci_config.c turns a write of the FLR bit into pci_try_reset_function (with
-        config save/restore) instead of passing it to the device."""
-        exp = self.function.cap_offsets.get(pci_regs.PCI_CAP_ID_EXP)
-        if exp is None:
-            return chunk
-        devctl = exp + pci_regs.PCI_EXP_DEVCTL
-        if not offset <= devctl + 1 < offset + len(chunk):
-            return chunk
-        high = devctl + 1 - offset  # the FLR bit lives in DevCtl's upper byte
-        flr_high = pci_regs.PCI_EXP_DEVCTL_BCR_FLR >> 8
-        if not chunk[high] & flr_high:
-            return chunk
-        stripped = bytearray(chunk)
-        stripped[high] &= ~flr_high & 0xFF
-        if self.function.has_flr():
-            self.machine.kernel.reset_function(self.bdf)
-        return bytes(stripped)
-
-    def mmap(self, size: int, offset: int, writable: bool) -> Region:
         index = offset >> REGION_OFFSET_SHIFT
         within = offset & REGION_OFFSET_MASK
-        region_size, flags = self.region(index)
-        if not flags & vfio.VFIO_REGION_INFO_FLAG_MMAP:
-            raise OSError(errno.EINVAL, f"region {index} of {self.bdf} is not mmap-able")
-        if within % PAGE_SIZE or size % PAGE_SIZE or size == 0 or within + size > region_size:
+        if not data:
+            return 0
+        if index == vfio.VFIO_PCI_CONFIG_REGION_INDEX:
+            return self.session.config.write(within, data)
+        if index == vfio.VFIO_PCI_VGA_REGION_INDEX:
+            self._vga_rw(within, len(data), data)
+            return len(data)
+        if index == vfio.VFIO_PCI_ROM_REGION_INDEX or index >= vfio.VFIO_PCI_NUM_REGIONS:
+            raise OSError(errno.EINVAL, f"region {index} of {self.bdf} cannot be written")
+        return len(self._bar_rw(index, within, len(data), data))
+
+    def _bar_rw(self, index: int, pos: int, count: int, data: bytes | None) -> bytes:
+        """vfio_pci_bar_rw: EINVAL at or past the end (a longer access is cut short there), the
+        MSI-X table reads all ones and drops writes, and memory BARs need the virtual Command's
+        memory decoding (EIO otherwise). Returns what was read, or the part of `data` written."""
+        end = self._resource_len(index)
+        if not end or pos >= end:
+            raise OSError(errno.EINVAL, f"BAR{index} access at {pos:#x} outside {end:#x} bytes")
+        count = min(count, end - pos)
+        test_mem = self.function.bars[index].kind is not BarKind.IO
+        session = self.session
+        excluded_start, excluded_end = session.msix_table_range(index)
+        out = bytearray()
+        for off, width in split_io(pos, count):
+            if excluded_start <= off < excluded_end:
+                if data is None:
+                    out += bytes([0xFF]) * width
+                continue
+            if test_mem and not session.config.memory_enabled():
+                raise OSError(errno.EIO, f"BAR{index} of {self.bdf}: memory decoding is off")
+            if data is None:
+                out += self.function.mmio_read(index, off, width)
+            else:
+                self.function.mmio_write(index, off, data[off - pos:off - pos + width])
+        return bytes(out) if data is None else data[:count]
+
+    def _vga_rw(self, pos: int, count: int, data: bytes | None) -> bytes:
+        """vfio_pci_vga_rw: the legacy VGA memory and I/O ranges only (EINVAL elsewhere). No model
+        decodes legacy VGA cycles, so reads are all ones and writes go nowhere."""
+        for start, end in VGA_RANGES:
+            if start <= pos < end:
+                count = min(count, end - pos)
+                return bytes([0xFF]) * count if data is None else data[:count]
+        raise OSError(errno.EINVAL, f"VGA region offset {pos:#x} is not a legacy VGA range")
+
+    def mmap(self, size: int, offset: int, writable: bool) -> Region:
+        """vfio_pci_core_mmap: BARs whose mmap vfio supports, within the page-aligned resource.
+        Accesses fault (BusError) while the virtual Command has memory decoding off."""
+        index = offset >> REGION_OFFSET_SHIFT
+        within = offset & REGION_OFFSET_MASK
+        if index >= vfio.VFIO_PCI_ROM_REGION_INDEX or index < 0:
+            raise OSError(errno.EINVAL, f"region {index} of {self.bdf} cannot be mapped")
+        if not self._mmap_supported(index):
+            raise OSError(errno.EINVAL, f"BAR{index} of {self.bdf} is not mmap-able")
+        length = self._resource_len(index)
+        mapped_length = -(-length // PAGE_SIZE) * PAGE_SIZE  # PAGE_ALIGN
+        if size <= 0 or within % PAGE_SIZE or within + size > mapped_length:
             raise OSError(errno.EINVAL,
-                          f"mmap [{within:#x}, +{size:#x}) invalid for region of {region_size:#x}")
-        region = self.function.bar_region(index, region_size)
-        if within == 0 and size == region.size:
+                          f"mmap [{within:#x}, +{size:#x}) invalid for BAR{index} of {length:#x} bytes")
+        region = self.function.bar_region(index, within + size)
+        if within:
+            region = region.sub(within, size)
+        if isinstance(region, MemoryRegion):
+            # plain memory cannot be trapped: a known limit of the mock (docs/mockgpu.md)
             return region
-        return region.sub(within, size)
+        return self.state.faulting_mapping(self.bdf, index, within, region)
 
     def close(self) -> None:
         self.state.close_device(self)
@@ -666,6 +785,11 @@ class VFIOKernel:
         self.msi_kind: dict[str, bool] = {}
         self.msix_allocated: dict[str, set[int]] = {}  # MSI-X table entries with a Linux IRQ
         self.other_triggers: dict[tuple[str, int], int] = {}
+        self.sessions: dict[str, OpenDevice] = {}  # vfio_pci_core_enable .. vfio_pci_core_disable
+        self.needs_reset: dict[str, bool] = {}  # vdev->needs_reset
+        self.pm_saved: dict[str, SavedState] = {}  # vdev->pm_save
+        self._msi_qmax: dict[str, int] = {}
+        self.bus_errors: list[BusErrorEvent] = []  # mmap'ed accesses that would have been SIGBUS
         self.kernel_domain = IOMMUDomain(machine.ram)
 
     def device_open(self, bdf: str) -> bool:
@@ -702,9 +826,31 @@ class VFIOKernel:
     def open_device(self, device: DeviceFile) -> None:
         files = self.device_files.setdefault(device.bdf, [])
         if not files:
-            # vfio_pci_core_enable: pci_enable_device turns on decoding (not bus mastering)
-            self.machine.kernel._enable(device.function, master=False)
+            self.sessions[device.bdf] = self._enable(device.function)
         files.append(device)
+
+    def _enable(self, function: PCIFunction) -> "OpenDevice":
+        """vfio_pci_core_enable, the first open: bus mastering off, pci_enable_device (decoding
+        on), a function reset by the kernel's method order whose success is VFIO_DEVICE_FLAGS_RESET,
+        the state saved for the last close, then vfio's config copy."""
+        kernel = self.machine.kernel
+        command = function.config_read(pci_regs.PCI_COMMAND, 2)
+        function.config_write(pci_regs.PCI_COMMAND, 2, command & ~pci_regs.PCI_COMMAND_MASTER)
+        kernel._enable(function, master=False)
+        reset_works = kernel.try_reset_function(function.bdf)
+        saved = save_state(function)
+        config = VirtualConfig(self.machine, function)
+        table = (0, 0, 0)
+        msix = function.cap_offsets.get(pci_regs.PCI_CAP_ID_MSIX)
+        if msix is not None:
+            flags = function.config_read(msix + pci_regs.PCI_MSIX_FLAGS, 2)
+            where = function.config_read(msix + pci_regs.PCI_MSIX_TABLE, 4)
+            entries = (flags & pci_regs.PCI_MSIX_FLAGS_QSIZE) + 1
+            table = (where & pci_regs.PCI_MSIX_TABLE_BIR, where & pci_regs.PCI_MSIX_TABLE_OFFSET,
+                     entries * pci_regs.PCI_MSIX_ENTRY_SIZE)
+        # vfio_pci_is_vga: the class code's base class and subclass say VGA-compatible display
+        has_vga = function.identity.class_code >> CLASS_PROG_IF_BITS == PCI_CLASS_DISPLAY_VGA
+        return OpenDevice(config, reset_works, saved, has_vga, *table)
 
     def close_device(self, device: DeviceFile) -> None:
         files = self.device_files.get(device.bdf, [])
@@ -712,15 +858,158 @@ class VFIOKernel:
             files.remove(device)
         if files:
             return
-        # vfio_pci_core_disable: interrupts off, bus master off, reset if the device can
-        self.disable_msi(device)
-        function = device.function
-        command = function.cfg.read(pci_regs.PCI_COMMAND, 2) & ~pci_regs.PCI_COMMAND_MASTER
-        function.cfg.set_value(pci_regs.PCI_COMMAND, 2, command)
-        if self.machine.kernel.reset_methods(function) and function.responds():
-            self.machine.kernel.reset_function(device.bdf)
+        self._disable(device)
         if device.group not in self.group_open:
             self.detach(device.group)
+
+    def _disable(self, device: DeviceFile) -> None:
+        """vfio_pci_core_disable, the last close: D0, bus mastering off, interrupts and the ERR/REQ
+        triggers gone, the state saved at open loaded, Command cleared, a function reset if the
+        one at open worked, the saved state restored, bus mastering off; then, when nothing else
+        in the device's reset set is open and a device needs it, a bus reset of the set."""
+        function = device.function
+        kernel = self.machine.kernel
+        session = self.sessions.pop(device.bdf)
+        self.set_power_state(function, PM_STATE_D0)
+        self._clear_master(function)
+        self.disable_msi(device)
+        for index in (vfio.VFIO_PCI_ERR_IRQ_INDEX, vfio.VFIO_PCI_REQ_IRQ_INDEX):
+            self.other_triggers.pop((device.bdf, index), None)
+        self.needs_reset[device.bdf] = True
+        function.config_write(pci_regs.PCI_COMMAND, 2, pci_regs.PCI_COMMAND_INTX_DISABLE)
+        if session.reset_works and function.responds():
+            try:
+                kernel.reset_function_locked(function)
+                self.needs_reset[device.bdf] = False
+            except OSError as exc:
+                log.info("%s: reset at close failed: %s", device.bdf, exc)
+        restore_state(function, session.saved)
+        self._clear_master(function)  # pci_disable_device
+        self._try_bus_reset(function)
+
+    @staticmethod
+    def _clear_master(function: PCIFunction) -> None:
+        """pci_clear_master."""
+        command = function.config_read(pci_regs.PCI_COMMAND, 2)
+        if command & pci_regs.PCI_COMMAND_MASTER:
+            function.config_write(pci_regs.PCI_COMMAND, 2, command & ~pci_regs.PCI_COMMAND_MASTER)
+
+    # -- reset sets and hot reset (vfio_pci_core.c) -------------------------------------------
+    def dev_set(self, function: PCIFunction) -> list[PCIFunction]:
+        """vfio_pci_core_register_device: the vfio-pci devices that share a reset: those on the
+        same bus (a function on a root bus is a set of its own)."""
+        kernel = self.machine.kernel
+        if function.parent is None:
+            return [function]
+        return [child for child in function.parent.children
+                if child.bdf in self.machine.functions and kernel.driver_of(child.bdf) == VFIO_PCI]
+
+    def dev_set_resettable(self, function: PCIFunction) -> bool:
+        """vfio_pci_dev_set_resettable: a bus reset exists and every function it would reset is
+        in the set (bound to vfio-pci), so no other driver is surprised."""
+        kernel = self.machine.kernel
+        if not kernel.bus_resettable(function):
+            return False
+        members = self.dev_set(function)
+        return all(each in members for each in kernel.functions_on_bus(function))
+
+    def _try_bus_reset(self, function: PCIFunction) -> None:
+        """vfio_pci_dev_set_try_reset: after the last close in the set, reset the bus when some
+        device of the set still needs a reset (no FLR, say) and the set covers the bus."""
+        members = self.dev_set(function)
+        if any(self.device_open(member.bdf) for member in members if member is not function):
+            return
+        if not any(self.needs_reset.get(member.bdf) for member in members):
+            return
+        if not self.dev_set_resettable(function):
+            return
+        self.machine.kernel.reset_bus(function)
+        for member in members:
+            self.needs_reset[member.bdf] = False
+
+    def hot_reset(self, function: PCIFunction, groups: set[int]) -> None:
+        """vfio_pci_dev_set_hot_reset: every device of the set must belong to one of `groups`;
+        each goes to D0; then pci_reset_bus."""
+        if not self.dev_set_resettable(function):
+            raise OSError(errno.EINVAL,
+                          f"a bus reset of {function.bdf} would reset functions not on vfio-pci")
+        kernel = self.machine.kernel
+        members = self.dev_set(function)
+        for member in members:
+            if kernel.group_of.get(member.bdf) not in groups:
+                raise OSError(errno.EINVAL, f"{member.bdf} is not in the groups given")
+        for member in members:
+            self.set_power_state(member, PM_STATE_D0)
+        kernel.reset_bus(function)
+
+    # -- power, MSI bookkeeping, requests ------------------------------------------------------
+    def set_power_state(self, function: PCIFunction, state: int) -> None:
+        """vfio_pci_set_power_state: pci_set_power_state, saving the state before D3hot and putting
+        it back on the way to D0 for a function that resets itself then (No_Soft_Reset clear)."""
+        pm = function.cap_offsets.get(pci_regs.PCI_CAP_ID_PM)
+        if pm is None or not function.responds():
+            return
+        control_at = pm + pci_regs.PCI_PM_CTRL
+        control = function.config_read(control_at, 2)
+        current = control & pci_regs.PCI_PM_CTRL_STATE_MASK
+        if current == state:
+            return
+        needs_restore = not control & pci_regs.PCI_PM_CTRL_NO_SOFT_RESET
+        if needs_restore and current < PM_STATE_D3HOT <= state:
+            self.pm_saved[function.bdf] = save_state(function)
+        function.config_write(control_at, 2, control & ~pci_regs.PCI_PM_CTRL_STATE_MASK | state)
+        saved = self.pm_saved.pop(function.bdf, None) if state == PM_STATE_D0 else None
+        if needs_restore and saved is not None:
+            restore_state(function, saved)
+
+    def msi_qmax(self, bdf: str) -> int:
+        """vdev->msi_qmax: log2 of the MSI vectors vfio last enabled (0 before any)."""
+        block = self.msi_blocks.get(bdf)
+        if block is not None:
+            self._msi_qmax[bdf] = block.size.bit_length() - 1
+        return self._msi_qmax.get(bdf, 0)
+
+    def request_release(self, bdf: str) -> None:
+        """vfio_pci_core_request: the kernel wants the device back (unbind, removal) and signals
+        the REQ trigger the user set."""
+        self._signal_trigger(bdf, vfio.VFIO_PCI_REQ_IRQ_INDEX)
+
+    def error_detected(self, bdf: str) -> None:
+        """vfio_pci_core_aer_err_detected: AER reported an error below this device; the ERR
+        trigger is signalled."""
+        self._signal_trigger(bdf, vfio.VFIO_PCI_ERR_IRQ_INDEX)
+
+    def _signal_trigger(self, bdf: str, index: int) -> None:
+        fd = self.other_triggers.get((bdf, index), NO_EVENTFD)
+        if fd == NO_EVENTFD or not self.device_open(bdf):
+            return
+        try:
+            self.machine.os.eventfd_of(fd).signal()
+        except OSError:
+            log.info("%s: trigger fd %d of IRQ index %d is gone", bdf, fd, index)
+
+    def faulting_mapping(self, bdf: str, index: int, start: int, region: Region) -> Region:
+        """An mmap of a register BAR: each access faults in vfio_pci_mmap_huge_fault, which answers
+        VM_FAULT_SIGBUS while memory decoding is off (or the device is closed): BusError here,
+        recorded in `bus_errors`."""
+        def check(offset: int, write: bool) -> None:
+            session = self.sessions.get(bdf)
+            if session is not None and session.config.memory_enabled():
+                return
+            event = BusErrorEvent(bdf, index, start + offset, write)
+            self.bus_errors.append(event)
+            raise BusError(f"SIGBUS: {'write to' if write else 'read of'} BAR{index}+{start + offset:#x} "
+                           f"of {bdf} while vfio-pci has memory decoding off")
+
+        def read(offset: int, n: int) -> bytes:
+            check(offset, False)
+            return region.read(offset, n)
+
+        def write(offset: int, data: bytes) -> None:
+            check(offset, True)
+            region.write(offset, data)
+
+        return CallbackRegion(region.size, read, write)
 
     # -- interrupts ----------------------------------------------------------------------------
     def msix_dynamic(self, function: PCIFunction) -> bool:

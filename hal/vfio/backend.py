@@ -11,9 +11,11 @@ from __future__ import annotations
 import errno
 import logging
 
+from autogen.linux import pci_regs as regs
 from autogen.linux import vfio
 
-from hal.backend import BarResource, DMABuffer, PCIBackend, locked_memory_with_physical_pages
+from hal.backend import (EVENT_ERROR, EVENT_RELEASE, BarResource, DeviceEvent, DMABuffer, PCIBackend,
+                         locked_memory_with_physical_pages)
 from hal.errors import (BackendUnavailable, DeviceBusy, HalError, InvalidArgument, PermissionDenied,
                         UnsupportedOperation, from_oserror)
 from hal.os import O_CLOEXEC, O_RDWR, OS, PAGE_SIZE
@@ -29,6 +31,10 @@ CONTAINER_PATH = "/dev/vfio/vfio"
 GROUP_DIR = VFIO_GROUP_DIR
 C_INT_BYTES = 4  # the kernel ABI's `int`/`__s32` (container and eventfd descriptors in ioctl args)
 EVENTFD_NONE = -1  # vfio.h VFIO_DEVICE_SET_IRQS: an fd of -1 de-assigns that vector
+EVENTFD_COUNTER_BYTES = 8  # eventfd(2): a read returns the 8-byte counter
+HOT_RESET = "hot"  # VFIO_DEVICE_PCI_HOT_RESET: a bus reset of every function of the bus
+DEVFN_SLOT_SHIFT = 3  # include/uapi/linux/pci.h PCI_SLOT(devfn): devfn >> 3
+DEVFN_FUNCTION_MASK = 0x7  # include/uapi/linux/pci.h PCI_FUNC(devfn): devfn & 7
 IRQ_KINDS = {"msi": vfio.VFIO_PCI_MSI_IRQ_INDEX, "msix": vfio.VFIO_PCI_MSIX_IRQ_INDEX}
 BAR_REGION_INDEXES = [
     vfio.VFIO_PCI_BAR0_REGION_INDEX, vfio.VFIO_PCI_BAR1_REGION_INDEX, vfio.VFIO_PCI_BAR2_REGION_INDEX,
@@ -65,6 +71,9 @@ class VfioBackend(PCIBackend):
     """A PCI function bound to vfio-pci. Open it with `hal.open("vfio:<bdf>")`."""
 
     name = NAME
+    # vfio_pci_config.c answers vendor and device ID from its copy (init_pci_cap_basic_perm), so a
+    # device that fell off the bus still shows them; the class/revision dword is read from the device
+    presence_register = (regs.PCI_CLASS_REVISION, 4)
 
     def __init__(self, os: OS, bdf: str, noiommu: bool = False) -> None:
         super().__init__(bdf)
@@ -73,6 +82,8 @@ class VfioBackend(PCIBackend):
         self.noiommu = noiommu
         self._container_fd: int | None = None
         self._group_fd: int | None = None
+        self._group: int | None = None
+        self._event_fds: dict[int, int] = {}  # VFIO_PCI_ERR/REQ_IRQ_INDEX -> eventfd
         self._device_fd: int | None = None
         self._irq_fds: list[int] = []
         self._irq_index: int | None = None
@@ -107,6 +118,7 @@ class VfioBackend(PCIBackend):
         if not self.os.exists(group_path):
             raise BackendUnavailable(self._missing_group_reason(group, group_path))
         self._group_fd = self._open_node(group_path)
+        self._group = group
         self._check_group_viable(group)
         container = bytearray(self._container_fd.to_bytes(C_INT_BYTES, "little", signed=True))
         _ioctl(self.os, self._group_fd, vfio.VFIO_GROUP_SET_CONTAINER, container, "VFIO_GROUP_SET_CONTAINER")
@@ -206,6 +218,51 @@ class VfioBackend(PCIBackend):
         self.num_regions = info.num_regions
         self.num_irqs = info.num_irqs
         self.config_region = self._region_info(vfio.VFIO_PCI_CONFIG_REGION_INDEX)
+        self._arm_event_triggers()
+
+    def _arm_event_triggers(self) -> None:
+        """An eventfd on the ERR index (vfio_pci_core_aer_err_detected signals it when AER reports an
+        error) and on the REQ index (vfio_pci_core_request signals it when the kernel wants the
+        device back: unbind, hot unplug). `device_events` reads them."""
+        for index in (vfio.VFIO_PCI_ERR_IRQ_INDEX, vfio.VFIO_PCI_REQ_IRQ_INDEX):
+            if index >= self.num_irqs:
+                continue
+            info = vfio.vfio_irq_info(argsz=vfio.vfio_irq_info.SIZE, index=index)
+            try:
+                self.os.ioctl(self._device_fd, vfio.VFIO_DEVICE_GET_IRQ_INFO, info.buffer)
+            except OSError as exc:
+                log.debug("%s: no IRQ index %d (%s)", self.bdf, index, exc)
+                continue
+            if info.count < 1:
+                continue
+            fd = self.os.eventfd(0, nonblocking=True)
+            self._event_fds[index] = fd
+            self._set_irqs(index, vfio.VFIO_IRQ_SET_DATA_EVENTFD | vfio.VFIO_IRQ_SET_ACTION_TRIGGER, [fd])
+
+    def device_events(self) -> list[DeviceEvent]:
+        fds = list(self._event_fds.values())
+        if not fds:
+            return []
+        try:
+            ready = set(self.os.poll(fds, 0.0))
+        except OSError as exc:
+            log.debug("%s: polling the ERR/REQ eventfds failed: %s", self.bdf, exc)
+            return []
+        events = []
+        for index, fd in self._event_fds.items():
+            if fd not in ready:
+                continue
+            try:
+                count = int.from_bytes(self.os.read(fd, EVENTFD_COUNTER_BYTES), "little")
+            except OSError:
+                continue
+            if index == vfio.VFIO_PCI_REQ_IRQ_INDEX:
+                events.append(DeviceEvent(EVENT_RELEASE, f"the kernel asked {count} time(s) for "
+                                          f"{self.bdf} back (VFIO device request: unbind or removal)"))
+            else:
+                events.append(DeviceEvent(EVENT_ERROR, f"VFIO reported {count} PCIe error(s) (AER) "
+                                          f"for {self.bdf}"))
+        return events
 
     def _region_info(self, index: int):
         info = vfio.vfio_region_info(argsz=vfio.vfio_region_info.SIZE, index=index)
@@ -249,21 +306,35 @@ class VfioBackend(PCIBackend):
             except OSError as exc:
                 raise from_oserror(exc, f"mapping BAR{index} of {self.bdf} ({info.size:#x} bytes)") from exc
         else:
-            region = self._callback_region(info.offset, info.size)
+            region = self._callback_region(info.offset, info.size, index)
         self._mapped.append(region)
         return region
 
-    def _callback_region(self, base: int, size: int) -> Region:
+    def _callback_region(self, base: int, size: int, index: int) -> Region:
         """A BAR that VFIO will not let us mmap: every access is a pread/pwrite on the device fd."""
         device_fd = self._device_fd
 
         def read(offset: int, count: int) -> bytes:
-            return self.os.pread(device_fd, count, base + offset)
+            try:
+                return self.os.pread(device_fd, count, base + offset)
+            except OSError as exc:
+                raise self._bar_access_error(exc, "reading", index, offset) from exc
 
         def write(offset: int, data: bytes) -> None:
-            self.os.pwrite(device_fd, data, base + offset)
+            try:
+                self.os.pwrite(device_fd, data, base + offset)
+            except OSError as exc:
+                raise self._bar_access_error(exc, "writing", index, offset) from exc
 
         return CallbackRegion(size, read, write)
+
+    def _bar_access_error(self, exc: OSError, doing: str, index: int, offset: int) -> HalError:
+        error = from_oserror(exc, f"{doing} BAR{index}+{offset:#x} of {self.bdf} through the VFIO device fd")
+        if exc.errno == errno.EIO:
+            # vfio_pci_rdwr.c vfio_pci_core_ioread/iowrite: EIO while memory decoding is off
+            return HalError(f"{error}: memory decoding is off in the Command register; turn it on "
+                            "(PCIDevice.enable_bus_master()) before touching BARs", errno=exc.errno)
+        return error
 
     def resize_bar(self, index: int, size: int) -> None:
         raise UnsupportedOperation(
@@ -392,14 +463,117 @@ class VfioBackend(PCIBackend):
 
     # -- resets and life cycle ---------------------------------------------------------------
     def reset_methods(self) -> list[str]:
+        """"vfio" when the reset vfio-pci tried at open worked (VFIO_DEVICE_FLAGS_RESET), "hot" when
+        a bus reset is possible and every function it resets is on vfio-pci."""
+        methods = []
         if self.device_flags & vfio.VFIO_DEVICE_FLAGS_RESET:
-            return ["vfio"]
-        return []
+            methods.append("vfio")
+        if self.reset_refusal(HOT_RESET) is None:
+            methods.append(HOT_RESET)
+        return methods
+
+    def reset_refusal(self, method: str) -> str | None:
+        if method == "vfio":
+            if self.device_flags & vfio.VFIO_DEVICE_FLAGS_RESET:
+                return None
+            return (f"vfio-pci found no function reset for {self.bdf} when it was opened (no FLR, PM "
+                    "reset or bus reset of its own); try 'hot'")
+        if method != HOT_RESET:
+            return None
+        try:
+            affected = self._hot_reset_devices()
+        except (HalError, OSError) as exc:
+            return f"VFIO_DEVICE_GET_PCI_HOT_RESET_INFO failed for {self.bdf}: {exc}"
+        for bdf, _ in affected:
+            driver = self.sysfs.driver(bdf)
+            if driver != VFIO_DRIVER:
+                return (f"a bus reset of {self.bdf} also resets {bdf}, which is bound to "
+                        f"{driver or 'no driver'}; bind it to {VFIO_DRIVER} too (`echo {VFIO_DRIVER} | "
+                        f"sudo tee /sys/bus/pci/devices/{bdf}/driver_override`, unbind it, then "
+                        f"`echo {bdf} | sudo tee /sys/bus/pci/drivers_probe`)")
+        return None
 
     def reset(self, method: str) -> None:
+        if method == HOT_RESET:
+            self._hot_reset()
+            return
         if method != "vfio":
             super().reset(method)
         _ioctl(self.os, self._device_fd, vfio.VFIO_DEVICE_RESET, None, f"VFIO_DEVICE_RESET {self.bdf}")
+
+    def _hot_reset_devices(self) -> list[tuple[str, int]]:
+        """(bdf, IOMMU group) of every function a bus reset of this one resets
+        (VFIO_DEVICE_GET_PCI_HOT_RESET_INFO; asked once for the count, again with room for all)."""
+        header = vfio.vfio_pci_hot_reset_info.SIZE
+        entry_size = vfio.vfio_pci_dependent_device.SIZE
+        count = 0
+        for _ in range(2):
+            raw = bytearray(header + entry_size * count)
+            info = vfio.vfio_pci_hot_reset_info.from_buffer(raw)
+            info.argsz = len(raw)
+            del info
+            try:
+                self.os.ioctl(self._device_fd, vfio.VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, raw)
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC and not count:
+                    count = vfio.vfio_pci_hot_reset_info.from_buffer(raw).count
+                    continue
+                if exc.errno == errno.ENODEV:
+                    raise UnsupportedOperation(f"{self.bdf} has no slot or bus reset (it sits on a root "
+                                               "bus)", errno=exc.errno) from exc
+                raise from_oserror(exc, f"VFIO_DEVICE_GET_PCI_HOT_RESET_INFO {self.bdf}") from exc
+            found = vfio.vfio_pci_hot_reset_info.from_buffer(raw).count
+            devices = []
+            for position in range(found):
+                entry = vfio.vfio_pci_dependent_device.from_buffer(raw, header + position * entry_size)
+                slot = entry.devfn >> DEVFN_SLOT_SHIFT
+                function = entry.devfn & DEVFN_FUNCTION_MASK
+                devices.append((f"{entry.segment:04x}:{entry.bus:02x}:{slot:02x}.{function:x}",
+                                entry.group_id))
+                del entry
+            return devices
+        raise HalError(f"VFIO_DEVICE_GET_PCI_HOT_RESET_INFO {self.bdf}: the device count kept changing")
+
+    def _hot_reset(self) -> None:
+        """VFIO_DEVICE_PCI_HOT_RESET with the group fds of every function the bus reset affects:
+        ours, plus the others opened here for the call (each node opens once: EBUSY means another
+        program holds that group). The kernel saves and restores each function around the reset."""
+        refusal = self.reset_refusal(HOT_RESET)
+        if refusal is not None:
+            raise UnsupportedOperation(f"no 'hot' reset: {refusal}")
+        groups = sorted({group for _, group in self._hot_reset_devices()})
+        opened: list[int] = []
+        fds: list[int] = []
+        try:
+            for group in groups:
+                if group == self._group:
+                    fds.append(self._group_fd)
+                    continue
+                prefix = NOIOMMU_GROUP_PREFIX if self.noiommu else ""
+                path = f"{GROUP_DIR}/{prefix}{group}"
+                try:
+                    fd = self.os.open(path, O_RDWR | O_CLOEXEC)
+                except OSError as exc:
+                    if exc.errno == errno.EBUSY:
+                        raise DeviceBusy(f"a bus reset of {self.bdf} needs IOMMU group {group} too, and "
+                                         f"another program holds {path}", errno=exc.errno) from exc
+                    raise from_oserror(exc, f"opening {path} for a hot reset of {self.bdf}") from exc
+                opened.append(fd)
+                fds.append(fd)
+            raw = bytearray(vfio.vfio_pci_hot_reset.SIZE + C_INT_BYTES * len(fds))
+            request = vfio.vfio_pci_hot_reset.from_buffer(raw)
+            request.argsz = len(raw)
+            request.flags = 0
+            request.count = len(fds)
+            del request
+            for position, fd in enumerate(fds):
+                at = vfio.vfio_pci_hot_reset.SIZE + position * C_INT_BYTES
+                raw[at:at + C_INT_BYTES] = fd.to_bytes(C_INT_BYTES, "little", signed=True)
+            _ioctl(self.os, self._device_fd, vfio.VFIO_DEVICE_PCI_HOT_RESET, raw,
+                   f"VFIO_DEVICE_PCI_HOT_RESET {self.bdf} (groups {', '.join(map(str, groups))})")
+        finally:
+            for fd in opened:
+                self.os.close(fd)
 
     def close(self) -> None:
         errors: list[BaseException] = []
@@ -413,6 +587,13 @@ class VfioBackend(PCIBackend):
             if fd is None:
                 continue
             setattr(self, attribute, None)
+            try:
+                self.os.close(fd)
+            except OSError as exc:
+                errors.append(exc)
+        # the last close of the device fd dropped the ERR/REQ triggers (vfio_pci_core_close_device)
+        while self._event_fds:
+            _, fd = self._event_fds.popitem()
             try:
                 self.os.close(fd)
             except OSError as exc:
