@@ -11,7 +11,7 @@ from typing import Callable, Protocol
 
 from autogen.linux import pci_regs as regs
 
-from hal.errors import DeviceLost, InvalidArgument
+from hal.errors import InvalidArgument
 
 # include/linux/pci.h PCI_FIND_CAP_TTL: at most 48 entries fit the 192 bytes after the header
 CAPABILITY_WALK_LIMIT = 48
@@ -287,13 +287,3 @@ def rebar_current_size(cfg: ConfigAccess, entry: int) -> int:
     # the field is 5 bits in older pci_regs.h and 6 bits (PCIe r5.0 sec 7.8.6.3) in newer ones
     size_field = (control >> regs.PCI_REBAR_CTRL_BAR_SHIFT) & 0x3F
     return 1 << (size_field + REBAR_SMALLEST_SIZE_SHIFT)
-
-
-def check_vendor_alive(cfg_read16, what: str, bdf: str) -> None:
-    """Raise DeviceLost when the vendor ID reads all ones (nobody answers config cycles)."""
-    vendor = cfg_read16(regs.PCI_VENDOR_ID)
-    if vendor == ALL_ONES16:
-        raise DeviceLost(
-            f"{bdf} stopped answering: {what} read all ones and its config vendor ID reads 0xffff "
-            "(surprise removal, link down or a hung device); reset the slot or re-seat the card, "
-            "then open the device again")
