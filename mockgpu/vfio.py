@@ -5,6 +5,10 @@ vfio_iommu_type1.c and pci/vfio_pci_core.c: short `argsz` -> EINVAL, unknown ioc
 pointer arguments given as plain integers -> EFAULT, a container ioctl before SET_IOMMU -> EINVAL,
 a group whose devices are not all bound to vfio-pci (or unbound) cannot join a container (EPERM),
 MAP_DMA alignment/overlap -> EINVAL/EEXIST, pinning past RLIMIT_MEMLOCK -> ENOMEM.
+Device fds follow pci/vfio_pci_core.c, vfio_pci_rdwr.c and vfio_pci_config.c (`mockgpu.vfio_config`):
+the first open resets the function and saves its state, the last close restores it (and may
+reset the bus), config space is vfio's virtualised view, BAR access needs memory decoding (EIO,
+or `BusError` for mmaps), hot reset takes the group fds of every function on the bus.
 Interrupts: DEVICE_SET_IRQS binds MSI/MSI-X vectors to eventfds; the simulated kernel programs the
 function's MSI capability or MSI-X table with a host vector whose delivery signals the eventfd.
 When the host grants fewer vectors than asked, SET_IRQS returns that count and enables nothing.
@@ -696,8 +700,7 @@ class DeviceFile(MockFile):
         if index == vfio.VFIO_PCI_CONFIG_REGION_INDEX:
             return self.session.config.write(within, data)
         if index == vfio.VFIO_PCI_VGA_REGION_INDEX:
-            self._vga_rw(within, len(data), data)
-            return len(data)
+            return len(self._vga_rw(within, len(data), data))
         if index == vfio.VFIO_PCI_ROM_REGION_INDEX or index >= vfio.VFIO_PCI_NUM_REGIONS:
             raise OSError(errno.EINVAL, f"region {index} of {self.bdf} cannot be written")
         return len(self._bar_rw(index, within, len(data), data))

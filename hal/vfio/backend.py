@@ -2,7 +2,10 @@
 
 Container, group and device fds; the type 1 IOMMU with DMA map/unmap at IOVAs from our allocator;
 config space and BARs through the device fd's regions (mmap where the region allows it, pread and
-pwrite otherwise); MSI/MSI-X delivered to eventfds; VFIO_DEVICE_RESET. No-IOMMU mode (no isolation,
+pwrite otherwise); MSI/MSI-X delivered to eventfds; VFIO_DEVICE_RESET and, for functions that share
+their bus, VFIO_DEVICE_PCI_HOT_RESET; the ERR and REQ indexes armed so that device_events() hears
+of PCIe errors and of the kernel asking for the device back. Liveness is read from the class/revision
+dword, because vfio-pci answers vendor and device ID from its own copy. No-IOMMU mode (no isolation,
 physical addresses from pagemap) is used only when the caller asks for it. The ABI (ioctl numbers,
 struct layouts) is the kernel's, from the generated `autogen.linux.vfio` (include/uapi/linux/vfio.h).
 """
