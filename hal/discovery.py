@@ -11,11 +11,13 @@ import logging
 from dataclasses import dataclass, field
 
 from hal import devstring
-from hal.errors import BackendUnavailable, DeviceBusy, HalError
+from autogen.linux import pci_regs
+
+from hal.errors import BackendUnavailable, DeviceBusy, HalError, InvalidArgument
 from hal.lock import OwnershipLock
 from hal.os import OS, host
 from hal.pci import backend as pci_backend
-from hal.pci.sysfs import PCI_DRIVERS, SysfsPCI
+from hal.pci.sysfs import LARGEST_BAR_SIZE, PCI_DRIVERS, SysfsPCI
 from hal.pcidev import PCIDevice
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,11 @@ class DeviceInfo:
     path: list[str] = field(default_factory=list)
     subsystem_vendor_id: int | None = None
     subsystem_device_id: int | None = None
+    iommu_group: int | None = None
+    # what must move to vfio-pci before VFIO can open it: the function itself unless it is there
+    # already, and the group members on drivers that use the kernel's DMA API (empty: nothing
+    # to move, or VFIO cannot open it at all)
+    vfio_moves: list[str] = field(default_factory=list)
 
 
 def _probe_backends(os: OS, bdf: str) -> dict[str, str]:
@@ -62,10 +69,24 @@ def _optional_hex(sysfs: SysfsPCI, bdf: str, name: str) -> int | None:
         return None
 
 
+def _vfio_moves(sysfs: SysfsPCI, bdf: str, group: int | None, vfio_verdict: str) -> list[str]:
+    """The functions to bind to vfio-pci before VFIO can open `bdf` (see DeviceInfo.vfio_moves)."""
+    from hal.vfio import backend as vfio_backend
+
+    # only a binding stands in the way: the verdict names a kernel driver or the shared group
+    curable = (vfio_backend.IN_USE_PREFIX, vfio_backend.SHARED_PREFIX)
+    if group is None or not vfio_verdict.startswith(curable):
+        return []
+    moves = [] if sysfs.driver(bdf) == vfio_backend.VFIO_DRIVER else [bdf]
+    moves += [member for member, _ in vfio_backend.members_to_move(sysfs, bdf, group)]
+    return moves
+
+
 def describe(os: OS, bdf: str) -> DeviceInfo:
     sysfs = SysfsPCI(os)
     backends = _probe_backends(os, bdf)
     preferred = next((name for name in devstring.BACKEND_NAMES if backends[name].startswith("ok")), None)
+    group = sysfs.iommu_group(bdf)
     return DeviceInfo(
         device=f"{preferred}:{bdf}" if preferred else bdf,
         bdf=bdf,
@@ -77,6 +98,8 @@ def describe(os: OS, bdf: str) -> DeviceInfo:
         path=sysfs.upstream_path(bdf),
         subsystem_vendor_id=_optional_hex(sysfs, bdf, "subsystem_vendor"),
         subsystem_device_id=_optional_hex(sysfs, bdf, "subsystem_device"),
+        iommu_group=group,
+        vfio_moves=_vfio_moves(sysfs, bdf, group, backends.get("vfio", "")),
     )
 
 
@@ -98,7 +121,7 @@ def list_devices(os: OS | None = None, all_classes: bool = False) -> list[Device
 
 def open_device(device: str | None, os: OS | None = None, *, unbind: bool = False,
                 rebind_on_close: bool = True, lock_dir: str | None = None,
-                noiommu: bool = False) -> PCIDevice:
+                noiommu: bool = False, bar_sizes: dict[int, int | str] | None = None) -> PCIDevice:
     """Open a device string (see hal.devstring) and return its PCIDevice.
 
     unbind: detach a bound kernel driver (for vfio:, bind vfio-pci instead); without it a bound
@@ -106,9 +129,14 @@ def open_device(device: str | None, os: OS | None = None, *, unbind: bool = Fals
     driver and no override when vfio: bound vfio-pci to a driverless device).
     lock_dir: where the ownership lock lives (default $GPUHAL_LOCK_DIR or /run/lock).
     noiommu: allow VFIO's unsafe no-IOMMU mode (no DMA isolation).
+    bar_sizes: Resizable BAR sizes to set while the device has no driver, {BAR index: bytes, or
+    "max" for the largest size the bridge windows leave room for}. The kernel resizes only
+    driverless devices, so for vfio: this happens between unbinding the kernel driver (or vfio-pci)
+    and binding vfio-pci; a refusal is a typed error and the device goes back to its driver.
     """
     os = os or host()
     wanted = devstring.parse(device)
+    _check_bar_sizes(bar_sizes)
     sysfs = SysfsPCI(os)
     sysfs.require(wanted.bdf)
     lock = OwnershipLock(os, wanted.bdf, lock_dir)
@@ -117,7 +145,8 @@ def open_device(device: str | None, os: OS | None = None, *, unbind: bool = Fals
     try:
         for name in wanted.candidates:
             try:
-                return _open_with(name, os, wanted.bdf, lock, unbind, rebind_on_close, noiommu)
+                return _open_with(name, os, wanted.bdf, lock, unbind, rebind_on_close, noiommu,
+                                  bar_sizes or {})
             except HalError as exc:
                 log.info("%s:%s: %s", name, wanted.bdf, exc)
                 failures.append((name, exc))
@@ -131,11 +160,22 @@ def open_device(device: str | None, os: OS | None = None, *, unbind: bool = Fals
     raise BackendUnavailable(f"no backend could open {wanted.bdf}: {reasons}")
 
 
+def _check_bar_sizes(bar_sizes: dict[int, int | str] | None) -> None:
+    for index, size in (bar_sizes or {}).items():
+        if not isinstance(index, int) or not 0 <= index < pci_regs.PCI_STD_NUM_BARS:
+            raise InvalidArgument(f"bar_sizes key {index!r} is not a BAR index "
+                                  f"0..{pci_regs.PCI_STD_NUM_BARS - 1}")
+        is_size = isinstance(size, int) and not isinstance(size, bool) and size > 0
+        if not is_size and size != LARGEST_BAR_SIZE:
+            raise InvalidArgument(f"bar_sizes[{index}] is {size!r}: give a size in bytes or "
+                                  f"{LARGEST_BAR_SIZE!r}")
+
+
 def _open_with(name: str, os: OS, bdf: str, lock: OwnershipLock, unbind: bool,
-               rebind_on_close: bool, noiommu: bool) -> PCIDevice:
+               rebind_on_close: bool, noiommu: bool, bar_sizes: dict[int, int | str]) -> PCIDevice:
     if name == "vfio":
-        return _open_vfio(os, bdf, lock, unbind, rebind_on_close, noiommu)
-    return _open_pci(os, bdf, lock, unbind, rebind_on_close)
+        return _open_vfio(os, bdf, lock, unbind, rebind_on_close, noiommu, bar_sizes)
+    return _open_pci(os, bdf, lock, unbind, rebind_on_close, bar_sizes)
 
 
 def _refuse_bound(bdf: str, driver: str, backend: str) -> DeviceBusy:
@@ -159,7 +199,8 @@ def _finish_open(backend, os: OS, lock: OwnershipLock, original: str | None, det
     return device
 
 
-def _open_pci(os: OS, bdf: str, lock: OwnershipLock, unbind: bool, rebind_on_close: bool) -> PCIDevice:
+def _open_pci(os: OS, bdf: str, lock: OwnershipLock, unbind: bool, rebind_on_close: bool,
+              bar_sizes: dict[int, int | str]) -> PCIDevice:
     sysfs = SysfsPCI(os)
     original = sysfs.driver(bdf)
     if original is not None and not unbind:
@@ -173,15 +214,19 @@ def _open_pci(os: OS, bdf: str, lock: OwnershipLock, unbind: bool, rebind_on_clo
         backend.close()
         raise
     try:
+        if bar_sizes:
+            # the device has no driver now (and the override keeps it so): what the kernel resizes
+            sysfs.apply_bar_sizes(bdf, bar_sizes)
         return _finish_open(backend, os, lock, original, detached, rebind_on_close)
     except BaseException:
+        backend.close()
         if detached:
             _hand_back_after_failure(sysfs, bdf, original)
         raise
 
 
 def _open_vfio(os: OS, bdf: str, lock: OwnershipLock, unbind: bool, rebind_on_close: bool,
-               noiommu: bool) -> PCIDevice:
+               noiommu: bool, bar_sizes: dict[int, int | str]) -> PCIDevice:
     from hal.vfio import backend as vfio_backend
 
     sysfs = SysfsPCI(os)
@@ -201,13 +246,18 @@ def _open_vfio(os: OS, bdf: str, lock: OwnershipLock, unbind: bool, rebind_on_cl
         # a group that cannot become viable would only be found out after unbinding the driver
         vfio_backend.require_viable_group(sysfs, bdf)
         detached = True
+
+    def resize_while_unbound() -> None:
+        sysfs.apply_bar_sizes(bdf, bar_sizes)
+
     try:
-        if detached:
-            sysfs.bind_to(bdf, vfio_backend.VFIO_DRIVER)
+        if detached or bar_sizes:
+            # the kernel resizes only a device without a driver: between the unbind and vfio-pci's bind
+            sysfs.bind_to(bdf, vfio_backend.VFIO_DRIVER, resize_while_unbound if bar_sizes else None)
         backend = vfio_backend.open_backend(os, bdf, noiommu=noiommu)
         return _finish_open(backend, os, lock, original, detached, rebind_on_close)
     except BaseException:
-        if detached:
+        if detached or bar_sizes:
             _hand_back_after_failure(sysfs, bdf, original)
         raise
 

@@ -308,7 +308,14 @@ class PCIDevice:
         return None if entry is None else config.rebar_current_size(self, entry)
 
     def resize_bar(self, index: int, size: int) -> None:
-        """Resize BAR `index` to `size` bytes (one of `rebar_sizes(index)`); remaps lazily after."""
+        """Resize BAR `index` to `size` bytes (one of `rebar_sizes(index)`).
+
+        The kernel releases and reassigns every BAR of the device in the same bridge window (the
+        others may move) and removes the resource files meanwhile, which kills their mappings
+        (drivers/pci/pci-sysfs.c __resource_resize_store); so every BAR is unmapped first and mapped
+        again by the next `bar()` call. Regions from `bar()` before the resize must not be used
+        after it. Through vfio: this is refused (the kernel resizes only driverless devices); open
+        with `bar_sizes=` instead."""
         self._ensure_usable()
         sizes = self.rebar_sizes(index)
         if not sizes:
@@ -316,10 +323,7 @@ class PCIDevice:
         if size not in sizes:
             listed = ", ".join(f"{s:#x}" for s in sizes)
             raise InvalidArgument(f"BAR{index} of {self.bdf} cannot be {size:#x} bytes; supported: {listed}")
-        raw = self._raw_bars.pop(index, None)
-        if raw is not None:
-            self._bars.pop(index, None)
-            self.backend.unmap_bar(raw)
+        self._unmap_bars()
         self.backend.resize_bar(index, size)
 
     # -- DMA ---------------------------------------------------------------------------------

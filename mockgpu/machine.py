@@ -28,7 +28,7 @@ from mockgpu.bus import HostBus
 from mockgpu.edu import EduDevice
 from mockgpu.hostmem import DEFAULT_MEMLOCK_LIMIT, HostRAM, LockedMemoryAccount
 from mockgpu.iommu import IOMMUFault
-from mockgpu.kernel import PCIKernel
+from mockgpu.kernel import MMIO64_WINDOW, PCIKernel
 from mockgpu.mockos import MockOS
 from mockgpu.navi31 import Navi31Audio, Navi31Function
 from mockgpu.pci import Bridge, PCIFunction
@@ -53,8 +53,18 @@ class Machine:
     def __init__(self, lock_dir: str | None = None, root: bool = True, iommu: bool = True,
                  noiommu: bool = False, scattered_ram: bool = True, iommu_passthrough: bool = True,
                  memlock_limit: int | None = DEFAULT_MEMLOCK_LIMIT,
-                 cap_ipc_lock: bool | None = None) -> None:
+                 cap_ipc_lock: bool | None = None,
+                 mmio64_window: int = MMIO64_WINDOW, preserve_config: bool = False,
+                 resource_files: bool = True) -> None:
         self.root = root
+        # False: an architecture without PCI resource mmap (drivers/pci/pci-sysfs.c builds
+        # pci_create_resource_files only with HAVE_PCI_MMAP or ARCH_GENERIC_PCI_MMAP_RESOURCE)
+        self.resource_files = resource_files
+        # the host bridge's window for 64-bit prefetchable BARs (what firmware gives PCI above 4 GiB)
+        self.mmio64_window = mmio64_window
+        # firmware asks the OS to keep its PCI resource assignment (ACPI _DSM function 5,
+        # drivers/pci/pci-acpi.c pci_acpi_preserve_config): Linux then resizes no BAR (ENOTSUPP)
+        self.preserve_config = preserve_config
         self._cap_ipc_lock = cap_ipc_lock
         self.iommu = iommu
         self.iommu_passthrough = iommu_passthrough
@@ -164,9 +174,12 @@ class Machine:
             self.vfio.request_release(gone.bdf)
             if driver is not None:
                 self.kernel.bound[gone.bdf] = None
-            # the struct pci_dev is freed: a rescan makes a new one without override or reset choice
+            # the struct pci_dev is freed: a rescan makes a new one without override, reset choice
+            # or enable count; its resource files go, and with them every mapping of them
             self.kernel.overrides.pop(gone.bdf, None)
             self.kernel.reset_selection.pop(gone.bdf, None)
+            self.kernel.enable_count.pop(gone.bdf, None)
+            self.kernel.revoke_resource_mappings(gone)
             self.functions.pop(gone.bdf, None)
             self.removed[gone.bdf] = gone
         log.info("%s removed", bdf)
@@ -179,7 +192,7 @@ class Machine:
                 continue
             del self.removed[bdf]
             self.functions[bdf] = function
-            self.kernel.restore_bars(function)
+            self.kernel.reclaim_resources(function)
             self.kernel.probe(bdf)
 
     def hot_plug_link_down(self, port: Bridge) -> None:
@@ -197,7 +210,7 @@ class Machine:
             if function is None:
                 continue
             self.functions[bdf] = function
-            self.kernel.restore_bars(function)
+            self.kernel.reclaim_resources(function)
             self.kernel.probe(bdf)
         log.info("%s: link up, devices below enumerated again", port.bdf)
 

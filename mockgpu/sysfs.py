@@ -14,13 +14,15 @@ from typing import TYPE_CHECKING, Callable
 from autogen.linux import pci_regs
 
 from hal.os import PAGE_SIZE
-from hal.region import Region
+from hal.region import CallbackRegion, MemoryRegion, Region
 from mockgpu.bits import field_get
 from mockgpu.files import MockFile
+from mockgpu.kernel import parse_unsigned
 from mockgpu.pci import REBAR_UNIT, BarKind, Bridge, PCIFunction
 from mockgpu.vfio import ContainerFile, config_read_bytes, config_write_bytes
 
 if TYPE_CHECKING:
+    from mockgpu.kernel import PCIKernel
     from mockgpu.machine import Machine
 
 # drivers/pci/pci-sysfs.c: unprivileged readers see only the first 64 bytes of config space
@@ -127,29 +129,76 @@ class ConfigFile(MockFile):
         return end - offset
 
 
-class ResourceFile(MockFile):
-    """`resourceN`: mmap for memory BARs; read/write (1/2/4 bytes, aligned) for I/O BARs."""
+class RevokedMapping(ValueError):
+    """Access to a resource mapping whose file the kernel removed (a real process gets SIGBUS)."""
 
-    def __init__(self, path: str, function: PCIFunction, index: int) -> None:
+
+class RevocableRegion(CallbackRegion):
+    """A callback-backed resource mapping that stops answering once the kernel revokes it."""
+
+    def __init__(self, inner: Region, path: str) -> None:
+        super().__init__(inner.size, self._read, self._write)
+        self.inner = inner
+        self.path = path
+        self.revoked = False
+
+    def revoke(self) -> None:
+        self.revoked = True
+
+    def _alive(self) -> None:
+        if self.revoked:
+            raise RevokedMapping(f"{self.path} was removed (BAR resized or device removed); map it again")
+
+    def _read(self, off: int, n: int) -> bytes:
+        self._alive()
+        return self.inner.read(off, n)
+
+    def _write(self, off: int, data: bytes) -> None:
+        self._alive()
+        self.inner.write(off, data)
+
+
+class ResourceFile(MockFile):
+    """`resourceN`: mmap for memory BARs; read/write of 1, 2 or 4 bytes at any offset for I/O BARs
+    (drivers/pci/pci-sysfs.c pci_resource_io, with sysfs clamping each access to the file size)."""
+
+    def __init__(self, path: str, kernel: "PCIKernel", function: PCIFunction, index: int) -> None:
         super().__init__(path)
+        self.kernel = kernel
         self.function = function
         self.index = index
         self.spec = function.bars[index]
 
-    def _io_check(self, offset: int, n: int) -> None:
+    def _io_length(self, offset: int, n: int, writing: bool) -> int:
+        """How many bytes an I/O access moves: fs/sysfs/file.c sysfs_kf_bin_read/_write clamp it
+        to the attribute's size (pci_resource_len); past the end a read gets 0 bytes and a write
+        EFBIG; pci_resource_io then takes 1, 2 or 4 bytes, aligned or not (inb/inw/inl)."""
         if self.spec.kind is not BarKind.IO:
             raise OSError(errno.EINVAL, f"{self.path}: memory BARs are accessed through mmap")
-        if n not in (1, 2, 4) or offset % n or offset + n > self.function.bar_sizes[self.index]:
-            raise OSError(errno.EINVAL, f"{self.path}: I/O access of {n} bytes at {offset:#x}")
+        size = self.function.assigned_sizes.get(self.index, 0)
+        if offset >= size:
+            if writing:
+                raise OSError(errno.EFBIG, f"{self.path}: write at {offset:#x} is past the {size:#x} ports")
+            return 0
+        length = min(n, size - offset)
+        if length not in (1, 2, 4):
+            raise OSError(errno.EINVAL, f"{self.path}: I/O access of {length} bytes at {offset:#x}")
+        return length
 
     def pread(self, n: int, offset: int) -> bytes:
-        self._io_check(offset, n)
-        return self.function.mmio_read(self.index, offset, n)
+        if n == 0:
+            return b""
+        length = self._io_length(offset, n, writing=False)
+        if length == 0:
+            return b""
+        return self.function.mmio_read(self.index, offset, length)
 
     def pwrite(self, data: bytes, offset: int) -> int:
-        self._io_check(offset, len(data))
-        self.function.mmio_write(self.index, offset, bytes(data))
-        return len(data)
+        if not data:
+            return 0
+        length = self._io_length(offset, len(data), writing=True)
+        self.function.mmio_write(self.index, offset, bytes(data[:length]))
+        return length
 
     def mmap(self, size: int, offset: int, writable: bool) -> Region:
         if self.spec.kind is BarKind.IO:
@@ -161,9 +210,15 @@ class ResourceFile(MockFile):
             raise OSError(errno.EINVAL, f"{self.path}: mmap [{offset:#x}, +{size:#x}) does not fit "
                                         f"BAR of {resource_size:#x}")
         region = self.function.bar_region(self.index, resource_size)
-        if offset == 0 and size == region.size:
+        if offset != 0 or size != region.size:
+            region = region.sub(offset, min(size, region.size - offset))
+        # removing the resource files (resize, remove) revokes the mapping
+        if isinstance(region, MemoryRegion):
+            self.kernel.track_mapping(self.function, region.release)
             return region
-        return region.sub(offset, min(size, region.size - offset))
+        revocable = RevocableRegion(region, self.path)
+        self.kernel.track_mapping(self.function, revocable.revoke)
+        return revocable
 
 
 class PagemapFile(MockFile):
@@ -243,7 +298,7 @@ class SysfsTree:
                 for bdf, function in sorted(machine.functions.items())
             }),
             "drivers": Dir(0o555, lambda: {name: self._driver_dir(name) for name in machine.kernel.drivers}),
-            "drivers_probe": _wo(lambda text: machine.kernel.probe(text.strip())),
+            "drivers_probe": _wo(lambda text: machine.kernel.probe(text.strip(), strict=True)),
             "rescan": _wo(lambda text: machine.rescan() if text.strip() == "1" else None),
         })
 
@@ -340,22 +395,25 @@ class SysfsTree:
                                    lambda text: kernel.set_override(bdf, text)),
             "remove": _wo(lambda text: machine.remove(bdf) if text.strip() == "1" else None),
             "rescan": _wo(lambda text: machine.rescan() if text.strip() == "1" else None),
-            "enable": _rw(lambda: "1\n" if kernel.is_enabled(bdf) else "0\n",
-                          lambda text: kernel.sysfs_enable(bdf, _parse_bool(text))),
+            "enable": _rw(lambda: f"{kernel.enable_references(bdf)}\n",
+                          lambda text: kernel.sysfs_enable(bdf, text)),
             "irq": _ro(lambda: "0\n"),
             "numa_node": _ro(lambda: "-1\n"),
         }
         for index, spec in sorted(function.bars.items()):
-            entries[f"resource{index}"] = Special(0o600, self._resource_opener(function, index))
-            if spec.prefetchable:
-                entries[f"resource{index}_wc"] = Special(0o600, self._resource_opener(function, index))
+            # pci_create_resource_files: only for resources the kernel assigned, and only where the
+            # architecture can mmap PCI resources (HAVE_PCI_MMAP / ARCH_GENERIC_PCI_MMAP_RESOURCE)
+            if machine.resource_files and index in function.assigned:
+                entries[f"resource{index}"] = Special(0o600, self._resource_opener(function, index))
+                if spec.prefetchable:
+                    entries[f"resource{index}_wc"] = Special(0o600, self._resource_opener(function, index))
             if spec.rebar_sizes:
                 entries[f"resource{index}_resize"] = _rw(
                     lambda index=index: self._rebar_sizes(function, index),
-                    lambda text, index=index: kernel.resize(bdf, index, _parse_int(text)))
+                    lambda text, index=index: kernel.resize(bdf, index, text))
         methods = kernel.reset_methods(function)
         if methods:
-            entries["reset"] = _wo(lambda text: kernel.reset_function(bdf) if _parse_bool(text) else None)
+            entries["reset"] = _wo(lambda text: self._reset_store(bdf, text))
             entries["reset_method"] = _rw(
                 lambda: " ".join(kernel.selected_reset_methods(function)) + "\n",
                 lambda text: kernel.set_reset_method(bdf, text))
@@ -404,9 +462,14 @@ class SysfsTree:
     def _group_opener(self, group: int) -> Callable[[str, int], MockFile]:
         return lambda path, flags: self.machine.open_group(path, group)
 
-    @staticmethod
-    def _resource_opener(function: PCIFunction, index: int) -> Callable[[str, int], MockFile]:
-        return lambda path, flags: ResourceFile(path, function, index)
+    def _resource_opener(self, function: PCIFunction, index: int) -> Callable[[str, int], MockFile]:
+        return lambda path, flags: ResourceFile(path, self.machine.kernel, function, index)
+
+    def _reset_store(self, bdf: str, text: str) -> None:
+        """drivers/pci/pci-sysfs.c reset_store: exactly 1 (kstrtoul), anything else is EINVAL."""
+        if parse_unsigned(text) != 1:
+            raise OSError(errno.EINVAL, f"write 1 to reset {bdf}, not {text.strip()!r}")
+        self.machine.kernel.reset_function(bdf)
 
     def _rebar_sizes(self, function: PCIFunction, index: int) -> str:
         sizes = 0
@@ -434,19 +497,3 @@ class SysfsTree:
                     flags |= IORESOURCE_MEM_64
             lines.append(f"0x{rng[0]:016x} 0x{rng[1]:016x} 0x{flags:016x}")
         return "\n".join(lines) + "\n"
-
-
-def _parse_bool(text: str) -> bool:
-    value = text.strip()
-    if value in ("1", "y", "Y"):
-        return True
-    if value in ("0", "n", "N"):
-        return False
-    raise OSError(errno.EINVAL, f"expected 0 or 1, got {value!r}")
-
-
-def _parse_int(text: str) -> int:
-    try:
-        return int(text.strip(), 0)
-    except ValueError as exc:
-        raise OSError(errno.EINVAL, f"expected an integer, got {text.strip()!r}") from exc

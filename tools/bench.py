@@ -3,7 +3,8 @@
 A layer registers a benchmark by owning a module with `NAME` and `run(**kwargs) -> dict[str, float]`;
 this tool lists those modules below (imports only go downward, so the list lives at the top).
 Benchmarks print figures and ratios against a baseline measured in the same run; nothing here
-asserts a timing.
+asserts a timing. With --json the output is one JSON list with an object per benchmark run:
+{"name": NAME, "seconds": wall time of the run, "figures": {figure name: number}}.
 """
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ BENCHMARKS: dict[str, str] = {
     "autogen": "autogen.bench",
 }
 
+JSON_HELP = ('--json prints one JSON list, an object per benchmark run: {"name": the benchmark, "seconds": '
+             'its wall time, "figures": {figure name: number}} (counts, seconds, rates per second, '
+             'ratios)')
 # the Navi31 register BAR (amdgpu maps its MMIO registers from BAR 5 on SOC21 parts)
 MOCK_GPU_MMIO_BAR = 5
 
@@ -70,9 +74,11 @@ def _format(value) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.splitlines()[0],
+                                     epilog=JSON_HELP)
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per benchmark")
+    parser.add_argument("--json", action="store_true",
+                        help='print a JSON list: one {"name", "seconds", "figures"} object per benchmark')
     args = parser.parse_args(argv)
     names = args.names or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]

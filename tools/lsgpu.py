@@ -2,7 +2,10 @@
 
 Without --mock it reads this machine's PCI tree; with --mock (or GPUHAL_MOCK=1) it lists the devices
 of the default mock machine. The table shows each device string, its IDs, class, bound kernel driver and
-the bridges on its path, then for each backend "ok" or why it cannot open the device.
+the bridges on its path, then for each backend "ok" or why it cannot open the device, then the
+command that acts on it: `python -m tools.bind` moves a device (and the members of its IOMMU group
+that must move with it) to vfio-pci, or hands them back to their kernel drivers. Listing changes
+nothing: it opens no file for writing.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import sys
 
 import hal
 from hal.errors import HalError
+from hal.pci.sysfs import VFIO_PCI_DRIVER
 
 # PCI-SIG assigned vendor IDs (as listed in the pci.ids database)
 VENDOR_NAMES = {0x1002: "AMD", 0x10DE: "NVIDIA", 0x5143: "Qualcomm", 0x1B21: "ASMedia", 0x1234: "QEMU", 0x8086: "Intel"}
@@ -23,6 +27,19 @@ def _mock_os():
     from mockgpu import Machine
 
     return Machine.default().os
+
+
+def hints(info) -> list[str]:
+    """Commands that act on the backend verdicts of one device."""
+    found = []
+    if info.vfio_moves:
+        moved = ", ".join(info.vfio_moves)
+        found.append(f"python -m tools.bind {info.bdf} --vfio   (moves {moved} to {VFIO_PCI_DRIVER}, "
+                     "so vfio can open it)")
+    if info.driver == VFIO_PCI_DRIVER:
+        found.append(f"python -m tools.bind {info.bdf} --kernel   (hands it and its group back to their "
+                     "kernel drivers)")
+    return found
 
 
 def _as_json(info) -> dict:
@@ -36,6 +53,9 @@ def _as_json(info) -> dict:
         "driver": info.driver,
         "backends": dict(info.backends),
         "path": list(info.path),
+        "iommu_group": info.iommu_group,
+        "vfio_moves": list(info.vfio_moves),
+        "hints": hints(info),
     }
 
 
@@ -56,7 +76,21 @@ def _table(rows: list[dict]) -> str:
         name_width = max(len(name) for name in row["backends"]) if row["backends"] else 0
         for name, state in row["backends"].items():
             out.append(f"    {name + ':':<{name_width + 1}} {state}")
+        for hint in row["hints"]:
+            out.append(f"    try: {hint}")
     return "\n".join(out)
+
+
+def _nothing_found(mock: bool, all_classes: bool) -> str:
+    where = "the mock machine" if mock else "/sys/bus/pci/devices"
+    what = "PCI functions" if all_classes else "PCI GPUs"
+    suggestions = []
+    if not all_classes:
+        suggestions.append("--all for every PCI function")
+    if not mock:
+        suggestions.append("--mock for the mock machine")
+    advice = f" Try {', or '.join(suggestions)}." if suggestions else ""
+    return f"No {what} found in {where}.{advice}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
-        where = "the mock machine" if args.mock else "/sys/bus/pci/devices"
-        print(f"No PCI GPUs found in {where}. Try --all for every PCI function, or --mock for the mock machine.")
+        print(_nothing_found(args.mock, args.all))
         return 0
     print(_table(rows))
     return 0

@@ -15,9 +15,9 @@ import logging
 from autogen.linux import pci_regs as regs
 
 from hal.backend import BarResource, DMABuffer, PCIBackend, locked_memory_with_physical_pages
-from hal.errors import DeviceBusy, HalError, PermissionDenied, UnsupportedOperation, from_oserror
+from hal.errors import HalError, PermissionDenied, UnsupportedOperation, from_oserror
 from hal.os import O_CLOEXEC, O_RDONLY, O_RDWR, O_SYNC, OS
-from hal.pci.sysfs import IORESOURCE_IO, SysfsPCI
+from hal.pci.sysfs import HOST_BRIDGE_REASON, IORESOURCE_IO, SysfsPCI
 from hal.region import Region
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 NAME = "pci"
 ROOT_HINT = ("run as root (e.g. `sudo -E python3 ...`), or give the interpreter the capabilities: "
              "`sudo setcap cap_sys_admin,cap_sys_rawio+ep $(readlink -f $(command -v python3))`")
-REBAR_SMALLEST_SIZE_SHIFT = 20  # sysfs-bus-pci resourceN_resize: bit/index n means 2^n MiB
+NO_RESOURCE_FILE = ("the kernel created no resourceN file (the BAR has no address, or this architecture "
+                    "cannot mmap PCI resources)")
 
 
 class SysfsConfig:
@@ -101,11 +102,13 @@ class SysfsBackend(PCIBackend):
 
     # -- BARs --------------------------------------------------------------------------------
     def bar_resources(self) -> dict[int, BarResource]:
+        """BARs with a kernel resource; mappable only when memory and its `resourceN` file exists."""
         found = {}
         for index, resource in enumerate(self.sysfs.resources(self.bdf)):
             if resource.size == 0:
                 continue
-            mappable = not resource.flags & IORESOURCE_IO
+            has_file = self.sysfs.resource_file(self.bdf, index) is not None
+            mappable = not resource.flags & IORESOURCE_IO and has_file
             found[index] = BarResource(index, resource.size, mappable)
         return found
 
@@ -114,9 +117,12 @@ class SysfsBackend(PCIBackend):
         resource = resources.get(index)
         if resource is None:
             raise HalError(f"BAR{index} of {self.bdf} has no resource assigned")
-        if not resource.mappable:
-            raise UnsupportedOperation(f"BAR{index} of {self.bdf} is an I/O port BAR; it cannot be mapped")
         path = SysfsPCI.device_path(self.bdf, f"resource{index}")
+        if self.sysfs.resources(self.bdf)[index].flags & IORESOURCE_IO:
+            raise UnsupportedOperation(f"BAR{index} of {self.bdf} is an I/O port BAR; it cannot be mapped")
+        if not resource.mappable:
+            raise UnsupportedOperation(f"{path} does not exist: {NO_RESOURCE_FILE}; open vfio:{self.bdf}, "
+                                       "whose regions do not need it")
         try:
             fd = self.os.open(path, O_RDWR | O_SYNC | O_CLOEXEC)
         except OSError as exc:
@@ -139,19 +145,8 @@ class SysfsBackend(PCIBackend):
         self.os.munmap(region)
 
     def resize_bar(self, index: int, size: int) -> None:
-        path = SysfsPCI.device_path(self.bdf, f"resource{index}_resize")
-        if not self.os.exists(path):
-            raise UnsupportedOperation(f"{path} is missing: the kernel (>= 5.15) offers no BAR resizing here")
-        size_index = (size >> REBAR_SMALLEST_SIZE_SHIFT).bit_length() - 1
-        try:
-            self.os.write_text(path, f"{size_index}\n")
-        except OSError as exc:
-            if exc.errno == errno.EBUSY:
-                driver = self.sysfs.driver(self.bdf)
-                raise DeviceBusy(f"the kernel refused to resize BAR{index} of {self.bdf}: a driver "
-                                 f"({driver or 'unknown'}) is bound; open with unbind=True",
-                                 errno=exc.errno) from exc
-            raise from_oserror(exc, f"resizing BAR{index} via {path}") from exc
+        """resourceN_resize; every mapping of the device's resource files is dead afterwards."""
+        self.sysfs.resize_resource(self.bdf, index, size)
 
     # -- DMA ---------------------------------------------------------------------------------
     def alloc_dma(self, size: int) -> DMABuffer:
@@ -194,28 +189,31 @@ class SysfsBackend(PCIBackend):
 
 
 def probe(os: OS, bdf: str) -> str:
-    """'ok' when this backend can open `bdf` as things stand, else the reason it cannot."""
+    """'ok' when this backend can open `bdf` as things stand, else the reason it cannot. Read-only:
+    nothing is opened for writing."""
     sysfs = SysfsPCI(os)
     if not sysfs.exists(bdf):
         return f"no such device {bdf}"
-    config_path = SysfsPCI.device_path(bdf, "config")
-    try:
-        fd = os.open(config_path, O_RDWR | O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            return "needs root (config space and BARs are root-only)"
-        return f"cannot open {config_path}: {exc.strerror}"
-    os.close(fd)
+    if sysfs.is_host_bridge(bdf):
+        return HOST_BRIDGE_REASON
+    if not sysfs.config_readable_in_full(bdf):
+        return "needs root (config space past byte 64, the BARs and DMA addresses are root-only)"
     driver = sysfs.driver(bdf)
     if driver is not None:
         return f"in use by kernel driver {driver}; opening with unbind=True detaches it"
+    notes = []
+    memory_bars = [index for index, res in enumerate(sysfs.resources(bdf))
+                   if res.size and not res.flags & IORESOURCE_IO]
+    if memory_bars and all(sysfs.resource_file(bdf, index) is None for index in memory_bars):
+        notes.append(f"no BAR mappings: {NO_RESOURCE_FILE}")
     try:
         translation = sysfs.dma_translation(bdf)
     except HalError as exc:
-        return f"ok (no DMA: the IOMMU domain type is unknown: {exc})"
-    if translation is not None:
-        return f"ok (no DMA: {translated_dma_reason(bdf, translation)})"
-    return "ok"
+        notes.append(f"no DMA: the IOMMU domain type is unknown: {exc}")
+    else:
+        if translation is not None:
+            notes.append(f"no DMA: {translated_dma_reason(bdf, translation)}")
+    return f"ok ({'; '.join(notes)})" if notes else "ok"
 
 
 def translated_dma_reason(bdf: str, translation: str) -> str:

@@ -9,9 +9,13 @@ import errno
 import logging
 import re
 from dataclasses import dataclass
+from typing import Callable
 
-from hal.errors import DeviceBusy, DeviceNotFound, HalError, InvalidArgument, PermissionDenied, from_oserror
-from hal.os import O_CLOEXEC, O_RDWR, OS
+from autogen.linux import pci_regs as regs
+
+from hal.errors import (DeviceBusy, DeviceNotFound, HalError, InvalidArgument, PermissionDenied,
+                        UnsupportedOperation, from_oserror)
+from hal.os import O_CLOEXEC, O_RDONLY, O_RDWR, OS
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,24 @@ NOIOMMU_GROUP_PREFIX = "noiommu-"  # drivers/vfio/group.c names no-IOMMU groups 
 # sysfs-bus-pci driver_override: only a driver of exactly this name may bind; no driver has this name,
 # so module loads, drivers_probe and rescans leave a device that user space drives alone
 USER_SPACE_OVERRIDE = "none"
+# PCI drivers that set driver_managed_dma (drivers/pci/pcie/portdrv.c, drivers/pci/pci-stub.c,
+# drivers/vfio/pci/vfio_pci.c and the vfio-pci variant drivers, named by their modules with
+# underscores): binding one does not make the device a user of the kernel's DMA API
+# (drivers/pci/pci-driver.c pci_dma_configure), so it leaves the IOMMU group usable by VFIO
+DMA_MANAGING_DRIVERS = frozenset({
+    VFIO_PCI_DRIVER, "pcieport", "pci-stub",
+    "hisi_acc_vfio_pci", "mlx5_vfio_pci", "nvgrace_gpu_vfio_pci", "pds_vfio_pci", "qat_vfio_pci",
+    "virtio_vfio_pci",
+})
+# include/linux/pci_ids.h PCI_CLASS_BRIDGE_HOST: the host bridge, the root complex's own function
+PCI_CLASS_BRIDGE_HOST = 0x0600
+CLASS_SUBCLASS_SHIFT = 8  # the 24-bit class code is base class : subclass : programming interface
+HOST_BRIDGE_REASON = ("not openable: a host bridge (class 0x0600, the root complex's own function) is "
+                      "not a device to drive")
+# include/linux/errno.h ENOTSUPP: kernel-internal "not supported", which sysfs writes pass on unchanged
+ENOTSUPP = 524
+REBAR_SIZE_SHIFT = 20  # sysfs-bus-pci resourceN_resize: bit n means 2^(n + 20) bytes
+LARGEST_BAR_SIZE = "max"  # bar_sizes value: the largest size the bridge windows leave room for
 
 # domain:bus:device.function, as the kernel names PCI functions (e.g. 0000:03:00.0)
 BDF_PATTERN = re.compile(r"^([0-9a-fA-F]{4}):([0-9a-fA-F]{2}):([0-1][0-9a-fA-F])\.([0-7])$")
@@ -40,6 +62,8 @@ IORESOURCE_MEM = 0x00000200
 IORESOURCE_PREFETCH = 0x00002000
 IORESOURCE_MEM_64 = 0x00100000
 RESOURCE_BAR_LINES = 6  # the first six lines of `resource` are BAR0..BAR5 (drivers/pci/pci-sysfs.c)
+# drivers/pci/pci-sysfs.c pci_read_config: without CAP_SYS_ADMIN reads of `config` stop at byte 64
+UNPRIVILEGED_CONFIG_BYTES = 64
 
 
 def normalize_bdf(text: str) -> str:
@@ -55,6 +79,18 @@ def normalize_bdf(text: str) -> str:
 
 def is_bdf(text: str) -> bool:
     return bool(BDF_PATTERN.match(text))
+
+
+def manages_own_dma(driver: str | None) -> bool:
+    """True for a driver whose devices keep their IOMMU group usable by VFIO (see DMA_MANAGING_DRIVERS)."""
+    return driver in DMA_MANAGING_DRIVERS
+
+
+def format_size(size: int) -> str:
+    for unit, name in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if size >= unit and size % unit == 0:
+            return f"{size // unit} {name}"
+    return f"{size:#x} bytes"
 
 
 @dataclass(frozen=True)
@@ -135,6 +171,148 @@ class SysfsPCI:
                 raise HalError(f"{self.device_path(bdf, 'resource')}: malformed line {line!r}")
             parsed.append(Resource(int(fields[0], 16), int(fields[1], 16), int(fields[2], 16)))
         return parsed
+
+    def class_code(self, bdf: str) -> int:
+        return self.read_hex(bdf, "class")
+
+    def is_host_bridge(self, bdf: str) -> bool:
+        return self.class_code(bdf) >> CLASS_SUBCLASS_SHIFT == PCI_CLASS_BRIDGE_HOST
+
+    def header_type(self, bdf: str) -> int:
+        """The header type (layout bits only) from config space, opened read-only: the first 64
+        bytes are readable without privileges (drivers/pci/pci-sysfs.c pci_read_config)."""
+        path = self.device_path(bdf, "config")
+        try:
+            fd = self.os.open(path, O_RDONLY | O_CLOEXEC)
+        except OSError as exc:
+            raise from_oserror(exc, f"opening {path} read-only") from exc
+        try:
+            raw = self.os.pread(fd, 1, regs.PCI_HEADER_TYPE)
+        except OSError as exc:
+            raise from_oserror(exc, f"reading the header type of {bdf}") from exc
+        finally:
+            self.os.close(fd)
+        if len(raw) != 1:
+            raise HalError(f"{path} is shorter than its header")
+        return raw[0] & regs.PCI_HEADER_TYPE_MASK
+
+    def config_readable_in_full(self, bdf: str) -> bool:
+        """Whether this process sees config space past the first 64 bytes (CAP_SYS_ADMIN), found
+        with a read-only open: opening it for writing would be a change to ask for, not a probe."""
+        path = self.device_path(bdf, "config")
+        try:
+            fd = self.os.open(path, O_RDONLY | O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                return False
+            raise from_oserror(exc, f"opening {path} read-only") from exc
+        try:
+            return len(self.os.pread(fd, 1, UNPRIVILEGED_CONFIG_BYTES)) == 1
+        except OSError as exc:
+            raise from_oserror(exc, f"reading {path}") from exc
+        finally:
+            self.os.close(fd)
+
+    def resource_file(self, bdf: str, index: int) -> str | None:
+        """The `resourceN` file of BAR `index`, None when the kernel created none (the resource is
+        unassigned, or the architecture cannot mmap PCI resources)."""
+        path = self.device_path(bdf, f"resource{index}")
+        return path if self.os.exists(path) else None
+
+    # -- Resizable BAR (resourceN_resize) ----------------------------------------------------
+    def rebar_sizes(self, bdf: str, index: int) -> list[int]:
+        """Sizes in bytes the kernel offers for BAR `index`, smallest first (empty: not resizable)."""
+        path = self.device_path(bdf, f"resource{index}_resize")
+        if not self.os.exists(path):
+            return []
+        try:
+            bitmap = int(self.read_attribute(bdf, f"resource{index}_resize"), 16)
+        except ValueError as exc:
+            raise HalError(f"{path} does not hold a hex bitmap") from exc
+        return [1 << (bit + REBAR_SIZE_SHIFT) for bit in range(bitmap.bit_length()) if bitmap >> bit & 1]
+
+    def resize_resource(self, bdf: str, index: int, size: int) -> None:
+        """Resize BAR `index` to `size` bytes through `resourceN_resize`, with each refusal of
+        drivers/pci/pci-sysfs.c __resource_resize_store and drivers/pci/rebar.c pci_resize_resource
+        turned into a typed error that says what to try. The kernel releases every BAR of the
+        device in the same bridge window and assigns them again, and removes the resource files
+        meanwhile: every mapping of any BAR of the device is dead afterwards."""
+        path = self.device_path(bdf, f"resource{index}_resize")
+        supported = self.rebar_sizes(bdf, index)
+        if not supported:
+            raise UnsupportedOperation(f"{path} is missing: BAR{index} of {bdf} is not resizable, or the "
+                                       "kernel (< 6.1) offers no BAR resizing through sysfs")
+        if size not in supported:
+            raise InvalidArgument(f"BAR{index} of {bdf} cannot be {format_size(size)}; supported: "
+                                  f"{', '.join(format_size(each) for each in supported)}")
+        code = (size >> REBAR_SIZE_SHIFT).bit_length() - 1
+        try:
+            self.os.write_text(path, f"{code}\n")
+        except OSError as exc:
+            raise self._resize_error(bdf, index, size, supported, exc) from exc
+        log.info("BAR%d of %s resized to %s", index, bdf, format_size(size))
+
+    def _resize_error(self, bdf: str, index: int, size: int, supported: list[int], exc: OSError) -> HalError:
+        what = f"resizing BAR{index} of {bdf} to {format_size(size)}"
+        if exc.errno == errno.EBUSY:
+            driver = self.driver(bdf)
+            return DeviceBusy(f"{what}: the kernel resizes only devices without a driver, and {bdf} is "
+                              f"bound to {driver or 'a driver'}; open it with unbind=True and "
+                              f"bar_sizes={{{index}: {size:#x}}}", errno=exc.errno)
+        if exc.errno == errno.ENOSPC:
+            smaller = [format_size(each) for each in supported if each < size]
+            return InvalidArgument(
+                f"{what}: the kernel found no room for it in the bridge windows above {bdf} (ENOSPC), "
+                "so the BARs kept their sizes and addresses. Try a smaller size "
+                f"({', '.join(smaller) or 'none'}), "
+                f"or bar_sizes={{{index}: '{LARGEST_BAR_SIZE}'}} for the largest that fits; other devices "
+                "below the same bridge pin its window (soft-remove them with `echo 1 | sudo tee "
+                "/sys/bus/pci/devices/<bdf>/remove`, resize, then `echo 1 | sudo tee /sys/bus/pci/rescan`); "
+                "enabling Above 4G Decoding in firmware setup gives PCI more address space",
+                errno=exc.errno)
+        if exc.errno == ENOTSUPP:
+            return UnsupportedOperation(
+                f"{what}: the firmware asks the OS to keep its PCI resource assignment (ACPI "
+                "'preserve boot configuration'), so Linux resizes no BAR on this machine; choose the "
+                "size in firmware setup instead (Resizable BAR / Smart Access Memory)", errno=exc.errno)
+        error = from_oserror(exc, f"{what} via {self.device_path(bdf, f'resource{index}_resize')}")
+        if isinstance(error, PermissionDenied):
+            return PermissionDenied(f"{what} needs root (CAP_SYS_ADMIN): run as root", errno=exc.errno)
+        return error
+
+    def apply_bar_sizes(self, bdf: str, bar_sizes: dict[int, int | str]) -> dict[int, int]:
+        """Resize the BARs named in `bar_sizes` (bytes, or LARGEST_BAR_SIZE for the largest size the
+        bridge windows leave room for) while the device has no driver; returns the sizes now held."""
+        held = {}
+        for index, wanted in sorted(bar_sizes.items()):
+            current = self.resources(bdf)[index].size if index < RESOURCE_BAR_LINES else 0
+            if wanted == LARGEST_BAR_SIZE:
+                held[index] = self._resize_to_largest(bdf, index, current)
+                continue
+            if not isinstance(wanted, int) or isinstance(wanted, bool):
+                raise InvalidArgument(f"bar_sizes[{index}] is {wanted!r}: give a size in bytes or "
+                                      f"{LARGEST_BAR_SIZE!r}")
+            if wanted != current:
+                self.resize_resource(bdf, index, wanted)
+            held[index] = wanted
+        return held
+
+    def _resize_to_largest(self, bdf: str, index: int, current: int) -> int:
+        supported = self.rebar_sizes(bdf, index)
+        if not supported:
+            raise UnsupportedOperation(f"BAR{index} of {bdf} is not resizable (no resource{index}_resize)")
+        for size in sorted(supported, reverse=True):
+            if size <= current:
+                break
+            try:
+                self.resize_resource(bdf, index, size)
+            except InvalidArgument as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                log.info("BAR%d of %s: no room for %s, trying smaller", index, bdf, format_size(size))
+                continue
+            return size
+        return current
 
     # -- topology ----------------------------------------------------------------------------
     def upstream_path(self, bdf: str) -> list[str]:
@@ -274,16 +452,22 @@ class SysfsPCI:
         self._unbind_or_restore_override(bdf)
         return driver
 
-    def bind_to(self, bdf: str, driver: str) -> None:
-        """Bind `bdf` to `driver` the way the kernel documents: override, unbind, probe."""
+    def bind_to(self, bdf: str, driver: str, while_unbound: Callable[[], None] | None = None) -> None:
+        """Bind `bdf` to `driver` the way the kernel documents: override, unbind, probe.
+
+        `while_unbound` runs between the unbind and the probe, while no driver has the device and
+        the override keeps every other driver off it (a BAR resize wants exactly that); it also runs,
+        after an unbind, when `driver` was bound already."""
         current = self.driver(bdf)
-        if current == driver:
+        if current == driver and while_unbound is None:
             return
         if current == VFIO_PCI_DRIVER:
             self.require_vfio_group_free(bdf)
         self.set_driver_override(bdf, driver)
         if current is not None:
             self._unbind_or_restore_override(bdf)
+        if while_unbound is not None:
+            while_unbound()
         self.write_attribute(PCI_DRIVERS_PROBE, bdf, f"probing {bdf} for driver {driver}")
         bound = self.driver(bdf)
         if bound != driver:

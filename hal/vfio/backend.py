@@ -22,7 +22,8 @@ from hal.backend import (EVENT_ERROR, EVENT_RELEASE, BarResource, DeviceEvent, D
 from hal.errors import (BackendUnavailable, DeviceBusy, HalError, InvalidArgument, PermissionDenied,
                         UnsupportedOperation, from_oserror)
 from hal.os import O_CLOEXEC, O_RDWR, OS, PAGE_SIZE
-from hal.pci.sysfs import NOIOMMU_GROUP_PREFIX, VFIO_GROUP_DIR, VFIO_PCI_DRIVER, SysfsPCI
+from hal.pci.sysfs import (HOST_BRIDGE_REASON, LARGEST_BAR_SIZE, NOIOMMU_GROUP_PREFIX, VFIO_GROUP_DIR,
+                           VFIO_PCI_DRIVER, SysfsPCI, manages_own_dma)
 from hal.region import CallbackRegion, Region
 from hal.vfio.iova import IOVAAllocator
 
@@ -58,6 +59,11 @@ PARTIAL_VECTORS = ("{bdf}: the host granted only {granted} of the {count} {kind}
 # drivers/pci/msi/msi.c msi_capability_init: without interrupt remapping x86 gives MSI one vector
 MSI_PARTIAL_ADVICE = (", or use MSI-X (multi-message MSI needs interrupt remapping: intel_iommu=on or "
                       "amd_iommu=on)")
+VIABILITY_RULE = (f"every device in the group must be unbound or bound to a driver that manages its own "
+                  f"DMA ({VFIO_PCI_DRIVER}, pcieport, pci-stub)")
+BIND_HINT = "`python -m tools.bind {bdf} --vfio` moves it and the members that must move to vfio-pci"
+IN_USE_PREFIX = "in use by kernel driver"  # probe verdicts that a change of binding would cure
+SHARED_PREFIX = "its IOMMU group"
 NO_GROUP = ("{bdf} has no IOMMU group: the IOMMU is off or absent. Enable it (intel_iommu=on or "
             "amd_iommu=on, VT-d/AMD-Vi in firmware), or open pci:{bdf} (sysfs backend, no isolation), "
             "or ask for VFIO no-IOMMU mode explicitly (noiommu=True; unsafe, no isolation)")
@@ -185,8 +191,8 @@ class VfioBackend(PCIBackend):
         members = []
         for member in self.sysfs.iommu_group_devices(group):
             members.append(f"{member} ({self.sysfs.driver(member) or 'no driver'})")
-        raise DeviceBusy(f"IOMMU group {group} is not viable: every device in it must be bound to "
-                         f"{VFIO_DRIVER} or to no driver; members: {', '.join(members)}")
+        raise DeviceBusy(f"IOMMU group {group} is not viable: {VIABILITY_RULE}; members: "
+                         f"{', '.join(members)}. {BIND_HINT.format(bdf=self.bdf)}")
 
     def _setup_iova_windows(self) -> None:
         info = vfio.vfio_iommu_type1_info(argsz=vfio.vfio_iommu_type1_info.SIZE)
@@ -340,10 +346,13 @@ class VfioBackend(PCIBackend):
         return error
 
     def resize_bar(self, index: int, size: int) -> None:
+        # drivers/pci/pci-sysfs.c __resource_resize_store answers EBUSY while any driver is bound
         raise UnsupportedOperation(
-            f"the vfio backend cannot resize BARs: the kernel resizes only devices without a driver, and "
-            f"{self.bdf} is bound to {VFIO_DRIVER}. Resize first through sysfs (hal.open('pci:{self.bdf}', "
-            f"unbind=True).resize_bar({index}, {size:#x})), then open it through vfio")
+            f"BAR{index} of {self.bdf} cannot be resized while it is open through vfio: the kernel "
+            f"resizes only devices without a driver, and {self.bdf} is bound to {VFIO_DRIVER}. Close it "
+            f"and open it again with the size: hal.open('vfio:{self.bdf}', unbind=True, "
+            f"bar_sizes={{{index}: {size:#x}}}) resizes it while it is unbound, before binding "
+            f"{VFIO_DRIVER} (or bar_sizes={{{index}: '{LARGEST_BAR_SIZE}'}} for the largest that fits)")
 
     def unmap_bar(self, region: Region) -> None:
         if region in self._mapped:
@@ -640,18 +649,24 @@ def iova_windows_from_caps(info: bytearray, cap_offset: int) -> list[tuple[int, 
     return windows
 
 
-def group_blockers(sysfs: SysfsPCI, bdf: str, group: int) -> list[str]:
-    """Other members of `group` that keep it from being viable for VFIO: "<bdf> (<driver>)" for each one
-    bound to a driver other than vfio-pci (drivers/vfio/group.c: every member must be on vfio-pci or on
-    no driver)."""
-    blockers = []
+def members_to_move(sysfs: SysfsPCI, bdf: str, group: int) -> list[tuple[str, str]]:
+    """Other members of `group` that keep it from being viable for VFIO, as (bdf, driver): those bound
+    to a driver that uses the kernel's DMA API. A member with no driver, or on one that manages its
+    own DMA (vfio-pci, pcieport, pci-stub), leaves the group usable (drivers/vfio/group.c
+    vfio_group_ioctl_get_status asks drivers/iommu/iommu.c iommu_group_dma_owner_claimed)."""
+    found = []
     for member in sysfs.iommu_group_devices(group):
         if member == bdf:
             continue
         driver = sysfs.driver(member)
-        if driver not in (None, VFIO_DRIVER):
-            blockers.append(f"{member} ({driver})")
-    return blockers
+        if driver is not None and not manages_own_dma(driver):
+            found.append((member, driver))
+    return found
+
+
+def group_blockers(sysfs: SysfsPCI, bdf: str, group: int) -> list[str]:
+    """`members_to_move` as "<bdf> (<driver>)" strings."""
+    return [f"{member} ({driver})" for member, driver in members_to_move(sysfs, bdf, group)]
 
 
 def require_viable_group(sysfs: SysfsPCI, bdf: str) -> None:
@@ -662,17 +677,23 @@ def require_viable_group(sysfs: SysfsPCI, bdf: str) -> None:
         return
     blockers = group_blockers(sysfs, bdf, group)
     if blockers:
-        raise DeviceBusy(f"IOMMU group {group} of {bdf} is shared with {', '.join(blockers)}: every device "
-                         f"in it must be bound to {VFIO_DRIVER} or to no driver before {bdf} can be opened "
-                         f"through VFIO; unbind them (`echo <bdf> | sudo tee /sys/bus/pci/drivers/<driver>/"
-                         f"unbind`), or open pci:{bdf}. Nothing was unbound")
+        raise DeviceBusy(f"IOMMU group {group} of {bdf} is shared with {', '.join(blockers)}: "
+                         f"{VIABILITY_RULE} before {bdf} can be opened through VFIO. "
+                         f"{BIND_HINT.format(bdf=bdf)}, or unbind them yourself (`echo <bdf> | sudo tee "
+                         f"/sys/bus/pci/drivers/<driver>/unbind`), or open pci:{bdf}. Nothing was unbound")
 
 
 def probe(os: OS, bdf: str) -> str:
-    """'ok' when this backend can open `bdf` now, else the reason it cannot."""
+    """'ok' when this backend can open `bdf` now, else the reason it cannot. Read-only: the
+    container node is opened (and closed) only to learn whether this process may."""
     sysfs = SysfsPCI(os)
     if not sysfs.exists(bdf):
         return f"no such device {bdf}"
+    if sysfs.is_host_bridge(bdf):
+        return HOST_BRIDGE_REASON
+    if sysfs.header_type(bdf) != regs.PCI_HEADER_TYPE_NORMAL:
+        # drivers/vfio/pci/vfio_pci_core.c vfio_pci_core_register_device refuses other headers
+        return f"not openable: {VFIO_DRIVER} drives only type 0 functions, and {bdf} is a bridge"
     if sysfs.iommu_group(bdf) is None:
         return "no IOMMU group (IOMMU off: intel_iommu=on / amd_iommu=on)"
     if not os.exists(CONTAINER_PATH):
@@ -689,11 +710,10 @@ def probe(os: OS, bdf: str) -> str:
     driver = sysfs.driver(bdf)
     problems = []
     if driver not in (None, VFIO_DRIVER):
-        problems.append(f"in use by kernel driver {driver}; opening with unbind=True moves it to "
-                        f"{VFIO_DRIVER}")
+        problems.append(f"{IN_USE_PREFIX} {driver}; opening with unbind=True moves it to {VFIO_DRIVER}")
     if blockers:
-        problems.append(f"its IOMMU group {group} is shared with {', '.join(blockers)}, which must be "
-                        f"unbound or on {VFIO_DRIVER} too")
+        problems.append(f"{SHARED_PREFIX} {group} is shared with {', '.join(blockers)}, which must be "
+                        f"unbound or on a driver that manages its own DMA ({VFIO_DRIVER}, pci-stub) too")
     if problems:
         return "; ".join(problems)
     return "ok" if driver == VFIO_DRIVER else f"ok (binds {VFIO_DRIVER})"

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mockgpu import EDU_BDF, GPU_BDF, Machine
+from mockgpu import EDU_BDF, GPU_AUDIO_BDF, GPU_BDF, Machine
 from tools import bench, lsgpu
 
 REPOSITORY = pathlib.Path(__file__).resolve().parents[2]
@@ -41,14 +41,47 @@ def test_lsgpu_table_names_each_column(capsys):
     header = out.splitlines()[0].split()
     assert header == ["DEVICE", "VENDOR:DEVICE", "CLASS", "DRIVER", "PATH"]
     assert "1002:744c (AMD)" in out and "amdgpu" in out
-    backend_lines = [line.strip() for line in out.splitlines() if line.startswith("    ")]
+    backend_lines = [line.strip() for line in out.splitlines()
+                     if line.startswith("    ") and not line.strip().startswith("try:")]
     assert [line.split(":")[0] for line in backend_lines] == ["vfio", "pci"]
 
 
 def test_lsgpu_says_when_no_gpu_is_found(capsys, monkeypatch):
     monkeypatch.setattr(lsgpu, "_mock_os", lambda: Machine().os)
     assert lsgpu.main(["--mock"]) == 0
-    assert "No PCI GPUs found in the mock machine" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "No PCI GPUs found in the mock machine. Try --all for every PCI function." in out
+    assert "--mock" not in out
+
+
+def test_lsgpu_all_with_nothing_found_does_not_suggest_all(capsys, monkeypatch):
+    monkeypatch.setattr(lsgpu, "_mock_os", lambda: Machine().os)
+    assert lsgpu.main(["--mock", "--all"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == "No PCI functions found in the mock machine."
+
+
+def test_lsgpu_hints_name_the_bind_tool(capsys):
+    assert lsgpu.main(["--mock"]) == 0
+    out = capsys.readouterr().out
+    assert f"try: python -m tools.bind {GPU_BDF} --vfio" in out
+    assert GPU_AUDIO_BDF in out.split("tools.bind", 1)[1]
+    assert lsgpu.main(["--mock", "--json"]) == 0
+    gpu = json.loads(capsys.readouterr().out)[0]
+    assert gpu["vfio_moves"] == [GPU_BDF, GPU_AUDIO_BDF]
+    assert gpu["hints"][0].startswith(f"python -m tools.bind {GPU_BDF} --vfio")
+
+
+def test_lsgpu_verdict_matches_the_kernel_for_a_member_on_pci_stub(capsys, monkeypatch):
+    machine = Machine.default()
+    machine.os.write_text(f"/sys/bus/pci/devices/{GPU_AUDIO_BDF}/driver_override", "pci-stub")
+    machine.os.write_text("/sys/bus/pci/drivers/snd_hda_intel/unbind", GPU_AUDIO_BDF)
+    machine.os.write_text("/sys/bus/pci/drivers_probe", GPU_AUDIO_BDF)
+    monkeypatch.setattr(lsgpu, "_mock_os", lambda: machine.os)
+    assert lsgpu.main(["--mock", "--json"]) == 0
+    gpu = json.loads(capsys.readouterr().out)[0]
+    assert "IOMMU group" not in gpu["backends"]["vfio"]
+    assert gpu["vfio_moves"] == [GPU_BDF]
 
 
 def test_lsgpu_runs_as_a_module():
@@ -64,6 +97,14 @@ def test_bench_json_prints_figures(capsys):
     assert [result["name"] for result in results] == ["autogen"]
     figures = results[0]["figures"]
     assert figures["register_lookups"] == 1000 and figures["total_s"] > 0
+
+
+def test_bench_help_describes_the_json_it_prints(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert 'JSON list' in out and '"name"' in out and '"seconds"' in out and '"figures"' in out
+    assert "one JSON object per benchmark" not in out
 
 
 def test_bench_rejects_an_unknown_name(capsys):
