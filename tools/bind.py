@@ -1,5 +1,6 @@
-"""`python -m tools.bind DEVICE --vfio | --kernel [--json] [--mock]`: move a PCI function to vfio-pci
-and back.
+"""`python -m tools.bind DEVICE --vfio | --kernel [--json]`: move a PCI function to vfio-pci and back.
+
+Usage: python -m tools.bind DEVICE --vfio | --kernel [--json] [--mock].
 
 --vfio binds DEVICE to vfio-pci, and with it every member of its IOMMU group that is bound to a driver
 using the kernel's DMA API: while one is, VFIO cannot use the group (drivers/vfio/group.c,
@@ -12,8 +13,9 @@ driver recorded then, or, without a record, to whichever driver the kernel probe
 driver_override is cleared (what `drivers_probe` does).
 
 A function gpuhal has open is refused (the ownership lock names the process), and so is --vfio while
-gpuhal has a driverless member of the group open; so is a function another program holds through VFIO. --json prints one JSON object saying what moved where. On a real machine
-this needs root; --mock (or GPUHAL_MOCK=1) works on the mock machine.
+gpuhal has a driverless member of the group open, and a function another program holds through
+VFIO. --json prints one JSON object saying what moved where. On a real machine this needs root;
+--mock (or GPUHAL_MOCK=1) works on the mock machine.
 """
 from __future__ import annotations
 

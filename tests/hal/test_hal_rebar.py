@@ -116,7 +116,8 @@ def test_resize_refused_by_a_pinned_bridge_window_says_what_to_try(machine):
     bus = machine.device("0000:03:01.0").secondary_bus
     link = PCIeLink(pci_regs.PCI_EXP_LNKCAP_SLS_8_0GB, 4, pci_regs.PCI_EXP_LNKCAP_SLS_8_0GB, 4)
     bar = BarSpec(0, MIB, BarKind.MEM64, prefetchable=True)
-    peer = PCIFunction(Identity(0x1234, 0xBEE5, 0xFF0000), [bar], PCIeInfo(pci_regs.PCI_EXP_TYPE_ENDPOINT, link))
+    pcie = PCIeInfo(pci_regs.PCI_EXP_TYPE_ENDPOINT, link)
+    peer = PCIFunction(Identity(0x1234, 0xBEE5, 0xFF0000), [bar], pcie)
     machine.add_device(peer, f"0000:{bus:02x}:00.0", "0000:03:01.0", driver=None)
     with hal.open(f"pci:{GPU_BDF}", os=machine.os, unbind=True) as dev:
         with pytest.raises(InvalidArgument, match="remove.*rescan") as info:
