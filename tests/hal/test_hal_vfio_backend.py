@@ -1,14 +1,18 @@
 """The VFIO backend (vfio:) against the mock machine: container/group/device ioctls, IOMMU DMA, MSI."""
 from __future__ import annotations
 
+import errno
+
 import pytest
 from autogen.linux import pci_regs as regs
 
 import hal
-from hal.errors import BackendUnavailable, DeviceBusy, DeviceLost, DeviceTimeout, HalError, InvalidArgument
-from mockgpu import EDU_BDF, GPU_AUDIO_BDF, GPU_BDF, Machine
+from hal.errors import (BackendUnavailable, DeviceBusy, DeviceLost, DeviceTimeout, HalError, InvalidArgument,
+                        PermissionDenied, UnsupportedOperation)
+from hal.os import PAGE_SIZE
+from mockgpu import EDU_BDF, GPU_AUDIO_BDF, GPU_BDF, Machine, RootPort
 from mockgpu.edu import (EDU_DMA_BUFFER_BASE, EDU_DMA_SRC, EDU_ID, EDU_ID_VALUE, EDU_INTR_ACK,
-                         EDU_INTR_RAISE, EDU_INTR_STATUS, EDU_STATUS_DMA_ERROR)
+                         EDU_INTR_RAISE, EDU_INTR_STATUS, EDU_STATUS_DMA_ERROR, EduDevice)
 
 EDU = f"vfio:{EDU_BDF}"
 
@@ -277,3 +281,77 @@ def test_a_failed_vfio_pci_bind_hands_the_device_back(machine):
         hal.open(f"vfio:{root_port}", os=machine.os, unbind=True)
     assert machine.kernel.driver_of(root_port) == "pcieport"
     assert machine.os.read_text(f"/sys/bus/pci/devices/{root_port}/driver_override").strip() == "(null)"
+
+
+# -- locked memory, partial vector grants --------------------------------------------------------
+def test_dma_buffers_are_charged_once_and_enomem_says_how_to_raise_the_limit(machine):
+    machine.set_cap_ipc_lock(False)
+    machine.set_memlock_limit(4 * PAGE_SIZE)
+    baseline_ram = len(machine.ram.allocations)
+    with hal.open(EDU, os=machine.os, unbind=True) as dev:
+        # four pages fit exactly: MAP_DMA pins and counts them, nothing mlocks them as well
+        first = dev.alloc_dma(3 * PAGE_SIZE)
+        second = dev.alloc_dma(PAGE_SIZE)
+        assert machine.locked_memory_bytes == 4 * PAGE_SIZE
+        with pytest.raises(PermissionDenied) as info:
+            dev.alloc_dma(PAGE_SIZE)
+        message = str(info.value)
+        assert info.value.errno == errno.ENOMEM
+        assert "ulimit -l" in message and "limits.conf" in message and "CAP_IPC_LOCK" in message
+        assert "0x4000 bytes of DMA buffers mapped already" in message
+        assert len(machine.ram.allocations) == baseline_ram + 2  # the failed buffer was given back
+        dev.free_dma(first)
+        assert machine.locked_memory_bytes == PAGE_SIZE
+        again = dev.alloc_dma(3 * PAGE_SIZE)
+        assert again.bus_address == first.bus_address  # the IOVA range came back too
+        dev.free_dma(second)
+    assert machine.locked_memory_bytes == 0
+    assert len(machine.ram.allocations) == baseline_ram
+
+
+def test_fewer_msix_vectors_than_asked_is_an_error_that_says_how_many(machine):
+    machine.set_msi_vector_limit(EDU_BDF, 1)
+    baseline = list(machine.os.open_fds)
+    with hal.open(EDU, os=machine.os, unbind=True) as dev:
+        fds_before = list(machine.os.open_fds)
+        with pytest.raises(UnsupportedOperation, match="granted only 1 of the 2 msix vectors.*ask for 1"):
+            dev.enable_interrupts("msix", 2)
+        assert machine.os.open_fds == fds_before  # the eventfds went back
+        edu = machine.device(EDU_BDF)
+        assert not edu.msix_control() & regs.PCI_MSIX_FLAGS_ENABLE
+        with pytest.raises(InvalidArgument, match="no interrupts enabled"):
+            dev.wait_irq(0, timeout_s=0.01)
+        dev.enable_interrupts("msix", 1)
+        dev.bar(0).write32(EDU_INTR_RAISE, 1)
+        assert dev.wait_irq(0, timeout_s=1.0) == 1
+    assert machine.os.open_fds == baseline
+
+
+class FourVectorMSIEdu(EduDevice):
+    msi_vectors = 4
+
+
+def test_multi_message_msi_without_interrupt_remapping_names_the_fix(tmp_path):
+    machine = Machine(lock_dir=str(tmp_path))
+    machine.add_device(RootPort(), "0000:00:01.0")
+    machine.add_device(FourVectorMSIEdu(), EDU_BDF, "0000:00:01.0")
+    machine.set_msi_vector_limit(EDU_BDF, 1)
+    with hal.open(EDU, os=machine.os, unbind=True) as dev:
+        with pytest.raises(UnsupportedOperation, match="1 of the 4 msi vectors.*use MSI-X.*intel_iommu=on"):
+            dev.enable_interrupts("msi", 4)
+        dev.enable_interrupts("msi", 1)
+        dev.bar(0).write32(EDU_INTR_RAISE, 1)
+        assert dev.wait_irq(0, timeout_s=1.0) == 1
+
+
+def test_a_no_iommu_host_without_noiommu_says_so(tmp_path):
+    machine = Machine.default(lock_dir=str(tmp_path), iommu=False, noiommu=True)
+    sysfs = f"/sys/bus/pci/devices/{EDU_BDF}"
+    machine.os.write_text(f"{sysfs}/driver_override", "vfio-pci")
+    machine.os.write_text("/sys/bus/pci/drivers/edu/unbind", EDU_BDF)
+    machine.os.write_text("/sys/bus/pci/drivers_probe", EDU_BDF)  # vfio-pci makes the no-IOMMU group
+    baseline = list(machine.os.open_fds)
+    expected = "noiommu-.* exists: VFIO runs in no-IOMMU mode.*noiommu=True"
+    with pytest.raises(BackendUnavailable, match=expected):
+        hal.open(EDU, os=machine.os)
+    assert machine.os.open_fds == baseline

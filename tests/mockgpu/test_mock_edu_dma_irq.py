@@ -249,3 +249,69 @@ def test_noiommu_mode_groups_and_physical_dma():
     assert errno_of(m.os.ioctl, container, vfio.VFIO_IOMMU_GET_INFO, bytearray(64)) == errno.ENOTTY
     m.os.close(group_fd)
     m.os.close(container)
+
+
+# -- locked memory: mlock and VFIO pinning against RLIMIT_MEMLOCK ----------------------------------
+def unmap(device, iova: int, size: int) -> None:
+    request = vfio.vfio_iommu_type1_dma_unmap(argsz=vfio.vfio_iommu_type1_dma_unmap.SIZE, iova=iova,
+                                              size=size)
+    device.machine.os.ioctl(device.container, vfio.VFIO_IOMMU_UNMAP_DMA, request.buffer)
+
+
+def test_map_dma_pins_against_rlimit_memlock_without_cap_ipc_lock(vfio_edu):
+    m = vfio_edu.machine
+    m.set_cap_ipc_lock(False)
+    m.set_memlock_limit(4 * PAGE_SIZE)
+    mem = m.os.alloc_pages(5 * PAGE_SIZE)  # not mlock'ed: nothing counted yet
+    assert m.locked_memory_bytes == 0
+    vfio_edu.map_dma(mem.addr, IOVA, 3 * PAGE_SIZE)
+    assert m.locked_memory_bytes == 3 * PAGE_SIZE
+    assert errno_of(vfio_edu.map_dma, mem.addr + 3 * PAGE_SIZE, IOVA + 3 * PAGE_SIZE,
+                    2 * PAGE_SIZE) == errno.ENOMEM
+    assert m.iommu_faults == [] and m.locked_memory_bytes == 3 * PAGE_SIZE
+    vfio_edu.map_dma(mem.addr + 3 * PAGE_SIZE, IOVA + 3 * PAGE_SIZE, PAGE_SIZE)
+    # the same pages mapped again at another IOVA are pinned and counted again
+    assert errno_of(vfio_edu.map_dma, mem.addr, IOVA + 8 * PAGE_SIZE, PAGE_SIZE) == errno.ENOMEM
+    unmap(vfio_edu, IOVA, 3 * PAGE_SIZE)
+    assert m.locked_memory_bytes == PAGE_SIZE
+    vfio_edu.map_dma(mem.addr, IOVA + 8 * PAGE_SIZE, 3 * PAGE_SIZE)
+    assert m.locked_memory_bytes == 4 * PAGE_SIZE
+
+
+def test_mlocked_memory_counts_too_so_mapping_it_counts_twice(vfio_edu):
+    m = vfio_edu.machine
+    m.set_cap_ipc_lock(False)
+    m.set_memlock_limit(4 * PAGE_SIZE)
+    locked = m.os.alloc_locked(2 * PAGE_SIZE)
+    assert m.locked_memory_bytes == 2 * PAGE_SIZE
+    assert errno_of(m.os.alloc_locked, 3 * PAGE_SIZE) == errno.ENOMEM
+    vfio_edu.map_dma(locked.addr, IOVA, 2 * PAGE_SIZE)
+    assert m.locked_memory_bytes == 4 * PAGE_SIZE
+    unmap(vfio_edu, IOVA, 2 * PAGE_SIZE)
+    m.os.free_locked(locked)
+    assert m.locked_memory_bytes == 0
+    m.set_memlock_limit(0)
+    assert errno_of(m.os.alloc_locked, PAGE_SIZE) == errno.EPERM  # mm/mlock.c can_do_mlock
+
+
+def test_cap_ipc_lock_is_counted_but_never_refused(vfio_edu):
+    m = vfio_edu.machine
+    assert m.cap_ipc_lock  # root
+    m.set_memlock_limit(PAGE_SIZE)
+    mem = m.os.alloc_pages(4 * PAGE_SIZE)
+    vfio_edu.map_dma(mem.addr, IOVA, 4 * PAGE_SIZE)
+    assert m.locked_memory_bytes == 4 * PAGE_SIZE
+    m.set_root(False)
+    assert not m.cap_ipc_lock
+    assert errno_of(vfio_edu.map_dma, mem.addr, IOVA + 4 * PAGE_SIZE, PAGE_SIZE) == errno.ENOMEM
+    m.set_cap_ipc_lock(True)
+    vfio_edu.map_dma(mem.addr, IOVA + 4 * PAGE_SIZE, PAGE_SIZE)
+
+
+def test_closing_the_container_unpins(vfio_edu):
+    m = vfio_edu.machine
+    mem = m.os.alloc_pages(2 * PAGE_SIZE)
+    vfio_edu.map_dma(mem.addr, IOVA, 2 * PAGE_SIZE)
+    assert m.locked_memory_bytes == 2 * PAGE_SIZE
+    vfio_edu.close()  # vfio_iommu_type1_release -> vfio_iommu_unmap_unpin_all
+    assert m.locked_memory_bytes == 0

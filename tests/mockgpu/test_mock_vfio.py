@@ -11,8 +11,9 @@ from mockgpu_helpers import bind_to_vfio, config_read, config_write, group_of, o
 from hal.os import O_RDWR
 from mockgpu import EDU_BDF, GPU_AUDIO_BDF, GPU_BDF, Machine, RootPort
 from mockgpu.bits import field_get
-from mockgpu.edu import EDU_BAR0_SIZE, EDU_ID, EDU_ID_VALUE, EduDevice
-from mockgpu.pci import PCIE_CAP_OFFSET
+from mockgpu.edu import (EDU_BAR0_SIZE, EDU_CLASS, EDU_DEVICE_ID, EDU_ID, EDU_ID_VALUE, EDU_MSIX_VECTORS,
+                         EDU_VENDOR_ID, EduDevice)
+from mockgpu.pci import PCIE_CAP_OFFSET, BarKind, BarSpec, Identity, PCIFunction
 from mockgpu.iommu import IOVA_LIMIT, MSI_WINDOW_BASE, MSI_WINDOW_SIZE
 from mockgpu.vfio import REGION_OFFSET_SHIFT
 
@@ -283,3 +284,246 @@ def test_command_write_puts_back_bars_a_backdoor_bus_reset_cleared(vfio_edu):
     vfio_edu.enable_bus_master()  # vfio_basic_config_write notices and runs vfio_bar_restore
     assert edu.bar_address(0) == address
     assert bar.read32(EDU_ID) == EDU_ID_VALUE
+
+
+# -- container and group errnos (drivers/vfio/container.c, group.c, vfio_iommu_type1.c) ----------
+def attach(machine: Machine, bdf: str) -> tuple[int, int]:
+    """A container and the group of `bdf` (bound to vfio-pci) in it, no IOMMU set yet."""
+    bind_to_vfio(machine, bdf)
+    container = machine.os.open("/dev/vfio/vfio", O_RDWR)
+    group = machine.os.open(f"/dev/vfio/{group_of(machine, bdf)}", O_RDWR)
+    machine.os.ioctl(group, vfio.VFIO_GROUP_SET_CONTAINER, bytearray(struct.pack("<i", container)))
+    return container, group
+
+
+def test_container_ioctls_before_set_iommu_are_einval_and_set_iommu_runs_once(machine):
+    container, _ = attach(machine, EDU_BDF)
+    info = vfio.vfio_iommu_type1_info(argsz=vfio.vfio_iommu_type1_info.SIZE)
+    assert errno_of(machine.os.ioctl, container, vfio.VFIO_IOMMU_GET_INFO, info.buffer) == errno.EINVAL
+    mem = machine.os.alloc_pages(4096)
+    request = vfio.vfio_iommu_type1_dma_map(argsz=vfio.vfio_iommu_type1_dma_map.SIZE, vaddr=mem.addr,
+                                            iova=1 << 20, size=4096, flags=vfio.VFIO_DMA_MAP_FLAG_READ)
+    assert errno_of(machine.os.ioctl, container, vfio.VFIO_IOMMU_MAP_DMA, request.buffer) == errno.EINVAL
+    machine.os.ioctl(container, vfio.VFIO_SET_IOMMU, vfio.VFIO_TYPE1v2_IOMMU)
+    for again in (vfio.VFIO_TYPE1v2_IOMMU, vfio.VFIO_TYPE1_IOMMU):
+        assert errno_of(machine.os.ioctl, container, vfio.VFIO_SET_IOMMU, again) == errno.EINVAL
+    machine.os.ioctl(container, vfio.VFIO_IOMMU_MAP_DMA, request.buffer)
+    # with type1 set, an ioctl it does not know is ENOTTY (vfio_iommu_type1_ioctl)
+    assert errno_of(machine.os.ioctl, container, 0x3BFF, None) == errno.ENOTTY
+
+
+def test_check_extension_answers_like_type1(machine):
+    container, _ = attach(machine, EDU_BDF)
+    check = vfio.VFIO_CHECK_EXTENSION
+    for extension in (vfio.VFIO_TYPE1_IOMMU, vfio.VFIO_TYPE1v2_IOMMU, vfio.VFIO_TYPE1_NESTING_IOMMU,
+                      vfio.VFIO_UNMAP_ALL):
+        assert machine.os.ioctl(container, check, extension) == 1
+    # these need an opened driver (vfio_iommu_type1_check_extension with iommu == NULL says 0)
+    assert machine.os.ioctl(container, check, vfio.VFIO_UPDATE_VADDR) == 0
+    assert machine.os.ioctl(container, check, vfio.VFIO_DMA_CC_IOMMU) == 0
+    assert machine.os.ioctl(container, check, vfio.VFIO_NOIOMMU_IOMMU) == 0
+    assert machine.os.ioctl(container, check, vfio.VFIO_SPAPR_TCE_IOMMU) == 0
+    # type1 says yes to NESTING, but VT-d and AMD-Vi have no enable_nesting: the attach fails
+    set_iommu = vfio.VFIO_SET_IOMMU
+    assert errno_of(machine.os.ioctl, container, set_iommu, vfio.VFIO_TYPE1_NESTING_IOMMU) == errno.EINVAL
+    # UNMAP_ALL is an extension, not an IOMMU type: vfio_iommu_type1_open refuses it
+    assert errno_of(machine.os.ioctl, container, set_iommu, vfio.VFIO_UNMAP_ALL) == errno.EINVAL
+    assert errno_of(machine.os.ioctl, container, set_iommu, vfio.VFIO_NOIOMMU_IOMMU) == errno.ENODEV
+    machine.os.ioctl(container, vfio.VFIO_SET_IOMMU, vfio.VFIO_TYPE1v2_IOMMU)
+    assert machine.os.ioctl(container, check, vfio.VFIO_UPDATE_VADDR) == 1
+    assert machine.os.ioctl(container, check, vfio.VFIO_DMA_CC_IOMMU) == 1
+    assert machine.os.ioctl(container, check, vfio.VFIO_UNMAP_ALL) == 1
+
+
+def test_set_container_wants_an_open_container_fd(machine):
+    bind_to_vfio(machine, EDU_BDF)
+    group = machine.os.open(f"/dev/vfio/{group_of(machine, EDU_BDF)}", O_RDWR)
+    not_a_container = machine.os.eventfd()
+    pointer = bytearray(struct.pack("<i", not_a_container))
+    assert errno_of(machine.os.ioctl, group, vfio.VFIO_GROUP_SET_CONTAINER, pointer) == errno.EBADFD
+    machine.os.close(not_a_container)
+    assert errno_of(machine.os.ioctl, group, vfio.VFIO_GROUP_SET_CONTAINER, pointer) == errno.EBADF
+    container = machine.os.open("/dev/vfio/vfio", O_RDWR)
+    pointer = bytearray(struct.pack("<i", container))
+    machine.os.ioctl(group, vfio.VFIO_GROUP_SET_CONTAINER, pointer)
+    assert errno_of(machine.os.ioctl, group, vfio.VFIO_GROUP_SET_CONTAINER, pointer) == errno.EINVAL
+
+
+def test_a_group_in_a_container_reports_viable_and_container_set(machine):
+    _, group = attach(machine, EDU_BDF)
+    status = vfio.vfio_group_status(argsz=vfio.vfio_group_status.SIZE)
+    machine.os.ioctl(group, vfio.VFIO_GROUP_GET_STATUS, status.buffer)
+    assert status.flags == vfio.VFIO_GROUP_FLAGS_VIABLE | vfio.VFIO_GROUP_FLAGS_CONTAINER_SET
+
+
+def test_get_device_fd_looks_the_name_up_before_the_container(machine):
+    bind_to_vfio(machine, EDU_BDF)
+    group = machine.os.open(f"/dev/vfio/{group_of(machine, EDU_BDF)}", O_RDWR)
+    unknown = bytearray(b"0000:09:00.0\0")
+    assert errno_of(machine.os.ioctl, group, vfio.VFIO_GROUP_GET_DEVICE_FD, unknown) == errno.ENODEV
+    name = bytearray(EDU_BDF.encode() + b"\0")
+    assert errno_of(machine.os.ioctl, group, vfio.VFIO_GROUP_GET_DEVICE_FD, name) == errno.EINVAL
+
+
+def test_no_iommu_containers_need_cap_sys_rawio():
+    machine = Machine.default(iommu=False, noiommu=True)
+    bind_to_vfio(machine, EDU_BDF)
+    container = machine.os.open("/dev/vfio/vfio", O_RDWR)
+    group = machine.os.open(f"/dev/vfio/noiommu-{group_of(machine, EDU_BDF)}", O_RDWR)
+    pointer = bytearray(struct.pack("<i", container))
+    machine.set_root(False)
+    assert errno_of(machine.os.ioctl, group, vfio.VFIO_GROUP_SET_CONTAINER, pointer) == errno.EPERM
+    machine.set_root(True)
+    machine.os.ioctl(group, vfio.VFIO_GROUP_SET_CONTAINER, pointer)
+    machine.set_root(False)
+    noiommu = vfio.VFIO_NOIOMMU_IOMMU
+    assert errno_of(machine.os.ioctl, container, vfio.VFIO_SET_IOMMU, noiommu) == errno.EPERM
+    machine.set_root(True)
+    machine.os.ioctl(container, vfio.VFIO_SET_IOMMU, noiommu)
+
+
+# -- interrupts: counts, partial grants, MSI-X resizing (drivers/vfio/pci/vfio_pci_intrs.c) ------
+def irq_info(device, index: int):
+    info = vfio.vfio_irq_info(argsz=vfio.vfio_irq_info.SIZE, index=index)
+    device.machine.os.ioctl(device.device, vfio.VFIO_DEVICE_GET_IRQ_INFO, info.buffer)
+    return info
+
+
+def set_irq_eventfds_result(device, index: int, fds: list[int], start: int = 0) -> int:
+    header = vfio.vfio_irq_set.SIZE
+    buf = bytearray(header + 4 * len(fds))
+    request = vfio.vfio_irq_set.from_buffer(buf)
+    request.argsz = len(buf)
+    request.flags = vfio.VFIO_IRQ_SET_DATA_EVENTFD | vfio.VFIO_IRQ_SET_ACTION_TRIGGER
+    request.index = index
+    request.start = start
+    request.count = len(fds)
+    del request
+    buf[header:] = struct.pack(f"<{len(fds)}i", *fds)
+    return device.machine.os.ioctl(device.device, vfio.VFIO_DEVICE_SET_IRQS, buf)
+
+
+def test_irq_counts_come_from_the_capability_registers(vfio_edu):
+    edu = vfio_edu.machine.device(EDU_BDF)
+    msix_flags = edu.cfg.read(edu.cap_offsets[pci_regs.PCI_CAP_ID_MSIX] + pci_regs.PCI_MSIX_FLAGS, 2)
+    assert msix_flags & pci_regs.PCI_MSIX_FLAGS_QSIZE == EDU_MSIX_VECTORS - 1  # Table Size is N-1
+    assert irq_info(vfio_edu, vfio.VFIO_PCI_MSIX_IRQ_INDEX).count == EDU_MSIX_VECTORS
+    assert irq_info(vfio_edu, vfio.VFIO_PCI_MSI_IRQ_INDEX).count == 1
+    # what vfio-pci reads is the register, not the model's idea of it
+    msix = edu.cap_offsets[pci_regs.PCI_CAP_ID_MSIX] + pci_regs.PCI_MSIX_FLAGS
+    edu.cfg.set_value(msix, 2, msix_flags & ~pci_regs.PCI_MSIX_FLAGS_QSIZE)
+    assert irq_info(vfio_edu, vfio.VFIO_PCI_MSIX_IRQ_INDEX).count == 1
+
+
+def test_multi_message_msi_count_follows_multiple_message_capable():
+    machine = Machine()
+    machine.add_device(RootPort(), "0000:00:01.0")
+    machine.add_device(FourVectorMSIEdu(), EDU_BDF, "0000:00:01.0")
+    device = open_vfio(machine, EDU_BDF)
+    assert irq_info(device, vfio.VFIO_PCI_MSI_IRQ_INDEX).count == 4
+    device.close()
+
+
+def test_noresize_is_reported_for_msi_and_for_msix_only_without_dynamic_allocation(machine):
+    device = open_vfio(machine, EDU_BDF)
+    assert irq_info(device, vfio.VFIO_PCI_MSI_IRQ_INDEX).flags & vfio.VFIO_IRQ_INFO_NORESIZE
+    assert not irq_info(device, vfio.VFIO_PCI_MSIX_IRQ_INDEX).flags & vfio.VFIO_IRQ_INFO_NORESIZE
+    machine.bus.interrupts.msix_dynamic = False
+    assert irq_info(device, vfio.VFIO_PCI_MSIX_IRQ_INDEX).flags & vfio.VFIO_IRQ_INFO_NORESIZE
+
+
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_msix_grows_after_enable_only_where_the_host_can(machine, dynamic):
+    machine.bus.interrupts.msix_dynamic = dynamic
+    device = open_vfio(machine, EDU_BDF)
+    device.enable_bus_master()
+    edu = machine.device(EDU_BDF)
+    first, second = machine.os.eventfd(), machine.os.eventfd()
+    msix = vfio.VFIO_PCI_MSIX_IRQ_INDEX
+    assert set_irq_eventfds_result(device, msix, [first]) == 0  # enables one vector
+    if dynamic:
+        assert set_irq_eventfds_result(device, msix, [second], start=1) == 0
+        assert edu.raise_interrupt(1)
+        assert machine.os.poll([second], 0.0) == [second]
+    else:
+        assert errno_of(set_irq_eventfds_result, device, msix, [second], 1) == errno.EINVAL
+        assert edu.msix_control() & pci_regs.PCI_MSIX_FLAGS_ENABLE  # the vector 0 binding stays
+    assert edu.raise_interrupt(0)
+    assert machine.os.poll([first], 0.0) == [first]
+
+
+def test_a_partial_grant_returns_the_count_and_enables_nothing():
+    machine = Machine()
+    machine.add_device(RootPort(), "0000:00:01.0")
+    function = machine.add_device(FourVectorMSIEdu(), EDU_BDF, "0000:00:01.0")
+    device = open_vfio(machine, EDU_BDF)
+    # x86 without interrupt remapping: multi-message MSI gets one vector (msi_capability_init)
+    machine.set_msi_vector_limit(EDU_BDF, 1)
+    fds = [machine.os.eventfd() for _ in range(2)]
+    msi = vfio.VFIO_PCI_MSI_IRQ_INDEX
+    assert set_irq_eventfds_result(device, msi, fds) == 1
+    assert not function.msi_control() & pci_regs.PCI_MSI_FLAGS_ENABLE
+    assert errno_of(set_irqs_without_data, device, msi, 0, 0) == errno.EINVAL  # nothing to disable
+    assert set_irq_eventfds_result(device, msi, fds[:1]) == 0
+    assert function.msi_control() & pci_regs.PCI_MSI_FLAGS_ENABLE
+    set_irqs_without_data(device, msi, 0, 0)
+    machine.set_msi_vector_limit(EDU_BDF, 0)
+    assert errno_of(set_irq_eventfds_result, device, msi, fds[:1]) == errno.ENOSPC
+    machine.set_msi_vector_limit(EDU_BDF, None)
+    assert set_irq_eventfds_result(device, msi, fds) == 0
+    device.close()
+
+
+def test_unbinding_every_msix_vector_keeps_msix_enabled(machine):
+    device = open_vfio(machine, EDU_BDF)
+    edu = machine.device(EDU_BDF)
+    msix = vfio.VFIO_PCI_MSIX_IRQ_INDEX
+    device.set_irq_eventfds(msix, [machine.os.eventfd()])
+    device.set_irq_eventfds(msix, [-1])
+    # vfio_msi_set_vector_signal frees the trigger only; MSI-X goes off with DATA_NONE, count 0
+    assert edu.msix_control() & pci_regs.PCI_MSIX_FLAGS_ENABLE
+    msi = vfio.VFIO_PCI_MSI_IRQ_INDEX
+    assert errno_of(device.set_irq_eventfds, msi, [machine.os.eventfd()]) == errno.EINVAL  # MSI-X is on
+    set_irqs_without_data(device, msix, 0, 0)
+    assert not edu.msix_control() & pci_regs.PCI_MSIX_FLAGS_ENABLE
+
+
+def test_a_failed_block_unbinds_what_it_bound():
+    machine = Machine()
+    machine.add_device(RootPort(), "0000:00:01.0")
+    function = machine.add_device(FourVectorMSIEdu(), EDU_BDF, "0000:00:01.0")
+    device = open_vfio(machine, EDU_BDF)
+    device.enable_bus_master()
+    msi = vfio.VFIO_PCI_MSI_IRQ_INDEX
+    kept = machine.os.eventfd()
+    device.set_irq_eventfds(msi, [kept, kept])
+    fresh = machine.os.eventfd()
+    # vectors 0 and 1 are set, vector 2 was never enabled: vfio_msi_set_block unwinds 0 and 1
+    assert errno_of(device.set_irq_eventfds, msi, [fresh, fresh, fresh]) == errno.EINVAL
+    spurious = len(machine.bus.interrupts.spurious)
+    assert function.raise_interrupt(0)
+    assert machine.os.poll([kept, fresh], 0.0) == []
+    assert len(machine.bus.interrupts.spurious) == spurious + 1
+    device.close()
+
+
+class ConventionalFunction(PCIFunction):
+    """A conventional PCI function (no PCIe capability) with one MSI vector."""
+
+    msi_vectors = 1
+
+    def __init__(self) -> None:
+        identity = Identity(EDU_VENDOR_ID, EDU_DEVICE_ID, EDU_CLASS)
+        super().__init__(identity, [BarSpec(0, 4096, BarKind.MEM32)])
+
+
+def test_the_error_irq_index_exists_only_on_pcie():
+    machine = Machine()
+    machine.add_device(RootPort(), "0000:00:01.0")
+    machine.add_device(ConventionalFunction(), EDU_BDF, "0000:00:01.0")
+    device = open_vfio(machine, EDU_BDF)
+    info = vfio.vfio_irq_info(argsz=vfio.vfio_irq_info.SIZE, index=vfio.VFIO_PCI_ERR_IRQ_INDEX)
+    request = vfio.VFIO_DEVICE_GET_IRQ_INFO
+    assert errno_of(machine.os.ioctl, device.device, request, info.buffer) == errno.EINVAL
+    assert irq_info(device, vfio.VFIO_PCI_REQ_IRQ_INDEX).count == 1
+    device.close()
