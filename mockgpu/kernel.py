@@ -7,6 +7,7 @@ register, how `reset` saves and restores config state, and how BARs get addresse
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -90,6 +91,12 @@ class PCIKernel:
         self.reset_selection: dict[str, list[str]] = {}
         self.groups: dict[int, list[str]] = {}
         self.group_of: dict[str, int] = {}
+        # fake groups vfio made for devices without an IOMMU (drivers/vfio/group.c VFIO_NO_IOMMU)
+        self.noiommu_groups: set[int] = set()
+        # which incarnation of a group number is live: a removed group's number is handed out again
+        # (iommu_group_alloc takes the lowest free id), and files opened on the old one must notice
+        self.group_serial: dict[int, int] = {}
+        self._group_serials = itertools.count(1)
         # how to revoke each resource file mapping user space holds, per function
         self.resource_mappings: dict[str, list[Callable[[], None]]] = {}
 
@@ -141,6 +148,8 @@ class PCIKernel:
         if name == VFIO_PCI and function.is_bridge:
             # drivers/vfio/pci/vfio_pci_core.c vfio_pci_core_register_device: only type 0 headers
             raise OSError(errno.EINVAL, f"vfio-pci does not drive bridges ({function.bdf})")
+        if name == VFIO_PCI:
+            self._vfio_set_group(function)
         self.bound[function.bdf] = name
         if self.drivers[name].enables_device:
             self._enable(function, master=True)
@@ -156,7 +165,7 @@ class PCIKernel:
             self.machine.vfio.request_release(bdf)
             raise OSError(errno.EBUSY, f"{bdf} is open through VFIO")
         function = self.machine.functions[bdf]
-        self.bound[bdf] = None
+        self.release_driver(bdf)
         if self.drivers[driver_name].enables_device and not self.enable_count.get(bdf):
             # the driver's remove calls pci_disable_device; the last disable clears bus mastering
             # (drivers/pci/pci.c pci_disable_device -> do_pci_disable_device)
@@ -428,8 +437,19 @@ class PCIKernel:
         ctrl = function.cfg.read(ctrl_off, 4) & ~pci_regs.PCI_REBAR_CTRL_BAR_SIZE
         function.config_write(ctrl_off, 4, ctrl | (code << pci_regs.PCI_REBAR_CTRL_BAR_SHIFT))
 
+    def release_driver(self, bdf: str) -> None:
+        """The driver's remove: vfio-pci's drops the device's VFIO group (vfio_unregister_group_dev
+        -> drivers/vfio/group.c vfio_device_remove_group), which ends a no-IOMMU group."""
+        if self.bound.get(bdf) == VFIO_PCI:
+            self._vfio_remove_group(bdf)
+        self.bound[bdf] = None
+
     # -- groups --------------------------------------------------------------------------------
-    def assign_group(self, function: PCIFunction, group: int | None) -> int:
+    def assign_group(self, function: PCIFunction, group: int | None) -> int | None:
+        """The IOMMU driver's probe puts the device in a group (drivers/iommu/iommu.c
+        iommu_probe_device); without an IOMMU no device has one."""
+        if not self.machine.iommu:
+            return None
         if group is None:
             slot = function.bdf[:-1]
             for other, gid in self.group_of.items():
@@ -438,9 +458,45 @@ class PCIKernel:
                     break
         if group is None:
             group = max(self.groups, default=-1) + 1
+        if group not in self.groups:
+            self.group_serial[group] = next(self._group_serials)
         self.groups.setdefault(group, []).append(function.bdf)
         self.group_of[function.bdf] = group
         return group
+
+    def _vfio_set_group(self, function: PCIFunction) -> None:
+        """drivers/vfio/group.c vfio_group_find_or_alloc, from vfio-pci's probe
+        (vfio_pci_core_register_device -> vfio_register_group_dev): a device in an IOMMU group uses
+        it; one without gets, in no-IOMMU mode, a fake group of its own (vfio_noiommu_group_alloc:
+        iommu_group_alloc takes the lowest free id, named "vfio-noiommu", /dev/vfio/noiommu-<id>);
+        otherwise the probe fails with EINVAL and the device stays unbound."""
+        if function.bdf in self.group_of:
+            return
+        if not self.machine.noiommu:
+            raise OSError(errno.EINVAL, f"{function.bdf} has no IOMMU group and VFIO no-IOMMU mode is off")
+        group = next(gid for gid in itertools.count() if gid not in self.groups)
+        self.groups[group] = [function.bdf]
+        self.group_of[function.bdf] = group
+        self.noiommu_groups.add(group)
+        self.group_serial[group] = next(self._group_serials)
+        log.warning("%s: vfio-noiommu group %d (kernel tainted)", function.bdf, group)
+
+    def _vfio_remove_group(self, bdf: str) -> None:
+        """vfio_device_remove_group for a no-IOMMU group: the device leaves it
+        (iommu_group_remove_device), the group detaches from its container and goes away, and its
+        /dev/vfio node with it; files still open on it answer ENODEV."""
+        group = self.group_of.get(bdf)
+        if group not in self.noiommu_groups:
+            return
+        del self.group_of[bdf]
+        del self.groups[group]
+        del self.group_serial[group]
+        self.noiommu_groups.discard(group)
+        self.machine.vfio.group_removed(group)
+
+    def group_alive(self, group: int, serial: int | None) -> bool:
+        """The group a file was opened on still exists (and is not a later group with its number)."""
+        return serial is not None and self.group_serial.get(group) == serial
 
     def kernel_dma_users(self, group: int) -> list[str]:
         """Members bound to a driver that uses the kernel's DMA API (each holds one of the group's

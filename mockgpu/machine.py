@@ -30,7 +30,8 @@ from mockgpu.hostmem import DEFAULT_MEMLOCK_LIMIT, HostRAM, LockedMemoryAccount
 from mockgpu.iommu import IOMMUFault
 from mockgpu.kernel import MMIO64_WINDOW, PCIKernel
 from mockgpu.mockos import MockOS
-from mockgpu.navi31 import Navi31Audio, Navi31Function
+from mockgpu.amd.gpu import Navi31GPU
+from mockgpu.navi31 import Navi31Audio
 from mockgpu.pci import Bridge, PCIFunction
 from mockgpu.ports import RootPort, SwitchDownstreamPort, SwitchUpstreamPort
 from mockgpu.sysfs import SysfsTree
@@ -94,7 +95,7 @@ class Machine:
 
             00:01.0 root port -> 01:00.0 edu (driver "edu")
             00:02.0 root port -> 02:00.0 switch upstream -> 03:00.0 switch downstream
-                -> 04:00.0 Navi31-shaped GPU (driver "amdgpu"), 04:00.1 HDMI audio ("snd_hda_intel")
+                -> 04:00.0 Navi31 GPU (mockgpu.amd, driver "amdgpu"), 04:00.1 HDMI audio ("snd_hda_intel")
         """
         machine = cls(lock_dir=lock_dir, root=root, iommu=iommu, **kwargs)
         machine.add_device(RootPort(pci_regs.PCI_EXP_LNKCAP_SLS_8_0GB, 1), "0000:00:01.0")
@@ -102,7 +103,7 @@ class Machine:
         machine.add_device(RootPort(), "0000:00:02.0")
         machine.add_device(SwitchUpstreamPort(), "0000:02:00.0", "0000:00:02.0")
         machine.add_device(SwitchDownstreamPort(), "0000:03:00.0", "0000:02:00.0")
-        machine.add_device(Navi31Function(), GPU_BDF, "0000:03:00.0")
+        machine.add_device(Navi31GPU(), GPU_BDF, "0000:03:00.0")
         machine.add_device(Navi31Audio(), GPU_AUDIO_BDF, "0000:03:00.0")
         return machine
 
@@ -173,7 +174,7 @@ class Machine:
             # waits for it; the simulation removes it at once
             self.vfio.request_release(gone.bdf)
             if driver is not None:
-                self.kernel.bound[gone.bdf] = None
+                self.kernel.release_driver(gone.bdf)
             # the struct pci_dev is freed: a rescan makes a new one without override, reset choice
             # or enable count; its resource files go, and with them every mapping of them
             self.kernel.overrides.pop(gone.bdf, None)
@@ -257,7 +258,7 @@ class Machine:
         if group in self.vfio.group_open:
             raise OSError(16, f"{path} is already open")  # EBUSY
         self.vfio.group_open.add(group)
-        return GroupFile(self, path, group)
+        return GroupFile(self, path, group, self.kernel.group_serial.get(group))
 
     # -- observations --------------------------------------------------------------------------
     @property

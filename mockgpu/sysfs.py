@@ -2,8 +2,9 @@
 
 The tree is built on demand from the machine's current state, so it always matches the hardware
 and kernel models (a `driver` link exists only while bound, /dev/vfio/<group> only while a device
-of the group is bound to vfio-pci). Attribute formats and permissions are those of
-drivers/pci/pci-sysfs.c, drivers/pci/pci-driver.c, drivers/iommu/iommu.c and fs/proc/task_mmu.c.
+of the group is bound to vfio-pci, a no-IOMMU group only while its device is). Attribute formats
+and permissions are those of drivers/pci/pci-sysfs.c, drivers/pci/pci-driver.c,
+drivers/iommu/iommu.c and fs/proc/task_mmu.c.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from mockgpu.kernel import PCIKernel
     from mockgpu.machine import Machine
 
+# drivers/vfio/group.c vfio_noiommu_group_alloc: iommu_group_set_name(..., "vfio-noiommu")
+NOIOMMU_GROUP_NAME = "vfio-noiommu"
 # drivers/pci/pci-sysfs.c: unprivileged readers see only the first 64 bytes of config space
 UNPRIVILEGED_CONFIG_BYTES = 64
 # include/linux/pci.h with CONFIG_PCI_IOV: 6 BARs + ROM + 6 SR-IOV BARs (+ 4 bridge windows)
@@ -324,26 +327,26 @@ class SysfsTree:
             for function in self.machine.functions.values() if function.parent is None
         })
 
-    def group_visible(self, group: int) -> bool:
-        """IOMMU groups exist with an IOMMU; in no-IOMMU mode vfio creates one per vfio-pci device."""
-        if self.machine.iommu:
-            return True
-        return self.machine.noiommu and self.machine.kernel.group_has_vfio(group)
-
     def _kernel_dir(self) -> dict[str, Node]:
+        """/sys/kernel/iommu_groups: the IOMMU driver's groups, and in no-IOMMU mode the fake group
+        vfio makes for each device while vfio-pci has it (drivers/vfio/group.c
+        vfio_noiommu_group_alloc: named "vfio-noiommu", with no default domain, so its `type` reads
+        "unknown" as drivers/iommu/iommu.c iommu_group_show_type says)."""
+        kernel = self.machine.kernel
         groups: dict[str, Node] = {}
         domain_type = "identity\n" if self.machine.iommu_passthrough else "DMA\n"
-        for group, members in sorted(self.machine.kernel.groups.items()):
-            if not self.group_visible(group):
-                continue
+        for group, members in sorted(kernel.groups.items()):
 
             def devices(members=members) -> dict[str, Node]:
                 return {bdf: Link(0o777, "../../../../" + self._sys_relative(bdf))
                         for bdf in members if bdf in self.machine.functions}
-            groups[str(group)] = Dir(0o555, lambda devices=devices: {
-                "devices": Dir(0o555, devices),
-                "type": _ro(lambda: domain_type),
-            })
+            entries: dict[str, Node] = {"devices": Dir(0o555, devices)}
+            if group in kernel.noiommu_groups:
+                entries["name"] = _ro(lambda: f"{NOIOMMU_GROUP_NAME}\n")
+                entries["type"] = _ro(lambda: "unknown\n")
+            else:
+                entries["type"] = _ro(lambda: domain_type)
+            groups[str(group)] = Dir(0o555, lambda entries=entries: entries)
         return {"iommu_groups": Dir(0o555, lambda: groups)}
 
     def _modules(self) -> dict[str, Node]:
@@ -368,7 +371,10 @@ class SysfsTree:
             return entries
         for group in machine.kernel.groups:
             if machine.kernel.group_has_vfio(group):
-                name = str(group) if machine.iommu else f"noiommu-{group}"
+                # drivers/vfio/group.c vfio_create_group names the node of a VFIO_NO_IOMMU group
+                # "noiommu-<id>"
+                noiommu = group in machine.kernel.noiommu_groups
+                name = f"noiommu-{group}" if noiommu else str(group)
                 entries[name] = Special(0o600, self._group_opener(group))
         return entries
 
@@ -421,7 +427,7 @@ class SysfsTree:
         if driver is not None:
             entries["driver"] = Link(0o777, self._relative(here, f"/sys/bus/pci/drivers/{driver}"))
         group = kernel.group_of.get(bdf)
-        if group is not None and self.group_visible(group):
+        if group is not None:
             entries["iommu_group"] = Link(0o777, self._relative(here, f"/sys/kernel/iommu_groups/{group}"))
         if function.pcie is not None:
             entries.update(self._link_attrs(function))

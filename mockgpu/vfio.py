@@ -326,16 +326,25 @@ class ContainerFile(MockFile):
 
 
 class GroupFile(MockFile):
-    def __init__(self, machine: "Machine", path: str, group: int) -> None:
+    def __init__(self, machine: "Machine", path: str, group: int, serial: int | None) -> None:
         super().__init__(path)
         self.machine = machine
         self.group = group
+        self.serial = serial  # which incarnation of the group number this file was opened on
 
     @property
     def state(self) -> "VFIOKernel":
         return self.machine.vfio
 
+    @property
+    def alive(self) -> bool:
+        return self.machine.kernel.group_alive(self.group, self.serial)
+
     def ioctl(self, request: int, arg) -> int:
+        if not self.alive and request in (vfio.VFIO_GROUP_GET_STATUS, vfio.VFIO_GROUP_SET_CONTAINER):
+            # group.c vfio_group_ioctl_get_status / _set_container: the group's last device left
+            # (vfio_device_remove_group cleared group->iommu_group)
+            raise OSError(errno.ENODEV, f"VFIO group {self.group} is gone: its device left vfio-pci")
         if request == vfio.VFIO_GROUP_GET_STATUS:
             parsed = struct_arg(arg, vfio.vfio_group_status, "flags")
             flags = 0
@@ -365,7 +374,8 @@ class GroupFile(MockFile):
             # neither a container nor an iommufd: "The FD passed is not recognized"
             raise OSError(errno.EBADFD, f"fd {fd} is not a VFIO container")
         container = target.container
-        noiommu = not self.machine.iommu
+        # container.c vfio_container_attach_group: group->type == VFIO_NO_IOMMU
+        noiommu = self.group in self.machine.kernel.noiommu_groups
         if noiommu and not self.machine.root:
             raise OSError(errno.EPERM, "a no-IOMMU group needs CAP_SYS_RAWIO")
         if container.groups and container.noiommu != noiommu:
@@ -382,7 +392,7 @@ class GroupFile(MockFile):
         container = self.state.group_container.get(self.group)
         if container is None:
             raise OSError(errno.EINVAL, f"group {self.group} is not in a container")
-        if any(self.state.device_open(bdf) for bdf in self.machine.kernel.groups[self.group]):
+        if any(self.state.device_open(bdf) for bdf in self.members()):
             raise OSError(errno.EBUSY, f"group {self.group} still has open devices")
         self.state.detach(self.group)
         return 0
@@ -395,7 +405,7 @@ class GroupFile(MockFile):
         kernel = self.machine.kernel
         # group.c vfio_group_ioctl_get_device_fd: the name is looked up first (ENODEV), then
         # vfio_df_group_open / vfio_group_use_container want a container with a driver (EINVAL)
-        if name not in kernel.groups[self.group] or kernel.driver_of(name) != VFIO_PCI:
+        if name not in self.members() or kernel.driver_of(name) != VFIO_PCI:
             raise OSError(errno.ENODEV, f"no vfio-pci device {name!r} in group {self.group}")
         container = self.state.group_container.get(self.group)
         if container is None or container.iommu_type is None:
@@ -405,9 +415,17 @@ class GroupFile(MockFile):
         device = DeviceFile(self.machine, f"anon_inode:[vfio-device:{name}]", name, self.group)
         return self.machine.os.install(device)
 
+    def members(self) -> list[str]:
+        """The group's devices; none once the group is gone."""
+        if not self.alive:
+            return []
+        return self.machine.kernel.groups.get(self.group, [])
+
     def close(self) -> None:
+        if not self.alive:
+            return  # vfio_device_remove_group already detached it; the number may be another's now
         self.state.group_open.discard(self.group)
-        if not any(self.state.device_open(bdf) for bdf in self.machine.kernel.groups.get(self.group, [])):
+        if not any(self.state.device_open(bdf) for bdf in self.members()):
             self.state.detach(self.group)
 
 
@@ -673,7 +691,9 @@ class DeviceFile(MockFile):
             file = self.machine.os.file_of(fd)  # EBADF
             if not isinstance(file, GroupFile):
                 raise OSError(errno.EINVAL, f"fd {fd} is not a VFIO group")
-            groups.add(file.group)
+            if file.alive:
+                # a group that is gone holds no device (vfio_file_has_dev finds nothing in it)
+                groups.add(file.group)
         self.state.hot_reset(self.function, groups)
         return 0
 
@@ -814,6 +834,12 @@ class VFIOKernel:
 
     def attached(self, function: PCIFunction) -> bool:
         return self.machine.kernel.group_of.get(function.bdf) in self.group_container
+
+    def group_removed(self, group: int) -> None:
+        """drivers/vfio/group.c vfio_device_remove_group: a group whose last device left is
+        detached from its container and can no longer be opened; an open file on it stays open."""
+        self.group_open.discard(group)
+        self.detach(group)
 
     def detach(self, group: int) -> None:
         container = self.group_container.pop(group, None)

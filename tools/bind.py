@@ -208,6 +208,10 @@ def to_vfio(seam: OS, bdf: str, lock_dir: str | None = None) -> Outcome:
             outcome.moved.append((member, original, VFIO_PCI_DRIVER))
     finally:
         _release(locks)
+    if outcome.iommu_group is None:
+        # no IOMMU: in VFIO's no-IOMMU mode vfio-pci's bind made the device a group of its own
+        # (drivers/vfio/group.c vfio_noiommu_group_alloc)
+        outcome.iommu_group = sysfs.iommu_group(bdf)
     return outcome
 
 

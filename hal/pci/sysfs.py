@@ -30,6 +30,10 @@ IOMMU_TYPE_IDENTITY = "identity"
 VFIO_PCI_DRIVER = "vfio-pci"
 VFIO_GROUP_DIR = "/dev/vfio"
 NOIOMMU_GROUP_PREFIX = "noiommu-"  # drivers/vfio/group.c names no-IOMMU groups /dev/vfio/noiommu-N
+# drivers/vfio/group.c vfio_noiommu_group_alloc: the `name` of the fake IOMMU group that VFIO's
+# no-IOMMU mode makes for a device while vfio-pci has it (its DMA addresses stay physical)
+NOIOMMU_GROUP_NAME = "vfio-noiommu"
+NOIOMMU_MODE_PARAMETER = "/sys/module/vfio/parameters/enable_unsafe_noiommu_mode"
 # sysfs-bus-pci driver_override: only a driver of exactly this name may bind; no driver has this name,
 # so module loads, drivers_probe and rescans leave a device that user space drives alone
 USER_SPACE_OVERRIDE = "none"
@@ -355,11 +359,25 @@ class SysfsPCI:
         except OSError as exc:
             raise from_oserror(exc, f"reading {path} (the IOMMU domain type of group {group})") from exc
 
+    def is_noiommu_group(self, group: int) -> bool:
+        """True for a group VFIO's no-IOMMU mode made (one device, no IOMMU behind it)."""
+        try:
+            return self.os.read_text(f"{IOMMU_GROUPS}/{group}/name").strip() == NOIOMMU_GROUP_NAME
+        except OSError:
+            return False  # drivers/iommu/iommu.c: only named groups have the attribute
+
+    def noiommu_mode(self) -> bool:
+        """VFIO's unsafe no-IOMMU mode is enabled (the vfio module's parameter reads Y)."""
+        try:
+            return self.os.read_text(NOIOMMU_MODE_PARAMETER).strip() in ("Y", "1")
+        except OSError:
+            return False  # vfio not loaded, or built without CONFIG_VFIO_NOIOMMU
+
     def dma_translation(self, bdf: str) -> str | None:
-        """None when the device's DMA addresses are physical addresses (no IOMMU group, or a group in
-        passthrough); otherwise the group's domain type, e.g. "DMA"."""
+        """None when the device's DMA addresses are physical addresses (no IOMMU group, a no-IOMMU
+        group, or a group in passthrough); otherwise the group's domain type, e.g. "DMA"."""
         group = self.iommu_group(bdf)
-        if group is None:
+        if group is None or self.is_noiommu_group(group):
             return None
         kind = self.iommu_group_type(group)
         return None if kind == IOMMU_TYPE_IDENTITY else kind

@@ -68,6 +68,8 @@ NO_GROUP = ("{bdf} has no IOMMU group: the IOMMU is off or absent. Enable it (in
             "amd_iommu=on, VT-d/AMD-Vi in firmware), or open pci:{bdf} (sysfs backend, no isolation), "
             "or ask for VFIO no-IOMMU mode explicitly (noiommu=True; unsafe, no isolation)")
 
+NOIOMMU_OPEN_HINT = "open it with noiommu=True (unsafe: no DMA isolation, needs root)"
+
 
 def _ioctl(os: OS, fd: int, request: int, arg, what: str) -> int:
     try:
@@ -694,6 +696,9 @@ def probe(os: OS, bdf: str) -> str:
     if sysfs.header_type(bdf) != regs.PCI_HEADER_TYPE_NORMAL:
         # drivers/vfio/pci/vfio_pci_core.c vfio_pci_core_register_device refuses other headers
         return f"not openable: {VFIO_DRIVER} drives only type 0 functions, and {bdf} is a bridge"
+    if sysfs.iommu_group(bdf) is None and sysfs.noiommu_mode():
+        # drivers/vfio/group.c vfio_group_find_or_alloc: vfio-pci gives it a group when it binds
+        return f"no IOMMU group; VFIO no-IOMMU mode is on: {NOIOMMU_OPEN_HINT}"
     if sysfs.iommu_group(bdf) is None:
         return "no IOMMU group (IOMMU off: intel_iommu=on / amd_iommu=on)"
     if not os.exists(CONTAINER_PATH):
@@ -716,6 +721,8 @@ def probe(os: OS, bdf: str) -> str:
                         f"unbound or on a driver that manages its own DMA ({VFIO_DRIVER}, pci-stub) too")
     if problems:
         return "; ".join(problems)
+    if sysfs.is_noiommu_group(group):
+        return f"ok (a no-IOMMU group: {NOIOMMU_OPEN_HINT})"
     return "ok" if driver == VFIO_DRIVER else f"ok (binds {VFIO_DRIVER})"
 
 

@@ -7,6 +7,7 @@ import pytest
 from autogen.linux import pci_regs as regs
 
 import hal
+from hal import discovery
 from hal.errors import (BackendUnavailable, DeviceBusy, DeviceLost, DeviceTimeout, HalError, InvalidArgument,
                         PermissionDenied, UnsupportedOperation)
 from hal.os import PAGE_SIZE
@@ -342,6 +343,26 @@ def test_multi_message_msi_without_interrupt_remapping_names_the_fix(tmp_path):
         dev.enable_interrupts("msi", 1)
         dev.bar(0).write32(EDU_INTR_RAISE, 1)
         assert dev.wait_irq(0, timeout_s=1.0) == 1
+
+
+def test_no_iommu_gpu_opens_while_its_audio_function_keeps_its_driver(tmp_path):
+    # in no-IOMMU mode each device vfio-pci binds gets a group of its own (drivers/vfio/group.c
+    # vfio_noiommu_group_alloc), so the audio function on snd_hda_intel does not stand in the way
+    machine = Machine.default(lock_dir=str(tmp_path), iommu=False, noiommu=True)
+    assert machine.os.listdir("/dev/vfio") == ["vfio"]
+    verdict = discovery.describe(machine.os, GPU_BDF).backends["vfio"]
+    assert verdict.startswith("no IOMMU group; VFIO no-IOMMU mode is on: open it with noiommu=True")
+    with hal.open(f"vfio:{GPU_BDF}", os=machine.os, unbind=True, noiommu=True) as dev:
+        assert dev.vendor_id == 0x1002
+        group = machine.os.readlink(f"/sys/bus/pci/devices/{GPU_BDF}/iommu_group").rsplit("/", 1)[-1]
+        assert machine.os.exists(f"/dev/vfio/noiommu-{group}")
+        assert machine.kernel.driver_of(GPU_AUDIO_BDF) == "snd_hda_intel"
+        assert discovery.describe(machine.os, GPU_AUDIO_BDF).iommu_group is None
+        assert discovery.describe(machine.os, GPU_BDF).backends["vfio"].startswith("ok (a no-IOMMU group")
+    assert machine.kernel.driver_of(GPU_BDF) == "amdgpu"
+    assert machine.os.listdir("/dev/vfio") == ["vfio"]
+    assert not machine.os.exists(f"/sys/bus/pci/devices/{GPU_BDF}/iommu_group")
+    assert machine.os.open_fds == []
 
 
 def test_a_no_iommu_host_without_noiommu_says_so(tmp_path):

@@ -382,6 +382,59 @@ def test_no_iommu_containers_need_cap_sys_rawio():
     machine.os.ioctl(container, vfio.VFIO_SET_IOMMU, noiommu)
 
 
+def test_no_iommu_groups_are_per_device_and_live_while_vfio_pci_has_it():
+    # drivers/vfio/group.c vfio_noiommu_group_alloc: one fake group per device, made when vfio-pci
+    # registers it and gone when it unregisters; the audio function on its host driver has none
+    machine = Machine.default(iommu=False, noiommu=True)
+    gpu_sysfs = f"/sys/bus/pci/devices/{GPU_BDF}"
+    assert not machine.os.exists(f"{gpu_sysfs}/iommu_group")
+    assert machine.os.listdir("/sys/kernel/iommu_groups") == []
+    bind_to_vfio(machine, GPU_BDF)
+    group = group_of(machine, GPU_BDF)
+    assert group == 0  # iommu_group_alloc: the lowest free id, and nothing else has a group
+    assert not machine.os.exists(f"/sys/bus/pci/devices/{GPU_AUDIO_BDF}/iommu_group")
+    assert machine.os.listdir(f"/sys/kernel/iommu_groups/{group}/devices") == [GPU_BDF]
+    assert machine.os.read_text(f"/sys/kernel/iommu_groups/{group}/name") == "vfio-noiommu\n"
+    assert machine.os.read_text(f"/sys/kernel/iommu_groups/{group}/type") == "unknown\n"
+    assert sorted(machine.os.listdir("/dev/vfio")) == [f"noiommu-{group}", "vfio"]
+    container = machine.os.open("/dev/vfio/vfio", O_RDWR)
+    group_fd = machine.os.open(f"/dev/vfio/noiommu-{group}", O_RDWR)
+    status = vfio.vfio_group_status(argsz=vfio.vfio_group_status.SIZE)
+    machine.os.ioctl(group_fd, vfio.VFIO_GROUP_GET_STATUS, status.buffer)
+    assert status.flags & vfio.VFIO_GROUP_FLAGS_VIABLE  # snd_hda_intel's DMA is not in this group
+    pointer = bytearray(struct.pack("<i", container))
+    machine.os.ioctl(group_fd, vfio.VFIO_GROUP_SET_CONTAINER, pointer)
+    bind_to_vfio(machine, EDU_BDF)
+    assert group_of(machine, EDU_BDF) == group + 1
+    machine.os.write_text("/sys/bus/pci/drivers/vfio-pci/unbind", GPU_BDF)
+    # vfio_device_remove_group: the group, its node and its link go; a file still open on it stays
+    # open but answers ENODEV, and its number is free for the next group
+    assert not machine.os.exists(f"{gpu_sysfs}/iommu_group")
+    assert machine.os.listdir("/sys/kernel/iommu_groups") == [str(group + 1)]
+    assert sorted(machine.os.listdir("/dev/vfio")) == [f"noiommu-{group + 1}", "vfio"]
+    assert machine.vfio.group_container == {}
+    assert errno_of(machine.os.ioctl, group_fd, vfio.VFIO_GROUP_GET_STATUS, status.buffer) == errno.ENODEV
+    machine.os.write_text("/sys/bus/pci/drivers_probe", GPU_BDF)
+    assert group_of(machine, GPU_BDF) == group
+    again = machine.os.open(f"/dev/vfio/noiommu-{group}", O_RDWR)  # a new group: not EBUSY
+    machine.os.close(group_fd)  # closing the dead group's file leaves the new one alone
+    assert errno_of(machine.os.open, f"/dev/vfio/noiommu-{group}", O_RDWR) == errno.EBUSY
+    machine.os.close(again)
+    machine.os.close(container)
+
+
+def test_vfio_pci_does_not_bind_without_an_iommu_or_no_iommu_mode():
+    # vfio_group_find_or_alloc: no IOMMU group and no-IOMMU mode off -> EINVAL, the probe fails
+    machine = Machine.default(iommu=False)
+    machine.os.write_text(f"/sys/bus/pci/devices/{EDU_BDF}/driver_override", "vfio-pci")
+    machine.os.write_text("/sys/bus/pci/drivers/edu/unbind", EDU_BDF)
+    assert errno_of(machine.os.write_text, "/sys/bus/pci/drivers/vfio-pci/bind", EDU_BDF) == errno.EINVAL
+    assert machine.kernel.driver_of(EDU_BDF) is None
+    machine.os.write_text("/sys/module/vfio/parameters/enable_unsafe_noiommu_mode", "1")
+    machine.os.write_text("/sys/bus/pci/drivers/vfio-pci/bind", EDU_BDF)
+    assert machine.os.exists(f"/dev/vfio/noiommu-{group_of(machine, EDU_BDF)}")
+
+
 # -- interrupts: counts, partial grants, MSI-X resizing (drivers/vfio/pci/vfio_pci_intrs.c) ------
 def irq_info(device, index: int):
     info = vfio.vfio_irq_info(argsz=vfio.vfio_irq_info.SIZE, index=index)

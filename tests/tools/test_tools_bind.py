@@ -28,6 +28,21 @@ def run(machine: Machine, capsys, *argv: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def test_no_iommu_mode_moves_only_the_gpu_and_reports_its_own_group(tmp_path, capsys):
+    machine = Machine.default(lock_dir=str(tmp_path), iommu=False, noiommu=True)
+    code, out, _ = run(machine, capsys, GPU_BDF, "--vfio", "--json")
+    assert code == 0
+    result = json.loads(out)
+    # vfio-pci's bind made the GPU a no-IOMMU group of its own; the audio function has none
+    assert result["iommu_group"] == machine.kernel.group_of[GPU_BDF]
+    assert result["moved"] == [{"bdf": GPU_BDF, "from": "amdgpu", "to": "vfio-pci"}]
+    assert machine.kernel.driver_of(GPU_AUDIO_BDF) == "snd_hda_intel"
+    code, out, _ = run(machine, capsys, GPU_BDF, "--kernel", "--json")
+    assert code == 0
+    assert json.loads(out)["moved"] == [{"bdf": GPU_BDF, "from": "vfio-pci", "to": "amdgpu"}]
+    assert GPU_BDF not in machine.kernel.group_of
+
+
 def test_the_gpu_and_its_audio_function_move_to_vfio_pci_and_back(machine, capsys):
     code, out, _ = run(machine, capsys, GPU_BDF, "--vfio", "--json")
     assert code == 0
