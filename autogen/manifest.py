@@ -124,6 +124,8 @@ TARGETS: tuple[Target, ...] = (
     _uapi("kfd_ioctl", "kfd_ioctl.h", "AMD KFD compute uapi (linux/kfd_ioctl.h): ioctls and their structs.",
           stubs=DRM_STUB),
     _amd("discovery", "include/discovery.h", "AMD IP discovery table layout (discovery.h)."),
+    _amd("soc15_hw_ip", "include/soc15_hw_ip.h",
+         "AMD hardware IP ids that the IP discovery table names blocks by (soc15_hw_ip.h)."),
     _amd("amdgpu_ucode", "amdgpu/amdgpu_ucode.h", "AMD firmware image headers (amdgpu_ucode.h).",
          prelude=UCODE_PRELUDE, exclude=UCODE_EXCLUDE),
     _amd("psp_gfx_if", "amdgpu/psp_gfx_if.h",

@@ -25,6 +25,10 @@ MODULE_FOR_IP: dict[tuple[str, tuple[int, int, int]], str] = {
 # every generated register module in this package
 MODULES: tuple[str, ...] = tuple(sorted(set(MODULE_FOR_IP.values())))
 
+# amdgpu's per-engine SDMA blocks (SDMA0_HWIP..SDMA3_HWIP, one discovery entry each) all take their
+# registers from the SDMA entry above (sdma_v6_0.c reaches every engine through GC's header)
+REGISTER_BLOCK_OF: dict[str, str] = {"SDMA0": "SDMA", "SDMA1": "SDMA", "SDMA2": "SDMA", "SDMA3": "SDMA"}
+
 
 def load_module(name: str) -> ModuleType:
     """Import one register module by its file name (e.g. "gc_11_0_0")."""
@@ -35,7 +39,7 @@ def load_module(name: str) -> ModuleType:
 
 def load(ip: str, version: tuple[int, int, int]) -> ModuleType:
     """The register module for an IP block at a version, e.g. load("SDMA", (6, 0, 0))."""
-    module_name = MODULE_FOR_IP.get((ip, tuple(version)))
+    module_name = MODULE_FOR_IP.get((REGISTER_BLOCK_OF.get(ip, ip), tuple(version)))
     if module_name is None:
         known = ", ".join(f"{block} {'.'.join(map(str, ver))}" for block, ver in MODULE_FOR_IP)
         raise LookupError(f"no registers generated for {ip} {'.'.join(map(str, version))}; known: {known}")
