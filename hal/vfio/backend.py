@@ -463,17 +463,29 @@ class VfioBackend(PCIBackend):
                       f"VFIO_DEVICE_SET_IRQS index {index} ({len(fds)} vectors)")
 
     def disable_interrupts(self) -> None:
+        """Turn the enabled kind off. Until the kernel confirms, it stays recorded as enabled, with
+        its eventfds open (the kernel still signals them): a failure here leaves MSI or MSI-X on, so
+        the next disable, or enable_interrupts, which disables first, tries again rather than asking
+        for the other kind, which the kernel refuses while one is on (vfio_pci_intrs.c
+        vfio_pci_set_msi_trigger: EINVAL)."""
         if self._irq_index is None:
             return
-        index = self._irq_index
-        fds = self._irq_fds
+        self._set_irqs(self._irq_index, vfio.VFIO_IRQ_SET_DATA_NONE | vfio.VFIO_IRQ_SET_ACTION_TRIGGER, [])
         self._irq_index = None
+        self._close_irq_fds()
+
+    def _close_irq_fds(self) -> None:
+        """Close every interrupt eventfd, even when one close fails; raise the first failure."""
+        fds = self._irq_fds
         self._irq_fds = []
-        try:
-            self._set_irqs(index, vfio.VFIO_IRQ_SET_DATA_NONE | vfio.VFIO_IRQ_SET_ACTION_TRIGGER, [])
-        finally:
-            for fd in fds:
+        first_error: OSError | None = None
+        for fd in fds:
+            try:
                 self.os.close(fd)
+            except OSError as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
 
     # -- resets and life cycle ---------------------------------------------------------------
     def reset_methods(self) -> list[str]:
@@ -605,7 +617,13 @@ class VfioBackend(PCIBackend):
                 self.os.close(fd)
             except OSError as exc:
                 errors.append(exc)
-        # the last close of the device fd dropped the ERR/REQ triggers (vfio_pci_core_close_device)
+        # the last close of the device fd turned interrupts off and dropped the ERR/REQ triggers
+        # (vfio_pci_core_close_device -> vfio_pci_core_disable), also where disabling them failed
+        self._irq_index = None
+        try:
+            self._close_irq_fds()
+        except OSError as exc:
+            errors.append(exc)
         while self._event_fds:
             _, fd = self._event_fds.popitem()
             try:

@@ -310,11 +310,55 @@ def test_interrupt_failures_close_their_eventfds(machine, faults):
         faults.fail(vfio.VFIO_DEVICE_SET_IRQS, errno.EIO, when=disabling)
         with pytest.raises(HalError, match="VFIO_DEVICE_SET_IRQS"):
             dev.disable_interrupts()
-        assert machine.os.open_fds == fds_before  # the eventfds are gone even so
-        faults.rules.clear()
-        dev.enable_interrupts("msix", 2)  # MSI-X stayed on in the kernel: bind it again
+        # MSI-X is still on in the kernel: its eventfds stay open and still fire
+        assert len(machine.os.open_fds) == len(fds_before) + 2
         dev.bar(0).write32(EDU_INTR_RAISE, 1)
         assert dev.wait_irq(0, timeout_s=1.0) == 1
+        faults.rules.clear()
+        dev.enable_interrupts("msix", 2)  # turns the old MSI-X off first, then binds it again
+        assert len(machine.os.open_fds) == len(fds_before) + 2
+        dev.bar(0).write32(EDU_INTR_RAISE, 1)
+        assert dev.wait_irq(0, timeout_s=1.0) == 1
+        dev.disable_interrupts()
+        assert machine.os.open_fds == fds_before
+
+
+def test_msi_after_a_failed_msix_disable_turns_msix_off_first(machine, faults):
+    # vfio_pci_set_msi_trigger refuses MSI with EINVAL while MSI-X is on, so the kind a failed
+    # disable left on must be turned off before another is asked for
+    with hal.open(EDU, os=machine.os, unbind=True) as dev:
+        fds_before = list(machine.os.open_fds)
+        dev.enable_interrupts("msix", 2)
+
+        def disabling(arg):
+            return msi_index(arg) and irq_set_flags(arg)[1] & vfio.VFIO_IRQ_SET_DATA_NONE
+
+        faults.fail(vfio.VFIO_DEVICE_SET_IRQS, errno.EIO, when=disabling)
+        with pytest.raises(HalError, match="VFIO_DEVICE_SET_IRQS"):
+            dev.disable_interrupts()
+        with pytest.raises(HalError, match="VFIO_DEVICE_SET_IRQS"):
+            dev.enable_interrupts("msi")  # the disable it starts with fails again, honestly
+        assert machine.vfio.msi_kind.get(EDU_BDF) is True  # MSI-X, still on
+        faults.rules.clear()
+        dev.enable_interrupts("msi")
+        assert machine.vfio.msi_kind.get(EDU_BDF) is False
+        assert len(machine.os.open_fds) == len(fds_before) + 1
+        dev.bar(0).write32(EDU_INTR_RAISE, 1)
+        assert dev.wait_irq(0, timeout_s=1.0) == 1
+    assert machine.os.open_fds == []
+
+
+def test_close_after_a_failed_disable_closes_the_interrupt_eventfds(machine, faults):
+    bind_vfio(machine, EDU_BDF)
+    backend = VfioBackend(machine.os, EDU_BDF)
+    backend.enable_interrupts("msix", 2)
+    faults.fail(vfio.VFIO_DEVICE_SET_IRQS, errno.EIO, when=msi_index)
+    with pytest.raises(HalError, match="VFIO_DEVICE_SET_IRQS"):
+        backend.disable_interrupts()
+    with pytest.raises(HalError, match="VFIO_DEVICE_SET_IRQS"):
+        backend.close()  # closing the device fd turns MSI-X off in the kernel anyway
+    assert machine.os.open_fds == []
+    assert EDU_BDF not in machine.vfio.msi_kind
 
 
 def test_close_reports_the_first_failure_and_still_closes_every_fd(machine, faults, monkeypatch):
