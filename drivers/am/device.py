@@ -1,0 +1,170 @@
+"""AMDevice: an AMD GPU opened through hal, discovered, and brought up block by block.
+
+Bring-up (the order amdgpu follows in amdgpu_device_init / amdgpu_device_ip_init):
+1. memory decoding on, BAR5 (registers) and BAR0 (VRAM) mapped through hal;
+2. discovery: wait for the IFWI (MP0 C2PMSG_33 bit 31), read the VRAM size (RCC_CONFIG_MEMSIZE),
+   read the table from VRAM size - 64 KiB through BAR0, or through the MM_INDEX window when BAR0 does
+   not reach that far, parse it (drivers.am.discovery) and bind registers at the discovered bases;
+3. resolve each block of `BLOCK_ORDER` once, by its discovered version, to its implementation
+   (`IMPLEMENTATIONS`); an unknown version is an error naming it and the known ones;
+4. sw_init of every block in order, then hw_init of every block in order.
+Teardown (`fini`, also after a failed step) runs hw_fini in reverse for each block whose hw_init
+succeeded, then sw_fini in reverse for each block whose sw_init succeeded.
+
+The driver reaches the GPU only through hal.PCIDevice Regions (bar) and config access, so other
+transports work unchanged.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from autogen.linux import pci_regs
+
+from drivers.am import discovery
+from drivers.am.ip import IPBlock, poll
+from drivers.am.nbio import HDPv6_0, NBIOv4_3
+from drivers.am.regs import PRE_DISCOVERY_BLOCKS, Registers, VRAMWindow
+from hal.errors import BadBinary, UnsupportedOperation
+from hal.pcidev import PCIDevice
+from hal.region import Region
+
+log = logging.getLogger(__name__)
+
+REGISTER_BAR = 5  # amdgpu_device.c amdgpu_device_init: rmmio is BAR5 from CHIP_BONAIRE on
+VRAM_BAR = 0  # the framebuffer aperture (amdgpu_gmc: aper_base = pci_resource_start(pdev, 0))
+MEBIBYTE_SHIFT = 20  # amdgpu_discovery.c: RREG32(mmRCC_CONFIG_MEMSIZE) << 20
+# amdgpu_discovery.c amdgpu_discovery_read_binary_from_mem: bit 31 of MP0 C2PMSG_33 once the IFWI is
+# done; amdgpu gives it up to 2 s (2000 polls 1 ms apart)
+IFWI_INIT_DONE = 1 << 31
+IFWI_TIMEOUT_S = 2.0
+
+# blocks brought up, in order (later: GMC, IH, PSP, SMU, SDMA0, GC)
+BLOCK_ORDER: tuple[str, ...] = ("NBIO", "HDP")
+IMPLEMENTATIONS: tuple[type[IPBlock], ...] = (NBIOv4_3, HDPv6_0)
+
+
+@dataclasses.dataclass
+class AMConfig:
+    """Device-wide settings: the timeout of the IFWI wait (others join as blocks arrive)."""
+
+    ifwi_timeout_s: float = IFWI_TIMEOUT_S
+
+
+def _version_text(version: tuple[int, int, int]) -> str:
+    return ".".join(str(part) for part in version)
+
+
+def resolve(block: str, version: tuple[int, int, int],
+            implementations: tuple[type[IPBlock], ...] = IMPLEMENTATIONS) -> type[IPBlock]:
+    """The class serving `block` at `version`; UnsupportedOperation names what is known."""
+    for cls in implementations:
+        if cls.block == block and version in cls.versions:
+            return cls
+    known = [_version_text(v) for cls in implementations if cls.block == block for v in cls.versions]
+    raise UnsupportedOperation(f"{block} {_version_text(version)} has no implementation in this driver "
+                               f"(known {block} versions: {', '.join(known) or 'none'})")
+
+
+class AMDevice:
+    """An AMD GPU brought up over `pci` (see the module docstring). `fini()` tears it down."""
+
+    def __init__(self, pci: PCIDevice, *, config: AMConfig | None = None,
+                 block_order: tuple[str, ...] = BLOCK_ORDER,
+                 implementations: tuple[type[IPBlock], ...] = IMPLEMENTATIONS) -> None:
+        self.pci = pci
+        self.config = config or AMConfig()
+        self.blocks: list[IPBlock] = []
+        self.sw_done: list[IPBlock] = []
+        self.hw_done: list[IPBlock] = []
+        self._enable_memory_decoding()
+        self.mmio: Region = pci.bar(REGISTER_BAR)
+        self.vram_bar: Region = pci.bar(VRAM_BAR)
+        self.registers = Registers(self.mmio, PRE_DISCOVERY_BLOCKS)
+        self.vram_size = 0
+        self.discovery = self._discover()
+        self.registers = Registers(self.mmio, self.discovery.blocks())
+        self.vram = VRAMWindow(self.vram_bar, self.registers)
+        for block in block_order:
+            version = self.discovery.version(block)
+            self.blocks.append(resolve(block, version, implementations)(self))
+        self.init()
+
+    # -- discovery -----------------------------------------------------------------------------
+    def _enable_memory_decoding(self) -> None:
+        """BARs answer only while Command decodes memory (amdgpu: pci_enable_device)."""
+        command = self.pci.cfg_read16(pci_regs.PCI_COMMAND)
+        if not command & pci_regs.PCI_COMMAND_MEMORY:
+            self.pci.cfg_write16(pci_regs.PCI_COMMAND, command | pci_regs.PCI_COMMAND_MEMORY)
+
+    def _discover(self) -> discovery.Discovery:
+        ifwi = self.registers.reg("MP0", "regMP0_SMN_C2PMSG_33")
+        poll(self, ifwi, IFWI_INIT_DONE, IFWI_INIT_DONE, self.config.ifwi_timeout_s,
+             "the IFWI to finish initialising the GPU")
+        memsize = self.registers.reg("NBIO", "regRCC_DEV0_EPF0_RCC_CONFIG_MEMSIZE").read()
+        self.vram_size = memsize << MEBIBYTE_SHIFT
+        if self.vram_size < discovery.DISCOVERY_TMR_OFFSET:
+            raise UnsupportedOperation(
+                f"{self.pci.bdf}: RCC_CONFIG_MEMSIZE reads {memsize} MiB; parts whose discovery table "
+                "lives in system memory (no VRAM size register) are not supported")
+        window = VRAMWindow(self.vram_bar, self.registers)
+        offset = self.vram_size - discovery.DISCOVERY_TMR_OFFSET
+        blob = window.read(offset, discovery.DISCOVERY_TMR_SIZE)
+        try:
+            result = discovery.parse(blob)
+        except BadBinary as exc:
+            raise BadBinary(f"{self.pci.bdf}: {exc} (read from VRAM offset {offset:#x})") from exc
+        log.info("%s: %d MiB VRAM, %d IPs discovered", self.pci.bdf, memsize, len(result.ips()))
+        return result
+
+    # -- blocks ----------------------------------------------------------------------------------
+    def block(self, name: str) -> IPBlock:
+        """The brought-up block called `name` ("NBIO")."""
+        for block in self.blocks:
+            if block.block == name:
+                return block
+        raise LookupError(f"no {name} block (blocks: {', '.join(b.block for b in self.blocks)})")
+
+    def init(self) -> None:
+        """sw_init every block, then hw_init every block; on failure undo what succeeded and raise."""
+        try:
+            for block in self.blocks:
+                block.sw_init()
+                self.sw_done.append(block)
+            for block in self.blocks:
+                block.hw_init()
+                self.hw_done.append(block)
+        except BaseException:
+            self._teardown()  # failures there are logged; the bring-up error is the one to see
+            raise
+
+    def fini(self) -> None:
+        """hw_fini in reverse for the blocks whose hw_init succeeded, then sw_fini likewise. Every
+        step runs even when one fails; the first failure is raised at the end."""
+        failures = self._teardown()
+        if failures:
+            raise failures[0]
+
+    def _teardown(self) -> list[Exception]:
+        failures: list[Exception] = []
+        while self.hw_done:
+            block = self.hw_done.pop()
+            try:
+                block.hw_fini()
+            except Exception as exc:  # keep tearing down the rest, report the first
+                log.error("%s: hw_fini of %s failed: %s", self.pci.bdf, block.name, exc)
+                failures.append(exc)
+        while self.sw_done:
+            block = self.sw_done.pop()
+            try:
+                block.sw_fini()
+            except Exception as exc:
+                log.error("%s: sw_fini of %s failed: %s", self.pci.bdf, block.name, exc)
+                failures.append(exc)
+        return failures
+
+    def __enter__(self) -> "AMDevice":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.fini()
