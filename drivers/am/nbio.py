@@ -78,7 +78,8 @@ class HDPv6_0(IPBlock):
         """hdp_v6_0.c hdp_v6_0_flush_hdp: write the remapped flush register, then read back the
         memory-size register to post the write (reading the remapped one back upsets some hosts)."""
         nbio = self.device.block("NBIO")
-        self.device.registers.mmio.write32(nbio.remap_offset + kfd_ioctl.KFD_MMIO_REMAP_HDP_MEM_FLUSH_CNTL, 0)
+        flush_register = nbio.remap_offset + kfd_ioctl.KFD_MMIO_REMAP_HDP_MEM_FLUSH_CNTL
+        self.device.registers.mmio.write32(flush_register, 0)
         nbio.vram_size_mib()
         self.flushes += 1
 

@@ -125,7 +125,8 @@ class Registers:
             raise InvalidArgument(f"{block} has no instance {instance} (the table lists {len(instances)})")
         segments = instances[instance]
         if definition.base_idx is None:
-            raise InvalidArgument(f"{block} {definition.name} has no base index: not a register in MMIO space")
+            raise InvalidArgument(f"{block} {definition.name} has no base index: "
+                                  "not a register in MMIO space")
         if definition.base_idx >= len(segments):
             raise InvalidArgument(f"{block} {definition.name} is in segment {definition.base_idx}, but "
                                   f"{block}[{instance}] has {len(segments)} base segments")

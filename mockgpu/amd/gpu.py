@@ -18,16 +18,12 @@ function off the bus: its registers read all ones from then on.
 """
 from __future__ import annotations
 
-import logging
-
 from autogen.amd.regs import nbio_4_3_0
 from autogen.linux import kfd_ioctl
 
 from mockgpu.amd.discovery_table import NAVI31_IPS, IPEntry, build_table, table_offset
 from mockgpu.amd.regfile import REGISTER_BYTES, WORD_MASK, RegisterFile
 from mockgpu.navi31 import NAVI31_BAR5_SIZE, NAVI31_VRAM_SIZE, Navi31Function
-
-log = logging.getLogger(__name__)
 
 REGISTER_BAR = 5  # amdgpu_device.c amdgpu_device_init: rmmio is BAR5 from CHIP_BONAIRE on
 MEBIBYTE_SHIFT = 20  # RCC_CONFIG_MEMSIZE counts MiB (amdgpu_discovery.c: RREG32(mmRCC_CONFIG_MEMSIZE) << 20)
@@ -103,7 +99,8 @@ class Navi31GPU(Navi31Function):
         self._mm_offset = nbio_4_3_0.regBIF_BX_PF0_MM_INDEX.field("MM_OFFSET")
         self._mm_aper = nbio_4_3_0.regBIF_BX_PF0_MM_INDEX.field("MM_APER")
         self._remap_address = nbio_4_3_0.regBIF_BX0_REMAP_HDP_MEM_FLUSH_CNTL.field("ADDRESS")
-        self._doorbell_enable = nbio_4_3_0.regRCC_DEV0_EPF0_RCC_DOORBELL_APER_EN.field("BIF_DOORBELL_APER_EN")
+        doorbell_register = nbio_4_3_0.regRCC_DEV0_EPF0_RCC_DOORBELL_APER_EN
+        self._doorbell_enable = doorbell_register.field("BIF_DOORBELL_APER_EN")
 
     @property
     def doorbell_aperture_enabled(self) -> bool:

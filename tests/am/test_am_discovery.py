@@ -282,11 +282,13 @@ def test_a_failing_sw_init_runs_no_hw_step(machine):
 def test_fini_runs_every_step_once_in_reverse(machine):
     calls: list[str] = []
     with hal.open(GPU, os=machine.os, unbind=True) as pci:
-        dev = AMDevice(pci, block_order=("NBIO", "HDP", "GC"), implementations=_recording_blocks(calls, None))
+        dev = AMDevice(pci, block_order=("NBIO", "HDP", "GC"),
+                       implementations=_recording_blocks(calls, None))
         calls.clear()
         dev.fini()
         dev.fini()
-    assert calls == ["hw_fini GC", "hw_fini HDP", "hw_fini NBIO", "sw_fini GC", "sw_fini HDP", "sw_fini NBIO"]
+    assert calls == ["hw_fini GC", "hw_fini HDP", "hw_fini NBIO",
+                     "sw_fini GC", "sw_fini HDP", "sw_fini NBIO"]
 
 
 def test_an_unknown_ip_version_is_named_with_the_known_ones(machine):
