@@ -7,6 +7,7 @@ import errno
 
 import pytest
 from autogen.linux import vfio
+from sysfs_helpers import bind_to_vfio
 
 import hal
 from hal.errors import (BackendUnavailable, DeviceBusy, DeviceNotFound, HalError, InvalidArgument,
@@ -59,15 +60,6 @@ def msi_index(arg) -> bool:
     return irq_set_flags(arg)[0] in (vfio.VFIO_PCI_MSI_IRQ_INDEX, vfio.VFIO_PCI_MSIX_IRQ_INDEX)
 
 
-def bind_vfio(machine: Machine, bdf: str) -> None:
-    base = f"/sys/bus/pci/devices/{bdf}"
-    machine.os.write_text(f"{base}/driver_override", "vfio-pci")
-    if machine.os.exists(f"{base}/driver"):
-        driver = machine.os.readlink(f"{base}/driver").rsplit("/", 1)[-1]
-        machine.os.write_text(f"/sys/bus/pci/drivers/{driver}/unbind", bdf)
-    machine.os.write_text("/sys/bus/pci/drivers_probe", bdf)
-
-
 @pytest.fixture
 def faults(machine, monkeypatch) -> IoctlFaults:
     return IoctlFaults(machine, monkeypatch)
@@ -80,37 +72,30 @@ def domain_mappings(machine: Machine) -> list:
 
 # -- opening -------------------------------------------------------------------------------------
 def test_open_failures_leave_no_fd_open(machine, faults):
-    bind_vfio(machine, EDU_BDF)
+    bind_to_vfio(machine, EDU_BDF)
     baseline = list(machine.os.open_fds)
-    faults.fail(vfio.VFIO_GROUP_GET_DEVICE_FD, errno.EBUSY)
-    with pytest.raises(DeviceBusy, match="already open through VFIO by another process"):
-        VfioBackend(machine.os, EDU_BDF)
-    assert machine.os.open_fds == baseline
-    faults.rules.clear()
-    faults.fail(vfio.VFIO_GROUP_GET_DEVICE_FD, errno.ENODEV)
-    with pytest.raises(DeviceNotFound, match="VFIO_GROUP_GET_DEVICE_FD"):
-        VfioBackend(machine.os, EDU_BDF)
-    assert machine.os.open_fds == baseline
-    faults.rules.clear()
-    faults.replace(vfio.VFIO_GET_API_VERSION, lambda fd, request, arg: vfio.VFIO_API_VERSION + 1)
-    with pytest.raises(BackendUnavailable, match="API version"):
-        VfioBackend(machine.os, EDU_BDF)
-    assert machine.os.open_fds == baseline
-    faults.rules.clear()
-    faults.fail(vfio.VFIO_SET_IOMMU, errno.ENODEV)
-    with pytest.raises(DeviceNotFound, match="VFIO_SET_IOMMU"):
-        VfioBackend(machine.os, EDU_BDF)
-    assert machine.os.open_fds == baseline
-    faults.rules.clear()
-    faults.replace(vfio.VFIO_CHECK_EXTENSION, lambda fd, request, arg: 0)
-    with pytest.raises(BackendUnavailable, match="no type 1 IOMMU"):
-        VfioBackend(machine.os, EDU_BDF)
-    assert machine.os.open_fds == baseline
+    cases = [
+        (lambda: faults.fail(vfio.VFIO_GROUP_GET_DEVICE_FD, errno.EBUSY),
+         DeviceBusy, "already open through VFIO by another process"),
+        (lambda: faults.fail(vfio.VFIO_GROUP_GET_DEVICE_FD, errno.ENODEV),
+         DeviceNotFound, "VFIO_GROUP_GET_DEVICE_FD"),
+        (lambda: faults.replace(vfio.VFIO_GET_API_VERSION, lambda fd, request, arg: vfio.VFIO_API_VERSION + 1),
+         BackendUnavailable, "API version"),
+        (lambda: faults.fail(vfio.VFIO_SET_IOMMU, errno.ENODEV), DeviceNotFound, "VFIO_SET_IOMMU"),
+        (lambda: faults.replace(vfio.VFIO_CHECK_EXTENSION, lambda fd, request, arg: 0),
+         BackendUnavailable, "no type 1 IOMMU"),
+    ]
+    for inject, error, message in cases:
+        faults.rules.clear()
+        inject()
+        with pytest.raises(error, match=message):
+            VfioBackend(machine.os, EDU_BDF)
+        assert machine.os.open_fds == baseline
 
 
 def test_no_iommu_mode_asked_but_off(tmp_path, monkeypatch):
     machine = Machine.default(lock_dir=str(tmp_path), iommu=False, noiommu=True)
-    bind_vfio(machine, EDU_BDF)
+    bind_to_vfio(machine, EDU_BDF)
     faults = IoctlFaults(machine, monkeypatch)
     faults.replace(vfio.VFIO_CHECK_EXTENSION, lambda fd, request, arg: 0)
     with pytest.raises(BackendUnavailable, match="no-IOMMU mode is off.*enable_unsafe_noiommu_mode"):
@@ -142,7 +127,7 @@ def test_a_device_not_on_vfio_pci_names_its_driver(machine):
 
 
 def test_group_node_permissions_say_what_to_run(machine, monkeypatch):
-    bind_vfio(machine, EDU_BDF)
+    bind_to_vfio(machine, EDU_BDF)
     machine.set_root(False)
     with pytest.raises(PermissionDenied, match="chown.*ulimit -l"):
         VfioBackend(machine.os, EDU_BDF)
@@ -161,14 +146,14 @@ def test_group_node_permissions_say_what_to_run(machine, monkeypatch):
 
 
 def test_a_group_that_is_not_viable_lists_its_members(machine):
-    bind_vfio(machine, GPU_BDF)  # the HDMI audio function stays on snd_hda_intel
+    bind_to_vfio(machine, GPU_BDF)  # the HDMI audio function stays on snd_hda_intel
     with pytest.raises(DeviceBusy, match="not viable.*snd_hda_intel"):
         VfioBackend(machine.os, GPU_BDF)
     assert machine.os.open_fds == []
 
 
 def test_iommu_info_failures(machine, faults):
-    bind_vfio(machine, EDU_BDF)
+    bind_to_vfio(machine, EDU_BDF)
     faults.fail(vfio.VFIO_IOMMU_GET_INFO, errno.ENOTTY)
     backend = VfioBackend(machine.os, EDU_BDF)  # falls back to the default IOVA window
     backend.close()
@@ -201,7 +186,7 @@ def test_iommu_info_failures(machine, faults):
 
 
 def test_a_device_fd_that_is_not_pci(machine, faults):
-    bind_vfio(machine, EDU_BDF)
+    bind_to_vfio(machine, EDU_BDF)
 
     def not_pci(fd, request, arg):
         faults.real(fd, request, arg)
@@ -218,7 +203,7 @@ def test_a_device_fd_that_is_not_pci(machine, faults):
 
 # -- config and BARs -----------------------------------------------------------------------------
 def test_short_config_access_is_an_error(machine, monkeypatch):
-    bind_vfio(machine, EDU_BDF)
+    bind_to_vfio(machine, EDU_BDF)
     backend = VfioBackend(machine.os, EDU_BDF)
     monkeypatch.setattr(machine.os, "pread", lambda fd, n, offset: b"\0")
     with pytest.raises(OSError, match="short config read"):
@@ -231,7 +216,7 @@ def test_short_config_access_is_an_error(machine, monkeypatch):
 
 
 def test_bar_mapping_failures(machine, monkeypatch):
-    bind_vfio(machine, EDU_BDF)
+    bind_to_vfio(machine, EDU_BDF)
     backend = VfioBackend(machine.os, EDU_BDF)
     with pytest.raises(InvalidArgument, match="BAR1 .* not implemented"):
         backend.map_bar(1)
@@ -349,7 +334,7 @@ def test_msi_after_a_failed_msix_disable_turns_msix_off_first(machine, faults):
 
 
 def test_close_after_a_failed_disable_closes_the_interrupt_eventfds(machine, faults):
-    bind_vfio(machine, EDU_BDF)
+    bind_to_vfio(machine, EDU_BDF)
     backend = VfioBackend(machine.os, EDU_BDF)
     backend.enable_interrupts("msix", 2)
     faults.fail(vfio.VFIO_DEVICE_SET_IRQS, errno.EIO, when=msi_index)
@@ -362,7 +347,7 @@ def test_close_after_a_failed_disable_closes_the_interrupt_eventfds(machine, fau
 
 
 def test_close_reports_the_first_failure_and_still_closes_every_fd(machine, faults, monkeypatch):
-    bind_vfio(machine, EDU_BDF)
+    bind_to_vfio(machine, EDU_BDF)
     real_close = machine.os.close
     failing: set[int] = set()
 

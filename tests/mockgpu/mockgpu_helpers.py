@@ -5,6 +5,7 @@ import struct
 from dataclasses import dataclass
 
 from autogen.linux import pci_regs, vfio
+from sysfs_helpers import bind_to_vfio
 
 from hal.os import O_RDWR
 from hal.region import Region
@@ -27,15 +28,6 @@ def config_write(m: Machine, bdf: str, off: int, n: int, value: int) -> None:
         m.os.pwrite(fd, value.to_bytes(n, "little"), off)
     finally:
         m.os.close(fd)
-
-
-def bind_to_vfio(m: Machine, bdf: str) -> None:
-    base = f"/sys/bus/pci/devices/{bdf}"
-    m.os.write_text(f"{base}/driver_override", "vfio-pci")
-    if m.os.exists(f"{base}/driver"):
-        driver = m.os.readlink(f"{base}/driver").rsplit("/", 1)[-1]
-        m.os.write_text(f"/sys/bus/pci/drivers/{driver}/unbind", bdf)
-    m.os.write_text("/sys/bus/pci/drivers_probe", bdf)
 
 
 def group_of(m: Machine, bdf: str) -> int:
@@ -75,16 +67,19 @@ class VFIODevice:
                                                 vaddr=vaddr, iova=iova, size=size)
         self.machine.os.ioctl(self.container, vfio.VFIO_IOMMU_MAP_DMA, request.buffer)
 
-    def set_irq_eventfds(self, index: int, fds: list[int]) -> None:
+    def set_irq_eventfds(self, index: int, fds: list[int], start: int = 0) -> int:
+        """VFIO_DEVICE_SET_IRQS binding `fds` to vectors start..; returns what the ioctl returns."""
         header = vfio.vfio_irq_set.SIZE
         buf = bytearray(header + 4 * len(fds))
         request = vfio.vfio_irq_set.from_buffer(buf)
         request.argsz = len(buf)
         request.flags = vfio.VFIO_IRQ_SET_DATA_EVENTFD | vfio.VFIO_IRQ_SET_ACTION_TRIGGER
         request.index = index
+        request.start = start
         request.count = len(fds)
+        del request
         buf[header:] = struct.pack(f"<{len(fds)}i", *fds)
-        self.machine.os.ioctl(self.device, vfio.VFIO_DEVICE_SET_IRQS, buf)
+        return self.machine.os.ioctl(self.device, vfio.VFIO_DEVICE_SET_IRQS, buf)
 
     def close(self) -> None:
         for fd in (self.device, self.group, self.container):

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 from autogen.linux import pci_regs, vfio
-from mockgpu_helpers import bind_to_vfio, config_read, config_write, group_of, open_vfio
+from mockgpu_helpers import VFIODevice, bind_to_vfio, config_read, config_write, group_of, open_vfio
 
 from hal.os import O_RDWR
 from mockgpu import EDU_BDF, GPU_AUDIO_BDF, GPU_BDF, Machine, RootPort
@@ -244,12 +244,18 @@ class FourVectorMSIEdu(EduDevice):
     msi_vectors = 4
 
 
-def test_multi_vector_msi_through_vfio():
+def open_four_vector_edu() -> tuple[Machine, FourVectorMSIEdu, VFIODevice]:
+    """A machine whose edu offers 4 MSI vectors, opened through VFIO with bus mastering on."""
     machine = Machine()
     machine.add_device(RootPort(), "0000:00:01.0")
     function = machine.add_device(FourVectorMSIEdu(), EDU_BDF, "0000:00:01.0")
     device = open_vfio(machine, EDU_BDF)
     device.enable_bus_master()
+    return machine, function, device
+
+
+def test_multi_vector_msi_through_vfio():
+    machine, function, device = open_four_vector_edu()
     fds = [machine.os.eventfd() for _ in range(3)]
     device.set_irq_eventfds(vfio.VFIO_PCI_MSI_IRQ_INDEX, fds)
     flags = function.msi_control()
@@ -442,20 +448,6 @@ def irq_info(device, index: int):
     return info
 
 
-def set_irq_eventfds_result(device, index: int, fds: list[int], start: int = 0) -> int:
-    header = vfio.vfio_irq_set.SIZE
-    buf = bytearray(header + 4 * len(fds))
-    request = vfio.vfio_irq_set.from_buffer(buf)
-    request.argsz = len(buf)
-    request.flags = vfio.VFIO_IRQ_SET_DATA_EVENTFD | vfio.VFIO_IRQ_SET_ACTION_TRIGGER
-    request.index = index
-    request.start = start
-    request.count = len(fds)
-    del request
-    buf[header:] = struct.pack(f"<{len(fds)}i", *fds)
-    return device.machine.os.ioctl(device.device, vfio.VFIO_DEVICE_SET_IRQS, buf)
-
-
 def test_irq_counts_come_from_the_capability_registers(vfio_edu):
     edu = vfio_edu.machine.device(EDU_BDF)
     msix_flags = edu.cfg.read(edu.cap_offsets[pci_regs.PCI_CAP_ID_MSIX] + pci_regs.PCI_MSIX_FLAGS, 2)
@@ -493,13 +485,13 @@ def test_msix_grows_after_enable_only_where_the_host_can(machine, dynamic):
     edu = machine.device(EDU_BDF)
     first, second = machine.os.eventfd(), machine.os.eventfd()
     msix = vfio.VFIO_PCI_MSIX_IRQ_INDEX
-    assert set_irq_eventfds_result(device, msix, [first]) == 0  # enables one vector
+    assert device.set_irq_eventfds(msix, [first]) == 0  # enables one vector
     if dynamic:
-        assert set_irq_eventfds_result(device, msix, [second], start=1) == 0
+        assert device.set_irq_eventfds(msix, [second], start=1) == 0
         assert edu.raise_interrupt(1)
         assert machine.os.poll([second], 0.0) == [second]
     else:
-        assert errno_of(set_irq_eventfds_result, device, msix, [second], 1) == errno.EINVAL
+        assert errno_of(device.set_irq_eventfds, msix, [second], 1) == errno.EINVAL
         assert edu.msix_control() & pci_regs.PCI_MSIX_FLAGS_ENABLE  # the vector 0 binding stays
     assert edu.raise_interrupt(0)
     assert machine.os.poll([first], 0.0) == [first]
@@ -514,16 +506,16 @@ def test_a_partial_grant_returns_the_count_and_enables_nothing():
     machine.set_msi_vector_limit(EDU_BDF, 1)
     fds = [machine.os.eventfd() for _ in range(2)]
     msi = vfio.VFIO_PCI_MSI_IRQ_INDEX
-    assert set_irq_eventfds_result(device, msi, fds) == 1
+    assert device.set_irq_eventfds(msi, fds) == 1
     assert not function.msi_control() & pci_regs.PCI_MSI_FLAGS_ENABLE
     assert errno_of(set_irqs_without_data, device, msi, 0, 0) == errno.EINVAL  # nothing to disable
-    assert set_irq_eventfds_result(device, msi, fds[:1]) == 0
+    assert device.set_irq_eventfds(msi, fds[:1]) == 0
     assert function.msi_control() & pci_regs.PCI_MSI_FLAGS_ENABLE
     set_irqs_without_data(device, msi, 0, 0)
     machine.set_msi_vector_limit(EDU_BDF, 0)
-    assert errno_of(set_irq_eventfds_result, device, msi, fds[:1]) == errno.ENOSPC
+    assert errno_of(device.set_irq_eventfds, msi, fds[:1]) == errno.ENOSPC
     machine.set_msi_vector_limit(EDU_BDF, None)
-    assert set_irq_eventfds_result(device, msi, fds) == 0
+    assert device.set_irq_eventfds(msi, fds) == 0
     device.close()
 
 
@@ -542,11 +534,7 @@ def test_unbinding_every_msix_vector_keeps_msix_enabled(machine):
 
 
 def test_a_failed_block_unbinds_what_it_bound():
-    machine = Machine()
-    machine.add_device(RootPort(), "0000:00:01.0")
-    function = machine.add_device(FourVectorMSIEdu(), EDU_BDF, "0000:00:01.0")
-    device = open_vfio(machine, EDU_BDF)
-    device.enable_bus_master()
+    machine, function, device = open_four_vector_edu()
     msi = vfio.VFIO_PCI_MSI_IRQ_INDEX
     kept = machine.os.eventfd()
     device.set_irq_eventfds(msi, [kept, kept])
