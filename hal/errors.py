@@ -59,6 +59,19 @@ class BadBinary(HalError):
     """A program binary or table is malformed."""
 
 
+class OutOfMemory(HalError):
+    """An allocator cannot satisfy a request: `requested` bytes (at `alignment`) asked for,
+    `free` bytes free in all, `largest_free` the largest free block."""
+
+    def __init__(self, message: str, *, requested: int, alignment: int, free: int,
+                 largest_free: int, errno: int | None = _errno.ENOMEM) -> None:
+        super().__init__(message, errno=errno)
+        self.requested = requested
+        self.alignment = alignment
+        self.free = free
+        self.largest_free = largest_free
+
+
 def from_oserror(exc: OSError, what: str) -> HalError:
     """Map an OSError raised while doing `what` into the typed hierarchy, keeping errno."""
     code = exc.errno
