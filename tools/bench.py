@@ -19,6 +19,7 @@ import time
 BENCHMARKS: dict[str, str] = {
     "hal": "hal.bench",
     "autogen": "autogen.bench",
+    "vm": "drivers.vm.bench",
 }
 
 JSON_HELP = ('--json prints one JSON list, an object per benchmark run: {"name": the benchmark, "seconds": '

@@ -209,8 +209,9 @@ class DmaTableMemory(TableMemory):
 
 @dataclass
 class WriteStats:
-    """What the builder wrote: `entries_changed` (entries given a new value by map/unmap),
-    `entries_written` (all entries in the writes, new tables in full), `write_calls`, `bytes`."""
+    """What the builder wrote: `entries_changed` (entries given a new value by map/unmap, in
+    tables that stay in use), `entries_written` (all entries in the writes, new tables in full),
+    `write_calls`, `bytes`."""
 
     entries_changed: int = 0
     entries_written: int = 0
@@ -282,18 +283,17 @@ class _Batch:
     """The tables one call changed, with the span of entries to write in each."""
 
     def __init__(self) -> None:
-        self.spans: dict[int, list] = {}  # id(table) -> [table, first, end]
+        self.spans: dict[int, list] = {}  # id(table) -> [table, first, end, entries changed]
         self.freed: list[_Table] = []
-        self.changed = 0
 
     def touch(self, table: _Table, first: int, end: int) -> None:
-        self.changed += end - first
         span = self.spans.get(id(table))
         if span is None:
-            self.spans[id(table)] = [table, first, end]
+            self.spans[id(table)] = [table, first, end, end - first]
             return
         span[1] = min(span[1], first)
         span[2] = max(span[2], end)
+        span[3] += end - first
 
 
 InvalidateHook = Callable[[int, int], None]
@@ -555,7 +555,7 @@ class PageTable:
         level_format = self._levels[level]
         address, offset = self.memory.alloc(level_format.table_bytes, self.format.table_alignment)
         table = _Table(level, address, offset, [self._invalid[level]] * level_format.entries)
-        batch.spans[id(table)] = [table, 0, level_format.entries]
+        batch.spans[id(table)] = [table, 0, level_format.entries, 0]
         self.stats.tables_allocated += 1
         return table
 
@@ -572,9 +572,12 @@ class PageTable:
             child = table.children.get(index)
             entry_va = base_va + (index << shift)
             if child is not None:
-                self._clear(child, entry_va, start, end, batch)
-                if child.used:
-                    continue
+                if start <= entry_va and entry_va + (1 << shift) <= end:
+                    self._drop(child, batch)  # wholly inside: no entry of it needs reading
+                else:
+                    self._clear(child, entry_va, start, end, batch)
+                    if child.used:
+                        continue
                 del table.children[index]
                 child.live = False
                 batch.freed.append(child)
@@ -587,8 +590,17 @@ class PageTable:
             table.used -= 1
             batch.touch(table, index, index + 1)
 
+    def _drop(self, table: _Table, batch: _Batch) -> None:
+        """Free the tables below `table` (which its parent is about to invalidate)."""
+        for child in table.children.values():
+            self._drop(child, batch)
+            child.live = False
+            batch.freed.append(child)
+        table.children.clear()
+        table.used = 0
+
     def _finish(self, batch: _Batch, va: int, size: int) -> None:
-        self.stats.entries_changed += batch.changed
+        self.stats.entries_changed += sum(span[3] for span in batch.spans.values() if span[0].live)
         self._flush(batch)
         if self.on_invalidate is not None:
             self.on_invalidate(va, size)
@@ -599,7 +611,7 @@ class PageTable:
     def _flush(self, batch: _Batch) -> None:
         region = self.memory.region
         spans = sorted(batch.spans.values(), key=lambda span: -span[0].level)
-        for table, first, end in spans:
+        for table, first, end, _ in spans:
             if not table.live:
                 continue
             count = end - first
