@@ -28,7 +28,7 @@ import bisect
 import enum
 import struct
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from drivers.vm.tlsf import GPU_PAGE_SIZE, TLSFAllocator
