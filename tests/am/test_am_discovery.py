@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import hal
 from autogen.amd import discovery as d
@@ -305,3 +307,33 @@ def test_nbio_register_names_exist_in_the_generated_header():
     for name in ("regRCC_DEV0_EPF0_RCC_CONFIG_MEMSIZE", "regRCC_DEV0_EPF0_RCC_DOORBELL_APER_EN",
                  "regBIF_BX0_REMAP_HDP_MEM_FLUSH_CNTL", "regBIF_BX0_REMAP_HDP_REG_FLUSH_CNTL"):
         assert name in nbio_4_3_0.names()
+
+
+# -- fuzzing ---------------------------------------------------------------------------------------
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=len(build_table()) - 1),
+                          st.integers(min_value=0, max_value=255)), min_size=1, max_size=8),
+       st.integers(min_value=0, max_value=len(build_table())), st.booleans())
+def test_a_mutated_table_parses_or_raises_bad_binary(mutations, length, fix_checksums):
+    blob = bytearray(build_table())
+    for position, value in mutations:
+        blob[position] = value
+    if fix_checksums:  # get past the checksums to the structure behind them
+        _fix_table_checksums(blob)
+    try:
+        discovery.parse(bytes(blob[:length]))
+    except BadBinary:
+        pass
+
+
+def _fix_table_checksums(blob: bytearray) -> None:
+    header = d.binary_header.from_buffer(blob)
+    sizes = {d.IP_DISCOVERY: lambda at: d.ip_discovery_header.from_buffer(blob, at).size,
+             d.GC: lambda at: d.gpu_info_header.from_buffer(blob, at).size,
+             d.HARVEST_INFO: lambda at: d.harvest_table.SIZE}
+    for table_id, size_of in sizes.items():
+        info = header.table_list[table_id]
+        if info.offset and info.offset + d.ip_discovery_header.SIZE <= len(blob):
+            info.checksum = checksum(blob[info.offset:info.offset + size_of(info.offset)])
+    if header.binary_size <= len(blob):
+        _fix_binary_checksum(blob)
