@@ -23,6 +23,7 @@ from autogen.linux import pci_regs
 
 from drivers.am import discovery
 from drivers.am.ip import IPBlock, poll
+from drivers.am.memory import Memory
 from drivers.am.nbio import HDPv6_0, NBIOv4_3
 from drivers.am.regs import PRE_DISCOVERY_BLOCKS, Registers, VRAMWindow
 from hal.errors import BadBinary, UnsupportedOperation
@@ -85,6 +86,7 @@ class AMDevice:
         self.discovery = self._discover()
         self.registers = Registers(self.mmio, self.discovery.blocks())
         self.vram = VRAMWindow(self.vram_bar, self.registers)
+        self.memory = Memory(self)  # VRAM location, reservations and allocator, before any sw_init
         for block in block_order:
             version = self.discovery.version(block)
             self.blocks.append(resolve(block, version, implementations)(self))

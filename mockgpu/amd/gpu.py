@@ -33,6 +33,10 @@ IFWI_INIT_DONE = 1 << 31
 # the MM_INDEX_HI register holds the VRAM address bits above MM_OFFSET (amdgpu_device.c
 # amdgpu_device_mm_access: MM_INDEX_HI = pos >> 31)
 MM_INDEX_HI_SHIFT = nbio_4_3_0.regBIF_BX_PF0_MM_INDEX.field("MM_APER").shift
+# where the IFWI places VRAM in the MC address space on Navi2x/Navi3x dGPUs: amdgpu's boot log
+# (amdgpu_gmc.c amdgpu_gmc_vram_location "VRAM: ...M 0x0000008000000000 - ...") shows 512 GiB
+NAVI31_FB_BASE = 0x80_0000_0000
+FB_UNIT_SHIFT = 24  # mmhub_v3_0.c mmhub_v3_0_get_fb_location: FB_BASE/FB_TOP count 16 MiB units
 
 
 def _blocks(ips: tuple[IPEntry, ...]) -> dict[str, tuple[tuple[int, int, int], tuple[tuple[int, ...], ...]]]:
@@ -70,6 +74,16 @@ class Navi31GPU(Navi31Function):
     def _power_on_registers(self) -> None:
         self.regfile.clear()
         self.regfile.set("MP0", "regMP0_SMN_C2PMSG_33", IFWI_INIT_DONE)
+        # the IFWI programs the memory controller before any driver runs: both hubs see VRAM at
+        # MC address NAVI31_FB_BASE up to its last 16 MiB unit (FB_LOCATION_TOP is inclusive) and
+        # no FB offset on a dGPU (mmhub_v3_0.c mmhub_v3_0_get_fb_location / _get_mc_fb_offset and
+        # gfxhub_v3_0.c read these and never write them on bare metal)
+        base = NAVI31_FB_BASE >> FB_UNIT_SHIFT
+        top = (NAVI31_FB_BASE + self.vram_size - 1) >> FB_UNIT_SHIFT
+        for ip, prefix in (("MMHUB", "regMMMC_VM_"), ("GC", "regGCMC_VM_")):
+            self.regfile.set(ip, prefix + "FB_LOCATION_BASE", base)
+            self.regfile.set(ip, prefix + "FB_LOCATION_TOP", top)
+            self.regfile.set(ip, prefix + "FB_OFFSET", 0)
 
     def reset_device_state(self) -> None:
         """A PCI reset: registers to power-on values; VRAM (and the discovery table in it) is kept."""
