@@ -43,6 +43,10 @@ IFWI_TIMEOUT_S = 2.0
 # blocks brought up, in order (later: GMC, IH, PSP, SMU, SDMA0, GC)
 BLOCK_ORDER: tuple[str, ...] = ("NBIO", "HDP")
 IMPLEMENTATIONS: tuple[type[IPBlock], ...] = (NBIOv4_3, HDPv6_0)
+# blocks whose version is another IP's in the discovery table (amdgpu_discovery.c
+# amdgpu_discovery_set_{gmc,ih,psp,smu,sdma}_ip_blocks switch on GC, OSSSYS, MP0, MP1, SDMA0)
+VERSION_FROM: dict[str, str] = {"GMC": "GC", "IH": "OSSSYS", "PSP": "MP0", "SMU": "MP1",
+                                "SDMA": "SDMA0"}
 
 
 @dataclasses.dataclass
@@ -88,7 +92,7 @@ class AMDevice:
         self.vram = VRAMWindow(self.vram_bar, self.registers)
         self.memory = Memory(self)  # VRAM location, reservations and allocator, before any sw_init
         for block in block_order:
-            version = self.discovery.version(block)
+            version = self.discovery.version(VERSION_FROM.get(block, block))
             self.blocks.append(resolve(block, version, implementations)(self))
         self.init()
 
