@@ -422,8 +422,10 @@ class PCIDevice:
         """Why a secondary bus reset of this function is refused, or None (see hal.reset)."""
         return reset_ops.bus_reset_refusal(self)
 
-    def reset(self, method: str = "auto") -> str:
+    def reset(self, method: str = "auto", ready_timeout_s: float | None = None) -> str:
         """Reset the function; returns the method used. Device state is cleared, config state restored.
+        `ready_timeout_s` bounds the wait for the function to answer again afterwards (DeviceLost;
+        None: hal.reset.DEVICE_READY_TIMEOUT_S).
 
         method: "auto" (first of reset_methods()), "vfio" (VFIO_DEVICE_RESET), "hot"
         (VFIO_DEVICE_PCI_HOT_RESET: a bus reset of this function and every other one on its bus, all
@@ -459,11 +461,11 @@ class PCIDevice:
                     reset_ops.kernel_bus_reset(self)
                 else:
                     reset_ops.secondary_bus_reset(self)
-                reset_ops.wait_device_ready(self, method)
+                reset_ops.wait_device_ready(self, method, ready_timeout_s)
                 reset_ops.restore_config_state(self, saved)
             else:
                 self.backend.reset(method)
-                reset_ops.wait_device_ready(self, method)
+                reset_ops.wait_device_ready(self, method, ready_timeout_s)
         except DeviceLost as error:
             raise self._mark_lost(error) from None
         if irq is not None:

@@ -269,14 +269,16 @@ def _not_ready_values(dev: PCIDevice) -> tuple[int, ...]:
     return (all_ones,)
 
 
-def wait_device_ready(dev: PCIDevice, method: str) -> None:
+def wait_device_ready(dev: PCIDevice, method: str, timeout_s: float | None = None) -> None:
     """Poll a config register that reaches the function (the backend's presence register: the
     vendor ID, or under VFIO, which answers the IDs from its own copy, the class/revision dword)
-    with growing pauses until it answers, for at most DEVICE_READY_TIMEOUT_S."""
+    with growing pauses until it answers, for at most `timeout_s` (None: DEVICE_READY_TIMEOUT_S)."""
+    if timeout_s is None:
+        timeout_s = DEVICE_READY_TIMEOUT_S
     offset, width = dev.backend.presence_register
     not_ready = _not_ready_values(dev)
     start = dev.os.monotonic()
-    deadline = start + DEVICE_READY_TIMEOUT_S
+    deadline = start + timeout_s
     pause = READY_POLL_FIRST_S
     warned = False
     value = _read_presence_after_reset(dev, method)
@@ -284,13 +286,13 @@ def wait_device_ready(dev: PCIDevice, method: str) -> None:
         now = dev.os.monotonic()
         if now >= deadline:
             raise DeviceLost(
-                f"{dev.bdf} was not ready within {DEVICE_READY_TIMEOUT_S} s after a {method} reset "
+                f"{dev.bdf} was not ready within {timeout_s} s after a {method} reset "
                 f"({presence_name(offset)} still {value:#0{2 + 2 * width}x}; all ones: no answer, "
                 "a vendor ID of 0x0001: retry status)")
         if not warned and now - start >= DEVICE_READY_EXPECTED_S:
             warned = True
             log.warning("%s not ready %.1f s after a %s reset (%s reads %#x); waiting up to %s s",
-                        dev.bdf, now - start, method, presence_name(offset), value, DEVICE_READY_TIMEOUT_S)
+                        dev.bdf, now - start, method, presence_name(offset), value, timeout_s)
         dev.os.sleep(min(pause, deadline - now))
         pause = min(pause * 2, READY_POLL_MAX_S)
         value = _read_presence_after_reset(dev, method)
