@@ -22,6 +22,7 @@ import logging
 from autogen.linux import pci_regs
 
 from drivers.am import discovery
+from drivers.am.gmc import GMCv11
 from drivers.am.ip import IPBlock, poll
 from drivers.am.memory import Memory
 from drivers.am.nbio import HDPv6_0, NBIOv4_3
@@ -41,8 +42,8 @@ IFWI_INIT_DONE = 1 << 31
 IFWI_TIMEOUT_S = 2.0
 
 # blocks brought up, in order (later: GMC, IH, PSP, SMU, SDMA0, GC)
-BLOCK_ORDER: tuple[str, ...] = ("NBIO", "HDP")
-IMPLEMENTATIONS: tuple[type[IPBlock], ...] = (NBIOv4_3, HDPv6_0)
+BLOCK_ORDER: tuple[str, ...] = ("NBIO", "HDP", "GMC")
+IMPLEMENTATIONS: tuple[type[IPBlock], ...] = (NBIOv4_3, HDPv6_0, GMCv11)
 # blocks whose version is another IP's in the discovery table (amdgpu_discovery.c
 # amdgpu_discovery_set_{gmc,ih,psp,smu,sdma}_ip_blocks switch on GC, OSSSYS, MP0, MP1, SDMA0)
 VERSION_FROM: dict[str, str] = {"GMC": "GC", "IH": "OSSSYS", "PSP": "MP0", "SMU": "MP1",
@@ -54,6 +55,9 @@ class AMConfig:
     """Device-wide settings: the timeout of the IFWI wait (others join as blocks arrive)."""
 
     ifwi_timeout_s: float = IFWI_TIMEOUT_S
+    # gmc_v11_0_flush_gpu_tlb polls the invalidation semaphore and ACK adev->usec_timeout
+    # (AMDGPU_MAX_USEC_TIMEOUT, 100 ms) each
+    gmc_invalidate_timeout_s: float = 0.1
 
 
 def _version_text(version: tuple[int, int, int]) -> str:

@@ -295,8 +295,11 @@ class GMC:
                               write=functools.partial(self.write_register, ip, name))
 
     # -- power-on state --------------------------------------------------------------------------
-    def reset(self) -> None:
-        """What a mode1 reset or FLR leaves: empty TLBs, idle engines, no latched fault."""
+    def reset(self, kind: str = "power_on") -> None:
+        """What every reset leaves ("power_on", "pci" (FLR, bus reset), "mode1"): empty TLBs,
+        idle engines, no latched fault; the hubs' registers are in the register file, which each
+        of them returns to power-on values (amdgpu re-runs gart_enable after any of them:
+        amdgpu_device.c amdgpu_device_ip_resume_phase2 -> gmc_v11_0_hw_init)."""
         for hub in self.hubs.values():
             hub.reset()
 

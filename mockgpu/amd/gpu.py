@@ -22,6 +22,7 @@ from autogen.amd.regs import nbio_4_3_0
 from autogen.linux import kfd_ioctl
 
 from mockgpu.amd.discovery_table import NAVI31_IPS, IPEntry, build_table, table_offset
+from mockgpu.amd.gmc import GMC
 from mockgpu.amd.regfile import REGISTER_BYTES, WORD_MASK, RegisterFile
 from mockgpu.navi31 import NAVI31_BAR5_SIZE, NAVI31_VRAM_SIZE, Navi31Function
 
@@ -64,6 +65,10 @@ class Navi31GPU(Navi31Function):
         self._power_on_registers()
         self.discovery_blob = build_table(ips) if discovery_blob is None else discovery_blob
         self.write_discovery_table(self.discovery_blob)
+        # the memory controller's two hubs (GMC v11): page-table walks of VRAM and of host memory
+        # through this function's DMA (the IOMMU), TLBs and the invalidation engines
+        self.gmc = GMC(self.regfile, self.vram, self)
+        self.gmc.connect(self.regfile)
 
     # -- power-on state -------------------------------------------------------------------------
     def write_discovery_table(self, blob: bytes) -> None:
@@ -89,6 +94,7 @@ class Navi31GPU(Navi31Function):
         """A PCI reset: registers to power-on values; VRAM (and the discovery table in it) is kept."""
         self._power_on_registers()
         self.hdp_flushes = 0
+        self.gmc.reset("pci")
 
     # -- NBIO ------------------------------------------------------------------------------------
     def _install_nbio(self) -> None:
