@@ -133,7 +133,8 @@ def _get(dword: int, name: str) -> int:
 class PacketError(Exception):
     """A packet the engine refuses: the queue stops on it with `exception` in CONTEXT_STATUS."""
 
-    def __init__(self, exception: int, detail: str, source_id: int = srcid.GFX_11_0_0__SRCID__SDMA_SRBMWRITE):
+    def __init__(self, exception: int, detail: str,
+                 source_id: int = srcid.GFX_11_0_0__SRCID__SDMA_SRBMWRITE) -> None:
         super().__init__(detail)
         self.exception = exception
         self.source_id = source_id
@@ -378,7 +379,7 @@ class SDMAModel:
         except (GPUVMFault, GPUBusError) as exc:
             raise PacketError(EXCEPTION_MEMORY, str(exc), srcid.GFX_11_0_0__SRCID__SDMA_PAGE_FAULT) from None
 
-    # -- packets ---------------------------------------------------------------------------------------------
+    # -- packets -----------------------------------------------------------------------------------
     def _execute_ring_packet(self) -> int:
         """Execute the packet at rptr; returns its length in dwords."""
         size = self.ring_bytes()
@@ -424,7 +425,8 @@ class SDMAModel:
     @staticmethod
     def _expect_sub_op(name: str, sub_op: int, allowed: tuple[int, ...]) -> None:
         if sub_op not in allowed:
-            raise PacketError(EXCEPTION_ILLEGAL_PACKET, f"{name}: sub-opcode {sub_op} is not one of {allowed}")
+            raise PacketError(EXCEPTION_ILLEGAL_PACKET,
+                              f"{name}: sub-opcode {sub_op} is not one of {allowed}")
 
     @staticmethod
     def _aligned(name: str, address: int, alignment: int) -> None:
@@ -444,7 +446,8 @@ class SDMAModel:
             raise PacketError(EXCEPTION_UNSUPPORTED, f"COPY sub-opcode {sub_op} is not modelled")
         words = fetch(COPY_LINEAR_DWORDS)
         if _get(words[0], "COPY_LINEAR_HEADER_tmz") or _get(words[0], "COPY_LINEAR_HEADER_broadcast"):
-            raise PacketError(EXCEPTION_UNSUPPORTED, "COPY_LINEAR: TMZ and broadcast copies are not modelled")
+            raise PacketError(EXCEPTION_UNSUPPORTED,
+                              "COPY_LINEAR: TMZ and broadcast copies are not modelled")
         # sdma_v6_0_emit_copy_buffer: COUNT is the byte count minus one
         count = _get(words[1], "COPY_LINEAR_COUNT_count") + 1
         source = words[3] | (words[4] << 32)
