@@ -23,6 +23,8 @@ from typing import Mapping
 
 from autogen.amd import amdgpu_ucode as ucode
 
+from mockgpu.amd import psp
+
 # the ucode array starts after the header area: sizeof(union amdgpu_firmware_header), as in every
 # real amdgpu file
 HEADER_AREA_BYTES = ucode.amdgpu_firmware_header.SIZE
@@ -219,6 +221,14 @@ def build(name: str, *, seed: int = 0, layout: Layout | None = None) -> bytes:
     common.ucode_array_offset_bytes = HEADER_AREA_BYTES
     area[:cls.SIZE] = bytes(header)
     data = area + rng.randbytes(cursor - HEADER_AREA_BYTES) + extra
+    if layout.kind in ("sos", "ta"):
+        # each packaged binary is a PSP image: the bootloader and the SOS read its header
+        start = HEADER_AREA_BYTES
+        for _fw_type, version, size in layout.binaries:
+            image = bytearray(data[start:start + size])
+            psp.stamp_image_header(image, version)
+            data[start:start + size] = image
+            start += size
     common_crc = zlib.crc32(data[COMMON_HEADER_SIZE:])
     crc_offset = ucode.common_firmware_header.offset_of("crc32")
     data[crc_offset:COMMON_HEADER_SIZE] = common_crc.to_bytes(4, "little")
