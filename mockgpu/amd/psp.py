@@ -450,6 +450,10 @@ class PSPModel:
         sdma = getattr(self.gpu, "sdma", None)
         if sdma is not None and SDMA_FW_TYPES <= self.loaded.keys():
             sdma.firmware_loaded = True
+        # amdgpu_psp.c psp_load_smu_fw: the PSP loads and starts the PMFW
+        smu = getattr(self.gpu, "smu", None)
+        if smu is not None and args.fw_type == gfx.GFX_FW_TYPE_SMU and not smu.running:
+            smu.start()
         # amdgpu_psp.c psp_load_smu_fw: the PMFW runs once the PSP loaded it (MP1 answers from then on)
         smu = getattr(self.gpu, "smu", None)
         if smu is not None and args.fw_type == gfx.GFX_FW_TYPE_SMU:
