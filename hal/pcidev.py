@@ -482,6 +482,11 @@ class PCIDevice:
         reset_ops.restore_config_state(self, saved)
 
     # -- ownership and life cycle -------------------------------------------------------------
+    @property
+    def holds_ownership_lock(self) -> bool:
+        """Whether this handle holds the device's ownership lock (hal.open takes it)."""
+        return self._lock is not None and self._lock.held
+
     def attach_lock(self, lock: OwnershipLock) -> None:
         """Make this device the holder of `lock`; close() releases it."""
         self._lock = lock
