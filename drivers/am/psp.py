@@ -70,6 +70,14 @@ PSP_TMR_SIZE = 0x400000  # PSP_TMR_SIZE(adev) when LOAD_TOC does not say
 PSP_TMR_ALIGNMENT = 0x100000
 PRIVATE_BUFFER_SHIFT = 20  # psp_v13_0.c: C2PMSG_36 = fw_pri_mc_addr >> 20
 UCODE_ALIGNMENT = 0x1000  # amdgpu_ucode.c amdgpu_ucode_init_bo: each ucode on a PAGE_SIZE boundary
+LOW_32_BITS = 0xFFFFFFFF  # lower_32_bits(): the _lo half of an address split over two registers
+# pauses between reads: psp_wait_for polls every 1 us, psp_cmd_submit_buf's fence every 60-100 us;
+# Python reads cost more, so the register wait pauses 1 ms and the fence wait 100 us
+MAILBOX_POLL_S = 0.001
+FENCE_POLL_S = 0.0001
+# the C2PMSG registers this block uses: bootloader command/status and private buffer, SOS version,
+# ring control, write pointer, ring address and size, SOS sign of life (psp_v13_0.c)
+C2PMSG_USED = (35, 36, 58, 64, 67, 69, 70, 71, 81)
 
 # GlobalPlatform TEE Client API v1.0 result codes (psp_gfx_if.h's TEE_ERROR_CANCEL and
 # TEE_ERROR_NOT_SUPPORTED are two of them): names for the statuses an SOS answers with
@@ -192,6 +200,8 @@ class PSPv13_0(IPBlock):
         self.sos_version = 0
         self.ring_created = False
         self.tmr_set_up = False
+        registers = device.registers
+        self.c2pmsg = {number: registers.reg("MP0", f"regMP0_SMN_C2PMSG_{number}") for number in C2PMSG_USED}
 
     def _alloc(self, size: int, alignment: int, purpose: str):
         buffer = self.device.memory.alloc_vram(size, alignment=alignment, purpose=purpose)
@@ -205,7 +215,7 @@ class PSPv13_0(IPBlock):
 
     # -- registers --------------------------------------------------------------------------------
     def _reg(self, number: int):
-        return self.device.registers.reg("MP0", f"regMP0_SMN_C2PMSG_{number}")
+        return self.c2pmsg[number]
 
     @property
     def sos_alive(self) -> bool:
@@ -331,7 +341,7 @@ class PSPv13_0(IPBlock):
                 raise DeviceTimeout(
                     f"{self.device.pci.bdf}: PSP regMP0_SMN_C2PMSG_81 stayed 0 for {timeout} s after "
                     f"LOAD_SOSDRV: the SOS did not start (C2PMSG_35 last read {status:#010x})")
-            os.sleep(0.001)
+            os.sleep(MAILBOX_POLL_S)
 
     # -- KM ring ----------------------------------------------------------------------------------
     def _create_ring(self) -> None:
@@ -341,7 +351,7 @@ class PSPv13_0(IPBlock):
         poll(self.device, control, MBOX_READY, MBOX_READY, timeout, "the PSP SOS to accept ring creation")
         address = self.ring_buffer.mc_address
         self.ring_buffer.view.write(0, bytes(PSP_RING_SIZE))
-        self._reg(69).write(address & 0xFFFFFFFF)
+        self._reg(69).write(address & LOW_32_BITS)
         self._reg(70).write(address >> 32)
         self._reg(71).write(PSP_RING_SIZE)
         control.write(PSP_RING_TYPE__KM << 16)
@@ -381,9 +391,9 @@ class PSPv13_0(IPBlock):
         ring_dwords = PSP_RING_SIZE // 4
         frame_dwords = gfx.psp_gfx_rb_frame.SIZE // 4
         slot = (wptr % ring_dwords) * 4
-        frame = gfx.psp_gfx_rb_frame(cmd_buf_addr_lo=self.cmd_buffer.mc_address & 0xFFFFFFFF,
+        frame = gfx.psp_gfx_rb_frame(cmd_buf_addr_lo=self.cmd_buffer.mc_address & LOW_32_BITS,
                                      cmd_buf_addr_hi=self.cmd_buffer.mc_address >> 32,
-                                     fence_addr_lo=self.fence_buffer.mc_address & 0xFFFFFFFF,
+                                     fence_addr_lo=self.fence_buffer.mc_address & LOW_32_BITS,
                                      fence_addr_hi=self.fence_buffer.mc_address >> 32, fence_value=fence)
         self.ring_buffer.view.write(slot, bytes(frame))
         self._flush_hdp()
@@ -410,7 +420,7 @@ class PSPv13_0(IPBlock):
                     f"{self.fence_buffer.mc_address:#x} did not reach {fence} within {timeout} s "
                     f"(last value {value:#x}; C2PMSG_64 {self._reg(64).read():#010x}, write pointer "
                     f"C2PMSG_67 {self._reg(67).read():#x})")
-            os.sleep(0.0001)
+            os.sleep(FENCE_POLL_S)
             value = view.read32(0)
 
     # -- commands ---------------------------------------------------------------------------------
@@ -423,7 +433,7 @@ class PSPv13_0(IPBlock):
         address = self.private_buffer.mc_address
 
         def fill(commands) -> None:
-            commands.cmd_load_toc.toc_phy_addr_lo = address & 0xFFFFFFFF
+            commands.cmd_load_toc.toc_phy_addr_lo = address & LOW_32_BITS
             commands.cmd_load_toc.toc_phy_addr_hi = address >> 32
             commands.cmd_load_toc.toc_size = toc.size
 
@@ -437,11 +447,11 @@ class PSPv13_0(IPBlock):
 
         def fill(commands) -> None:
             args = commands.cmd_setup_tmr
-            args.buf_phy_addr_lo = tmr.mc_address & 0xFFFFFFFF
+            args.buf_phy_addr_lo = tmr.mc_address & LOW_32_BITS
             args.buf_phy_addr_hi = tmr.mc_address >> 32
             args.buf_size = tmr.size
             args.bitfield.virt_phy_addr = 1
-            args.system_phy_addr_lo = system & 0xFFFFFFFF
+            args.system_phy_addr_lo = system & LOW_32_BITS
             args.system_phy_addr_hi = system >> 32
 
         self.submit(gfx.GFX_CMD_ID_SETUP_TMR, fill, f"{tmr.size:#x} bytes at MC {tmr.mc_address:#x}")
@@ -454,7 +464,7 @@ class PSPv13_0(IPBlock):
 
         def fill(commands) -> None:
             args = commands.cmd_load_ip_fw
-            args.fw_phy_addr_lo = address & 0xFFFFFFFF
+            args.fw_phy_addr_lo = address & LOW_32_BITS
             args.fw_phy_addr_hi = address >> 32
             args.fw_size = section.size
             args.fw_type = fw_type

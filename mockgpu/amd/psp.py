@@ -71,9 +71,11 @@ BL_ERROR_UNKNOWN_COMMAND = 0x04
 # amdgpu_psp.h: PSP_1_MEG, the size of the firmware private buffer (and PSP_TMR_ALIGNMENT)
 PSP_1_MEG = 0x100000
 PRIVATE_BUFFER_SHIFT = 20  # psp_v13_0.c: C2PMSG_36 = fw_pri_mc_addr >> 20
+FB_UNIT_SHIFT = 24  # mmhub_v3_0.c mmhub_v3_0_get_fb_location: FB_BASE counts 16 MiB units
 PSP_TMR_ALIGNMENT = 0x100000
 # amdgpu_psp.c psp_ring_init: the ring is one GPU page, allocated PAGE_SIZE-aligned
 PSP_RING_ALIGNMENT = 0x1000
+LOW_32_BITS = 0xFFFFFFFF  # lower_32_bits(): an address's _lo register half
 
 # The 256-byte header every PSP image in psp_13_0_0_sos.bin / _ta.bin starts with, as the files of
 # firmware-amd-graphics 20230210-5 show it (no kernel header describes it): "$PS1" at 0x10 (the
@@ -247,8 +249,7 @@ class PSPModel:
         register = self.gpu.regfile.register("MMHUB", "regMMMC_VM_FB_LOCATION_BASE")
         value = self.gpu.regfile.get("MMHUB", "regMMMC_VM_FB_LOCATION_BASE")
         field = register.field("FB_BASE")
-        # mmhub_v3_0.c mmhub_v3_0_get_fb_location: FB_BASE counts 16 MiB units
-        return field.decode(value) << 24
+        return field.decode(value) << FB_UNIT_SHIFT
 
     def vram_offset(self, mc_address: int, size: int) -> int | None:
         """The VRAM offset of [mc_address, +size), or None when it does not lie in VRAM."""
@@ -459,7 +460,7 @@ class PSPModel:
         if smu is not None and args.fw_type == gfx.GFX_FW_TYPE_SMU:
             smu.start()
         if self.tmr is not None:
-            cmd.resp.fw_addr_lo = self.tmr[0] & 0xFFFFFFFF
+            cmd.resp.fw_addr_lo = self.tmr[0] & LOW_32_BITS
             cmd.resp.fw_addr_hi = self.tmr[0] >> 32
         return gfx.TEE_SUCCESS
 
