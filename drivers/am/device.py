@@ -23,6 +23,7 @@ from autogen.linux import pci_regs
 
 from drivers.am import discovery
 from drivers.am.gmc import GMCv11
+from drivers.am.ih import IH_RING_SIZE, IH_TIMEOUT_S, IHv6_0
 from drivers.am.ip import IPBlock, poll
 from drivers.am.memory import Memory
 from drivers.am.nbio import HDPv6_0, NBIOv4_3
@@ -42,8 +43,8 @@ IFWI_INIT_DONE = 1 << 31
 IFWI_TIMEOUT_S = 2.0
 
 # blocks brought up, in order (later: GMC, IH, PSP, SMU, SDMA0, GC)
-BLOCK_ORDER: tuple[str, ...] = ("NBIO", "HDP", "GMC")
-IMPLEMENTATIONS: tuple[type[IPBlock], ...] = (NBIOv4_3, HDPv6_0, GMCv11)
+BLOCK_ORDER: tuple[str, ...] = ("NBIO", "HDP", "GMC", "IH")
+IMPLEMENTATIONS: tuple[type[IPBlock], ...] = (NBIOv4_3, HDPv6_0, GMCv11, IHv6_0)
 # blocks whose version is another IP's in the discovery table (amdgpu_discovery.c
 # amdgpu_discovery_set_{gmc,ih,psp,smu,sdma}_ip_blocks switch on GC, OSSSYS, MP0, MP1, SDMA0)
 VERSION_FROM: dict[str, str] = {"GMC": "GC", "IH": "OSSSYS", "PSP": "MP0", "SMU": "MP1",
@@ -58,6 +59,8 @@ class AMConfig:
     # gmc_v11_0_flush_gpu_tlb polls the invalidation semaphore and ACK adev->usec_timeout
     # (AMDGPU_MAX_USEC_TIMEOUT, 100 ms) each
     gmc_invalidate_timeout_s: float = 0.1
+    ih_ring_size: int = IH_RING_SIZE  # bytes, a power of two (amdgpu_ih.h IH_RING_SIZE)
+    ih_timeout_s: float = IH_TIMEOUT_S  # IHv6_0.wait's default bound
 
 
 def _version_text(version: tuple[int, int, int]) -> str:

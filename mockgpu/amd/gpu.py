@@ -23,6 +23,7 @@ from autogen.linux import kfd_ioctl
 
 from mockgpu.amd.discovery_table import NAVI31_IPS, IPEntry, build_table, table_offset
 from mockgpu.amd.gmc import GMC
+from mockgpu.amd.ih import IHModel
 from mockgpu.amd.regfile import REGISTER_BYTES, WORD_MASK, RegisterFile
 from mockgpu.navi31 import NAVI31_BAR5_SIZE, NAVI31_VRAM_SIZE, Navi31Function
 
@@ -69,6 +70,11 @@ class Navi31GPU(Navi31Function):
         # through this function's DMA (the IOMMU), TLBs and the invalidation engines
         self.gmc = GMC(self.regfile, self.vram, self)
         self.gmc.connect(self.regfile)
+        self.models: list = []  # the IP models; each clears what a reset clears (reset(kind))
+        self.ih = IHModel(self)
+        self.models.append(self.ih)
+        if getattr(self, "gmc", None) is not None:
+            self.gmc.on_fault = self.ih.vm_fault  # hub faults reach the IH ring
 
     # -- power-on state -------------------------------------------------------------------------
     def write_discovery_table(self, blob: bytes) -> None:
@@ -95,6 +101,8 @@ class Navi31GPU(Navi31Function):
         self._power_on_registers()
         self.hdp_flushes = 0
         self.gmc.reset("pci")
+        for model in getattr(self, "models", ()):
+            model.reset("pci")
 
     # -- NBIO ------------------------------------------------------------------------------------
     def _install_nbio(self) -> None:
