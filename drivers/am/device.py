@@ -27,7 +27,11 @@ from drivers.am.ih import IH_RING_SIZE, IH_TIMEOUT_S, IHv6_0
 from drivers.am.ip import IPBlock, poll
 from drivers.am.memory import Memory
 from drivers.am.nbio import HDPv6_0, NBIOv4_3
+from drivers.am.psp import PSPv13_0
 from drivers.am.regs import PRE_DISCOVERY_BLOCKS, Registers, VRAMWindow
+from drivers.am.sdma import RING_SIZE as SDMA_RING_SIZE
+from drivers.am.sdma import SDMA_TIMEOUT_S, SDMAv6_0
+from drivers.am.smu import MODE1_READY_TIMEOUT_S, MODE1_WAIT_S, SMU_TIMEOUT_S, SMUv13_0_0
 from hal.errors import BadBinary, UnsupportedOperation
 from hal.pcidev import PCIDevice
 from hal.region import Region
@@ -42,9 +46,10 @@ MEBIBYTE_SHIFT = 20  # amdgpu_discovery.c: RREG32(mmRCC_CONFIG_MEMSIZE) << 20
 IFWI_INIT_DONE = 1 << 31
 IFWI_TIMEOUT_S = 2.0
 
-# blocks brought up, in order (later: GMC, IH, PSP, SMU, SDMA0, GC)
-BLOCK_ORDER: tuple[str, ...] = ("NBIO", "HDP", "GMC", "IH")
-IMPLEMENTATIONS: tuple[type[IPBlock], ...] = (NBIOv4_3, HDPv6_0, GMCv11, IHv6_0)
+# blocks brought up, in order (later: GC)
+BLOCK_ORDER: tuple[str, ...] = ("NBIO", "HDP", "GMC", "IH", "PSP", "SMU", "SDMA")
+IMPLEMENTATIONS: tuple[type[IPBlock], ...] = (NBIOv4_3, HDPv6_0, GMCv11, IHv6_0, PSPv13_0, SMUv13_0_0,
+                                                SDMAv6_0)
 # blocks whose version is another IP's in the discovery table (amdgpu_discovery.c
 # amdgpu_discovery_set_{gmc,ih,psp,smu,sdma}_ip_blocks switch on GC, OSSSYS, MP0, MP1, SDMA0)
 VERSION_FROM: dict[str, str] = {"GMC": "GC", "IH": "OSSSYS", "PSP": "MP0", "SMU": "MP1",
@@ -56,11 +61,21 @@ class AMConfig:
     """Device-wide settings: the timeout of the IFWI wait (others join as blocks arrive)."""
 
     ifwi_timeout_s: float = IFWI_TIMEOUT_S
+    # PSP: C2PMSG mailbox waits (amdgpu: psp_wait_for, adev->usec_timeout each, 10 tries for the
+    # bootloader) and the KM ring fence wait (psp_cmd_submit_buf: adev->psp_timeout, about 2 s)
+    psp_mailbox_timeout_s: float = 1.0
+    psp_command_timeout_s: float = 2.0
+    firmware_dir: str | None = None  # a firmware root (amdgpu/<file>); None: the search path
     # gmc_v11_0_flush_gpu_tlb polls the invalidation semaphore and ACK adev->usec_timeout
     # (AMDGPU_MAX_USEC_TIMEOUT, 100 ms) each
     gmc_invalidate_timeout_s: float = 0.1
     ih_ring_size: int = IH_RING_SIZE  # bytes, a power of two (amdgpu_ih.h IH_RING_SIZE)
     ih_timeout_s: float = IH_TIMEOUT_S  # IHv6_0.wait's default bound
+    sdma_ring_size: int = SDMA_RING_SIZE  # bytes, a power of two
+    sdma_timeout_s: float = SDMA_TIMEOUT_S  # ring space, fences and the ring test
+    smu_timeout_s: float = SMU_TIMEOUT_S  # one SMU message's answer (smu_cmn.c __smu_cmn_poll_stat)
+    smu_mode1_wait_s: float = MODE1_WAIT_S  # the pause after the SMU took a mode1 request
+    smu_mode1_ready_timeout_s: float = MODE1_READY_TIMEOUT_S  # registers answer again after mode1
 
 
 def _version_text(version: tuple[int, int, int]) -> str:

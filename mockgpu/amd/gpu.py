@@ -21,12 +21,19 @@ from __future__ import annotations
 from autogen.amd.regs import nbio_4_3_0
 from autogen.linux import kfd_ioctl
 
+from hal.region import CallbackRegion, Region
+
 from mockgpu.amd.discovery_table import NAVI31_IPS, IPEntry, build_table, table_offset
 from mockgpu.amd.gmc import GMC
 from mockgpu.amd.ih import IHModel
+from mockgpu.amd.psp import PSPModel
 from mockgpu.amd.regfile import REGISTER_BYTES, WORD_MASK, RegisterFile
+from mockgpu.amd.sdma import SDMAModel
+from mockgpu.amd.smn import SMNSpace
+from mockgpu.amd.smu import SMUModel
 from mockgpu.navi31 import NAVI31_BAR5_SIZE, NAVI31_VRAM_SIZE, Navi31Function
 
+DOORBELL_BAR = 2  # amdgpu_doorbell_mgr.c amdgpu_doorbell_init: the doorbell aperture is BAR2
 REGISTER_BAR = 5  # amdgpu_device.c amdgpu_device_init: rmmio is BAR5 from CHIP_BONAIRE on
 MEBIBYTE_SHIFT = 20  # RCC_CONFIG_MEMSIZE counts MiB (amdgpu_discovery.c: RREG32(mmRCC_CONFIG_MEMSIZE) << 20)
 # amdgpu_discovery.c amdgpu_discovery_read_binary_from_mem: bit 31 of MP0 C2PMSG_33 says the IFWI
@@ -66,15 +73,27 @@ class Navi31GPU(Navi31Function):
         self._power_on_registers()
         self.discovery_blob = build_table(ips) if discovery_blob is None else discovery_blob
         self.write_discovery_table(self.discovery_blob)
+        self.models: list = []  # the IP models; each clears what a reset clears (reset(kind))
+        self.psp = PSPModel(self)  # MP0: bootloader, SOS, KM ring
+        self.models.append(self.psp)
+        self.smn = SMNSpace(self)  # SMN addresses behind NBIO's RSMU_INDEX/RSMU_DATA window
+        self.models.append(self.smn)
+        self.smu = SMUModel(self)  # MP1: the PMFW mailbox, tables, features, DPM, mode1 requests
+        self.models.append(self.smu)
+        self.ih = IHModel(self)
+        self.models.append(self.ih)
         # the memory controller's two hubs (GMC v11): page-table walks of VRAM and of host memory
         # through this function's DMA (the IOMMU), TLBs and the invalidation engines
         self.gmc = GMC(self.regfile, self.vram, self)
         self.gmc.connect(self.regfile)
-        self.models: list = []  # the IP models; each clears what a reset clears (reset(kind))
-        self.ih = IHModel(self)
-        self.models.append(self.ih)
+        self.models.append(self.gmc)
         if getattr(self, "gmc", None) is not None:
             self.gmc.on_fault = self.ih.vm_fault  # hub faults reach the IH ring
+        # BAR2 writes go to each listener (offset, bytes): the engines that ring on doorbells
+        self.doorbell_listeners: list = []
+        self.sdma = SDMAModel(self)  # SDMA0's gfx queue, run by its doorbell or RB_WPTR writes
+        self.models.append(self.sdma)
+        self.doorbell_listeners.append(self.sdma.doorbell)
 
     # -- power-on state -------------------------------------------------------------------------
     def write_discovery_table(self, blob: bytes) -> None:
@@ -100,9 +119,20 @@ class Navi31GPU(Navi31Function):
         """A PCI reset: registers to power-on values; VRAM (and the discovery table in it) is kept."""
         self._power_on_registers()
         self.hdp_flushes = 0
-        self.gmc.reset("pci")
+        kind = "mode1" if getattr(self, "_in_mode1", False) else "pci"
         for model in getattr(self, "models", ()):
-            model.reset("pci")
+            model.reset(kind)
+
+    def mode1_reset(self) -> None:
+        """Mode1: the SMU resets the whole ASIC (soc21.c soc21_asic_mode1_reset). Config space and
+        registers return to power-on values (amdgpu_device.c amdgpu_device_mode1_reset caches the PCI
+        config state before and restores it after), VRAM keeps its contents, and each model clears
+        what a mode1 clears (PSP and SMU firmware state: reset("mode1"))."""
+        self._in_mode1 = True
+        try:
+            self.hardware_reset()
+        finally:
+            self._in_mode1 = False
 
     # -- NBIO ------------------------------------------------------------------------------------
     def _install_nbio(self) -> None:
@@ -138,9 +168,13 @@ class Navi31GPU(Navi31Function):
     def _mm_target(self) -> tuple[bool, int]:
         """(VRAM?, address) the MM_INDEX/MM_INDEX_HI pair selects."""
         index = self.regfile.peek(self._mm_index)
-        high = self.regfile.peek(self._mm_index_hi)
-        address = self._mm_offset.decode(index) | (high << MM_INDEX_HI_SHIFT)
-        return bool(self._mm_aper.decode(index)), address
+        to_vram = bool(self._mm_aper.decode(index))
+        address = self._mm_offset.decode(index)
+        if to_vram:
+            # MM_INDEX_HI extends VRAM addresses only: amdgpu's register path through the window
+            # (amdgpu_device.c, the MM_INDEX/MM_DATA fallback of RREG32) never writes it
+            address |= self.regfile.peek(self._mm_index_hi) << MM_INDEX_HI_SHIFT
+        return to_vram, address
 
     def _mm_data_read(self) -> int:
         to_vram, address = self._mm_target()
@@ -186,6 +220,15 @@ class Navi31GPU(Navi31Function):
         self.regfile.write32(address, value)
 
     # -- BAR access ------------------------------------------------------------------------------
+    def bar_region(self, index: int, size: int | None = None) -> Region:
+        """BAR2 (doorbells) maps through callbacks, so that a doorbell write reaches its engine as
+        on the hardware; its bytes stay readable (bar_memory) like the plain memory they model."""
+        if index != DOORBELL_BAR:
+            return super().bar_region(index, size)
+        size = self.bar_sizes[index] if size is None else size
+        return CallbackRegion(size, lambda off, n: self._decoded_read(index, off, n),
+                              lambda off, data: self._decoded_write(index, off, data))
+
     def bar_read(self, index: int, off: int, n: int) -> bytes:
         if index == REGISTER_BAR:
             return self.regfile.read(off, n)
@@ -201,6 +244,9 @@ class Navi31GPU(Navi31Function):
                 self._register_write(off + start, value)
             return
         super().bar_write(index, off, data)
+        if index == DOORBELL_BAR:
+            for listener in self.doorbell_listeners:
+                listener(off, bytes(data))
 
     # -- faults -----------------------------------------------------------------------------------
     def vanish(self) -> None:

@@ -151,6 +151,17 @@ DEFAULT_PPT_LIMIT_W = 355
 # the model's idle temperature (degrees C) and idle socket power (W) around which the metrics move
 IDLE_TEMPERATURE_C = 40
 IDLE_POWER_W = 30
+# model data for the metrics: how far each sensor runs above the edge, heating at full load, a
+# ripple, the fan intake, and the fan's idle and full duty and speed per percent of load
+TEMPERATURE_ABOVE_EDGE_C = {drv.TEMP_EDGE: 0, drv.TEMP_HOTSPOT: 12, drv.TEMP_MEM: 8, drv.TEMP_VR_GFX: 5,
+                            drv.TEMP_VR_SOC: 3}
+LOAD_HEATING_C = 40
+RIPPLE_C = 2
+INTAKE_TEMPERATURE_C = 30
+FAN_IDLE_PWM = 20
+FAN_FULL_PWM = 100
+FAN_IDLE_RPM = 600
+FAN_RPM_PER_ACTIVITY = 20
 ACTIVITY_PERIOD_S = 4.0  # one load cycle of the synthetic activity (0 -> 100 -> 0 %)
 BUSY_ACTIVITY = 15  # smu_v13_0_0_ppt.c SMU_13_0_0_BUSY_THRESHOLD
 # metrics fields of the model's PCIe link (PcieRate is the gen index, 3 = gen4; PcieWidth 6 = x16,
@@ -254,8 +265,7 @@ class SMUModel:
             return
         message = Message(value, regfile.peek(self._argument_address))
         if self._pending is not None:
-            self._finish(*self._pending)
-            self._pending = None
+            self._finish(self._pending[0])
             regfile.poke(self._response_address, SMU_RESP_BUSY_OTHER)
             message.response = SMU_RESP_BUSY_OTHER
             self.log.append(message)
@@ -263,15 +273,14 @@ class SMUModel:
         if self.response_delay_s > 0:
             self._pending = (message, time.monotonic() + self.response_delay_s)
             return
-        self._finish(message, 0.0)
+        self._finish(message)
 
     def _response_read(self) -> int:
         if self._pending is not None and time.monotonic() >= self._pending[1]:
-            self._finish(*self._pending)
-            self._pending = None
+            self._finish(self._pending[0])
         return self.gpu.regfile.peek(self._response_address)
 
-    def _finish(self, message: Message, due: float = 0.0) -> None:
+    def _finish(self, message: Message) -> None:
         """Run `message` and post its result and response code."""
         self._pending = None
         regfile = self.gpu.regfile
@@ -549,17 +558,14 @@ class SMUModel:
         self.energy = (self.energy + power) & WORD
         metrics.EnergyAccumulator = self.energy
         # temperatures follow the load, with a slow ripple so two reads rarely agree
-        edge = IDLE_TEMPERATURE_C + activity * 4 // 10 + round(2 * math.sin(elapsed))
-        metrics.AvgTemperature[drv.TEMP_EDGE] = edge
-        metrics.AvgTemperature[drv.TEMP_HOTSPOT] = edge + 12
-        metrics.AvgTemperature[drv.TEMP_MEM] = edge + 8
-        metrics.AvgTemperature[drv.TEMP_VR_GFX] = edge + 5
-        metrics.AvgTemperature[drv.TEMP_VR_SOC] = edge + 3
-        metrics.AvgTemperatureFanIntake = IDLE_TEMPERATURE_C - 10
+        edge = IDLE_TEMPERATURE_C + activity * LOAD_HEATING_C // 100 + round(RIPPLE_C * math.sin(elapsed))
+        for sensor, above_edge in TEMPERATURE_ABOVE_EDGE_C.items():
+            metrics.AvgTemperature[sensor] = edge + above_edge
+        metrics.AvgTemperatureFanIntake = INTAKE_TEMPERATURE_C
         metrics.PcieRate = PCIE_RATE_GEN4
         metrics.PcieWidth = PCIE_WIDTH_X16
-        metrics.AvgFanPwm = min(activity + 20, 100)
-        metrics.AvgFanRpm = 600 + activity * 20
+        metrics.AvgFanPwm = min(FAN_IDLE_PWM + activity, FAN_FULL_PWM)
+        metrics.AvgFanRpm = FAN_IDLE_RPM + activity * FAN_RPM_PER_ACTIVITY
 
     def metrics(self) -> drv.SmuMetrics_t:
         """The metrics as the firmware would report them now (a fresh copy, for tests)."""
