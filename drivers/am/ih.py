@@ -7,9 +7,10 @@ and this block does too:
 - hw_init (ih_v6_0_irq_init): ring off, base (address bits 39:8), IH_RB_CNTL (MC_SPACE 4: a GPU
   address, RB_SIZE = log2 of the size in dwords, writeback and overflow on, WPTR_OVERFLOW_CLEAR),
   the writeback address, wptr and rptr 0, the doorbell off (the read pointer goes to IH_RB_RPTR),
-  then on with the WPTR_OVERFLOW_CLEAR 0 -> 1 -> 0 toggle and ENABLE_INTR. MSI-X vector 0 through
-  hal when the backend delivers interrupts (VFIO, the mock), RPTR_REARM then, as amdgpu sets it
-  with MSI on; polling otherwise;
+  storm and flood control as amdgpu sets them, then on with the WPTR_OVERFLOW_CLEAR 0 -> 1 -> 0
+  toggle and ENABLE_INTR, then the self-interrupt wptr update. MSI-X vector 0 through hal when the
+  backend delivers interrupts (VFIO, the mock), RPTR_REARM then, as amdgpu sets it with MSI on;
+  polling otherwise (the NBIO side, nbio_v4_3_ih_control and ih_doorbell_range, is not done);
 - `process()` (amdgpu_ih_process): the write pointer from the writeback slot; when it carries
   RB_OVERFLOW, confirmed in IH_RB_WPTR, reading resumes at wptr + 32 (the oldest entry not written
   over) and the flag is cleared (ih_v6_0_get_wptr); each 32-byte entry from rptr to wptr decoded
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 IH_RING_SIZE = 256 * 1024  # amdgpu_ih.h IH_RING_SIZE
 IH_TIMEOUT_S = 1.0  # this driver's default for wait(): one second, like amdgpu's IH checkpoint wait
 ENTRY_BYTES = 32  # amdgpu_ih.c amdgpu_ih_decode_iv_helper: eight dwords per entry
-ENTRY_DWORDS = ENTRY_BYTES // 4
 DWORD_BYTES = 4
 WORD_MASK = 0xFFFFFFFF
 MSIX_VECTOR = 0  # amdgpu_irq.c amdgpu_irq_init: the IH's one vector
@@ -55,6 +55,11 @@ RING_BASE_HI_SHIFT = 40
 WPTR_ADDR_HI_SHIFT = 32
 MC_SPACE_GPU_ADDRESS = 4  # ih_v6_0.c ih_v6_0_rb_cntl: MC_SPACE = use_bus_addr ? 2 : 4
 POLL_INTERVAL_S = 0.001  # between writeback reads when no MSI-X is delivered
+# ih_v6_0.c ih_v6_0_irq_init: the MSI storm delay for UTCL2 fault storms; force_update_wptr_for_self_int
+# (adev, 0, 8, ...): the self-interrupt wptr report threshold and timeout
+MSI_STORM_DELAY = 3
+SELF_IV_THRESHOLD = 0
+SELF_IV_TIMEOUT = 8
 MAX_ENTRIES_PER_PASS = 32  # amdgpu_irq.h AMDGPU_IH_MAX_NUM_IVS: entries before the rptr is written
 # amdgpu_ih.c amdgpu_ih_decode_iv_helper: the fields of an entry
 CLIENT_SHIFT = 0
@@ -278,6 +283,11 @@ class IHv6_0(IPBlock):
         self.wptr_addr_lo = reg("regIH_RB_WPTR_ADDR_LO")
         self.wptr_addr_hi = reg("regIH_RB_WPTR_ADDR_HI")
         self.doorbell_rptr = reg("regIH_DOORBELL_RPTR")
+        self.storm_clients = reg("regIH_STORM_CLIENT_LIST_CNTL")
+        self.flood_cntl = reg("regIH_INT_FLOOD_CNTL")
+        self.msi_storm = reg("regIH_MSI_STORM_CTRL")
+        self.cntl2 = reg("regIH_CNTL2")
+        self.rb_cntl_ring1 = reg("regIH_RB_CNTL_RING1")
         self.fault_registers = {
             GFX_HUB: (registers.reg("GC", "regGCVM_L2_PROTECTION_FAULT_STATUS"),
                       registers.reg("GC", "regGCVM_L2_PROTECTION_FAULT_CNTL")),
@@ -320,14 +330,27 @@ class IHv6_0(IPBlock):
         self.rb_rptr.write(0)
         self.doorbell_rptr.write_fields(ENABLE=0)
         self.rptr = 0
+        # UTCL2 faults (client 18 in the storm list) are MSI storm capable: flood control on and
+        # a delay between their messages
+        self.storm_clients.update(CLIENT18_IS_STORM_CLIENT=1)
+        self.flood_cntl.update(FLOOD_CNTL_ENABLE=1)
+        self.msi_storm.update(DELAY=MSI_STORM_DELAY)
         self._toggle(True)
+        self._self_interrupt_wptr_update(True)
 
     def hw_fini(self) -> None:
         """ih_v6_0.c ih_v6_0_irq_disable; interrupts handed back to hal."""
+        self._self_interrupt_wptr_update(False)
         self._toggle(False)
         if self.msix:
             self.device.pci.disable_interrupts()
             self.msix = False
+
+    def _self_interrupt_wptr_update(self, enable: bool) -> None:
+        """ih_v6_0.c force_update_wptr_for_self_int(adev, 0, 8, enable)."""
+        self.rb_cntl_ring1.update(RB_USED_INT_THRESHOLD=SELF_IV_THRESHOLD)
+        self.cntl2.update(SELF_IV_FORCE_WPTR_UPDATE_TIMEOUT=SELF_IV_TIMEOUT,
+                          SELF_IV_FORCE_WPTR_UPDATE_ENABLE=int(enable))
 
     def _enable_msix(self) -> bool:
         """MSI-X vector 0 through hal where the backend delivers interrupts, else polling."""

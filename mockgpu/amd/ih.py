@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 
 IP = "OSSSYS"
 ENTRY_BYTES = 32  # amdgpu_ih.c amdgpu_ih_decode_iv_helper: eight dwords, rptr += 32
-ENTRY_DWORDS = ENTRY_BYTES // 4
 DWORD_BYTES = 4
 MSIX_VECTOR = 0  # amdgpu_irq.c amdgpu_irq_init: one vector, the IH's
 RING_BASE_SHIFT = 8  # ih_v6_0.c ih_v6_0_enable_ring: IH_RB_BASE = gpu_addr >> 8, BASE_HI bits 39:32

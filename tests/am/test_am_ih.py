@@ -7,6 +7,7 @@ import pytest
 import hal
 from autogen.amd import irqsrcs_gfx_11_0_0 as gfx
 from autogen.amd import soc15_ih_clientid as clients
+from autogen.amd.regs import osssys_6_0_0 as oss
 from drivers.am.device import BLOCK_ORDER, AMConfig, AMDevice
 from drivers.am.ih import ENTRY_BYTES, CPFault, IHv6_0, RASError, SQError, VMFault
 from hal.errors import DeviceLost, DeviceTimeout, InvalidArgument
@@ -168,7 +169,8 @@ def test_msix_delivery_wakes_a_wait(machine):
         assert [event.entry.src_data[0] for event in ih.wait(timeout_s=2.0)] == [8]
         assert gpu.ih.interrupts == 2
         dev.fini()
-        assert not pci._irq_fds  # hw_fini handed the vector back
+        with pytest.raises(InvalidArgument, match="no interrupts enabled"):
+            pci.wait_irq(0, timeout_s=0.01)  # hw_fini handed the vector back
 
 
 @pytest.mark.parametrize("backend", ["pci", "vfio"])
@@ -198,7 +200,12 @@ def test_after_hw_fini_the_ring_is_off(machine):
     gpu = machine.device(GPU_BDF)
     with hal.open(f"pci:{GPU_BDF}", os=machine.os, unbind=True) as pci:
         dev, ih = bring_up(pci, gpu)
+        cntl2 = oss.regIH_CNTL2
+        assert cntl2.decode(gpu.regfile.get("OSSSYS", cntl2.name))["SELF_IV_FORCE_WPTR_UPDATE_ENABLE"] == 1
+        storm = oss.regIH_MSI_STORM_CTRL
+        assert storm.decode(gpu.regfile.get("OSSSYS", storm.name))["DELAY"] == 3  # ih_v6_0_irq_init
         dev.fini()
+        assert cntl2.decode(gpu.regfile.get("OSSSYS", cntl2.name))["SELF_IV_FORCE_WPTR_UPDATE_ENABLE"] == 0
         assert not gpu.ih.enabled
         assert not gpu.ih.post(clients.SOC21_IH_CLIENTID_GFX, 0)
         with pytest.raises(InvalidArgument, match="not enabled"):
