@@ -172,3 +172,12 @@ def test_an_all_ones_device_is_device_lost_on_the_first_poll(machine):
     with hal.open(GPU, os=machine.os, unbind=True) as pci:
         with pytest.raises(DeviceLost):
             bring_up(pci, AMConfig(**FAST), with_block(Vanishing))
+
+
+def test_a_bootloader_error_code_is_a_firmware_error_naming_the_component(machine):
+    gpu = machine.device(GPU_BDF)
+    gpu.psp.bootloader_error = 0x33
+    with hal.open(GPU, os=machine.os, unbind=True) as pci:
+        with pytest.raises(FirmwareError, match=r"rejected KDB .* reads 0x80000033 \(error 0x33\) after"):
+            bring_up(pci, AMConfig(**FAST))
+        assert not gpu.psp.sos_alive
