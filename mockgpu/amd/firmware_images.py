@@ -6,8 +6,8 @@ header of each kind, the 256-byte header area (sizeof union amdgpu_firmware_head
 ucode array, payload sections at the offsets the real files use, a crc32 over everything after
 the common header (what most real files carry; amdgpu never checks it), and random bytes as
 payload (each binary packaged in a PSP sos/ta image starts with the PSP image header the
-bootloader checks: mockgpu.amd.psp.stamp_image_header). The default layouts (`NAVI31_LAYOUTS`) repeat the sizes, versions and addresses of
-firmware-amd-graphics 20230210-5's gc_11_0_0_*, psp_13_0_0_*, smu_13_0_0 and sdma_6_0_0
+bootloader checks: mockgpu.amd.psp.stamp_image_header). The default layouts (`NAVI31_LAYOUTS`)
+repeat the sizes, versions and addresses of firmware-amd-graphics 20230210-5's gc_11_0_0_*, psp_13_0_0_*, smu_13_0_0 and sdma_6_0_0
 headers, so a synthetic file's header area equals the real one's except for the crc32; tests
 compare the two when the real files are cached.
 
