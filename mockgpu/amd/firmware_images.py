@@ -7,8 +7,8 @@ ucode array, payload sections at the offsets the real files use, a crc32 over ev
 the common header (what most real files carry; amdgpu never checks it), and random bytes as
 payload (each binary packaged in a PSP sos/ta image starts with the PSP image header the
 bootloader checks: mockgpu.amd.psp.stamp_image_header). The default layouts (`NAVI31_LAYOUTS`)
-repeat the sizes, versions and addresses of firmware-amd-graphics 20230210-5's gc_11_0_0_*, psp_13_0_0_*, smu_13_0_0 and sdma_6_0_0
-headers, so a synthetic file's header area equals the real one's except for the crc32; tests
+repeat the sizes, versions and addresses of firmware-amd-graphics 20230210-5's gc_11_0_0_*,
+psp_13_0_0_*, smu_13_0_0 and sdma_6_0_0 headers, so a synthetic file's header area equals the real one's except for the crc32; tests
 compare the two when the real files are cached.
 
 `build(name)` returns one file's bytes; `build_navi31_set()` all of them; `write_navi31_set(dir)`
