@@ -8,8 +8,8 @@ the common header (what most real files carry; amdgpu never checks it), and rand
 payload (each binary packaged in a PSP sos/ta image starts with the PSP image header the
 bootloader checks: mockgpu.amd.psp.stamp_image_header). The default layouts (`NAVI31_LAYOUTS`)
 repeat the sizes, versions and addresses of firmware-amd-graphics 20230210-5's gc_11_0_0_*,
-psp_13_0_0_*, smu_13_0_0 and sdma_6_0_0 headers, so a synthetic file's header area equals the real one's except for the crc32; tests
-compare the two when the real files are cached.
+psp_13_0_0_*, smu_13_0_0 and sdma_6_0_0 headers, so a synthetic file's header area equals the
+real one's except for the crc32; tests compare the two when the real files are cached.
 
 `build(name)` returns one file's bytes; `build_navi31_set()` all of them; `write_navi31_set(dir)`
 writes them under `dir/amdgpu/` (a firmware root for $GPUHAL_FIRMWARE_DIR).
