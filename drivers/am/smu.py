@@ -352,9 +352,10 @@ class SMUv13_0_0(IPBlock):
     # -- queries -----------------------------------------------------------------------------------
     @property
     def firmware_text(self) -> str:
-        """The PMFW version as amdgpu prints it: program, major.minor.debug."""
-        version = self.firmware_version
-        return f"{version >> 16 & 0xFF}.{version >> 8 & 0xFF}.{version & 0xFF} (program {version >> 24})"
+        """The PMFW version as amdgpu prints it (smu_v13_0.c smu_v13_0_check_fw_version: one byte each
+        of program, major, minor and debug, high to low)."""
+        program, major, minor, debug = self.firmware_version.to_bytes(4, "big")
+        return f"{major}.{minor}.{debug} (program {program})"
 
     def read_enabled_features(self) -> int:
         """smu_cmn.c smu_cmn_get_enabled_mask: GetRunningSmuFeaturesLow, then High."""
