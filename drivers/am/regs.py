@@ -4,8 +4,14 @@
 holds its byte address in the register BAR: (discovered base of the register's segment + the
 header's dword offset) * 4, as amdgpu's SOC15_REG_OFFSET and RREG32 compute it
 (drivers/gpu/drm/amd/amdgpu/soc15_common.h, amdgpu_device.c amdgpu_device_rreg). Hot paths keep
-the BoundRegister (no dict lookups per access). Registers past the end of the BAR go through the
-MM_INDEX/MM_DATA window with the aperture bit clear (the register space behind it).
+the BoundRegister (no dict lookups per access). Registers past the end of the BAR go through NBIO's
+PCIE index/data pair, as amdgpu_device_rreg hands them to adev->pcie_rreg: on soc21 that is
+amdgpu_device_indirect_rreg (soc21.c soc21_common_early_init), whose pair NBIO 4.3 names
+RSMU_INDEX/RSMU_DATA (nbio_v4_3.c nbio_v4_3_get_pcie_index_offset / _get_pcie_data_offset): the
+register's byte address (an SMN address) goes to the index, the index is read back to post it, then
+the data register moves the value. `smn_read`/`smn_write` reach any SMN address the same way.
+VRAM past BAR0 still goes through MM_INDEX/MM_INDEX_HI/MM_DATA (`VRAMWindow`), as
+amdgpu_device_mm_access does.
 
 Reads go through hal's watched BAR Region, so a read of all ones asks PCIDevice.check_alive, which
 raises DeviceLost when the device fell off the bus.
@@ -101,8 +107,8 @@ class Registers:
         self.blocks: Mapping[str, tuple[tuple[int, int, int], tuple[tuple[int, ...], ...]]] = \
             MappingProxyType(dict(blocks))
         self._bound: dict[tuple[str, str, int], BoundRegister] = {}
-        self._mm_index: int | None = None
-        self._mm_data: int | None = None
+        self._pcie_index: int | None = None
+        self._pcie_data: int | None = None
 
     def module(self, block: str):
         """The generated register module of `block` at its discovered version."""
@@ -148,22 +154,39 @@ class Registers:
         self._bound[key] = bound
         return bound
 
-    # -- registers past the BAR: MM_INDEX (aperture clear) / MM_DATA ---------------------------
+    # -- registers past the BAR and SMN addresses: the PCIE index/data pair (RSMU_INDEX/_DATA) -------
     def _window(self) -> tuple[int, int]:
-        if self._mm_index is None:
-            self._mm_index = self._address("NBIO", nbio_4_3_0.regBIF_BX_PF0_MM_INDEX, 0)
-            self._mm_data = self._address("NBIO", nbio_4_3_0.regBIF_BX_PF0_MM_DATA, 0)
-        return self._mm_index, self._mm_data
+        if self._pcie_index is None:
+            self._pcie_index = self._address("NBIO", nbio_4_3_0.regBIF_BX_PF0_RSMU_INDEX, 0)
+            self._pcie_data = self._address("NBIO", nbio_4_3_0.regBIF_BX_PF0_RSMU_DATA, 0)
+        return self._pcie_index, self._pcie_data
 
-    def _indirect_read(self, address: int) -> int:
+    def smn_read(self, address: int) -> int:
+        """amdgpu_device_indirect_rreg: the SMN address to the index, the index read back (posting
+        it), then the data register. Register byte addresses are SMN addresses."""
+        if not 0 <= address <= WORD_MASK:
+            raise InvalidArgument(f"SMN address {address:#x} does not fit the 32-bit PCIE index "
+                                  "(amdgpu_device_indirect_rreg_ext's PCIE_INDEX_HI is not used here)")
         index, data = self._window()
-        self.mmio.write32(index, nbio_4_3_0.regBIF_BX_PF0_MM_INDEX.encode(MM_OFFSET=address))
+        self.mmio.write32(index, address)
+        self.mmio.read32(index)
         return self.mmio.read32(data)
 
-    def _indirect_write(self, address: int, value: int) -> None:
+    def smn_write(self, address: int, value: int) -> None:
+        """amdgpu_device_indirect_wreg: index, index read back, data, data read back."""
+        if not 0 <= address <= WORD_MASK:
+            raise InvalidArgument(f"SMN address {address:#x} does not fit the 32-bit PCIE index")
         index, data = self._window()
-        self.mmio.write32(index, nbio_4_3_0.regBIF_BX_PF0_MM_INDEX.encode(MM_OFFSET=address))
-        self.mmio.write32(data, value)
+        self.mmio.write32(index, address)
+        self.mmio.read32(index)
+        self.mmio.write32(data, value & WORD_MASK)
+        self.mmio.read32(data)
+
+    def _indirect_read(self, address: int) -> int:
+        return self.smn_read(address)
+
+    def _indirect_write(self, address: int, value: int) -> None:
+        self.smn_write(address, value)
 
 
 class VRAMWindow:

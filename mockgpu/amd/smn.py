@@ -5,14 +5,17 @@ SMN address to RSMU_INDEX, reads the index back (posting the write) and reads or
 (amdgpu_device.c amdgpu_device_indirect_rreg / _wreg with nbio_v4_3.c
 nbio_v4_3_get_pcie_index_offset / _get_pcie_data_offset: regBIF_BX_PF0_RSMU_INDEX / _DATA).
 
-Models own SMN addresses with `own(address, read=, write=)`; an address no model owns reads back
-what was last written there (zero at power-on), like the register file.
+Models own SMN addresses with `own(address, read=, write=)`. Every other address is the register
+space: amdgpu reaches MMIO registers past the end of BAR5 through the same pair with the register's
+byte address as the SMN address (amdgpu_device.c amdgpu_device_rreg: `adev->pcie_rreg(adev, reg * 4)`,
+soc21.c soc21_common_early_init: pcie_rreg = amdgpu_device_indirect_rreg), so those go to the
+register file (its hooks, its strict-mode record, and plain read-back storage elsewhere).
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from mockgpu.amd.regfile import WORD_MASK
+from mockgpu.amd.regfile import REGISTER_BYTES, WORD_MASK
 
 if TYPE_CHECKING:
     from mockgpu.amd.gpu import Navi31GPU
@@ -28,9 +31,9 @@ class SMNSpace:
         self.gpu = gpu
         self._reads: dict[int, ReadHook] = {}
         self._writes: dict[int, WriteHook] = {}
-        self._stored: dict[int, int] = {}
         self._index = gpu.regfile.own("NBIO", "regBIF_BX_PF0_RSMU_INDEX")
-        gpu.regfile.own("NBIO", "regBIF_BX_PF0_RSMU_DATA", read=self._data_read, write=self._data_write)
+        self._data = gpu.regfile.own("NBIO", "regBIF_BX_PF0_RSMU_DATA", read=self._data_read,
+                                     write=self._data_write)
 
     def own(self, address: int, read: ReadHook | None = None, write: WriteHook | None = None) -> None:
         """Give a model the SMN address `address`: reads call `read()`, writes call `write(value)`."""
@@ -43,7 +46,10 @@ class SMNSpace:
         hook = self._reads.get(address)
         if hook is not None:
             return hook() & WORD_MASK
-        return self._stored.get(address, 0)
+        address &= ~(REGISTER_BYTES - 1)
+        if address == self._data:
+            return 0  # the window does not reach itself
+        return self.gpu.regfile.read32(address)
 
     def write(self, address: int, value: int) -> None:
         value &= WORD_MASK
@@ -51,11 +57,13 @@ class SMNSpace:
         if hook is not None:
             hook(value)
             return
-        self._stored[address] = value
+        address &= ~(REGISTER_BYTES - 1)
+        if address != self._data:
+            self.gpu.regfile.write32(address, value)
 
     def reset(self, kind: str) -> None:
-        """Any reset: plain SMN storage back to zero (owned addresses answer from their models)."""
-        self._stored.clear()
+        """Any reset: nothing of its own to clear (the register file returns to its power-on values
+        with the function; owned addresses answer from their models)."""
 
     def _data_read(self) -> int:
         return self.read(self.gpu.regfile.peek(self._index))
