@@ -2,6 +2,7 @@
 MQD against gfx_v11_0_compute_mqd_init, and the block's bring-up against the mock Navi31."""
 from __future__ import annotations
 
+import importlib.util
 import time
 
 import pytest
@@ -196,4 +197,84 @@ def test_all_ones_during_the_autoload_wait_is_device_lost(machine):
     gpu.vanish()
     with pytest.raises(DeviceLost):
         block.hw_init()
+    pci.close()
+
+
+# -- against the mock MEC ---------------------------------------------------------------------------
+WITH_GC = BEFORE_GC + ("GC",)
+needs_mec = pytest.mark.skipif(importlib.util.find_spec("mockgpu.amd.mec") is None,
+                               reason="the mock Navi31 has no MEC model yet (mockgpu.amd.mec)")
+
+
+@needs_mec
+def test_bring_up_with_gc_runs_the_ring_test_and_a_fence_round_trip(machine):
+    gpu = machine.device(GPU_BDF)
+    pci, dev = open_device(machine, block_order=WITH_GC)
+    block = dev.block("GC")
+    assert isinstance(block, GCv11_0)
+    assert gpu.regfile.get("GC", "regSCRATCH_REG0") == gfx.RING_TEST_VALUE  # the ring test ran
+    assert dev.block("GMC").hubs["GC"].enabled  # the GFX hub, enabled by GC after the autoload
+    sequence = block.signal()
+    block.wait(sequence)
+    assert block.fence_value() == sequence == 1
+    assert block.pending_dwords() == 0
+    dev.fini()
+    pci.close()
+
+
+@needs_mec
+def test_ring_overrun_ten_times_the_ring_completes_in_order(machine):
+    pci, dev = open_device(machine, block_order=WITH_GC, gc_ring_size=4096)
+    block = dev.block("GC")
+    fence_dwords = len(gfx.release_mem_packet(0, 0))
+    submissions = 10 * block.ring_dwords // fence_dwords
+    seen = []
+    for _ in range(submissions):
+        block.signal()
+        seen.append(block.fence_value())
+        assert block.pending_dwords() < block.ring_dwords  # nothing unconsumed was overwritten
+    block.wait(block.sequence)
+    assert block.fence_value() == block.sequence == submissions
+    assert seen == sorted(seen)
+    dev.fini()
+    pci.close()
+
+
+@needs_mec
+def test_a_halted_mec_is_a_timeout_naming_queue_pointers_and_hqd_state(machine):
+    pci, dev = open_device(machine, block_order=WITH_GC, gc_ring_size=4096)
+    block = dev.block("GC")
+    block.mec_cntl.update(MEC_HALT=1)  # the MEC stops fetching: the ring stalls
+    start = time.monotonic()
+    with pytest.raises(DeviceTimeout, match=r"GC compute queue ME1 pipe 0 queue 0: room for 8 dwords.*"
+                                            r"rptr report 0x.*wptr 0x.*CP_HQD_ACTIVE 0x0*1"):
+        for _ in range(block.ring_dwords):
+            block.signal()
+    assert time.monotonic() - start < TIMEOUT_S + 1.0
+    pci.close()
+
+
+@needs_mec
+def test_all_ones_while_waiting_for_a_fence_is_device_lost(machine):
+    gpu = machine.device(GPU_BDF)
+    pci, dev = open_device(machine, block_order=WITH_GC)
+    block = dev.block("GC")
+    block.mec_cntl.update(MEC_HALT=1)
+    sequence = block.signal()
+    gpu.vanish()
+    with pytest.raises(DeviceLost):
+        block.wait(sequence)
+    pci.close()
+
+
+@needs_mec
+def test_fini_dequeues_the_queue_and_halts_the_mec(machine):
+    gpu = machine.device(GPU_BDF)
+    pci, dev = open_device(machine, block_order=WITH_GC)
+    block = dev.block("GC")
+    dev.fini()
+    block._select(gfx.MEC_ME, gfx.MEC_PIPE, gfx.MEC_QUEUE, 0)
+    assert block.hqd_active.read() & 1 == 0
+    block._select(0, 0, 0, 0)
+    assert gc.regCP_MEC_RS64_CNTL.field("MEC_HALT").decode(gpu.regfile.get("GC", "regCP_MEC_RS64_CNTL")) == 1
     pci.close()
