@@ -22,8 +22,7 @@ import logging
 from autogen.linux import pci_regs
 
 from drivers.am import discovery
-from drivers.am.gfx import GC_AUTOLOAD_TIMEOUT_S, GC_TIMEOUT_S, GCv11_0
-from drivers.am.gfx import RING_SIZE as GC_RING_SIZE
+from drivers.am.gart import GART_SIZE
 from drivers.am.gmc import GMCv11
 from drivers.am.ih import IH_RING_SIZE, IH_TIMEOUT_S, IHv6_0
 from drivers.am.ip import IPBlock, poll
@@ -32,6 +31,7 @@ from drivers.am.nbio import HDPv6_0, NBIOv4_3
 from drivers.am.psp import PSPv13_0
 from drivers.am.regs import PRE_DISCOVERY_BLOCKS, Registers, VRAMWindow
 from drivers.am.sdma import RING_SIZE as SDMA_RING_SIZE
+from drivers.am.sdma import STAGING_SIZE as SDMA_STAGING_SIZE
 from drivers.am.sdma import SDMA_TIMEOUT_S, SDMAv6_0
 from drivers.am.smu import MODE1_READY_TIMEOUT_S, MODE1_WAIT_S, SMU_TIMEOUT_S, SMUv13_0_0
 from hal.errors import BadBinary, UnsupportedOperation
@@ -51,7 +51,7 @@ IFWI_TIMEOUT_S = 2.0
 # blocks brought up, in order (later: GC)
 BLOCK_ORDER: tuple[str, ...] = ("NBIO", "HDP", "GMC", "IH", "PSP", "SMU", "SDMA")
 IMPLEMENTATIONS: tuple[type[IPBlock], ...] = (NBIOv4_3, HDPv6_0, GMCv11, IHv6_0, PSPv13_0, SMUv13_0_0,
-                                                SDMAv6_0, GCv11_0)
+                                                SDMAv6_0)
 # blocks whose version is another IP's in the discovery table (amdgpu_discovery.c
 # amdgpu_discovery_set_{gmc,ih,psp,smu,sdma}_ip_blocks switch on GC, OSSSYS, MP0, MP1, SDMA0)
 VERSION_FROM: dict[str, str] = {"GMC": "GC", "IH": "OSSSYS", "PSP": "MP0", "SMU": "MP1",
@@ -71,16 +71,15 @@ class AMConfig:
     # gmc_v11_0_flush_gpu_tlb polls the invalidation semaphore and ACK adev->usec_timeout
     # (AMDGPU_MAX_USEC_TIMEOUT, 100 ms) each
     gmc_invalidate_timeout_s: float = 0.1
+    gart_size: int = GART_SIZE  # bytes of the VMID 0 window for host memory (amdgpu_gart_size)
     ih_ring_size: int = IH_RING_SIZE  # bytes, a power of two (amdgpu_ih.h IH_RING_SIZE)
     ih_timeout_s: float = IH_TIMEOUT_S  # IHv6_0.wait's default bound
     sdma_ring_size: int = SDMA_RING_SIZE  # bytes, a power of two
     sdma_timeout_s: float = SDMA_TIMEOUT_S  # ring space, fences and the ring test
+    sdma_staging_size: int = SDMA_STAGING_SIZE  # bytes of host memory host <-> VRAM copies stage in
     smu_timeout_s: float = SMU_TIMEOUT_S  # one SMU message's answer (smu_cmn.c __smu_cmn_poll_stat)
     smu_mode1_wait_s: float = MODE1_WAIT_S  # the pause after the SMU took a mode1 request
     smu_mode1_ready_timeout_s: float = MODE1_READY_TIMEOUT_S  # registers answer again after mode1
-    gc_autoload_timeout_s: float = GC_AUTOLOAD_TIMEOUT_S  # RLC autoload complete (gfx_v11_0)
-    gc_timeout_s: float = GC_TIMEOUT_S  # compute ring space, fences, ring test and dequeue
-    gc_ring_size: int = GC_RING_SIZE  # bytes, a power of two
 
 
 def _version_text(version: tuple[int, int, int]) -> str:

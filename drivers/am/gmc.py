@@ -24,6 +24,9 @@ After amdgpu's gmc_v11_0.c, gfxhub_v3_0.c and mmhub_v3_0.c:
   acquire the engine's semaphore (a read of 1), write the request, poll ACK for the VMID's bit, release
   the semaphore. Engine 17 ("Use register 17 for GART"). Bounded by AMConfig.gmc_invalidate_timeout_s;
   DeviceTimeout names hub, engine, VMID and the last ACK; all ones is DeviceLost (hal's watched BAR).
+- the GART window (drivers.am.gart, `gmc.gart`): host memory mapped into VMID 0 at addresses from
+  an allocator over amdgpu's GART range (AMDGPU_GART_PLACEMENT_HIGH), unmapped and invalidated on
+  free; every live mapping is unmapped at hw_fini.
 - hw_fini: *_gart_disable on each enabled hub (contexts off, L1 TLB and L2 cache off).
 """
 from __future__ import annotations
@@ -31,6 +34,7 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
+from drivers.am.gart import GART
 from drivers.am.ip import IPBlock, poll
 from drivers.am.memory import VRAMBuffer
 from drivers.am.regs import BoundRegister
@@ -182,6 +186,7 @@ class GMCv11(IPBlock):
         self.tables: VRAMTableMemory | None = None
         self.scratch: VRAMBuffer | None = None
         self.dummy_page = None
+        self.gart: GART | None = None
         self.fb_start = self.fb_end = 0
         self.agp_start, self.agp_end = AGP_START_OFF, AGP_END_OFF
         self.max_mc_address = GMC_HOLE_START - 1
@@ -200,6 +205,8 @@ class GMCv11(IPBlock):
         self.scratch = memory.alloc_vram(GPU_PAGE_SIZE, purpose="GMC scratch page")
         # amdgpu_gart_dummy_page_init: a host page protection faults are redirected to
         self.dummy_page = device.pci.alloc_dma(GPU_PAGE_SIZE)
+        # gmc_v11_0_vram_gtt_location: the GART window above VRAM, below the hole
+        self.gart = GART(self, device.config.gart_size)
 
     def hw_init(self) -> None:
         # the VMID 0 page table, written before any hub walks it
@@ -209,9 +216,13 @@ class GMCv11(IPBlock):
             self.enable_hub(GFX_HUB)
 
     def hw_fini(self) -> None:
-        for hub in self.hubs.values():
-            if hub.enabled:
-                self._gart_disable(hub)
+        try:
+            if self.gart is not None:
+                self.gart.unmap_all()
+        finally:
+            for hub in self.hubs.values():
+                if hub.enabled:
+                    self._gart_disable(hub)
 
     def sw_fini(self) -> None:
         for vmid in sorted(self.contexts, reverse=True):

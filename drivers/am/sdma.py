@@ -12,14 +12,18 @@ What it owns:
   them. It never overwrites entries the engine has not consumed: when the ring has no room it waits,
   bounded by `AMConfig.sdma_timeout_s`, for the engine's rptr writeback to move (DeviceTimeout names
   the ring, rptr and wptr);
-- `copy(dst_mc, src_mc, size)` as COPY_LINEAR packets of at most COPY_MAX_BYTES; `signal()` a FENCE
-  with the next 32-bit sequence number; `wait(seq)`; `fence_value()`;
+- `copy(dst, src, size)` between GPU addresses of VMID 0 (VRAM in the FB range, host memory in the
+  GART window of drivers.am.gart) as COPY_LINEAR packets of at most COPY_MAX_BYTES; `signal()` a
+  FENCE with the next 32-bit sequence number; `wait(seq)`; `fence_value()`;
+- host <-> VRAM: `copy_to_vram(buffer, data, offset)` / `copy_from_vram(buffer, size, offset)` stage
+  through one hal DMA buffer mapped in the GART (AMDGPU_GTT_MAX_TRANSFER_SIZE pages, as amdgpu's
+  transfer windows), made at first use and freed at hw_fini; each chunk is copied and waited for
+  before the staging buffer is reused;
 - errors: every wait also reads the queue's CONTEXT_STATUS (MMIO: all ones is DeviceLost at once);
   an EXCEPTION there means the engine stopped on a packet: SDMAError names the packet's opcode and
   where it sits;
-- hw_fini: sdma_v6_0_hw_fini: context-empty interrupt off, ring and IBs off, engine halted.
-Host <-> VRAM copies need host memory mapped through the GART (VMID 0 page table), which the GMC
-block does not build yet: today `copy` takes MC addresses inside VRAM's FB range.
+- hw_fini: sdma_v6_0_hw_fini: context-empty interrupt off, ring and IBs off, engine halted; the
+  staging buffer unmapped from the GART and freed.
 """
 from __future__ import annotations
 
@@ -66,6 +70,9 @@ RPTR_SLOT = 0
 WPTR_SLOT = 8
 FENCE_SLOT = 16
 TEST_SLOT = 24
+# amdgpu_ttm.h AMDGPU_GTT_MAX_TRANSFER_SIZE: 512 GPU pages per transfer window (2 MiB)
+STAGING_PAGE = 4096  # amdgpu_gart.h AMDGPU_GPU_PAGE_SIZE
+STAGING_SIZE = 512 * STAGING_PAGE
 
 _OPCODE_NAMES = {value: name for name, value in vars(pkt).items()
                  if name.startswith("SDMA_OP_") and not name.startswith("SDMA_OP_AQL")}
@@ -124,6 +131,11 @@ class SDMAv6_0(IPBlock):
         self.writeback = memory.alloc_vram(WRITEBACK_BYTES, purpose="SDMA0 writeback")
         self.wptr = 0
         self.sequence = 0
+        self.staging_bytes = config.sdma_staging_size
+        if self.staging_bytes <= 0 or self.staging_bytes % STAGING_PAGE:
+            raise InvalidArgument(f"SDMA0 staging size {self.staging_bytes} must be whole "
+                                  f"{STAGING_PAGE}-byte pages")
+        self.staging = None  # (hal DMA buffer, GART mapping, GART), made at first host copy
         registers = self.device.registers
 
         def reg(name: str):
@@ -196,11 +208,14 @@ class SDMAv6_0(IPBlock):
         self.ib_cntl.update(IB_ENABLE=1)
 
     def hw_fini(self) -> None:
-        """sdma_v6_0_hw_fini: context-empty interrupt off, gfx_stop, engine halted."""
-        self.cntl.update(CTXEMPTY_INT_ENABLE=0)
-        self.rb_cntl.update(RB_ENABLE=0)
-        self.ib_cntl.update(IB_ENABLE=0)
-        self.f32_cntl.update(HALT=1)
+        """sdma_v6_0_hw_fini: context-empty interrupt off, gfx_stop, engine halted; staging freed."""
+        try:
+            self.cntl.update(CTXEMPTY_INT_ENABLE=0)
+            self.rb_cntl.update(RB_ENABLE=0)
+            self.ib_cntl.update(IB_ENABLE=0)
+            self.f32_cntl.update(HALT=1)
+        finally:
+            self._free_staging()
 
     # -- ring -----------------------------------------------------------------------------------------
     def rptr(self) -> int:
@@ -267,16 +282,78 @@ class SDMAv6_0(IPBlock):
                    f"the ring test write of {RING_TEST_VALUE:#x}")
 
     # -- work ------------------------------------------------------------------------------------------
-    def copy(self, dst_mc: int, src_mc: int, size: int) -> int:
-        """Copy `size` bytes between GPU (MC) addresses; returns the fence sequence that ends it."""
+    def copy(self, dst: int, src: int, size: int) -> int:
+        """Copy `size` bytes between GPU addresses of VMID 0 (VRAM's FB range or the GART window);
+        returns the fence sequence that ends it."""
         if size <= 0:
             raise InvalidArgument(f"SDMA0 copy of {size} bytes")
         offset = 0
         while offset < size:
             chunk = min(COPY_MAX_BYTES, size - offset)
-            self.submit(copy_linear_packet(dst_mc + offset, src_mc + offset, chunk))
+            self.submit(copy_linear_packet(dst + offset, src + offset, chunk))
             offset += chunk
         return self.signal()
+
+    # -- host <-> VRAM through a GART-mapped staging buffer ----------------------------------------
+    def _staging_buffer(self):
+        """(DMA buffer, GART mapping, GART) of the staging buffer, made at first use."""
+        if self.staging is not None:
+            return self.staging
+        gart = None
+        for block in self.device.blocks:
+            if block.block == "GMC" and block in self.device.hw_done:
+                gart = getattr(block, "gart", None)
+        if gart is None:
+            raise InvalidArgument("SDMA0: host copies need the GMC block's GART window; bring GMC up "
+                                  "before SDMA")
+        pci = self.device.pci
+        buffer = pci.alloc_dma(self.staging_bytes)
+        try:
+            mapping = gart.map(buffer)
+        except BaseException:
+            pci.free_dma(buffer)
+            raise
+        self.staging = (buffer, mapping, gart)
+        return self.staging
+
+    def _free_staging(self) -> None:
+        if self.staging is None:
+            return
+        buffer, mapping, gart = self.staging
+        self.staging = None
+        try:
+            gart.unmap(mapping)
+        finally:
+            self.device.pci.free_dma(buffer)
+
+    @staticmethod
+    def _check_span(buffer, offset: int, size: int, what: str) -> None:
+        if size <= 0 or offset < 0 or offset + size > buffer.size:
+            raise InvalidArgument(f"SDMA0 {what}: [{offset:#x}, +{size:#x}) is not inside the "
+                                  f"{buffer.size:#x}-byte VRAM buffer")
+
+    def copy_to_vram(self, buffer, data: bytes, offset: int = 0) -> None:
+        """Copy host bytes `data` into VRAMBuffer `buffer` at `offset`, through the staging buffer."""
+        self._check_span(buffer, offset, len(data), "copy to VRAM")
+        staging, mapping, _ = self._staging_buffer()
+        view = memoryview(data)
+        done = 0
+        while done < len(data):
+            chunk = min(self.staging_bytes, len(data) - done)
+            staging.region.write(0, bytes(view[done:done + chunk]))
+            self.wait(self.copy(buffer.mc_address + offset + done, mapping.va, chunk))
+            done += chunk
+
+    def copy_from_vram(self, buffer, size: int, offset: int = 0) -> bytes:
+        """`size` bytes of VRAMBuffer `buffer` from `offset`, copied out through the staging buffer."""
+        self._check_span(buffer, offset, size, "copy from VRAM")
+        staging, mapping, _ = self._staging_buffer()
+        out = bytearray()
+        while len(out) < size:
+            chunk = min(self.staging_bytes, size - len(out))
+            self.wait(self.copy(mapping.va, buffer.mc_address + offset + len(out), chunk))
+            out += staging.region.read(0, chunk)
+        return bytes(out)
 
     def signal(self, interrupt: bool = False) -> int:
         """A FENCE writing the next sequence number (and a TRAP when `interrupt`); returns it."""
