@@ -2,6 +2,7 @@
 
 Public entry points:
     hal.open(device_string, os=None, **options) -> PCIDevice    (see hal.devstring for the syntax)
+    hal.open_observer(device_string, os=None) -> PCIDevice       (read-only look; no lock, no unbind)
     hal.list_devices(os=None, all_classes=False) -> list[DeviceInfo]
 `os` defaults to `hal.os.host()`, the real machine; tests pass a mock machine's seam.
 Environment: GPUHAL_LOCK_DIR (ownership lock directory, default /run/lock) and GPUHAL_DEVICE (the
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from hal.backend import DMABuffer, PCIBackend
 from hal.config import BarInfo, Capability, LinkStatus
-from hal.discovery import DeviceInfo, list_devices, open_device
+from hal.discovery import DeviceInfo, list_devices, open_device, open_observer
 from hal.errors import (BackendUnavailable, BadBinary, DeviceBusy, DeviceLost, DeviceNotFound, DeviceTimeout,
                         FirmwareError, HalError, InvalidArgument, PermissionDenied, UnsupportedOperation)
 from hal.pcidev import PCIDevice
@@ -20,7 +21,8 @@ from hal.region import CallbackRegion, MemoryRegion, Region
 open = open_device
 
 __all__ = [
-    "open", "open_device", "list_devices", "DeviceInfo", "PCIDevice", "PCIBackend", "DMABuffer",
+    "open", "open_device", "open_observer", "list_devices", "DeviceInfo", "PCIDevice", "PCIBackend",
+    "DMABuffer",
     "BarInfo", "Capability", "LinkStatus", "Region", "MemoryRegion", "CallbackRegion",
     "HalError", "DeviceNotFound", "DeviceBusy", "PermissionDenied", "DeviceLost", "DeviceTimeout",
     "BackendUnavailable", "UnsupportedOperation", "InvalidArgument", "FirmwareError", "BadBinary",

@@ -160,6 +160,22 @@ def open_device(device: str | None, os: OS | None = None, *, unbind: bool = Fals
     raise BackendUnavailable(f"no backend could open {wanted.bdf}: {reasons}")
 
 
+def open_observer(device: str | None, os: OS | None = None) -> PCIDevice:
+    """Open a device to look at it while another process may own it (a status tool).
+
+    Through the sysfs backend whatever the device string names (config file and resourceN
+    mappings need no driver change), without the ownership lock, without unbinding any driver and
+    without writing config space (decoding and bus mastering stay as the owner left them).
+    The caller must only read, and only registers whose reads have no side effects: writes and
+    index/data windows belong to the owner. close() unmaps and closes; nothing is handed back.
+    """
+    os = os or host()
+    wanted = devstring.parse(device)
+    SysfsPCI(os).require(wanted.bdf)
+    backend = pci_backend.open_backend(os, wanted.bdf)
+    return PCIDevice(backend, os, rebind_on_close=False)
+
+
 def _check_bar_sizes(bar_sizes: dict[int, int | str] | None) -> None:
     for index, size in (bar_sizes or {}).items():
         if not isinstance(index, int) or not 0 <= index < pci_regs.PCI_STD_NUM_BARS:

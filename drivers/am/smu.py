@@ -296,6 +296,24 @@ class SMUMetrics(TypedDict):
     fan_rpm: int
 
 
+def decode_metrics(data: bytes) -> SMUMetrics:
+    """SmuMetricsExternal_t (as TransferTableSmu2Dram of TABLE_SMU_METRICS leaves it) decoded; also
+    what a reader of the owner's driver table uses (tools.smi)."""
+    metrics = drv.SmuMetricsExternal_t.from_bytes(data).SmuMetrics
+    temperatures = metrics.AvgTemperature
+    return SMUMetrics(
+        counter=metrics.MetricsCounter,
+        temperature_edge_c=temperatures[drv.TEMP_EDGE],
+        temperature_hotspot_c=temperatures[drv.TEMP_HOTSPOT],
+        temperature_memory_c=temperatures[drv.TEMP_MEM],
+        power_socket_w=metrics.AverageSocketPower,
+        clocks_mhz={name: metrics.CurrClock[clock] for name, clock in METRIC_CLOCKS.items()},
+        activity_gfx_percent=metrics.AverageGfxActivity,
+        activity_memory_percent=metrics.AverageUclkActivity,
+        fan_rpm=metrics.AvgFanRpm,
+    )
+
+
 class SMUv13_0_0(IPBlock):
     """MP1 13.0.0: the PMFW's mailbox, driver table, features, DPM clocks, metrics and mode1."""
 
@@ -395,20 +413,7 @@ class SMUv13_0_0(IPBlock):
         if self.driver_table is None:
             raise InvalidArgument(f"{self.device.pci.bdf}: the SMU block is not up (no driver table)")
         self.mailbox.send(ppsmc.PPSMC_MSG_TransferTableSmu2Dram, drv.TABLE_SMU_METRICS)
-        data = self.driver_table.view.read(0, drv.SmuMetricsExternal_t.SIZE)
-        metrics = drv.SmuMetricsExternal_t.from_bytes(data).SmuMetrics
-        temperatures = metrics.AvgTemperature
-        return SMUMetrics(
-            counter=metrics.MetricsCounter,
-            temperature_edge_c=temperatures[drv.TEMP_EDGE],
-            temperature_hotspot_c=temperatures[drv.TEMP_HOTSPOT],
-            temperature_memory_c=temperatures[drv.TEMP_MEM],
-            power_socket_w=metrics.AverageSocketPower,
-            clocks_mhz={name: metrics.CurrClock[clock] for name, clock in METRIC_CLOCKS.items()},
-            activity_gfx_percent=metrics.AverageGfxActivity,
-            activity_memory_percent=metrics.AverageUclkActivity,
-            fan_rpm=metrics.AvgFanRpm,
-        )
+        return decode_metrics(self.driver_table.view.read(0, drv.SmuMetricsExternal_t.SIZE))
 
     # -- resets and unload -------------------------------------------------------------------------
     def prepare_for_unload(self) -> None:
