@@ -127,25 +127,21 @@ def register_vendor_reset(vendor: int, device: int, reset: VendorReset) -> None:
 
 def _am_mode1_available() -> str | None:
     try:
-        from drivers.am import smu as am_smu
+        from drivers.am import reset as am_reset
     except ImportError as exc:
-        return f"the AM driver has no SMU block in this tree (drivers.am.smu: {exc})"
-    missing = [name for name in ("open_mailbox", "mode1_reset") if not hasattr(am_smu, name)]
-    if missing:
-        return f"drivers.am.smu lacks {', '.join(missing)}"
+        return f"the AM driver has no reset module in this tree (drivers.am.reset: {exc})"
+    if not hasattr(am_reset, "mode1_reset_pci"):
+        return "drivers.am.reset lacks mode1_reset_pci"
     return None
 
 
 def _am_mode1(device: PCIDevice, timeout_s: float) -> str:
-    """drivers.am.smu's mode1 (bus mastering off, Mode1Reset, config restored, memory size polled)."""
-    from drivers.am import smu as am_smu
+    """drivers.am.reset's mode1 (bus mastering off, Mode1Reset through the SMU, readiness through
+    hal, config restored, memory size and IFWI done polled, boot layout flags cleared)."""
+    from drivers.am import reset as am_reset
 
-    mailbox = am_smu.open_mailbox(device, timeout_s=timeout_s)
-    if not mailbox.firmware_running():
-        raise UnsupportedOperation(f"{device.bdf}: the SMU firmware is not running (MP1 firmware flags), "
-                                   "so nothing takes a mode1 request")
-    am_smu.mode1_reset(mailbox, ready_timeout_s=timeout_s)
-    return "Mode1Reset taken by the SMU, the memory-size register answers again"
+    am_reset.mode1_reset_pci(device, timeout_s=timeout_s)
+    return "Mode1Reset taken by the SMU, the memory-size register answers and the IFWI reports done"
 
 
 register_vendor_reset(PCI_VENDOR_AMD, NAVI31_DEVICE_ID,

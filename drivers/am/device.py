@@ -8,6 +8,10 @@ Bring-up (the order amdgpu follows in amdgpu_device_init / amdgpu_device_ip_init
 3. resolve each block of `BLOCK_ORDER` once, by its discovered version, to its implementation
    (`IMPLEMENTATIONS`); an unknown version is an error naming it and the known ones;
 4. sw_init of every block in order, then hw_init of every block in order.
+With a boot layout (drivers.am.boot; any bring-up that has blocks), step 4 depends on what the
+previous owner left: a cold boot as above; a warm attach (sw_init, then each block's warm_init:
+rings and tables reused, no firmware loaded again); or, after a crashed owner or a layout that
+does not match the hardware, a mode1 reset (drivers.am.reset) and then a cold boot.
 Teardown (`fini`, also after a failed step) runs hw_fini in reverse for each block whose hw_init
 succeeded, then sw_fini in reverse for each block whose sw_init succeeded.
 
@@ -16,12 +20,16 @@ transports work unchanged.
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
+import weakref
 
 from autogen.linux import pci_regs
 
 from drivers.am import discovery
+from drivers.am import reset as am_reset
+from drivers.am.boot import BootLayout, Decision, State, WarmAttachRefused
 from drivers.am.gart import GART_SIZE
 from drivers.am.gmc import GMCv11
 from drivers.am.ih import IH_RING_SIZE, IH_TIMEOUT_S, IHv6_0
@@ -117,9 +125,15 @@ class AMDevice:
         self.registers = Registers(self.mmio, self.discovery.blocks())
         self.vram = VRAMWindow(self.vram_bar, self.registers)
         self.memory = Memory(self)  # VRAM location, reservations and allocator, before any sw_init
-        for block in block_order:
-            version = self.discovery.version(VERSION_FROM.get(block, block))
-            self.blocks.append(resolve(block, version, implementations)(self))
+        self._classes = [resolve(block, self.discovery.version(VERSION_FROM.get(block, block)),
+                                 implementations) for block in block_order]
+        self.blocks = [cls(self) for cls in self._classes]
+        # a discovery-only device (block_order=(), tools) neither reads nor writes the boot layout
+        self.boot: BootLayout | None = BootLayout(self) if self.blocks else None
+        if self.boot is not None:
+            self.boot.reserve()
+        self.boot_kind = "cold"  # how init() brought the blocks up: "cold", "warm" or "reset"
+        self.boot_reason = ""
         self.init()
 
     # -- discovery -----------------------------------------------------------------------------
@@ -158,7 +172,33 @@ class AMDevice:
         raise LookupError(f"no {name} block (blocks: {', '.join(b.block for b in self.blocks)})")
 
     def init(self) -> None:
-        """sw_init every block, then hw_init every block; on failure undo what succeeded and raise."""
+        """Bring every block up: cold, warm or after a mode1 reset, as the boot layout says (see the
+        module docstring); on failure undo what succeeded and raise."""
+        if self.boot is None:
+            self._cold()
+            return
+        bdf = self.pci.bdf
+        decision = self.boot.inspect()
+        if decision.kind == "warm":
+            try:
+                self._warm(decision)
+                return
+            except WarmAttachRefused as exc:
+                decision = Decision("reset", f"warm attach refused: {exc}", decision.layout)
+        if decision.kind == "reset":
+            log.warning("%s: %s: mode1 reset, then a cold boot", bdf, decision.reason)
+            self._reset_for_cold_boot()
+        else:
+            log.info("%s: cold boot: %s", bdf, decision.reason)
+        self.boot_kind = decision.kind
+        self.boot_reason = decision.reason
+        self.boot.begin(decision.layout)
+        self._cold()
+        self.boot.up()
+        self._detach_at_exit()
+
+    def _cold(self) -> None:
+        """sw_init every block, then hw_init every block."""
         try:
             for block in self.blocks:
                 block.sw_init()
@@ -170,6 +210,82 @@ class AMDevice:
             self._teardown()  # failures there are logged; the bring-up error is the one to see
             raise
 
+    def _warm(self, decision: Decision) -> None:
+        """sw_init every block on the previous owner's allocations, then warm_init every block."""
+        layout = decision.layout
+        self.memory.adopt([(item.offset, item.size, item.purpose) for item in layout.allocations])
+        self.boot.attach(layout)
+        try:
+            for block in self.blocks:
+                block.sw_init()
+                self.sw_done.append(block)
+            self._check_firmware(layout.firmware)
+            for block in self.blocks:
+                block.warm_init()
+                self.hw_done.append(block)
+        except WarmAttachRefused:
+            self._teardown(record=False)
+            raise
+        except BaseException:
+            self._teardown()
+            raise
+        for offset, size, purpose in self.memory.end_adoption():
+            log.info("%s: warm attach: %r at VRAM %#x (+%#x) of the previous owner freed", self.pci.bdf,
+                     purpose, offset, size)
+        self.boot_kind = "warm"
+        self.boot_reason = decision.reason
+        self.boot.up()
+        self._detach_at_exit()
+        log.info("%s: attached warm (%s)", self.pci.bdf, decision.reason)
+
+    def _check_firmware(self, recorded: dict[str, str]) -> None:
+        try:
+            psp = self.block("PSP")
+        except LookupError:
+            return
+        now = {name: image.sha256 for name, image in psp.firmware.items()}
+        if now != recorded:
+            names = set(now) | set(recorded)
+            changed = sorted(name for name in names if now.get(name) != recorded.get(name))
+            raise WarmAttachRefused(f"{self.pci.bdf}: the firmware files differ from the running set: "
+                                    f"{', '.join(changed)}")
+
+    def _reset_for_cold_boot(self) -> None:
+        """Mode1 (drivers.am.reset), then fresh VRAM bookkeeping and blocks for a cold boot."""
+        try:
+            am_reset.mode1_reset_device(self)
+        except UnsupportedOperation as exc:
+            # no PMFW: the previous owner died before the PSP loaded it, and on MP0 13.0.0 the
+            # SMU firmware precedes SETUP_TMR (psp_hw_start), so no TMR is set up either
+            log.warning("%s: no mode1 reset (%s); booting cold over what is left", self.pci.bdf, exc)
+        self.memory = Memory(self)
+        self.blocks = [cls(self) for cls in self._classes]
+        self.sw_done = []
+        self.hw_done = []
+        self.boot.reserve()
+
+    def detach(self) -> None:
+        """Let go with the hardware up, as a process exit does: state DOWN_CLEAN, the flags kept, so
+        the next owner attaches warm. Host-side resources go with the PCIDevice when it closes."""
+        if self.boot is not None and self.hw_done:
+            self.boot.set_state(State.DOWN_CLEAN)
+        self.hw_done = []
+        self.sw_done = []
+
+    def _detach_at_exit(self) -> None:
+        reference = weakref.ref(self)
+
+        def detach() -> None:
+            device = reference()
+            if device is None or not device.hw_done or not device.pci.holds_ownership_lock:
+                return
+            try:
+                device.detach()
+            except Exception as exc:  # exiting: say why the next owner will see a crash
+                log.warning("%s: detach at exit failed: %s", device.pci.bdf, exc)
+
+        atexit.register(detach)
+
     def fini(self) -> None:
         """hw_fini in reverse for the blocks whose hw_init succeeded, then sw_fini likewise. Every
         step runs even when one fails; the first failure is raised at the end."""
@@ -177,7 +293,13 @@ class AMDevice:
         if failures:
             raise failures[0]
 
-    def _teardown(self) -> list[Exception]:
+    def _teardown(self, record: bool = True) -> list[Exception]:
+        """Undo what succeeded. With `record`, the boot layout says SHUTTING_DOWN meanwhile, and
+        after a clean teardown DOWN_CLEAN with the flags cleared (a failed one stays SHUTTING_DOWN,
+        so the next owner resets the GPU)."""
+        boot = self.boot if record and (self.hw_done or self.sw_done) else None
+        if boot is not None:
+            boot.set_state(State.SHUTTING_DOWN)
         failures: list[Exception] = []
         while self.hw_done:
             block = self.hw_done.pop()
@@ -193,6 +315,8 @@ class AMDevice:
             except Exception as exc:
                 log.error("%s: sw_fini of %s failed: %s", self.pci.bdf, block.name, exc)
                 failures.append(exc)
+        if boot is not None and not failures:
+            boot.torn_down()
         return failures
 
     def __enter__(self) -> "AMDevice":

@@ -37,6 +37,12 @@ class IPBlock:
     def hw_init(self) -> None:
         """Program the hardware."""
 
+    def warm_init(self) -> None:
+        """Attach to hardware a previous owner left up (drivers.am.boot): bind to the existing
+        rings and tables without reloading firmware. By default hw_init, for blocks whose
+        programming is safe to repeat."""
+        self.hw_init()
+
     def hw_fini(self) -> None:
         """Undo hw_init."""
 

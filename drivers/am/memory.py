@@ -100,6 +100,7 @@ class Memory:
         self.reservations = self._reservations()
         self._allocators = self._make_allocators()
         self._buffers: dict[int, VRAMBuffer] = {}
+        self._held: list[tuple[int, int, str]] = []  # a previous owner's allocations (adopt)
         log.info("%s: VRAM at MC %#x-%#x, %#x bytes CPU-visible, reserved: %s", device.pci.bdf,
                  self.fb_base, self.fb_top, self.visible_size,
                  ", ".join(f"{r.name} {r.offset:#x}+{r.size:#x}" for r in self.reservations))
@@ -135,7 +136,13 @@ class Memory:
     # -- allocation --------------------------------------------------------------------------------
     def alloc_vram(self, size: int, alignment: int = GPU_PAGE_SIZE, purpose: str = "") -> VRAMBuffer:
         """A VRAM buffer of `size` bytes (rounded up to 4 KiB) at an `alignment`-aligned offset,
-        CPU-visible when BAR0 has room. OutOfMemory names the purpose and what is free."""
+        CPU-visible when BAR0 has room. OutOfMemory names the purpose and what is free.
+        While a previous owner's allocations are held (`adopt`), the first held one with this
+        purpose, size and alignment is handed over in place."""
+        for index, (offset, held_size, held_purpose) in enumerate(self._held):
+            if held_purpose == purpose and held_size >= size and offset % alignment == 0:
+                del self._held[index]
+                return self._buffer(offset, held_size, purpose)
         for allocator in self._allocators:
             try:
                 offset = allocator.alloc(size, alignment)
@@ -156,6 +163,47 @@ class Memory:
             if allocator.base <= offset < allocator.base + allocator.size:
                 allocator.reserve(offset, size)
                 return self._buffer(offset, allocator.size_of(offset), purpose)
+        raise InvalidArgument(f"{self.device.pci.bdf}: VRAM offset {offset:#x} is reserved or past "
+                              f"the end of VRAM ({self.vram_size:#x} bytes)")
+
+    def adopt(self, allocations) -> None:
+        """A warm attach: hold each (offset, size, purpose) a previous owner recorded, so that the
+        blocks' allocations get their live structures back in place and nothing else lands on them."""
+        for offset, size, purpose in allocations:
+            for allocator in self._allocators:
+                if allocator.base <= offset < allocator.base + allocator.size:
+                    allocator.reserve(offset, size)
+                    self._held.append((offset, size, purpose))
+                    break
+            else:
+                raise InvalidArgument(f"{self.device.pci.bdf}: recorded allocation {purpose!r} at "
+                                      f"{offset:#x} lies outside the allocatable VRAM")
+
+    def held_size(self, purpose: str) -> int | None:
+        """The size of the first held allocation with this purpose (see `adopt`), or None."""
+        for _, size, held_purpose in self._held:
+            if held_purpose == purpose:
+                return size
+        return None
+
+    def end_adoption(self) -> list[tuple[int, int, str]]:
+        """Free the held allocations no block claimed (their owner is gone); returns them."""
+        left = self._held
+        self._held = []
+        for offset, _, _ in left:
+            for allocator in self._allocators:
+                if allocator.base <= offset < allocator.base + allocator.size:
+                    allocator.free(offset)
+        return left
+
+    def reserve_fixed(self, offset: int, size: int, name: str) -> Region:
+        """Keep [offset, offset + size) out of the allocator for the device's lifetime, listed in
+        `reservations` like the stolen VGA memory (not a buffer); returns its view."""
+        for allocator in self._allocators:
+            if allocator.base <= offset < allocator.base + allocator.size:
+                allocator.reserve(offset, size)
+                self.reservations.append(Reservation(name, offset, size))
+                return self._view(offset, size)
         raise InvalidArgument(f"{self.device.pci.bdf}: VRAM offset {offset:#x} is reserved or past "
                               f"the end of VRAM ({self.vram_size:#x} bytes)")
 

@@ -30,6 +30,7 @@ from autogen.amd import amdgpu_ucode as ucode
 from autogen.amd import psp_gfx_if as gfx
 from autogen.linux import pci_regs
 from drivers.am import firmware
+from drivers.am.boot import WarmAttachRefused
 from drivers.am.ip import IPBlock, poll
 from hal.errors import DeviceTimeout, FirmwareError
 
@@ -264,6 +265,35 @@ class PSPv13_0(IPBlock):
             self.load_ip_firmware(section)
             if section.ucode_id == ucode.AMDGPU_UCODE_ID_RLC_G:
                 self.submit(gfx.GFX_CMD_ID_AUTOLOAD_RLC)
+
+    def warm_init(self) -> None:
+        """Attach to a running SOS a previous owner left with its KM ring and TMR: nothing is
+        loaded again. The ring must be the one at this block's ring buffer (C2PMSG_69/70/71 keep
+        what psp_v13_0_ring_create wrote) and C2PMSG_64 ready without an error; the fence value
+        continues from what the fence buffer holds; the TMR is the recorded one (device.memory
+        hands it back in place). Otherwise WarmAttachRefused (drivers.am.boot)."""
+        bdf = self.device.pci.bdf
+        if not self.sos_alive:
+            raise WarmAttachRefused(f"{bdf}: PSP SOS is not running (C2PMSG_81 reads 0)")
+        address = self._reg(69).read() | self._reg(70).read() << 32
+        size = self._reg(71).read()
+        if (address, size) != (self.ring_buffer.mc_address, PSP_RING_SIZE):
+            ours = self.ring_buffer.mc_address
+            raise WarmAttachRefused(f"{bdf}: PSP KM ring registers say MC {address:#x} + {size:#x}, this "
+                                    f"block's ring is MC {ours:#x} + {PSP_RING_SIZE:#x}")
+        control = self._reg(64).read()
+        if control & (MBOX_READY | gfx.GFX_CMD_STATUS_MASK) != MBOX_READY:
+            raise WarmAttachRefused(f"{bdf}: PSP C2PMSG_64 reads {control:#010x}: the KM ring is not idle")
+        self.sos_version = self._reg(58).read()
+        self.fence_value = self.fence_buffer.view.read32(0)
+        tmr_size = self.device.memory.held_size("psp tmr")
+        if tmr_size is None:
+            raise WarmAttachRefused(f"{bdf}: the boot layout records no PSP TMR")
+        self.tmr = self.device.memory.alloc_vram(tmr_size, alignment=PSP_TMR_ALIGNMENT, purpose="psp tmr")
+        self.ring_created = True
+        self.tmr_set_up = True
+        log.info("%s: PSP SOS %#x attached warm: ring at MC %#x, fence %d, TMR at MC %#x", bdf,
+                 self.sos_version, address, self.fence_value, self.tmr.mc_address)
 
     def _flush_hdp(self) -> None:
         try:
