@@ -52,7 +52,7 @@ def mode1_reset(pci: PCIDevice, registers, *, mp1_version: tuple[int, int, int] 
     mailbox = SMUMailbox(pci, registers, smu_timeout_s)
     if not mailbox.firmware_running():
         raise UnsupportedOperation(f"{pci.bdf}: the SMU firmware is not running (MP1 firmware flags), so "
-                                   "nothing takes a mode1 request; use a PCI reset (tools.reset_gpu)")
+                                   "nothing takes a mode1 request; use a PCI reset (FLR or bus reset)")
     saved = pci.save_config_state()
     command = pci.cfg_read16(pci_regs.PCI_COMMAND)
     pci.cfg_write16(pci_regs.PCI_COMMAND, command & ~pci_regs.PCI_COMMAND_MASTER)
