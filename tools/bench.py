@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
 import sys
 import time
@@ -20,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "hal": "hal.bench",
     "autogen": "autogen.bench",
     "vm": "drivers.vm.bench",
+    "boot": "drivers.am.bench",
 }
 
 JSON_HELP = ('--json prints one JSON list, an object per benchmark run: {"name": the benchmark, "seconds": '
@@ -50,6 +52,32 @@ class _MockGPURegions:
             self.opened.pop().close()
 
 
+class _MockNavi31:
+    """Builds, per call, a fresh default mock machine for the boot benchmark, with the synthetic
+    Navi31 firmware set in a temporary root (drivers never import the mock). Closes what it made."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        from mockgpu.amd.firmware_images import write_navi31_set
+
+        self._scratch = tempfile.TemporaryDirectory(prefix="gpuhal-bench-")
+        self.firmware_dir = str(write_navi31_set(f"{self._scratch.name}/firmware"))
+        self.lock_dir = f"{self._scratch.name}/lock"
+        os.mkdir(self.lock_dir)
+
+    def __call__(self):
+        from types import SimpleNamespace
+
+        from mockgpu import GPU_BDF, Machine
+
+        machine = Machine.default(lock_dir=self.lock_dir)
+        return SimpleNamespace(seam=machine.os, device=f"pci:{GPU_BDF}", firmware_dir=self.firmware_dir)
+
+    def close(self) -> None:
+        self._scratch.cleanup()
+
+
 def run_benchmark(name: str) -> dict:
     module = importlib.import_module(BENCHMARKS[name])
     kwargs = {}
@@ -57,6 +85,9 @@ def run_benchmark(name: str) -> dict:
     if name == "hal":
         mock_regions = _MockGPURegions()
         kwargs["mock_region_factory"] = mock_regions
+    if name == "boot":
+        mock_regions = _MockNavi31()
+        kwargs["mock_gpu_factory"] = mock_regions
     start = time.perf_counter()
     try:
         figures = module.run(**kwargs)
