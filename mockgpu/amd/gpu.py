@@ -26,6 +26,7 @@ from hal.region import CallbackRegion, Region
 from mockgpu.amd.discovery_table import NAVI31_IPS, IPEntry, build_table, table_offset
 from mockgpu.amd.gmc import GMC
 from mockgpu.amd.ih import IHModel
+from mockgpu.amd.mec import MECModel
 from mockgpu.amd.psp import PSPModel
 from mockgpu.amd.regfile import REGISTER_BYTES, WORD_MASK, RegisterFile
 from mockgpu.amd.sdma import SDMAModel
@@ -94,6 +95,9 @@ class Navi31GPU(Navi31Function):
         self.sdma = SDMAModel(self)  # SDMA0's gfx queue, run by its doorbell or RB_WPTR writes
         self.models.append(self.sdma)
         self.doorbell_listeners.append(self.sdma.doorbell)
+        self.mec = MECModel(self)  # MEC1: compute HQDs selected through GRBM_GFX_CNTL, PM4 on doorbells
+        self.models.append(self.mec)
+        self.doorbell_listeners.append(self.mec.doorbell)
 
     # -- power-on state -------------------------------------------------------------------------
     def write_discovery_table(self, blob: bytes) -> None:
