@@ -133,6 +133,8 @@ TARGETS: tuple[Target, ...] = (
     _amd("v11_structs", "include/v11_structs.h",
          "AMD gfx11 MQD and SDMA queue descriptors (v11_structs.h)."),
     _amd("nvd", "amdgpu/nvd.h", "AMD PM4 packets for gfx10/gfx11 (nvd.h)."),
+    _amd("navi10_enum", "include/navi10_enum.h",
+         "AMD gfx10/gfx11 hardware enums: event types, formats (navi10_enum.h)."),
     _amd("sdma_v6_0_0_pkt_open", "amdgpu/sdma_v6_0_0_pkt_open.h",
          "AMD SDMA 6.0 packets (sdma_v6_0_0_pkt_open.h)."),
     _amd("irqsrcs_gfx_11_0_0", "include/ivsrcid/gfx/irqsrcs_gfx_11_0_0.h",

@@ -31,6 +31,8 @@ from drivers.am import discovery
 from drivers.am import reset as am_reset
 from drivers.am.boot import BootLayout, Decision, State, WarmAttachRefused
 from drivers.am.gart import GART_SIZE
+from drivers.am.gfx import GC_AUTOLOAD_TIMEOUT_S, GC_TIMEOUT_S, GCv11_0
+from drivers.am.gfx import RING_SIZE as GC_RING_SIZE
 from drivers.am.gmc import GMCv11
 from drivers.am.ih import IH_RING_SIZE, IH_TIMEOUT_S, IHv6_0
 from drivers.am.ip import IPBlock, poll
@@ -59,7 +61,7 @@ IFWI_TIMEOUT_S = 2.0
 # blocks brought up, in order (later: GC)
 BLOCK_ORDER: tuple[str, ...] = ("NBIO", "HDP", "GMC", "IH", "PSP", "SMU", "SDMA")
 IMPLEMENTATIONS: tuple[type[IPBlock], ...] = (NBIOv4_3, HDPv6_0, GMCv11, IHv6_0, PSPv13_0, SMUv13_0_0,
-                                                SDMAv6_0)
+                                                SDMAv6_0, GCv11_0)
 # blocks whose version is another IP's in the discovery table (amdgpu_discovery.c
 # amdgpu_discovery_set_{gmc,ih,psp,smu,sdma}_ip_blocks switch on GC, OSSSYS, MP0, MP1, SDMA0)
 VERSION_FROM: dict[str, str] = {"GMC": "GC", "IH": "OSSSYS", "PSP": "MP0", "SMU": "MP1",
@@ -88,6 +90,9 @@ class AMConfig:
     smu_timeout_s: float = SMU_TIMEOUT_S  # one SMU message's answer (smu_cmn.c __smu_cmn_poll_stat)
     smu_mode1_wait_s: float = MODE1_WAIT_S  # the pause after the SMU took a mode1 request
     smu_mode1_ready_timeout_s: float = MODE1_READY_TIMEOUT_S  # registers answer again after mode1
+    gc_autoload_timeout_s: float = GC_AUTOLOAD_TIMEOUT_S  # RLC autoload complete (gfx_v11_0)
+    gc_timeout_s: float = GC_TIMEOUT_S  # compute ring space, fences, ring test and dequeue
+    gc_ring_size: int = GC_RING_SIZE  # bytes, a power of two
 
 
 def _version_text(version: tuple[int, int, int]) -> str:
