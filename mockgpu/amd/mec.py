@@ -28,8 +28,10 @@ protocol it is written against):
   offset in the ring (hqd_load_v11: "the number of valid bits in the 32-bit RPTR depends on the
   queue size"), reported to the rptr report address after progress unless NO_UPDATE_RPTR;
 - PM4 type-3 packets (nvd.h): NOP (count 0x3FFF: one dword, gfx_v11_0.c's compute ring nop),
-  SET_SH_REG (into the SH window of the register file), ACQUIRE_MEM, RELEASE_MEM (EOP or EOS event;
-  DATA_SEL none/32/64/GPU clock/system clock; INT_SEL none/interrupt/after write confirm, the
+  SET_SH_REG and SET_UCONFIG_REG (into those windows of the register file; amdgpu's compute ring
+  test writes SCRATCH_REG0 so), WRITE_DATA (register or memory: amdgpu's IB test), ACQUIRE_MEM,
+  RELEASE_MEM (EOP or EOS event; DATA_SEL none/32/64/GPU clock/system clock; INT_SEL
+  none/interrupt/after write confirm, the
   interrupt being CP_EOP_INTERRUPT from SOC21_IH_CLIENTID_GRBM_CP when the pipe's
   TIME_STAMP_INT_ENABLE is set: gfx_v11_0_set_compute_eop_interrupt_state), WAIT_REG_MEM (register
   or memory, the seven compare functions, write-wait-write form), INDIRECT_BUFFER (one level),
@@ -107,6 +109,7 @@ WAIT_REG_MEM_BODY = 6  # gfx_v11_0_wait_reg_mem: PACKET3(PACKET3_WAIT_REG_MEM, 5
 INDIRECT_BUFFER_BODY = 3  # gfx_v11_0_ring_emit_ib_compute: PACKET3(PACKET3_INDIRECT_BUFFER, 2)
 COPY_DATA_BODY = 5  # gfx_v11_0_ring_emit_rreg: PACKET3(PACKET3_COPY_DATA, 4)
 DISPATCH_DIRECT_BODY = 4  # dim x, y, z and COMPUTE_DISPATCH_INITIATOR
+WRITE_DATA_HEADER = 3  # gfx_v11_0_ring_emit_wreg: control, address lo, address hi before the data
 # EVENT_WRITE: EVENT_INDEX 0 (any non-TS event) and 4 (*S_PARTIAL_FLUSH) carry no address; 1-3
 # (ZPASS_DONE, SAMPLE_PIPELINESTAT, SAMPLE_STREAMOUTSTAT) carry a 64-bit one (nvd.h EVENT_INDEX)
 EVENT_WRITE_PLAIN_INDICES = (0, 4)
@@ -729,6 +732,8 @@ class MECModel:
     def _packet_handlers(self) -> dict[int, Callable]:
         return {
             nvd.PACKET3_SET_SH_REG: self._set_sh_reg,
+            nvd.PACKET3_SET_UCONFIG_REG: self._set_uconfig_reg,
+            nvd.PACKET3_WRITE_DATA: self._write_data,
             nvd.PACKET3_ACQUIRE_MEM: self._acquire_mem,
             nvd.PACKET3_RELEASE_MEM: self._release_mem,
             nvd.PACKET3_WAIT_REG_MEM: self._wait_reg_mem,
@@ -745,19 +750,57 @@ class MECModel:
                               f"{name} has {' or '.join(str(n) for n in lengths)})")
 
     def _set_sh_reg(self, hqd, body, vmid, in_ib, header) -> int:
+        return self._set_window("SET_SH_REG", nvd.PACKET3_SET_SH_REG_START, nvd.PACKET3_SET_SH_REG_END, body)
+
+    def _set_uconfig_reg(self, hqd, body, vmid, in_ib, header) -> int:
+        # gfx_v11_0_ring_test_ring: SET_UCONFIG_REG of SCRATCH_REG0 on the compute rings
+        return self._set_window("SET_UCONFIG_REG", nvd.PACKET3_SET_UCONFIG_REG_START,
+                                nvd.PACKET3_SET_UCONFIG_REG_END, body)
+
+    def _set_window(self, name: str, start: int, end: int, body: list[int]) -> int:
+        """SET_*_REG: consecutive registers from `start` + the offset in the first body dword."""
         if len(body) < 2:
-            raise PacketError("SET_SH_REG: count 0 writes no register")
-        first = nvd.PACKET3_SET_SH_REG_START + body[0]
-        if body[0] >> 16 or first + len(body) - 1 > nvd.PACKET3_SET_SH_REG_END:
-            raise PacketError(f"SET_SH_REG: registers {first:#x}+{len(body) - 1} are outside the SH window "
-                              f"[{nvd.PACKET3_SET_SH_REG_START:#x}, {nvd.PACKET3_SET_SH_REG_END:#x})")
-        regfile = self.gpu.regfile
+            raise PacketError(f"{name}: count 0 writes no register")
+        first = start + body[0]
+        if body[0] >> 16 or first + len(body) - 1 > end:
+            raise PacketError(f"{name}: registers {first:#x}+{len(body) - 1} are outside its window "
+                              f"[{start:#x}, {end:#x})")
         for index, value in enumerate(body[1:]):
-            address = (first + index) * DWORD
-            if regfile.owned(address):
-                regfile.write32(address, value)
-            else:
-                regfile.poke(address, value)  # the CP's own write: not a driver access strict mode lists
+            self._register_write(first + index, value)
+        return len(body)
+
+    def _register_write(self, dword: int, value: int) -> None:
+        """The CP writes a register: owned ones through their hooks, the others stored (not a
+        driver access for strict mode to list)."""
+        regfile = self.gpu.regfile
+        address = dword * DWORD
+        if regfile.owned(address):
+            regfile.write32(address, value)
+        else:
+            regfile.poke(address, value)
+
+    def _write_data(self, hqd, body, vmid, in_ib, header) -> int:
+        # gfx_v11_0_ring_test_ib (memory) and gfx_v11_0_ring_emit_wreg (register): control, address
+        # lo/hi, then the data dwords
+        if len(body) < WRITE_DATA_HEADER + 1:
+            raise PacketError(f"WRITE_DATA: count {len(body) - 1} carries no data")
+        control = body[0]
+        destination = (control >> 8) & 0xF  # nvd.h WRITE_DATA_DST_SEL(x) ((x) << 8)
+        one_address = bool(control & nvd.WR_ONE_ADDR)
+        data = body[WRITE_DATA_HEADER:]
+        if destination == COPY_REGISTER:
+            for index, value in enumerate(data):
+                self._register_write(body[1] + (0 if one_address else index), value)
+            return len(body)
+        if destination not in (COPY_TC_L2, COPY_MEMORY):
+            raise PacketError(f"WRITE_DATA: DST_SEL {destination} is not modelled")
+        address = body[1] | body[2] << 32
+        if address % DWORD:
+            raise PacketError(f"WRITE_DATA: address {address:#x} is not dword aligned")
+        if one_address:
+            data = data[-1:]  # every dword lands on the same address: the last one stays
+        payload = b"".join(value.to_bytes(DWORD, "little") for value in data)
+        self._write(vmid, address, payload, ERROR_DATA_DESTINATION)
         return len(body)
 
     def _acquire_mem(self, hqd, body, vmid, in_ib, header) -> int:
@@ -841,7 +884,7 @@ class MECModel:
                 raise PacketError("WAIT_REG_MEM: the write-wait-write form works on registers only")
             # gfx_v11_0_ring_emit_hdp_flush: write the reference to the register in ADDR0 (the
             # request), then wait on the register in ADDR1 (the done flag)
-            regfile.write32(body[1] * DWORD, reference)
+            self._register_write(body[1], reference)
             value = regfile.read32(body[2] * DWORD)
         elif space == WAIT_SPACE_MEMORY:
             address = body[1] | body[2] << 32
@@ -907,8 +950,7 @@ class MECModel:
             data = self._read(vmid, source_address, size, ERROR_DATA_SOURCE)
         if destination == COPY_REGISTER:
             for i in range(size // DWORD):
-                word = int.from_bytes(data[i * DWORD:(i + 1) * DWORD], "little")
-                regfile.write32((body[3] + i) * DWORD, word)
+                self._register_write(body[3] + i, int.from_bytes(data[i * DWORD:(i + 1) * DWORD], "little"))
         else:
             if destination_address % size:
                 raise PacketError(f"COPY_DATA: destination {destination_address:#x} is not "

@@ -580,7 +580,7 @@ def test_packet_running_past_the_ib_end_stops_the_queue(compute):
 def test_set_sh_reg_outside_the_sh_window_is_refused(compute):
     past_the_end = nvd.PACKET3_SET_SH_REG_END - nvd.PACKET3_SET_SH_REG_START
     compute.submit(*packet3(nvd.PACKET3_SET_SH_REG, past_the_end, 1))
-    assert "outside the SH window" in compute.hqd().error
+    assert "SET_SH_REG: registers" in compute.hqd().error and "outside its window" in compute.hqd().error
 
 
 def test_copy_data_register_to_memory_like_emit_rreg(compute):
@@ -822,3 +822,38 @@ def test_an_unmet_wait_is_rechecked_in_simulated_time(compute):
     clock.run()
     assert compute.vram64(FENCE_OFFSET) == 0x42
     assert clock.actions == []
+
+
+def test_ring_test_set_uconfig_reg_writes_scratch_reg0(compute):
+    """gfx_v11_0_ring_test_ring on a compute ring: SET_UCONFIG_REG of SCRATCH_REG0."""
+    compute.write("GC", "regSCRATCH_REG0", 0xCAFEDEAD)
+    scratch = compute.gpu.regfile.address("GC", "regSCRATCH_REG0") // 4
+    compute.submit(*packet3(nvd.PACKET3_SET_UCONFIG_REG, scratch - nvd.PACKET3_SET_UCONFIG_REG_START,
+                            0xDEADBEEF))
+    assert compute.read("GC", "regSCRATCH_REG0") == 0xDEADBEEF
+
+
+def test_ib_test_write_data_to_memory(compute):
+    """gfx_v11_0_ring_test_ib: WRITE_DATA (DST_SEL 5, WR_CONFIRM) in an IB, then a fence."""
+    target = compute.mc(FENCE_OFFSET + 512)
+    compute.put32(FENCE_OFFSET + 512, 0xCAFEDEAD)
+    ib = packet3(nvd.PACKET3_WRITE_DATA, nvd.WRITE_DATA_DST_SEL(5) | nvd.WR_CONFIRM,
+                 target & 0xFFFFFFFF, target >> 32, 0xDEADBEEF)
+    for index, word in enumerate(ib):
+        compute.put32(IB_OFFSET + index * 4, word)
+    compute.submit(*indirect_buffer(compute.mc(IB_OFFSET), len(ib)),
+                   *release_mem(compute.mc(FENCE_OFFSET), 1))
+    assert compute.vram32(FENCE_OFFSET + 512) == 0xDEADBEEF
+    assert compute.vram64(FENCE_OFFSET) == 1
+
+
+def test_write_data_to_a_register_like_emit_wreg(compute):
+    scratch = compute.gpu.regfile.address("GC", "regSCRATCH_REG2") // 4
+    compute.submit(*packet3(nvd.PACKET3_WRITE_DATA, nvd.WR_CONFIRM, scratch, 0, 0x1357))
+    assert compute.read("GC", "regSCRATCH_REG2") == 0x1357
+
+
+def test_write_data_misaligned_or_empty_stops_the_queue(compute):
+    target = compute.mc(FENCE_OFFSET) + 2
+    compute.submit(*packet3(nvd.PACKET3_WRITE_DATA, nvd.WRITE_DATA_DST_SEL(5), target & 0xFFFFFFFF, 0, 1))
+    assert "not dword aligned" in compute.hqd().error
