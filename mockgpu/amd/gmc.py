@@ -7,10 +7,12 @@ invalidation, as on the hardware); the invalidation engines (VM_INVALIDATE_ENGn_
 and the protection-fault status latch (VM_L2_PROTECTION_FAULT_STATUS / _ADDR_LO32 / _ADDR_HI32)
 with a record per fault handed to `on_fault` (the IH model turns it into an interrupt entry).
 
-Every other register it reads (FB location, apertures, VM_CONTEXTn_*) stays in the register file:
-the model reads them through `RegisterSource.get(ip, name)` at the moment of each access. The few
-registers with side effects (`owned_registers()`) go to `read_register` / `write_register`:
-`connect(register_file)` gives them to the GMC in mockgpu.amd.regfile.RegisterFile;
+Every other register it reads (FB location, apertures, VM_CONTEXTn_*: `read_registers()`) stays in
+the register file: the model reads them through `RegisterSource.get(ip, name)` at the moment of each
+access. The registers with side effects (`owned_registers()`: invalidation engines, the fault latch,
+VM_L2_CNTL2's invalidate bits) go to `read_register` / `write_register`:
+`connect(register_file)` gives them to the GMC in mockgpu.amd.regfile.RegisterFile (and marks the
+ones it reads as the model's, for strict mode);
 `StandaloneRegisters` is a dict register file for the GMC alone.
 A faulting access raises GPUVMFault to the engine model that made it; the redirection of faulting
 accesses to the dummy page (the *_ENABLE_DEFAULT bits) and the L2 caching of PDEs are not modelled.
@@ -202,6 +204,7 @@ class _HubRegisters:
         self.fault_addr_hi = get("VM_L2_PROTECTION_FAULT_ADDR_HI32")
         self.fault_default_lo = get("VM_L2_PROTECTION_FAULT_DEFAULT_ADDR_LO32")
         self.fault_default_hi = get("VM_L2_PROTECTION_FAULT_DEFAULT_ADDR_HI32")
+        self.l2_cntl2 = get("VM_L2_CNTL2")
         self.context_cntl = tuple(get(f"VM_CONTEXT{vmid}_CNTL") for vmid in range(VMID_COUNT))
         self.base_lo = tuple(get(f"VM_CONTEXT{v}_PAGE_TABLE_BASE_ADDR_LO32") for v in range(VMID_COUNT))
         self.base_hi = tuple(get(f"VM_CONTEXT{v}_PAGE_TABLE_BASE_ADDR_HI32") for v in range(VMID_COUNT))
@@ -241,6 +244,15 @@ class _Hub:
         self.fault_cntl = 0
         self.fault_status = 0
         self.fault_page = 0
+        self.l2_cntl2 = 0
+
+    def read_registers(self) -> list[Register]:
+        """The registers the model reads from the register file when it translates."""
+        regs = self.regs
+        return [regs.fb_base, regs.fb_top, regs.fb_offset, regs.agp_base, regs.agp_bot, regs.agp_top,
+                regs.aperture_low, regs.aperture_high, regs.default_lsb, regs.default_msb,
+                regs.l1_tlb_cntl, *regs.context_cntl, *regs.base_lo, *regs.base_hi, *regs.start_lo,
+                *regs.start_hi, *regs.end_lo, *regs.end_hi]
 
     def tlb_lookup(self, vmid: int, va: int) -> tuple[_TLBEntry, int] | None:
         """The cached entry covering `va` and the log2 of its size, or None."""
@@ -287,12 +299,20 @@ class GMC:
             self._owned[(hub.name, regs.fault_status.name)] = (hub, "fault_status", 0)
             self._owned[(hub.name, regs.fault_addr_lo.name)] = (hub, "fault_addr_lo", 0)
             self._owned[(hub.name, regs.fault_addr_hi.name)] = (hub, "fault_addr_hi", 0)
+            self._owned[(hub.name, regs.l2_cntl2.name)] = (hub, "l2_cntl2", 0)
 
     def connect(self, register_file) -> None:
-        """Own this model's registers in a mockgpu.amd.regfile.RegisterFile (its `own` hooks)."""
+        """Own this model's registers in a mockgpu.amd.regfile.RegisterFile (its `own` hooks); the
+        registers it reads at each translation stay plain storage, owned without hooks."""
         for ip, name in self._owned:
             register_file.own(ip, name, read=functools.partial(self.read_register, ip, name),
                               write=functools.partial(self.write_register, ip, name))
+        for ip, name in self.read_registers():
+            register_file.own(ip, name)
+
+    def read_registers(self) -> list[tuple[str, str]]:
+        """(ip, register name) of every register the model reads from the register file."""
+        return [(hub.name, register.name) for hub in self.hubs.values() for register in hub.read_registers()]
 
     # -- power-on state --------------------------------------------------------------------------
     def reset(self, kind: str = "power_on") -> None:
@@ -328,6 +348,8 @@ class GMC:
             return hub.fault_cntl
         if kind == "fault_status":
             return hub.fault_status
+        if kind == "l2_cntl2":
+            return hub.l2_cntl2
         if kind == "fault_addr_lo":
             return hub.fault_page & ((1 << PAGE_NUMBER_LO_BITS) - 1)
         high = hub.regs.fault_addr_hi.field("LOGICAL_PAGE_ADDR_HI4")
@@ -342,6 +364,15 @@ class GMC:
         if kind == "req":
             hub.req[engine] = value
             self._invalidate(hub, engine, value)
+            return
+        if kind == "l2_cntl2":
+            # gfxhub_v3_0.c / mmhub_v3_0.c *_init_cache_regs set INVALIDATE_ALL_L1_TLBS and
+            # INVALIDATE_L2_CACHE: every VMID's cached translations go (both levels, as a REQ needs)
+            hub.l2_cntl2 = value
+            fields = hub.regs.l2_cntl2.decode(value)
+            if fields["INVALIDATE_ALL_L1_TLBS"] and fields["INVALIDATE_L2_CACHE"]:
+                for per_vmid in hub.tlb:
+                    per_vmid.clear()
             return
         if kind == "fault_cntl":
             hub.fault_cntl = value

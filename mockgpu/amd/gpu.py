@@ -71,6 +71,9 @@ class Navi31GPU(Navi31Function):
         self.registers = self.regfile.storage  # the BAR5 bytes, as mockgpu.navi31 exposed them
         self.hdp_flushes = 0
         self._install_nbio()
+        # amdgpu_discovery.c amdgpu_discovery_read_binary_from_mem: the IFWI's init-done flag in MP0
+        # C2PMSG_33, a mailbox register the firmware sets (here at power-on) and drivers read
+        self.regfile.own("MP0", "regMP0_SMN_C2PMSG_33")
         self._power_on_registers()
         self.discovery_blob = build_table(ips) if discovery_blob is None else discovery_blob
         self.write_discovery_table(self.discovery_blob)
