@@ -20,7 +20,8 @@ from mockgpu import GPU_BDF, Machine
 
 GPU = f"pci:{GPU_BDF}"
 TIMEOUT_S = 0.2
-BEFORE_GC = ("NBIO", "HDP", "GMC", "IH", "PSP", "SMU", "SDMA")
+# amdgpu_discovery_set_ip_blocks: GC comes after SMU and before SDMA (SDMA v6 rings use the GFX hub)
+BEFORE_GC = ("NBIO", "HDP", "GMC", "IH", "PSP", "SMU")
 
 
 def opcode(header: int) -> int:
@@ -201,7 +202,23 @@ def test_all_ones_during_the_autoload_wait_is_device_lost(machine):
 
 
 # -- against the mock MEC ---------------------------------------------------------------------------
-WITH_GC = BEFORE_GC + ("GC",)
+WITH_GC = BEFORE_GC + ("GC", "SDMA")
+BOOTLOAD_COMPLETE = gc.regRLC_RLCS_BOOTLOAD_STATUS.encode(BOOTLOAD_COMPLETE=1)
+
+
+def play_rlc_autoload(gpu) -> None:
+    """What the RLC reports once the PSP's AUTOLOAD_RLC has run (gfx_v11_0_wait_for_rlc_autoload_
+    complete reads it): no mock model owns RLC_RLCS_BOOTLOAD_STATUS yet, so the test sets it."""
+    regfile = gpu.regfile
+    if not regfile.owned(regfile.address("GC", "regRLC_RLCS_BOOTLOAD_STATUS")):
+        regfile.set("GC", "regRLC_RLCS_BOOTLOAD_STATUS", BOOTLOAD_COMPLETE)
+
+
+def open_with_gc(machine, **config):
+    play_rlc_autoload(machine.device(GPU_BDF))
+    return open_device(machine, block_order=WITH_GC, **config)
+
+
 needs_mec = pytest.mark.skipif(importlib.util.find_spec("mockgpu.amd.mec") is None,
                                reason="the mock Navi31 has no MEC model yet (mockgpu.amd.mec)")
 
@@ -209,7 +226,7 @@ needs_mec = pytest.mark.skipif(importlib.util.find_spec("mockgpu.amd.mec") is No
 @needs_mec
 def test_bring_up_with_gc_runs_the_ring_test_and_a_fence_round_trip(machine):
     gpu = machine.device(GPU_BDF)
-    pci, dev = open_device(machine, block_order=WITH_GC)
+    pci, dev = open_with_gc(machine)
     block = dev.block("GC")
     assert isinstance(block, GCv11_0)
     assert gpu.regfile.get("GC", "regSCRATCH_REG0") == gfx.RING_TEST_VALUE  # the ring test ran
@@ -224,7 +241,7 @@ def test_bring_up_with_gc_runs_the_ring_test_and_a_fence_round_trip(machine):
 
 @needs_mec
 def test_ring_overrun_ten_times_the_ring_completes_in_order(machine):
-    pci, dev = open_device(machine, block_order=WITH_GC, gc_ring_size=4096)
+    pci, dev = open_with_gc(machine, gc_ring_size=4096)
     block = dev.block("GC")
     fence_dwords = len(gfx.release_mem_packet(0, 0))
     submissions = 10 * block.ring_dwords // fence_dwords
@@ -242,7 +259,7 @@ def test_ring_overrun_ten_times_the_ring_completes_in_order(machine):
 
 @needs_mec
 def test_a_halted_mec_is_a_timeout_naming_queue_pointers_and_hqd_state(machine):
-    pci, dev = open_device(machine, block_order=WITH_GC, gc_ring_size=4096)
+    pci, dev = open_with_gc(machine, gc_ring_size=4096)
     block = dev.block("GC")
     block.mec_cntl.update(MEC_HALT=1)  # the MEC stops fetching: the ring stalls
     start = time.monotonic()
@@ -257,7 +274,7 @@ def test_a_halted_mec_is_a_timeout_naming_queue_pointers_and_hqd_state(machine):
 @needs_mec
 def test_all_ones_while_waiting_for_a_fence_is_device_lost(machine):
     gpu = machine.device(GPU_BDF)
-    pci, dev = open_device(machine, block_order=WITH_GC)
+    pci, dev = open_with_gc(machine)
     block = dev.block("GC")
     block.mec_cntl.update(MEC_HALT=1)
     sequence = block.signal()
@@ -270,7 +287,7 @@ def test_all_ones_while_waiting_for_a_fence_is_device_lost(machine):
 @needs_mec
 def test_fini_dequeues_the_queue_and_halts_the_mec(machine):
     gpu = machine.device(GPU_BDF)
-    pci, dev = open_device(machine, block_order=WITH_GC)
+    pci, dev = open_with_gc(machine)
     block = dev.block("GC")
     dev.fini()
     block._select(gfx.MEC_ME, gfx.MEC_PIPE, gfx.MEC_QUEUE, 0)
