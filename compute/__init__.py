@@ -1,0 +1,1 @@
+"""The HCQ compute layer."""
