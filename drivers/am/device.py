@@ -58,8 +58,9 @@ MEBIBYTE_SHIFT = 20  # amdgpu_discovery.c: RREG32(mmRCC_CONFIG_MEMSIZE) << 20
 IFWI_INIT_DONE = 1 << 31
 IFWI_TIMEOUT_S = 2.0
 
-# blocks brought up, in order (later: GC)
-BLOCK_ORDER: tuple[str, ...] = ("NBIO", "HDP", "GMC", "IH", "PSP", "SMU", "SDMA")
+# blocks brought up, in order (amdgpu_discovery.c amdgpu_discovery_set_ip_blocks: GC before SDMA;
+# SDMA v6 rings go through the GFX hub that GC's hw_init enables)
+BLOCK_ORDER: tuple[str, ...] = ("NBIO", "HDP", "GMC", "IH", "PSP", "SMU", "GC", "SDMA")
 IMPLEMENTATIONS: tuple[type[IPBlock], ...] = (NBIOv4_3, HDPv6_0, GMCv11, IHv6_0, PSPv13_0, SMUv13_0_0,
                                                 SDMAv6_0, GCv11_0)
 # blocks whose version is another IP's in the discovery table (amdgpu_discovery.c

@@ -2,7 +2,8 @@
 
 It extends mockgpu.navi31.Navi31Function (PCI identity, BARs, capabilities, ReBAR) with:
 - BAR0: VRAM, plain memory (zero-copy); a resized BAR0 shows more of it;
-- BAR2: the doorbell aperture (plain memory; engines that ring on doorbells come later);
+- BAR2: the doorbell aperture: plain memory whose writes also reach the engines listening on it
+  (`doorbell_listeners`: SDMA0's queue and the MEC's compute queues);
 - BAR5: the MMIO register file (mockgpu.amd.regfile) keyed by the generated register definitions
   at the bases the discovery table gives;
 - the IP discovery table in the last 64 KiB of VRAM, written at power-on like the IFWI does;
@@ -29,6 +30,7 @@ from mockgpu.amd.ih import IHModel
 from mockgpu.amd.mec import MECModel
 from mockgpu.amd.psp import PSPModel
 from mockgpu.amd.regfile import REGISTER_BYTES, WORD_MASK, RegisterFile
+from mockgpu.amd.rlc import RLCModel
 from mockgpu.amd.sdma import SDMAModel
 from mockgpu.amd.smn import SMNSpace
 from mockgpu.amd.smu import SMUModel
@@ -98,6 +100,8 @@ class Navi31GPU(Navi31Function):
         self.sdma = SDMAModel(self)  # SDMA0's gfx queue, run by its doorbell or RB_WPTR writes
         self.models.append(self.sdma)
         self.doorbell_listeners.append(self.sdma.doorbell)
+        self.rlc = RLCModel(self)  # the RLC's bootload status, set by the PSP's AUTOLOAD_RLC
+        self.models.append(self.rlc)
         self.mec = MECModel(self)  # MEC1: compute HQDs selected through GRBM_GFX_CNTL, PM4 on doorbells
         self.models.append(self.mec)
         self.doorbell_listeners.append(self.mec.doorbell)

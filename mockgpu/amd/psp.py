@@ -451,13 +451,11 @@ class PSPModel:
         sdma = getattr(self.gpu, "sdma", None)
         if sdma is not None and SDMA_FW_TYPES <= self.loaded.keys():
             sdma.firmware_loaded = True
-        # amdgpu_psp.c psp_load_smu_fw: the PSP loads and starts the PMFW
+        # amdgpu_psp.c psp_load_smu_fw: the PMFW runs once the PSP loaded it (MP1 answers from then
+        # on); a PMFW already running keeps its state (psp_load_smu_fw skips the reload where the
+        # SMU stays alive, "as SMU is always alive")
         smu = getattr(self.gpu, "smu", None)
         if smu is not None and args.fw_type == gfx.GFX_FW_TYPE_SMU and not smu.running:
-            smu.start()
-        # amdgpu_psp.c psp_load_smu_fw: the PMFW runs once the PSP loaded it (MP1 answers from then on)
-        smu = getattr(self.gpu, "smu", None)
-        if smu is not None and args.fw_type == gfx.GFX_FW_TYPE_SMU:
             smu.start()
         if self.tmr is not None:
             cmd.resp.fw_addr_lo = self.tmr[0] & LOW_32_BITS
@@ -469,6 +467,11 @@ class PSPModel:
         if self.tmr is None or gfx.GFX_FW_TYPE_RLC_G not in self.loaded:
             return self._refuse(TEE_ERROR_BAD_STATE, "AUTOLOAD_RLC without a TMR holding RLC_G")
         self.autoload_started = True
+        # psp_rlc_autoload_start: the SOS starts the RLC, which loads the GC firmware from the TMR
+        # and reports BOOTLOAD_COMPLETE (mockgpu.amd.rlc)
+        rlc = getattr(self.gpu, "rlc", None)
+        if rlc is not None:
+            rlc.autoload()
         return gfx.TEE_SUCCESS
 
     def _destroy_tmr(self, cmd) -> int:

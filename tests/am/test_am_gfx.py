@@ -203,19 +203,9 @@ def test_all_ones_during_the_autoload_wait_is_device_lost(machine):
 
 # -- against the mock MEC ---------------------------------------------------------------------------
 WITH_GC = BEFORE_GC + ("GC", "SDMA")
-BOOTLOAD_COMPLETE = gc.regRLC_RLCS_BOOTLOAD_STATUS.encode(BOOTLOAD_COMPLETE=1)
-
-
-def play_rlc_autoload(gpu) -> None:
-    """What the RLC reports once the PSP's AUTOLOAD_RLC has run (gfx_v11_0_wait_for_rlc_autoload_
-    complete reads it): no mock model owns RLC_RLCS_BOOTLOAD_STATUS yet, so the test sets it."""
-    regfile = gpu.regfile
-    if not regfile.owned(regfile.address("GC", "regRLC_RLCS_BOOTLOAD_STATUS")):
-        regfile.set("GC", "regRLC_RLCS_BOOTLOAD_STATUS", BOOTLOAD_COMPLETE)
 
 
 def open_with_gc(machine, **config):
-    play_rlc_autoload(machine.device(GPU_BDF))
     return open_device(machine, block_order=WITH_GC, **config)
 
 
