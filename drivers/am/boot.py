@@ -50,7 +50,7 @@ LAYOUT_OFFSET = VBIOS_VGA_ALLOCATION  # first byte after the stolen VGA memory (
 LAYOUT_SIZE = 64 << 10
 LAYOUT_PURPOSE = "boot layout"
 MAGIC = b"GPUHALAM"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: the GC compute queue slots appended
 PAGE_SHIFT = 12  # the flag register counts 4 KiB pages
 
 FLAG_VALID = 1 << 31
@@ -96,6 +96,10 @@ SLOTS: tuple[tuple[str, str, str], ...] = (
     ("smu.driver_table", "SMU", "driver_table"),
     ("sdma.ring", "SDMA", "ring"),
     ("sdma.writeback", "SDMA", "writeback"),
+    ("gc.mqd", "GC", "mqd_buffer"),  # layout version 2 on: the GC compute queue
+    ("gc.eop", "GC", "eop"),
+    ("gc.ring", "GC", "ring"),
+    ("gc.writeback", "GC", "writeback"),
 )
 
 

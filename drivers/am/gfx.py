@@ -39,8 +39,10 @@ import errno
 import logging
 
 from autogen.amd import amdgpu_ucode as ucode
+from autogen.amd import irqsrcs_gfx_11_0_0 as gfx_sources
 from autogen.amd import navi10_enum as enums
 from autogen.amd import nvd
+from autogen.amd import soc15_ih_clientid as ih_clients
 from autogen.amd.v11_structs import v11_compute_mqd
 from drivers.am.gmc import GFX_HUB
 from drivers.am.ip import POLL_INTERVAL_S, IPBlock, poll
@@ -135,6 +137,9 @@ ACQUIRE_MEM_POLL_INTERVAL = 0x0000000A
 # gfx_v11_0_ring_emit_ib_compute: the IB's VMID sits in bits 31:24 of the control dword
 IB_VMID_SHIFT = 24
 IB_SIZE_MASK = 0xFFFFF  # nvd.h / CP_HQD_IB_CONTROL.IB_SIZE: 20 bits of dwords
+# gfx_v11_0.c gfx_v11_0_eop_irq / handle_priv_fault: the IV ring_id of a compute queue
+RING_ID_QUEUE_SHIFT = 4
+RING_ID_ME_SHIFT = 2
 PACKET3_MAX_COUNT = 0x3FFF  # nvd.h PACKET3: the count field is 14 bits
 
 
@@ -281,6 +286,9 @@ class GCv11_0(IPBlock):
         self.wptr = 0  # dwords written, 64-bit (amdgpu ring->wptr with ptr_mask all ones)
         self.sequence = 0
         self.queue_active = False
+        self.mec_enabled = False
+        self.eop_interrupts = 0  # this queue's EOP interrupts the IH delivered
+        self._eop_handler_registered = False
         # gfx_v11_0_compute_ring_init: (mec_ring0 + ring_id) << 1, in dwords
         self.doorbell_index = DOORBELL_MEC_RING0 << 1
         registers = self.device.registers
@@ -363,6 +371,20 @@ class GCv11_0(IPBlock):
 
     # -- bring-up -----------------------------------------------------------------------------------
     def hw_init(self) -> None:
+        """gfx_v11_0_hw_init's compute part (module docstring). A failure after the MEC was
+        un-halted dequeues what was mapped and halts the MEC again before it is raised."""
+        self.mec_enabled = False
+        try:
+            self._start()
+        except BaseException:
+            if self.mec_enabled or self.queue_active:
+                try:
+                    self.hw_fini()
+                except Exception as exc:  # the bring-up error is the one to see
+                    log.error("%s: GC cleanup after a failed start: %s", self.device.pci.bdf, exc)
+            raise
+
+    def _start(self) -> None:
         device = self.device
         self._wait_autoload()
         self._config_mec_rs64()
@@ -374,6 +396,8 @@ class GCv11_0(IPBlock):
         self._gc_doorbell_init()
         self._set_doorbell_range()
         self._compute_enable(True)
+        self.mec_enabled = True
+        self._enable_interrupts(True)
         self.ring.view.write(0, bytes(self.ring_bytes))
         self.writeback.view.write(0, bytes(WRITEBACK_BYTES))
         self.eop.view.write(0, bytes(GFX11_MEC_HPD_SIZE))
@@ -385,9 +409,68 @@ class GCv11_0(IPBlock):
                  device.pci.bdf, MEC_ME, MEC_PIPE, MEC_QUEUE, self.ring_bytes, self.ring.mc_address)
 
     def _gmc(self):
+        return self._block("GMC")
+
+    def _block(self, name: str):
         for block in self.device.blocks:
-            if block.block == "GMC":
+            if block.block == name:
                 return block
+        return None
+
+    def warm_init(self) -> None:
+        """Attach to the queue a previous owner left running: when the HQD of ME1 pipe 0 queue 0 is
+        active with this block's MQD and ring (the boot layout gave the buffers back in place), the
+        RLC autoload is complete and the MEC runs the pipe, the queue is re-bound (wptr from the
+        HQD, fences continuing from the fence slot) and proves itself with the ring test; else
+        the GC is programmed again as a cold hw_init does (the queue re-mapped from the MQD)."""
+        reason = self._warm_mismatch()
+        if reason is not None:
+            log.info("%s: GC warm attach: %s; programming the compute queue again",
+                     self.device.pci.bdf, reason)
+            self.hw_init()
+            return
+        self._select(MEC_ME, MEC_PIPE, MEC_QUEUE, 0)
+        try:
+            self.wptr = self.hqd_wptr_lo.read() | self.hqd_wptr_hi.read() << 32
+        finally:
+            self._select(0, 0, 0, 0)
+        self.queue_active = True
+        self.mec_enabled = True
+        self.sequence = self.fence_value()
+        self._enable_interrupts(True)
+        self._register_eop_handler()
+        self.test_ring()
+        log.info("%s: GC compute queue re-bound warm (wptr %#x, fence %d)", self.device.pci.bdf,
+                 self.wptr, self.sequence)
+
+    def _warm_mismatch(self) -> str | None:
+        """Why the running queue cannot be re-bound, or None when it can."""
+        status = self.bootload_status.read()
+        if not self.bootload_status.definition.field("BOOTLOAD_COMPLETE").decode(status):
+            return f"RLC_RLCS_BOOTLOAD_STATUS {status:#010x} without BOOTLOAD_COMPLETE"
+        control = self.mec_cntl.decode(self.mec_cntl.read())
+        pipe_off = control[f"MEC_PIPE{MEC_PIPE}_RESET"] or not control[f"MEC_PIPE{MEC_PIPE}_ACTIVE"]
+        if control["MEC_HALT"] or pipe_off:
+            return f"the MEC is halted or pipe {MEC_PIPE} is off (CP_MEC_RS64_CNTL {control})"
+        mqd = self.mqd
+        expected = {
+            "regCP_HQD_ACTIVE": mqd.cp_hqd_active,
+            "regCP_MQD_BASE_ADDR": mqd.cp_mqd_base_addr_lo,
+            "regCP_MQD_BASE_ADDR_HI": mqd.cp_mqd_base_addr_hi,
+            "regCP_HQD_PQ_BASE": mqd.cp_hqd_pq_base_lo,
+            "regCP_HQD_PQ_BASE_HI": mqd.cp_hqd_pq_base_hi,
+            "regCP_HQD_PQ_CONTROL": mqd.cp_hqd_pq_control,
+            "regCP_HQD_PQ_DOORBELL_CONTROL": mqd.cp_hqd_pq_doorbell_control,
+        }
+        self._select(MEC_ME, MEC_PIPE, MEC_QUEUE, 0)
+        try:
+            found = {name: self.reg(name).read() for name in expected}
+        finally:
+            self._select(0, 0, 0, 0)
+        found["regCP_HQD_ACTIVE"] &= 1
+        for name, value in expected.items():
+            if found[name] != value:
+                return f"{name} reads {found[name]:#x}, this block's MQD has {value:#x}"
         return None
 
     def _wait_autoload(self) -> None:
@@ -498,6 +581,46 @@ class GCv11_0(IPBlock):
             fields[f"MEC_PIPE{pipe}_ACTIVE"] = on
         self.mec_cntl.update(**fields)
 
+    def _enable_interrupts(self, enable: bool) -> None:
+        """The CP interrupts amdgpu enables for its compute pipes: on every ME1 pipe the
+        privileged-register and bad-opcode faults (gfx_v11_0_late_init's irq gets through
+        gfx_v11_0_set_priv_reg_fault_state / set_bad_op_fault_state), on this queue's pipe the EOP
+        interrupt RELEASE_MEM raises (gfx_v11_0_set_compute_eop_interrupt_state:
+        TIME_STAMP_INT_ENABLE and GENERIC0_INT_ENABLE)."""
+        on = 1 if enable else 0
+        for pipe in range(MEC_PIPES):
+            fields = {"PRIV_REG_INT_ENABLE": on, "OPCODE_ERROR_INT_ENABLE": on}
+            if pipe == MEC_PIPE:
+                fields.update(TIME_STAMP_INT_ENABLE=on, GENERIC0_INT_ENABLE=on)
+            self.reg(f"regCP_ME{MEC_ME}_PIPE{pipe}_INT_CNTL").update(**fields)
+        if enable:
+            self._register_eop_handler()
+
+    @property
+    def ring_id(self) -> int:
+        """The IV ring_id the CP gives this queue's interrupts (gfx_v11_0_eop_irq decodes it)."""
+        return MEC_QUEUE << RING_ID_QUEUE_SHIFT | MEC_ME << RING_ID_ME_SHIFT | MEC_PIPE
+
+    def _register_eop_handler(self) -> None:
+        """amdgpu_irq_add_id(GRBM_CP, CP_EOP_INTERRUPT): EOP interrupts counted per queue."""
+        ih = self._block("IH")
+        if ih is None or self._eop_handler_registered:
+            return
+        ih.register(ih_clients.SOC21_IH_CLIENTID_GRBM_CP, gfx_sources.GFX_11_0_0__SRCID__CP_EOP_INTERRUPT,
+                    self._on_eop)
+        self._eop_handler_registered = True
+
+    def is_eop(self, event) -> bool:
+        """Whether an IH event is this queue's EOP interrupt."""
+        entry = event.entry
+        return (entry.client_id == ih_clients.SOC21_IH_CLIENTID_GRBM_CP
+                and entry.source_id == gfx_sources.GFX_11_0_0__SRCID__CP_EOP_INTERRUPT
+                and entry.ring_id == self.ring_id)
+
+    def _on_eop(self, event) -> None:
+        if self.is_eop(event):
+            self.eop_interrupts += 1
+
     def _map_queue(self) -> None:
         """gfx_v11_0_kiq_init_register for our queue, under GRBM selection."""
         mqd = self.mqd
@@ -562,7 +685,11 @@ class GCv11_0(IPBlock):
                     self._select(0, 0, 0, 0)
                 self.queue_active = False
         finally:
-            self._compute_enable(False)
+            try:
+                self._enable_interrupts(False)
+            finally:
+                self._compute_enable(False)
+                self.mec_enabled = False
 
     # -- ring -----------------------------------------------------------------------------------------
     def rptr(self) -> int:
@@ -596,12 +723,15 @@ class GCv11_0(IPBlock):
         while not done():
             self.cp_stat.read()
             if os.monotonic() >= deadline:
-                raise DeviceTimeout(
-                    f"{self.device.pci.bdf}: GC compute queue ME{MEC_ME} pipe {MEC_PIPE} queue "
-                    f"{MEC_QUEUE}: {what} did not happen within {self.timeout_s} s (rptr report "
-                    f"{self.rptr():#x}, wptr {self.wptr:#x} dwords, ring {self.ring_dwords:#x} dwords; "
-                    f"{self.hqd_state()})")
+                raise self._timeout(what)
             os.sleep(POLL_INTERVAL_S)
+
+    def _timeout(self, what: str) -> DeviceTimeout:
+        return DeviceTimeout(
+            f"{self.device.pci.bdf}: GC compute queue ME{MEC_ME} pipe {MEC_PIPE} queue "
+            f"{MEC_QUEUE}: {what} did not happen within {self.timeout_s} s (rptr report "
+            f"{self.rptr():#x}, wptr {self.wptr:#x} dwords, ring {self.ring_dwords:#x} dwords; "
+            f"{self.hqd_state()})")
 
     def submit(self, words: list[int]) -> None:
         """Write `words` into the ring (waiting for room) and ring the doorbell."""
@@ -657,3 +787,25 @@ class GCv11_0(IPBlock):
             return (self.fence_value() - sequence) & WORD_MASK < 1 << 31
 
         self._wait(reached, f"fence {sequence}")
+
+    def wait_interrupt(self, sequence: int) -> None:
+        """Wait until the fence reached `sequence`, sleeping on the IH (the fence signalled with
+        `signal(interrupt=True)`): each EOP interrupt of this queue wakes it to check the fence;
+        bounded by `AMConfig.gc_timeout_s`. Without an enabled IH block, as `wait`."""
+        ih = self._block("IH")
+        if ih is None or not getattr(ih, "enabled", False):
+            self.wait(sequence)
+            return
+        os = self.device.pci.os
+        deadline = os.monotonic() + self.timeout_s
+        while (self.fence_value() - sequence) & WORD_MASK >= 1 << 31:
+            remaining = deadline - os.monotonic()
+            if remaining <= 0:
+                self.cp_stat.read()  # all ones: DeviceLost rather than a timeout
+                raise self._timeout(f"fence {sequence} (woken by EOP interrupts, "
+                                    f"{self.eop_interrupts} seen)")
+            try:
+                ih.wait(f"the GC EOP interrupt for fence {sequence}", timeout_s=remaining,
+                        predicate=self.is_eop)
+            except DeviceTimeout:
+                continue  # the deadline check above reports it with the queue's state

@@ -195,9 +195,10 @@ def test_layout_round_trip_and_corruption():
                          {"amdgpu/a.bin": "ab" * 32}, (boot.Allocation(0x900000, 4096, "psp ring"),))
     blob = layout.encode()
     assert boot.decode(blob + bytes(100)) == layout
-    for position, match in ((0, "magic"), (8, "version"), (12, "size"), (30, "checksum")):
+    # the size's third byte: 8 MiB more than any layout holds, whatever the size is
+    for position, match in ((0, "magic"), (8, "version"), (14, "size"), (30, "checksum")):
         broken = bytearray(blob)
-        broken[position] ^= 0x01 if position != 12 else 0x80
+        broken[position] ^= 0x01 if position != 14 else 0x80
         with pytest.raises(BadBinary, match=match):
             boot.decode(bytes(broken))
     with pytest.raises(BadBinary, match="do not fit"):

@@ -285,3 +285,132 @@ def test_fini_dequeues_the_queue_and_halts_the_mec(machine):
     block._select(0, 0, 0, 0)
     assert gc.regCP_MEC_RS64_CNTL.field("MEC_HALT").decode(gpu.regfile.get("GC", "regCP_MEC_RS64_CNTL")) == 1
     pci.close()
+
+
+# -- failure cleanup, interrupts, warm attach ----------------------------------------------------------
+INT_CNTL = gc.regCP_ME1_PIPE0_INT_CNTL
+
+
+def mec_halted(gpu) -> bool:
+    return gc.regCP_MEC_RS64_CNTL.field("MEC_HALT").decode(gpu.regfile.get("GC", "regCP_MEC_RS64_CNTL")) == 1
+
+
+def test_the_rlc_autoload_the_psp_started_is_what_gc_waits_for(machine):
+    gpu = machine.device(GPU_BDF)
+    pci, dev = open_with_gc(machine)
+    assert gpu.rlc.autoloads == 1 and gpu.rlc.bootload_complete
+    dev.fini()
+    pci.close()
+
+
+def test_an_rlc_that_never_finishes_its_autoload_is_a_timeout_naming_the_status(machine):
+    gpu = machine.device(GPU_BDF)
+    gpu.rlc.autoload_hang = True
+    start = time.monotonic()
+    with pytest.raises(DeviceTimeout, match=r"GC: the RLC autoload did not complete.*"
+                                            r"RLC_RLCS_BOOTLOAD_STATUS 0x00000000"):
+        open_with_gc(machine)
+    assert time.monotonic() - start < TIMEOUT_S + 1.0
+    assert gpu.rlc.autoloads == 1  # the PSP did send AUTOLOAD_RLC
+    assert mec_halted(gpu)  # never un-halted
+
+
+def test_a_failure_after_the_mec_was_unhalted_halts_it_again(machine):
+    gpu = machine.device(GPU_BDF)
+    gpu.mec.stalled = True  # the queue maps, but the ring test never completes
+    with pytest.raises(DeviceTimeout, match=r"ring test"):
+        open_with_gc(machine)
+    assert mec_halted(gpu)
+    fields = INT_CNTL.decode(gpu.regfile.get("GC", "regCP_ME1_PIPE0_INT_CNTL"))
+    assert fields["TIME_STAMP_INT_ENABLE"] == fields["OPCODE_ERROR_INT_ENABLE"] == 0
+
+
+def test_bring_up_enables_the_eop_and_fault_interrupts_and_fini_disables_them(machine):
+    gpu = machine.device(GPU_BDF)
+    pci, dev = open_with_gc(machine)
+    for pipe in range(gfx.MEC_PIPES):
+        fields = INT_CNTL.decode(gpu.regfile.get("GC", f"regCP_ME1_PIPE{pipe}_INT_CNTL"))
+        assert fields["OPCODE_ERROR_INT_ENABLE"] == fields["PRIV_REG_INT_ENABLE"] == 1
+        assert fields["TIME_STAMP_INT_ENABLE"] == (1 if pipe == gfx.MEC_PIPE else 0)
+    dev.fini()
+    assert INT_CNTL.decode(gpu.regfile.get("GC", "regCP_ME1_PIPE0_INT_CNTL"))["TIME_STAMP_INT_ENABLE"] == 0
+    pci.close()
+
+
+def test_a_release_mem_with_interrupt_reaches_the_ih_as_this_queues_eop_event(machine):
+    pci, dev = open_with_gc(machine)
+    block = dev.block("GC")
+    ih = dev.block("IH")
+    sequence = block.signal(interrupt=True)
+    events = ih.wait("the EOP interrupt", timeout_s=TIMEOUT_S, predicate=block.is_eop)
+    eop = [event for event in events if block.is_eop(event)]
+    assert len(eop) == 1 and eop[0].kind == "interrupt" and eop[0].error is None
+    assert eop[0].entry.ring_id == 1 << 2  # ME1 pipe 0 queue 0 (gfx_v11_0_eop_irq's decode)
+    assert block.eop_interrupts == 1
+    block.wait_interrupt(sequence)
+    gpu = machine.device(GPU_BDF)
+    gpu.mec.stalled = True  # the fence lands later: wait_interrupt sleeps on the IH meanwhile
+
+    def resume() -> None:
+        gpu.mec.stalled = False
+        gpu.mec.kick()
+
+    later = block.signal(interrupt=True)
+    assert block.fence_value() == sequence
+    machine.schedule(0.02, resume)
+    block.wait_interrupt(later)  # woken through the IH
+    assert block.fence_value() == later and block.eop_interrupts == 2
+    dev.fini()
+    pci.close()
+
+
+def test_wait_interrupt_without_an_interrupt_is_a_bounded_timeout(machine):
+    pci, dev = open_with_gc(machine)
+    block = dev.block("GC")
+    block.mec_cntl.update(MEC_HALT=1)
+    sequence = block.signal(interrupt=True)
+    start = time.monotonic()
+    with pytest.raises(DeviceTimeout, match=r"fence 1 \(woken by EOP interrupts, 0 seen\)"):
+        block.wait_interrupt(sequence)
+    assert time.monotonic() - start < TIMEOUT_S + 1.0
+    pci.close()
+
+
+def test_a_warm_attach_rebinds_the_running_queue_without_remapping_it(machine):
+    gpu = machine.device(GPU_BDF)
+    pci, first = open_with_gc(machine)
+    block = first.block("GC")
+    for _ in range(3):
+        block.wait(block.signal())
+    wptr = block.wptr
+    ring = block.ring.mc_address
+    pci.close()  # the process exits with the queue running
+    pci, second = open_with_gc(machine)
+    assert second.boot_kind == "warm", second.boot_reason
+    block = second.block("GC")
+    assert block.ring.mc_address == ring
+    ring_test = len(gfx.set_uconfig_reg_packet(block.register_offset("regSCRATCH_REG0"), [0]))
+    assert block.wptr == wptr + ring_test  # the HQD kept its pointers: not re-mapped from the MQD
+    assert block.sequence == 3
+    assert block.signal() == 4
+    block.wait(4)
+    assert not mec_halted(gpu)
+    second.fini()
+    pci.close()
+
+
+def test_a_warm_attach_with_a_halted_mec_programs_the_queue_again(machine):
+    gpu = machine.device(GPU_BDF)
+    pci, first = open_with_gc(machine)
+    first.block("GC").wait(first.block("GC").signal())
+    pci.close()
+    gpu.regfile.write32(gpu.regfile.address("GC", "regCP_MEC_RS64_CNTL"),
+                        gc.regCP_MEC_RS64_CNTL.encode(MEC_HALT=1))  # someone halted the MEC
+    pci, second = open_with_gc(machine)
+    assert second.boot_kind == "warm", second.boot_reason
+    block = second.block("GC")
+    ring_test = len(gfx.set_uconfig_reg_packet(block.register_offset("regSCRATCH_REG0"), [0]))
+    assert block.wptr == ring_test  # mapped afresh from the MQD
+    block.wait(block.signal())
+    second.fini()
+    pci.close()
