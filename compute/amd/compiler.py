@@ -31,7 +31,7 @@ CODE_OBJECT_VERSION = 4
 COMPILE_FLAGS: tuple[str, ...] = (
     "-x", "cl", "-cl-std=CL2.0", "-cl-no-stdinc",
     "-target", "amdgcn-amd-amdhsa", f"-mcpu={TARGET_MCPU}",
-    f"-mcode-object-version={CODE_OBJECT_VERSION}", "-nogpulib", "-O3",
+    f"-mcode-object-version={CODE_OBJECT_VERSION}", "-nogpulib", "-O3", "-cl-kernel-arg-info",
 )
 LINK_FLAGS: tuple[str, ...] = ("-shared", "--build-id=none")
 # One compile or link of a library kernel takes well under a second; this bounds a wedged tool.
