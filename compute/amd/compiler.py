@@ -55,12 +55,11 @@ def find_toolchain() -> Toolchain:
     """Locate clang-16 and ld.lld-16, or raise BackendUnavailable naming the packages to install."""
     clang = shutil.which(CLANG)
     lld = shutil.which(LLD)
-    missing = [name for name, path in ((CLANG, clang), (LLD, lld)) if path is None]
-    if missing:
+    if clang is None or lld is None:
+        missing = [name for name, path in ((CLANG, clang), (LLD, lld)) if path is None]
         raise BackendUnavailable(f"{', '.join(missing)} not found on PATH: the AMD kernel compiler "
                                  f"needs them ({INSTALL_HINT}); the prebuilt code objects in "
                                  f"{PREBUILT_DIR} need no compiler")
-    assert clang is not None and lld is not None
     result = _run([clang, "--version"], "clang-16 --version")
     version = result.stdout.decode(errors="replace").splitlines()[0].strip()
     return Toolchain(clang=clang, lld=lld, version=version)
