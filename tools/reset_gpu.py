@@ -19,6 +19,9 @@ A device a kernel driver owns is refused unless `--unbind`, which detaches the d
 and hands the device back afterwards. `--dry-run` says what each step would do or why it is refused
 and changes nothing. `--json` prints one object: `device`, `steps` (each `method`, `ok`, `seconds`,
 `detail`, `refused`), `final` ("ok" or the error), `dry_run` and `state` (the device after).
+`--mock` resets the mock machine's Navi31 in the state a user-space driver leaves when its process
+ends: no kernel driver on the GPU, the PSP's SOS and the SMU firmware (PMFW) running, so the mode1
+step has an SMU to take its request.
 """
 from __future__ import annotations
 
@@ -650,14 +653,23 @@ def _run(target: Target, method: str, unbind: bool, timeout_s: float, report: Re
 
 
 def _mock_os() -> OS:
-    """The default mock machine with the GPU's kernel driver not loaded (a GPU left wedged by a user
-    space driver); its HDMI audio function keeps its driver."""
+    """The default mock machine as a user-space driver leaves it when it exits without a reset: the
+    GPU's kernel driver not loaded, the PSP's SOS running and the PMFW it loaded answering the SMU
+    mailbox (so every step of the ladder, mode1 included, has something to reset); its HDMI audio
+    function keeps its driver."""
     from mockgpu import GPU_BDF, Machine
     from mockgpu.navi31 import NAVI31_DRIVER
 
     machine = Machine.default()
     if machine.kernel.driver_of(GPU_BDF) == NAVI31_DRIVER:
         SysfsPCI(machine.os).rebind(GPU_BDF, None)
+    gpu = machine.device(GPU_BDF)
+    # what a driver's bring-up leaves running: the SOS (psp_v13_0 bootloader phase done) and the
+    # PMFW the PSP loaded (amdgpu_psp.c psp_load_smu_fw)
+    if getattr(gpu, "psp", None) is not None:
+        gpu.psp.start_sos()
+    if getattr(gpu, "smu", None) is not None:
+        gpu.smu.start()
     return machine.os
 
 

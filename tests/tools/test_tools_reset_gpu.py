@@ -82,6 +82,15 @@ def test_mock_cli_ends_ok_and_lists_its_steps(capsys):
     assert report["steps"][1]["ok"]
 
 
+def test_mock_cli_mode1_finds_the_pmfw_a_previous_driver_left_running(capsys, monkeypatch):
+    # the --mock machine starts as a user-space driver leaves the GPU: SOS and PMFW running
+    monkeypatch.setattr(reset_gpu, "VENDOR_RESETS", REAL_VENDOR_RESETS)
+    assert reset_gpu.main(["--mock", "--method", "mode1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["final"] == "ok"
+    assert [(step["method"], step["ok"]) for step in report["steps"]] == [("mode1", True)]
+
+
 def test_json_shape(machine, capsys):
     code, report = run(machine, capsys, GPU_BDF)
     assert code == 0
