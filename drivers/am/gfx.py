@@ -6,7 +6,8 @@ What it owns:
   (GFX11_MEC_HPD_SIZE), the ring (`AMConfig.gc_ring_size` bytes) and one writeback page holding the
   rptr report, the wptr poll slot and the fence slot; the MQD is filled as gfx_v11_0_compute_mqd_init
   fills it (register images from gc_11_0_0_default.h with amdgpu's fields set);
-- hw_init (gfx_v11_0_hw_init with firmware loaded by the PSP and RLC autoload):
+- hw_init (gfx_v11_0_hw_init with firmware loaded by the PSP and RLC autoload; a failure after the
+  MEC was un-halted dequeues and halts it again before it is raised):
   1. wait, bounded by `AMConfig.gc_autoload_timeout_s`, for CP_STAT == 0 and
      RLC_RLCS_BOOTLOAD_STATUS.BOOTLOAD_COMPLETE (gfx_v11_0_wait_for_rlc_autoload_complete);
   2. RS64 MEC program start from the MEC image's v2 header, pipes reset and released
@@ -15,7 +16,9 @@ What it owns:
   4. golden settings (golden_settings_gc_11_0) and the constants the compute path needs
      (gfx_v11_0_constants_init: GRBM_CNTL.READ_TIMEOUT, SH_MEM_CONFIG/SH_MEM_BASES per VMID);
   5. NBIO's GC doorbell routes (nbio_v4_3_gc_doorbell_init), MEC doorbell range
-     (gfx_v11_0_cp_set_doorbell_range), MEC un-halt (gfx_v11_0_cp_compute_enable);
+     (gfx_v11_0_cp_set_doorbell_range), MEC un-halt (gfx_v11_0_cp_compute_enable), the CP
+     interrupts (EOP on the queue's pipe, privileged-register and bad-opcode faults on every ME1
+     pipe) and the IH handler of the EOP interrupt;
   6. the queue mapped from the MQD into the HQD registers under GRBM_GFX_CNTL selection
      (gfx_v11_0_kiq_init_register), then the ring test (gfx_v11_0_ring_test_ring: SET_UCONFIG_REG
      of 0xDEADBEEF into SCRATCH_REG0 over 0xCAFEDEAD);
@@ -27,6 +30,9 @@ What it owns:
 - PM4 packet builders over the generated nvd definitions: RELEASE_MEM, WAIT_REG_MEM, ACQUIRE_MEM,
   INDIRECT_BUFFER, DISPATCH_DIRECT, SET_SH_REG, SET_UCONFIG_REG, EVENT_WRITE, NOP;
 - `signal()` a RELEASE_MEM fence with the next 32-bit sequence number, `wait(seq)`, `fence_value()`;
+  `signal(interrupt=True)` and `wait_interrupt(seq)` wake through the IH's EOP interrupt;
+- warm_init: the queue a previous owner left active with this block's MQD is re-bound in place;
+  otherwise hw_init runs again;
 - hw_fini: the queue dequeued (CP_HQD_DEQUEUE_REQUEST, bounded wait for CP_HQD_ACTIVE to clear), the
   MEC halted (gfx_v11_0_cp_compute_enable(false)). The GFX hub is left to GMC's hw_fini, which
   disables every hub it enabled (amdgpu's gfx_v11_0_hw_fini calls gfxhub gart_disable itself).
