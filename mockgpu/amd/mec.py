@@ -35,9 +35,14 @@ protocol it is written against):
   interrupt being CP_EOP_INTERRUPT from SOC21_IH_CLIENTID_GRBM_CP when the pipe's
   TIME_STAMP_INT_ENABLE is set: gfx_v11_0_set_compute_eop_interrupt_state), WAIT_REG_MEM (register
   or memory, the seven compare functions, write-wait-write form), INDIRECT_BUFFER (one level),
-  EVENT_WRITE, COPY_DATA (register / memory), DISPATCH_DIRECT (validates the COMPUTE_* state and
-  records the dispatch in `dispatches`: no kernel runs here). A header whose type is not 3, an
-  unknown opcode, a count that does not fit the opcode or a field out of range stops the queue:
+  EVENT_WRITE, COPY_DATA (register / memory), DISPATCH_DIRECT (validates the COMPUTE_* state,
+  records the dispatch in `dispatches` and runs its grid to the end in the RDNA3 interpreter,
+  mockgpu.amd.rdna3.interp, before the next packet: at most `instruction_budget` wave
+  instructions; a grid still running then leaves the queue hung on the packet (`hung`) until a
+  dequeue, as a kernel that never ends does. A wave's memory fault, sent to the IH by the GMC, or
+  an instruction the interpreter lacks stops the queue with `error` naming the address). A
+  header whose type is not 3, an unknown opcode, a count that does not fit the opcode or a field
+  out of range stops the queue:
   OPCODE_ERROR_INT_STATUS is set in the pipe's CP_ME1_PIPEn_INT_STATUS and, when the pipe's
   OPCODE_ERROR_INT_ENABLE is set (gfx_v11_0_set_bad_op_fault_state), CP_BAD_OPCODE_ERROR goes to
   the IH with the queue in ring_id (gfx_v11_0.c gfx_v11_0_handle_priv_fault: me bits 3:2, pipe
@@ -74,6 +79,7 @@ from autogen.amd import psp_gfx_if as gfx
 from autogen.amd import soc15_ih_clientid as clientid
 from autogen.amd.regs import gc_11_0_0, nbio_4_3_0
 from mockgpu.amd.gmc import GFX_HUB, GPUBusError, GPUVMFault
+from mockgpu.amd.rdna3 import interp
 
 if TYPE_CHECKING:
     from mockgpu.amd.gpu import Navi31GPU
@@ -267,6 +273,11 @@ class _IBStarted(Exception):
     """Raised by INDIRECT_BUFFER: the queue now runs the IB before it moves past the packet."""
 
 
+class _Hung(Exception):
+    """Raised by DISPATCH_DIRECT: the grid ran out of its instruction budget; the queue stays on
+    the packet (busy) until a dequeue."""
+
+
 @dataclasses.dataclass
 class Dispatch:
     """One DISPATCH_DIRECT the MEC accepted: where it came from and the COMPUTE_* state it used."""
@@ -283,6 +294,7 @@ class Dispatch:
     rsrc3: int
     threads: tuple[int, int, int]
     user_data: tuple[int, ...]
+    stats: interp.DispatchStats | None = None  # what running the grid cost, once it ran
 
 
 @dataclasses.dataclass
@@ -309,6 +321,7 @@ class HardwareQueue:
         self.ib: _IndirectBuffer | None = None
         self.packets = 0
         self.events: list[tuple[int, int]] = []  # EVENT_WRITE (event type, event index)
+        self.hung: str | None = None  # why a dispatch of this queue never finished
 
     @property
     def ring_id(self) -> int:
@@ -354,6 +367,7 @@ class MECModel:
         self.firmware_kind: str | None = None  # forced by tests: "rs64" or "f32"
         self.queues: dict[tuple[int, int, int], HardwareQueue] = {}
         self.dispatches: list[Dispatch] = []
+        self.instruction_budget = interp.DEFAULT_BUDGET  # wave instructions per dispatch
         self.acquires = 0
         self.error: str | None = None  # the last queue error, for tests and logs
         self._recheck_scheduled = False
@@ -493,6 +507,7 @@ class MECModel:
             return
         hqd.active = True
         hqd.error = None
+        hqd.hung = None
         hqd.ib = None
         hqd.dequeue_pending = False
         hqd.put("regCP_HQD_ERROR", 0)
@@ -536,6 +551,7 @@ class MECModel:
     def _finish_dequeue(self, hqd: HardwareQueue) -> None:
         """The queue stops at a packet boundary with its pointers in the bank; ACTIVE clears."""
         hqd.ib = None  # an interrupted IB restarts from its INDIRECT_BUFFER packet
+        hqd.hung = None  # the dequeue ends the waves of a dispatch that never finished
         hqd.active = False
         hqd.dequeue_pending = False
         hqd.put("regCP_HQD_ACTIVE", 0)
@@ -588,7 +604,9 @@ class MECModel:
         if hqd.dequeue_pending:
             self._finish_dequeue(hqd)
             return
-        if not hqd.active or hqd.error is not None or not self.pipe_running(hqd.me, hqd.pipe):
+        if not hqd.active or hqd.error is not None or hqd.hung is not None:
+            return
+        if not self.pipe_running(hqd.me, hqd.pipe):
             return
         start = hqd.rptr
         try:
@@ -609,6 +627,9 @@ class MECModel:
                 self._schedule_recheck()
         except PacketError as exc:
             self._fail(hqd, exc)
+        except _Hung:
+            self.error = hqd.hung
+            log.info("%s", hqd.hung)
         if hqd.rptr != start:
             self._report_rptr(hqd)
 
@@ -999,9 +1020,22 @@ class MECModel:
             raise PacketError("DISPATCH_DIRECT: " + "; ".join(problems))
         # the shader's first instructions must be reachable (SQC instruction fetch)
         self._read(vmid, program, DWORD, ERROR_DATA_SOURCE)
-        self.dispatches.append(Dispatch(
+        dispatch = Dispatch(
             me=hqd.me, pipe=hqd.pipe, queue=hqd.queue, vmid=vmid, dimensions=dimensions,
             initiator=initiator, program_address=program, rsrc1=rsrc1, rsrc2=rsrc2,
             rsrc3=get("regCOMPUTE_PGM_RSRC3"), threads=threads,
-            user_data=tuple(get(name) for name in USER_DATA[:user_sgprs])))
+            user_data=tuple(get(name) for name in USER_DATA[:user_sgprs]))
+        self.dispatches.append(dispatch)
+        self._run_grid(hqd, dispatch)
         return len(body)
+
+    def _run_grid(self, hqd: HardwareQueue, dispatch: Dispatch) -> None:
+        """The shader engine runs the whole grid before the CP moves on (this model's order)."""
+        try:
+            dispatch.stats = interp.run_dispatch(self.gpu.gmc, dispatch, self.instruction_budget,
+                                                 GFX_HUB)
+        except interp.ShaderHang as exc:
+            hqd.hung = f"{hqd.name} hung in DISPATCH_DIRECT at rptr {hqd.rptr:#x}: {exc}"
+            raise _Hung() from None
+        except interp.ShaderError as exc:
+            raise PacketError(f"DISPATCH_DIRECT: {exc}", source_id=None) from None

@@ -11,6 +11,7 @@ from autogen.amd.regs import gc_11_0_0, nbio_4_3_0
 from autogen.amd.v11_structs import v11_compute_mqd
 from mockgpu.amd import Navi31GPU
 from mockgpu.amd import mec as model
+from mockgpu.amd.rdna3.tables import SOPP
 
 MIB = 1 << 20
 FB_UNIT_SHIFT = 24
@@ -624,6 +625,13 @@ def dispatch_state(program: int, threads=(64, 1, 1), rsrc1: int = 0, rsrc2: int 
             *set_sh_reg("regCOMPUTE_USER_DATA_0", 0xAAAA, 0xBBBB))
 
 
+# RDNA3 ISA guide, SOPP encoding (0b101111111 in bits 31:23) with S_ENDPGM's opcode in bits 22:16
+S_ENDPGM = 0xBF800000 | next(op for op, (name, _) in SOPP.items() if name == "s_endpgm") << 16
+# llvm-mc-16 -mcpu=gfx1100 encodings: s_branch 65535 (to itself); global_store_b32 v[0:1], v0, off
+S_BRANCH_SELF = 0xBFA0FFFF
+GLOBAL_STORE_V0_AT_V01 = (0xDC6A0000, 0x007C0000)
+
+
 def dispatch_direct(x: int, y: int = 1, z: int = 1, wave32: bool = True) -> tuple[int, ...]:
     initiator = gc_11_0_0.get("regCOMPUTE_DISPATCH_INITIATOR").encode(
         COMPUTE_SHADER_EN=1, FORCE_START_AT_000=1, CS_W32_EN=int(wave32))
@@ -632,6 +640,7 @@ def dispatch_direct(x: int, y: int = 1, z: int = 1, wave32: bool = True) -> tupl
 
 def test_dispatch_direct_records_the_dispatch_with_its_state(compute):
     program = compute.mc(PROGRAM_OFFSET)
+    compute.put32(PROGRAM_OFFSET, S_ENDPGM)  # the grid runs: each wave ends at once
     compute.submit(*dispatch_state(program), *dispatch_direct(4, 2, 1),
                    *release_mem(compute.mc(FENCE_OFFSET), 1, interrupt=False))
     assert compute.hqd().error is None
@@ -642,6 +651,34 @@ def test_dispatch_direct_records_the_dispatch_with_its_state(compute):
     assert dispatch.user_data == (0xAAAA, 0xBBBB)
     assert (dispatch.me, dispatch.pipe, dispatch.queue, dispatch.vmid) == (ME, PIPE, QUEUE, 0)
     assert compute.vram64(FENCE_OFFSET) == 1
+
+
+def test_a_dispatch_that_never_ends_leaves_the_queue_hung_until_a_dequeue(compute):
+    program = compute.mc(PROGRAM_OFFSET)
+    compute.put32(PROGRAM_OFFSET, S_BRANCH_SELF)
+    compute.mec.instruction_budget = 200
+    compute.submit(*dispatch_state(program), *dispatch_direct(1),
+                   *release_mem(compute.mc(FENCE_OFFSET), 1, interrupt=False))
+    hqd = compute.hqd()
+    assert hqd.error is None and "200 wave instructions" in hqd.hung
+    assert compute.vram64(FENCE_OFFSET) == 0  # the fence after the dispatch never comes
+    compute.grbm_select(ME, PIPE, QUEUE)
+    assert compute.read("GC", "regCP_HQD_ACTIVE") & 1
+    compute.write("GC", "regCP_HQD_DEQUEUE_REQUEST", 1)
+    assert not compute.read("GC", "regCP_HQD_ACTIVE") & 1
+    assert hqd.hung is None
+
+
+def test_a_wave_fault_stops_the_queue_naming_the_address(compute):
+    program = compute.mc(PROGRAM_OFFSET)
+    compute.put32(PROGRAM_OFFSET, GLOBAL_STORE_V0_AT_V01[0])
+    compute.put32(PROGRAM_OFFSET + 4, GLOBAL_STORE_V0_AT_V01[1])
+    compute.submit(*dispatch_state(program), *dispatch_direct(1),
+                   *release_mem(compute.mc(FENCE_OFFSET), 1, interrupt=False))
+    # lane 0 stores at v[0:1] = 0 (work-item id 0, v1 zero): below the FB aperture, unmapped
+    assert "faulted on a write of 0x0" in compute.hqd().error
+    assert compute.gpu.gmc.faults[-1].address == 0
+    assert compute.vram64(FENCE_OFFSET) == 0
 
 
 @pytest.mark.parametrize("problem", ["no_program", "zero_dimension", "zero_threads", "too_many_threads",
