@@ -335,9 +335,13 @@ class Observer:
 
     @staticmethod
     def layout_summary(layout) -> dict:
+        """Each structure's address under what it is: "mc_address" (the GPU's view of VRAM) or
+        "vram_address" (physical, as the VMID 0 root: drivers.am.boot.slot_address_kind)."""
+        from drivers.am import boot as am_boot  # found: boot_layout imported it
+
         return {"available": True, "generation": layout.generation, "state": layout.state.name,
                 "owner_pid": layout.owner_pid, "blocks": list(layout.blocks),
-                "structures": {name: {"mc_address": f"{address:#x}", "size": size}
+                "structures": {name: {am_boot.slot_address_kind(name): f"{address:#x}", "size": size}
                                for name, (address, size) in layout.slots.items()},
                 "firmware_files": len(layout.firmware), "allocations": len(layout.allocations)}
 

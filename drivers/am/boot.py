@@ -20,7 +20,10 @@ during a teardown, DOWN_CLEAN once the owner let go (detached with the hardware 
 teardown, which also clears the flags).
 
 `inspect(device)` decides what a new owner (holding hal's ownership lock) does:
-- no valid flags: cold boot;
+- no valid flags and no SOS running (MP0 C2PMSG_81 reads 0): cold boot;
+- no valid flags but the SOS alive: a driver ran before (a PCI reset cleared its flags, it tore
+  down, or it was not this driver) and the PSP may hold its TMR: mode1 reset, then a cold boot,
+  as amdgpu does on init (soc21.c soc21_need_reset_on_init);
 - valid flags but a header that does not parse, or whose generation differs: the hardware state is
   unknown: mode1 reset, then a cold boot (logged as a warning);
 - BOOTING or SHUTTING_DOWN (the owner died in the middle), or UP with an owner pid that no longer
@@ -101,6 +104,18 @@ SLOTS: tuple[tuple[str, str, str], ...] = (
     ("gc.ring", "GC", "ring"),
     ("gc.writeback", "GC", "writeback"),
 )
+# A slot's address is an MC address (fb_base + VRAM offset: what VMID 0 and the engines use) except
+# for these, which hold VRAM physical addresses (vram_base_offset + VRAM offset): the VMID 0 root is
+# what PAGE_TABLE_BASE_ADDR takes (gmc_v11_0.c gmc_v11_0_get_vm_pde turns MC into these)
+PHYSICAL_SLOTS = frozenset({"gmc.vmid0_root"})
+# drivers/gpu/drm/amd/amdgpu/soc21.c soc21_need_reset_on_init: the SOS's sign of life, non-zero once
+# the bootloader started the SOS (psp_v13_0.c psp_v13_0_is_sos_alive reads the same register)
+SOS_SIGN_OF_LIFE = ("MP0", "regMP0_SMN_C2PMSG_81")
+
+
+def slot_address_kind(name: str) -> str:
+    """What the address in slot `name` is: "vram_address" (physical) or "mc_address"."""
+    return "vram_address" if name in PHYSICAL_SLOTS else "mc_address"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +135,8 @@ class Layout:
     state: State
     owner_pid: int
     blocks: tuple[str, ...] = ()
-    slots: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)  # name -> (MC, size)
+    # name -> (address, size): an MC address, or a VRAM physical one for PHYSICAL_SLOTS
+    slots: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
     firmware: dict[str, str] = dataclasses.field(default_factory=dict)  # file -> SHA-256 (hex)
     allocations: tuple[Allocation, ...] = ()
 
@@ -272,7 +288,7 @@ class BootLayout:
         device = self.device
         flags = read_flags(device.registers)
         if flags is None:
-            return Decision("cold", "no boot layout flags (power-on, after a reset or a full teardown)")
+            return self._without_flags()
         offset, generation = flags
         try:
             layout = decode(device.vram.read(offset, LAYOUT_SIZE))
@@ -296,6 +312,19 @@ class BootLayout:
             return Decision("reset", f"the layout holds blocks {', '.join(layout.blocks)}, this bring-up "
                                      f"wants {', '.join(wanted)}", layout)
         return Decision("warm", f"generation {generation} left {layout.state.name} by pid {pid}", layout)
+
+    def _without_flags(self) -> Decision:
+        """No layout to trust: cold, unless the SOS runs (amdgpu_device.c amdgpu_device_init asks
+        amdgpu_asic_need_reset_on_init; on soc21 a non-zero sign of life means a driver ran before,
+        and amdgpu then resets the ASIC before init). Navi3x dGPUs only: amdgpu skips APUs."""
+        block, name = SOS_SIGN_OF_LIFE
+        sign = self.device.registers.reg(block, name).read()
+        if sign:
+            return Decision("reset", f"no boot layout flags but the PSP's SOS is alive ({block} {name} "
+                                     f"reads {sign:#x}): a driver ran before "
+                                     "(its flags cleared by a PCI reset or its teardown, or another "
+                                     "driver) and the PSP may hold its TMR")
+        return Decision("cold", "no boot layout flags and no SOS running (power-on or after a mode1)")
 
     # -- writing -----------------------------------------------------------------------------------
     def begin(self, previous: Layout | None) -> None:

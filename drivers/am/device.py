@@ -10,8 +10,10 @@ Bring-up (the order amdgpu follows in amdgpu_device_init / amdgpu_device_ip_init
 4. sw_init of every block in order, then hw_init of every block in order.
 With a boot layout (drivers.am.boot; any bring-up that has blocks), step 4 depends on what the
 previous owner left: a cold boot as above; a warm attach (sw_init, then each block's warm_init:
-rings and tables reused, no firmware loaded again); or, after a crashed owner or a layout that
-does not match the hardware, a mode1 reset (drivers.am.reset) and then a cold boot.
+rings and tables reused, no firmware loaded again); or, after a crashed owner, a layout that
+does not match the hardware, or no valid layout while the PSP's SOS runs (a PCI reset, a teardown
+or another driver came before: amdgpu's soc21_need_reset_on_init), a mode1 reset
+(drivers.am.reset) and then a cold boot.
 Teardown (`fini`, also after a failed step) runs hw_fini in reverse for each block whose hw_init
 succeeded, then sw_fini in reverse for each block whose sw_init succeeded.
 

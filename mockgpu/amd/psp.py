@@ -190,8 +190,12 @@ class PSPModel:
 
         power_on and mode1: the PSP reboots into its bootloader (amdgpu_psp.c psp_resume and
         amdgpu_device.c amdgpu_device_mode1_reset reload every component afterwards; psp_v13_0's
-        is_sos_alive reads 0). pci (FLR, bus reset): whether MP0 restarts is not documented; amdgpu
-        never resets a bare-metal Navi3x that way, so the model keeps the PSP running."""
+        is_sos_alive reads 0). pci (FLR, bus reset): whether MP0 restarts is not documented.
+        amdgpu never picks one on soc21 (soc21.c soc21_asic_reset_method has no PCI case); after
+        the PCI core's bus reset of error recovery (amdgpu_device.c amdgpu_pci_slot_reset) it
+        re-inits with no ASIC reset, and psp_v13_0's bootloader steps skip when C2PMSG_81 is
+        non-zero, so it handles either outcome. The model keeps the SOS, its ring and its TMR: the
+        case that needs soc21.c soc21_need_reset_on_init's mode1 before a driver's init."""
         if kind not in RESET_KINDS:
             raise ValueError(f"unknown reset kind {kind!r} (kinds: {', '.join(RESET_KINDS)})")
         if kind == "pci":
