@@ -1,0 +1,213 @@
+"""AMD programs: an HSA code object loaded into VRAM, and the launches the compute queue records.
+
+`AMDProgram` loads the code object (compute.amd.codeobject.load), uploads its whole loaded image
+(every PT_LOAD segment at its virtual address, so PC-relative references between .text and .rodata
+hold) to VRAM through the copy queue, and keeps the kernel's entry address (COMPUTE_PGM_LO/HI take
+it >> 8, so it must be 256-byte aligned). Scratch (a private segment) is not supported yet.
+
+`prepare(queue, args, global_size, local_size)`:
+- kernargs: a block of `kernarg_size` bytes, `kernarg_align` aligned, from the device's kernarg
+  arena; each argument of the metadata at its offset: `global_buffer` takes a `Buffer` (its GPU
+  address) or an int address, `by_value` an int or float packed by its type name and size; hidden
+  arguments stay zero;
+- the dispatch packet, when the kernel enables the dispatch pointer: an
+  `hsa_kernel_dispatch_packet_t` (HSA Platform System Architecture Specification 1.2, 2.9.6; ROCR
+  hsa.h) of DISPATCH_PACKET_BYTES in the same arena: header (kernel dispatch type), setup
+  (dimensions), workgroup sizes, grid sizes in work-items, segment sizes, the kernel object (the
+  descriptor's address) and the kernarg address. Kernels read their work-group size and grid size
+  from it (AMDGPUUsage, "Initial Kernel Execution State");
+- the user SGPRs in the order Program.user_sgprs gives (dispatch ptr, kernarg segment ptr, ...;
+  a slot the launcher cannot fill is refused) into COMPUTE_USER_DATA_n;
+- COMPUTE_PGM_RSRC1/2/3 from the descriptor, COMPUTE_TMPRING_SIZE 0, COMPUTE_START_X/Y/Z 0,
+  COMPUTE_NUM_THREAD_X/Y/Z the local size, then DISPATCH_DIRECT of the work-group counts
+  (ceil(global / local)) with COMPUTE_SHADER_EN, FORCE_START_AT_000 and, for wave32 kernels,
+  CS_W32_EN; PARTIAL_TG_EN when the grid is not a multiple of the work-group.
+"""
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Sequence
+
+from autogen.amd.regs import gc_11_0_0 as gc_regs
+from compute.amd import codeobject
+from compute.buffer import Buffer
+from drivers.am import gfx as pm4
+from hal.errors import BadBinary, InvalidArgument, UnsupportedOperation
+
+if TYPE_CHECKING:
+    from compute.amd.queues import AMDComputeQueue
+    from compute.device import Device
+
+PGM_ADDRESS_SHIFT = 8  # COMPUTE_PGM_LO holds address bits 39:8 (gfx_v8_0.c: gpu_addr >> 8)
+PGM_ADDRESS_ALIGNMENT = 1 << PGM_ADDRESS_SHIFT
+CODE_ALIGNMENT = 4096  # the image keeps its segments' page alignment
+# hsa.h hsa_kernel_dispatch_packet_t: header u16, setup u16, workgroup_size_x/y/z u16, reserved0 u16,
+# grid_size_x/y/z u32, private_segment_size u32, group_segment_size u32, kernel_object u64,
+# kernarg_address u64, reserved2 u64, completion_signal u64
+DISPATCH_PACKET = struct.Struct("<HHHHHHIIIIIQQQQ")
+DISPATCH_PACKET_BYTES = 64
+DISPATCH_PACKET_ALIGNMENT = 64  # hsa.h: AQL packets are 64-byte aligned
+HSA_PACKET_TYPE_KERNEL_DISPATCH = 2  # hsa.h hsa_packet_type_t
+HSA_PACKET_HEADER_TYPE = 0  # hsa.h hsa_packet_header_t: the type's bit offset
+MAX_WORKGROUP_THREADS = 1024  # AMDGPUUsage: the largest flat work-group size
+MAX_DIMENSION = 0xFFFFFFFF  # COMPUTE_DIM_X.SIZE / DISPATCH_DIRECT: 32-bit work-group counts
+
+_INITIATOR = gc_regs.regCOMPUTE_DISPATCH_INITIATOR
+_SCALAR_FORMATS = {("float", 4): "<f", ("double", 8): "<d", ("half", 2): "<e"}
+
+
+def _scalar(arg, value) -> bytes:
+    """A by-value argument packed by its metadata type and size."""
+    base = arg.type_name.replace("const ", "").strip()
+    fmt = _SCALAR_FORMATS.get((base, arg.size))
+    if fmt is not None:
+        return struct.pack(fmt, float(value))
+    if not isinstance(value, int):
+        raise InvalidArgument(f"argument {arg.name!r} ({arg.type_name}) takes an integer, not {value!r}")
+    signed = not base.startswith("u") and base not in ("size_t", "bool")
+    low = -(1 << (8 * arg.size - 1)) if signed else 0
+    high = (1 << (8 * arg.size - 1)) - 1 if signed else (1 << (8 * arg.size)) - 1
+    if not low <= value <= high:
+        raise InvalidArgument(f"argument {arg.name!r} ({arg.type_name}) = {value} is out of range")
+    return value.to_bytes(arg.size, "little", signed=signed)
+
+
+class AMDLaunch:
+    """One prepared dispatch: what the compute queue records for it."""
+
+    __slots__ = ("program", "kernarg_address", "dispatch_address", "groups", "local_size", "initiator")
+
+    def __init__(self, program: "AMDProgram", kernarg_address: int, dispatch_address: int,
+                 groups: tuple[int, int, int], local_size: tuple[int, int, int], initiator: int) -> None:
+        self.program = program
+        self.kernarg_address = kernarg_address
+        self.dispatch_address = dispatch_address
+        self.groups = groups
+        self.local_size = local_size
+        self.initiator = initiator
+
+    def user_data(self) -> list[int]:
+        """COMPUTE_USER_DATA_0.. for the program's user SGPR layout."""
+        program = self.program.program
+        values = [0] * program.descriptor.user_sgpr_count
+        sources = {"dispatch_ptr": self.dispatch_address, "kernarg_segment_ptr": self.kernarg_address}
+        for slot in program.user_sgprs:
+            value = sources[slot.name]
+            values[slot.first] = value & 0xFFFFFFFF
+            values[slot.first + 1] = value >> 32
+        return values
+
+    def words(self, queue: "AMDComputeQueue") -> list[int]:
+        program = self.program
+        code = program.program
+        entry = program.entry_address >> PGM_ADDRESS_SHIFT
+        words = pm4.set_sh_reg_packet(queue.register("regCOMPUTE_PGM_LO"),
+                                      [entry & 0xFFFFFFFF, entry >> 32])
+        words += pm4.set_sh_reg_packet(queue.register("regCOMPUTE_PGM_RSRC1"), [code.rsrc1, code.rsrc2])
+        words += pm4.set_sh_reg_packet(queue.register("regCOMPUTE_PGM_RSRC3"), [code.rsrc3])
+        words += pm4.set_sh_reg_packet(queue.register("regCOMPUTE_TMPRING_SIZE"), [0])
+        words += pm4.set_sh_reg_packet(queue.register("regCOMPUTE_RESOURCE_LIMITS"), [0])
+        words += pm4.set_sh_reg_packet(queue.register("regCOMPUTE_START_X"),
+                                       [0, 0, 0, *self.local_size])
+        user_data = self.user_data()
+        if user_data:
+            words += pm4.set_sh_reg_packet(queue.register("regCOMPUTE_USER_DATA_0"), user_data)
+        words += pm4.dispatch_direct_packet(*self.groups, self.initiator)
+        return words
+
+
+class AMDProgram:
+    """A kernel of an HSA code object, uploaded to VRAM (see the module docstring)."""
+
+    def __init__(self, device: "Device", binary: bytes, name: str) -> None:
+        self.device = device
+        self.code_object = codeobject.load(binary)
+        try:
+            self.program = self.code_object[name]
+        except KeyError:
+            raise InvalidArgument(f"the code object has no kernel {name!r} (it has "
+                                  f"{', '.join(sorted(self.code_object.programs))})") from None
+        program = self.program
+        if program.scratch_size:
+            raise UnsupportedOperation(f"kernel {name!r} needs {program.scratch_size} bytes of scratch "
+                                       "per work-item; scratch is not supported yet")
+        for slot in program.user_sgprs:
+            if slot.name not in ("dispatch_ptr", "kernarg_segment_ptr"):
+                raise UnsupportedOperation(f"kernel {name!r} enables the user SGPR {slot.name!r}, "
+                                           "which this launcher does not provide")
+        image = self.code_object.image()
+        self.image = device.allocate(max(len(image), 1))
+        self.image.copyin(image)
+        self.entry_address = self.image.gpu_address + program.code_address + program.entry_offset
+        self.descriptor_address = self.image.gpu_address + program.descriptor_address
+        if self.entry_address % PGM_ADDRESS_ALIGNMENT:
+            raise BadBinary(f"kernel {name!r}: entry at image offset "
+                            f"{program.code_address + program.entry_offset:#x} is not "
+                            f"{PGM_ADDRESS_ALIGNMENT}-byte aligned (COMPUTE_PGM_LO holds address >> 8)")
+        self.wave32 = program.wavefront_size == 32
+        self.needs_dispatch_packet = program.user_sgpr("dispatch_ptr") is not None
+
+    def pack_kernargs(self, args: Sequence) -> bytes:
+        program = self.program
+        explicit = [arg for arg in program.args if not arg.value_kind.startswith("hidden_")]
+        if len(args) != len(explicit):
+            names = ", ".join(arg.name for arg in explicit)
+            raise InvalidArgument(f"kernel {program.name!r} takes {len(explicit)} arguments ({names}), "
+                                  f"not {len(args)}")
+        block = bytearray(max(program.kernarg_size, 1))
+        for arg, value in zip(explicit, args):
+            if arg.value_kind == "global_buffer":
+                address = value.gpu_address if isinstance(value, Buffer) else value
+                if not isinstance(address, int):
+                    raise InvalidArgument(f"argument {arg.name!r} takes a Buffer or a GPU address, "
+                                          f"not {value!r}")
+                data = address.to_bytes(arg.size, "little")
+            elif arg.value_kind == "by_value":
+                data = _scalar(arg, value)
+            else:
+                raise UnsupportedOperation(f"kernel {program.name!r} argument {arg.name!r}: value kind "
+                                           f"{arg.value_kind!r} is not supported")
+            block[arg.offset:arg.offset + arg.size] = data
+        return bytes(block)
+
+    def prepare(self, queue, args: Sequence, global_size: tuple[int, int, int],
+                local_size: tuple[int, int, int]) -> AMDLaunch:
+        program = self.program
+        threads = local_size[0] * local_size[1] * local_size[2]
+        limit = min(MAX_WORKGROUP_THREADS, program.metadata.max_flat_workgroup_size or MAX_WORKGROUP_THREADS)
+        if threads > limit:
+            raise InvalidArgument(f"kernel {program.name!r}: a work-group of {local_size} is more than "
+                                  f"{limit} work-items")
+        required = program.metadata.reqd_workgroup_size
+        if required is not None and tuple(required) != local_size:
+            raise InvalidArgument(f"kernel {program.name!r} requires local_size {tuple(required)}, "
+                                  f"not {local_size}")
+        groups = tuple(-(-g // l) for g, l in zip(global_size, local_size))
+        if any(count > MAX_DIMENSION for count in groups):
+            raise InvalidArgument(f"kernel {program.name!r}: {groups} work-groups is too many")
+        kernargs = self.pack_kernargs(args)
+        arena = self.device.kernargs
+        offset, kernarg_address = arena.alloc(len(kernargs), max(program.kernarg_align, 16), queue)
+        arena.write(offset, kernargs)
+        dispatch_address = 0
+        if self.needs_dispatch_packet:
+            offset, dispatch_address = arena.alloc(DISPATCH_PACKET_BYTES, DISPATCH_PACKET_ALIGNMENT, queue)
+            arena.write(offset, self.dispatch_packet(global_size, local_size, kernarg_address))
+        partial = any(g % l for g, l in zip(global_size, local_size))
+        initiator = _INITIATOR.encode(COMPUTE_SHADER_EN=1, FORCE_START_AT_000=1,
+                                      CS_W32_EN=int(self.wave32), PARTIAL_TG_EN=int(partial))
+        return AMDLaunch(self, kernarg_address, dispatch_address, groups, local_size, initiator)
+
+    def dispatch_packet(self, global_size, local_size, kernarg_address: int) -> bytes:
+        dims = 1
+        for axis in (1, 2):
+            if global_size[axis] > 1 or local_size[axis] > 1:
+                dims = axis + 1
+        header = HSA_PACKET_TYPE_KERNEL_DISPATCH << HSA_PACKET_HEADER_TYPE
+        program = self.program
+        return DISPATCH_PACKET.pack(header, dims, *local_size, 0, *global_size, program.scratch_size,
+                                    program.lds_size, self.descriptor_address, kernarg_address, 0, 0)
+
+    def free(self) -> None:
+        self.image.free()
+
