@@ -212,14 +212,27 @@ def with_modifiers(operand: Operand, neg: bool, abs_: bool) -> Operand:
     return dataclasses.replace(operand, neg=neg, abs=abs_, text=text)
 
 
+class TruncatedInstruction(UnknownInstruction):
+    """The code ends inside an instruction: its encoding (or its literal) needs more dwords."""
+
+
 class Decoder:
     """Decodes gfx1100 instructions from a bytes-like object holding a code section."""
 
     def __init__(self, code: bytes, base_address: int = 0):
         self.code = bytes(code)
         self.base = base_address
+        self.start = 0  # offset of the instruction being decoded
 
-    def dword(self, offset: int) -> int:
+    def dword(self, offset: int, what: str = "dword") -> int:
+        if offset < 0 or offset + 4 > len(self.code):
+            end = self.base + len(self.code)
+            words = tuple(int.from_bytes(self.code[k:k + 4], "little")
+                          for k in range(self.start, len(self.code) - 3, 4))
+            raise TruncatedInstruction(
+                self.base + self.start, words,
+                f"truncated: it needs the {what} at 0x{self.base + offset:x} "
+                f"but the code ends at 0x{end:x}")
         return int.from_bytes(self.code[offset:offset + 4], "little")
 
     def decode_all(self) -> list[Instruction]:
@@ -232,6 +245,7 @@ class Decoder:
         return out
 
     def decode_at(self, offset: int) -> Instruction:
+        self.start = offset
         address = self.base + offset
         first = self.dword(offset)
         for encoding, mask, match in ENCODINGS:
@@ -255,9 +269,7 @@ class Decoder:
 
     def literal_after(self, offset: int, size: int, codes: list[int]) -> tuple[int | None, int]:
         if LITERAL in codes:
-            if offset + size + 4 > len(self.code):
-                raise ValueError("the literal dword lies past the end of the code")
-            return self.dword(offset + size), size + 4
+            return self.dword(offset + size, "literal dword"), size + 4
         return None, size
 
     def make(self, address, size, encoding, opcode, name, operands, fields, suffix="",

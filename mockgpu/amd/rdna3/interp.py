@@ -42,6 +42,7 @@ from mockgpu.amd.gmc import GFX_HUB, GPU_PAGE_SIZE, Access, GPUBusError, GPUVMFa
 from mockgpu.amd.rdna3 import decoder
 from mockgpu.amd.rdna3.decoder import EXEC_LO, NULL, VCC_LO, Instruction, Operand
 
+PAGE_SHIFT = GPU_PAGE_SIZE.bit_length() - 1  # GPU pages are 4 KiB (gmc.py GPU_PAGE_SIZE)
 WAVE_LANES = 32  # RDNA3 ISA guide, "Wave32 and Wave64": this interpreter runs wave32 only
 FULL_EXEC = (1 << WAVE_LANES) - 1
 WORD_MASK = 0xFFFFFFFF
@@ -168,8 +169,10 @@ def unpack(mask: int) -> np.ndarray:
 
 
 def pack(lanes) -> int:
-    lanes = np.broadcast_to(lanes, (WAVE_LANES,))
-    return int(np.bitwise_or.reduce(np.where(lanes, _LANE_BITS, np.uint64(0))))
+    """32 lane booleans (or one for all lanes) as a mask: lane i in bit i."""
+    if np.ndim(lanes) == 0:
+        return FULL_EXEC if lanes else 0
+    return int.from_bytes(np.packbits(lanes, bitorder="little").tobytes(), "little")
 
 
 # -- operands ---------------------------------------------------------------------------------------
@@ -400,6 +403,7 @@ class Interpreter:
         self.stats = DispatchStats()
         self.code: dict[int, Callable[[Wave], int]] = {}
         self.pages: dict[int, bytes] = {}
+        self.tlb: dict[tuple[int, Access, int], int | None] = {}
         self.vram = np.frombuffer(gmc.vram, dtype=np.uint8)
         rsrc1 = _RSRC1.decode(dispatch.rsrc1)
         self.rsrc2 = _RSRC2.decode(dispatch.rsrc2)
@@ -531,12 +535,11 @@ class Interpreter:
             except ShaderMemoryFault:
                 pass  # an instruction that fits in this page still decodes
         try:
-            instruction = decoder.Decoder(data, address).decode_at(0)
+            return decoder.Decoder(data, address).decode_at(0)
         except decoder.UnknownInstruction as exc:
+            if isinstance(exc, decoder.TruncatedInstruction) and len(data) < MAX_INSTRUCTION_BYTES:
+                self.page_bytes(page + GPU_PAGE_SIZE)  # the rest of it lies on a page that faults
             raise UnsupportedInstruction(str(exc), address) from None
-        if instruction.size > len(data):
-            self.page_bytes(page + GPU_PAGE_SIZE)  # the rest of it lies on a page that faults
-        return instruction
 
     def compile_at(self, address: int) -> Callable[[Wave], int]:
         instruction = self.decode_at(address)
@@ -580,6 +583,13 @@ class Interpreter:
             raise _MemoryFault(va, access, str(exc)) from None
 
     def read(self, va: int, n: int, client: int) -> bytes:
+        page = va >> PAGE_SHIFT
+        if (va + n - 1) >> PAGE_SHIFT == page:
+            base = self.page_base(page, Access.READ, client)
+            if base is not None:
+                start = base + (va & (GPU_PAGE_SIZE - 1))
+                if start + n <= len(self.vram):
+                    return self.vram[start:start + n].tobytes()
         out = b""
         while len(out) < n:
             where = self.translate(va + len(out), Access.READ, client)
@@ -604,23 +614,46 @@ class Interpreter:
     def lane_offsets(self, addresses: np.ndarray, size: int, access: Access) -> np.ndarray | None:
         """VRAM offsets of each lane's access when every one stays in one VRAM page (the fast
         path); None when some lane needs the byte-wise path (system memory, PRT, page crossing)."""
-        in_page = addresses & np.uint64(GPU_PAGE_SIZE - 1)
-        if np.any(in_page + np.uint64(size) > np.uint64(GPU_PAGE_SIZE)):
+        in_page = (addresses & np.uint64(GPU_PAGE_SIZE - 1)).astype(np.int64)
+        if int(in_page.max()) + size > GPU_PAGE_SIZE:
             return None
-        pages = addresses >> np.uint64(12)
-        unique, first, inverse = np.unique(pages, return_index=True, return_inverse=True)
-        bases = np.empty(len(unique), dtype=np.int64)
-        for k in range(len(unique)):
-            va = int(addresses[first[k]])
-            where = self.translate(va, access, CLIENT_TCP)
-            if where.system or where.prt:
+        pages = addresses >> np.uint64(PAGE_SHIFT)
+        low = int(pages.min())
+        high = int(pages.max())
+        if high == low:
+            base = self.page_base(low, access)
+            if base is None:
                 return None
-            bases[k] = where.address - (va & (GPU_PAGE_SIZE - 1))
-        offsets = bases[inverse.reshape(-1)] + in_page.astype(np.int64)
+            offsets = in_page + base
+        else:
+            unique, inverse = np.unique(pages, return_inverse=True)
+            bases = np.empty(len(unique), dtype=np.int64)
+            for k, page in enumerate(unique.tolist()):
+                base = self.page_base(page, access)
+                if base is None:
+                    return None
+                bases[k] = base
+            offsets = bases[inverse.reshape(-1)] + in_page
         if np.any(offsets + size > len(self.vram)):
             bad = int(addresses[int(np.argmax(offsets + size > len(self.vram)))])
             raise _MemoryFault(bad, access, "the access is past the end of VRAM")
         return offsets
+
+    def page_base(self, page: int, access: Access, client: int = CLIENT_TCP) -> int | None:
+        """The VRAM offset of GPU page number `page` for `client`'s access, or None when it is
+        system memory or PRT (the byte-wise path). A successful walk is kept for the rest of the
+        dispatch as the UTCL1/UTCL2 TLBs keep it: nothing invalidates the VMID's TLB while its
+        dispatch runs (gmc_v11_0.c gmc_v11_0_flush_gpu_tlb is a driver request between jobs);
+        a walk that faults is never kept, so each faulting access reaches the GMC and the IH."""
+        key = (page, access, client)
+        tlb = self.tlb
+        if key in tlb:
+            return tlb[key]
+        va = page << PAGE_SHIFT
+        where = self.translate(va, access, client)
+        base = None if where.system or where.prt else where.address
+        tlb[key] = base
+        return base
 
     def gather(self, addresses: np.ndarray, size: int) -> np.ndarray:
         """`size` bytes at each address: an (n, size) uint8 array."""

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from mockgpu.amd.rdna3 import tables
-from mockgpu.amd.rdna3.decoder import UnknownInstruction, decode
+from mockgpu.amd.rdna3.decoder import TruncatedInstruction, UnknownInstruction, decode
 
 DATA = pathlib.Path(__file__).parent / "data"
 KERNELS = DATA / "decoder_kernels.cl"
@@ -105,3 +105,17 @@ def test_tables_record_the_installed_llvm():
     out = subprocess.run(["llvm-mc-16", "--version"], capture_output=True, text=True).stdout
     if tables.LLVM_VERSION not in out:
         pytest.skip(f"installed llvm-mc-16 is not {tables.LLVM_VERSION}; tables may differ")
+
+
+@pytest.mark.parametrize("words, cut", [
+    ([0x8B04FF04, 0x0000FFFF], 4),  # s_and_b32 s4, s4, 0xffff: the literal is missing
+    ([0xDC520000, 0x027C0002], 4),  # global_load_b64: the second dword is missing
+    ([0xDC520000, 0x027C0002], 6),  # ... or only half of it is there
+])
+def test_a_truncated_instruction_is_an_error_naming_its_address(words, cut):
+    code = words_to_bytes([0xBF800000] + words)[:4 + cut]  # s_nop 0, then the cut instruction
+    expected = r"instruction at 0x3004 .*truncated.*ends at 0x30"
+    with pytest.raises(TruncatedInstruction, match=expected) as error:
+        decode(code, base_address=0x3000)
+    assert error.value.address == 0x3004
+    assert isinstance(error.value, UnknownInstruction)

@@ -65,9 +65,13 @@ class Machine:
         size = np.dtype(dtype).itemsize * count
         return np.frombuffer(bytes(self.gpu.vram[offset:offset + size]), dtype=dtype)
 
-    def dispatch(self, program: codeobject.Program, code_address: int, args: list, global_size: int,
-                 local_size: int) -> Dispatch:
-        """The Dispatch the MEC would record for `program(*args)` over `global_size` work-items."""
+    def dispatch(self, program: codeobject.Program, code_address: int, args: list, global_size,
+                 local_size) -> Dispatch:
+        """The Dispatch the MEC would record for `program(*args)` over `global_size` work-items
+        (an int or an (x, y) pair, as `local_size`)."""
+        global_xyz = dims(global_size)
+        local_xyz = dims(local_size)
+        setup = 1 if isinstance(global_size, int) else len(global_size)  # hsa.h: the dimensions
         kernarg = bytearray(program.kernarg_size)
         for arg, value in zip(program.args, args):
             if arg.value_kind == "global_buffer":
@@ -77,7 +81,7 @@ class Machine:
             else:
                 kernarg[arg.offset:arg.offset + arg.size] = value.to_bytes(arg.size, "little")
         kernarg_address = self.place(bytes(kernarg), program.kernarg_align)
-        packet = DISPATCH_PACKET.pack(0, 1, local_size, 1, 1, 0, global_size, 1, 1, 0,
+        packet = DISPATCH_PACKET.pack(0, setup, *local_xyz, 0, *global_xyz, 0,
                                       program.lds_size, 0, kernarg_address, 0, 0)
         packet_address = self.place(packet, 64)
         values = {"dispatch_ptr": packet_address, "kernarg_segment_ptr": kernarg_address}
@@ -86,12 +90,16 @@ class Machine:
             value = values[slot.name]
             for k in range(slot.count):
                 user[slot.first + k] = (value >> (32 * k)) & 0xFFFFFFFF
-        groups = -(-global_size // local_size)
+        groups = tuple(-(-g // size) for g, size in zip(global_xyz, local_xyz))
+        # the driver sizes LDS from the descriptor's group segment (LLVM AMDGPUUsage: "the
+        # runtime" fills COMPUTE_PGM_RSRC2.LDS_SIZE; the descriptor's field is zero)
+        lds_granules = -(-program.lds_size // interp.LDS_GRANULE_BYTES)
+        rsrc2 = program.rsrc2 | gc_11_0_0.get("regCOMPUTE_PGM_RSRC2").encode(LDS_SIZE=lds_granules)
         initiator = gc_11_0_0.get("regCOMPUTE_DISPATCH_INITIATOR").encode(
             COMPUTE_SHADER_EN=1, FORCE_START_AT_000=1, CS_W32_EN=int(program.wavefront_size == 32))
-        return Dispatch(me=1, pipe=0, queue=0, vmid=0, dimensions=(groups, 1, 1), initiator=initiator,
+        return Dispatch(me=1, pipe=0, queue=0, vmid=0, dimensions=groups, initiator=initiator,
                         program_address=code_address + program.entry_offset, rsrc1=program.rsrc1,
-                        rsrc2=program.rsrc2, rsrc3=program.rsrc3, threads=(local_size, 1, 1),
+                        rsrc2=rsrc2, rsrc3=program.rsrc3, threads=local_xyz,
                         user_data=tuple(user))
 
     def load(self, name: str, kernel: str) -> tuple[codeobject.Program, int]:
@@ -103,6 +111,12 @@ class Machine:
         program, code = self.load(name, kernel)
         dispatch = self.dispatch(program, code, args, global_size, local_size)
         return interp.run_dispatch(self.gpu.gmc, dispatch, budget)
+
+
+def dims(size) -> tuple[int, int, int]:
+    """An int or a tuple of sizes as (x, y, z)."""
+    sizes = (size,) if isinstance(size, int) else tuple(size)
+    return sizes + (1,) * (3 - len(sizes))
 
 
 @pytest.fixture
@@ -173,6 +187,52 @@ def test_copy_u32(machine):
     destination = machine.place(bytes(4 * n))
     machine.run("memory.co", "copy_u32", [source_address, destination, n], grid_for(n, 64))
     assert np.array_equal(machine.fetch(destination, np.uint32, n), source)
+
+
+REDUCE_WG = 256  # reduce.cl REDUCE_WG: the required work-group size
+TILE = 16  # matmul.cl TILE
+
+
+@pytest.mark.parametrize("kernel, dtype", [("reduce_sum_f32", np.float32), ("reduce_sum_i32", np.int32)])
+@pytest.mark.parametrize("n", [1000, 256, 3])
+def test_reduce_sums_each_workgroup_through_lds_and_barriers(machine, kernel, dtype, n):
+    """Eight waves per work-group meet at every s_barrier of the LDS tree; the descriptor's LDS
+    reaches COMPUTE_PGM_RSRC2.LDS_SIZE (without it every partial sum reads 0)."""
+    rng = np.random.default_rng(n)
+    if dtype is np.float32:
+        values = rng.standard_normal(n).astype(np.float32)
+    else:
+        values = rng.integers(-2**31, 2**31, n, dtype=np.int64).astype(np.int32)
+    groups = -(-n // REDUCE_WG)
+    in_address = machine.place(values.tobytes())
+    partial_address = machine.place(bytes(4 * groups))
+    stats = machine.run("reduce.co", kernel, [in_address, partial_address, n],
+                        grid_for(n, REDUCE_WG), REDUCE_WG)
+    partial = machine.fetch(partial_address, dtype, groups)
+    padded = np.zeros(groups * REDUCE_WG, dtype=np.int64 if dtype is np.int32 else np.float64)
+    padded[:n] = values
+    expected = padded.reshape(groups, REDUCE_WG).sum(axis=1)
+    if dtype is np.int32:
+        assert np.array_equal(partial, expected.astype(np.int64).astype(np.uint64).astype(np.uint32)
+                              .view(np.int32))
+    else:
+        assert np.allclose(partial, expected, rtol=1e-5, atol=1e-4)
+    assert stats.waves == groups * REDUCE_WG // 32
+
+
+@pytest.mark.parametrize("m, n, k", [(16, 16, 16), (37, 29, 45), (1, 70, 3)])
+def test_matmul_tiles_through_lds_match_numpy(machine, m, n, k):
+    rng = np.random.default_rng(m * n * k)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    a_address = machine.place(a.tobytes())
+    b_address = machine.place(b.tobytes())
+    c_address = machine.place(np.full(m * n + 16, -7.0, np.float32).tobytes())
+    machine.run("matmul.co", "matmul_f32", [a_address, b_address, c_address, m, n, k],
+                (grid_for(n, TILE), grid_for(m, TILE)), (TILE, TILE))
+    c = machine.fetch(c_address, np.float32, m * n + 16)
+    assert np.allclose(c[:m * n].reshape(m, n), a.astype(np.float64) @ b, rtol=1e-5, atol=1e-5)
+    assert np.all(c[m * n:] == -7.0)  # the guarded edge lanes stored nothing
 
 
 def test_reduce_and_matmul_kernels_use_lds_and_barriers(machine):
