@@ -13,7 +13,8 @@ shares:
 - `allocate(size, host=False)`: VRAM or host `Buffer`s; `staging` (a `StagingPool` for VRAM copies)
   and `kernargs` (a `TimelineArena` of host memory for kernel arguments and dispatch packets);
 - `new_signal(name)`: signals in host memory the CPU reads, several per page;
-- `load(binary_or_path, name)`: a `Program`.
+- `load(binary_or_path, name)`: a `Program`;
+- `profiler` (None unless profiling: `profile(path)` or GPUHAL_PROFILE, compute/profile.py).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import pathlib
 from typing import Callable
 
 from compute.buffer import HOST, VRAM, Buffer, StagingPool, TimelineArena
+from compute.profile import Profiler, from_environment
 from compute.program import Program
 from compute.signal import DEFAULT_TIMEOUT_S, SIGNAL_BYTES, Signal
 from hal.errors import BackendUnavailable, InvalidArgument
@@ -72,6 +74,7 @@ class Device:
         self._signal_pages: list[Buffer] = []
         self._signal_free = 0  # bytes used in the last signal page
         self.closed = False
+        self.profiler = None  # a started compute.profile.Profiler, when profiling
         try:
             self.timeline = self.new_signal("timeline")
             self.timeline_value = 1
@@ -81,6 +84,7 @@ class Device:
             self.staging = StagingPool(self, staging_count, staging_size)
             self.kernargs = TimelineArena("kernargs", self.allocate(kernarg_size, host=True),
                                           self.timeline)
+            self.profiler = from_environment(self)
         except BaseException:
             self.backend.close()
             raise
@@ -123,11 +127,22 @@ class Device:
     def committed(self, queue, value: int) -> None:
         """`queue` submitted with timeline `value`: what it allocated while recording is tagged."""
         self.kernargs.commit(queue, value)
+        if self.profiler is not None:
+            self.profiler.committed(queue, value)
 
     def synchronize(self, timeout_s: float | None = None) -> None:
         """Wait until every submission is done."""
         if self.timeline_value > 1:
-            self.timeline.wait(self.timeline_value - 1, timeout_s)
+            if self.profiler is None:
+                self.timeline.wait(self.timeline_value - 1, timeout_s)
+                return
+            with self.profiler.span("synchronize"):
+                self.timeline.wait(self.timeline_value - 1, timeout_s)
+
+    def profile(self, path: str | pathlib.Path | None = None) -> Profiler:
+        """Start profiling (compute.profile): `with dev.profile("trace.json"): ...` writes the
+        trace on leaving; or keep the Profiler and call `save(path)`."""
+        return Profiler(self, None if path is None else str(path)).start()
 
     def load(self, binary: bytes | str | pathlib.Path, name: str) -> Program:
         """Kernel `name` of a binary (bytes or a path)."""
@@ -142,6 +157,10 @@ class Device:
         self.closed = True
         try:
             self.synchronize()
+            profiler = self.profiler
+            if profiler is not None and profiler.path is not None:
+                profiler.stop()
+                profiler.save()
         finally:
             self.backend.close()
 

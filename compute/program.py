@@ -45,8 +45,14 @@ class Program:
         """Launch on the compute queue; returns the timeline value that ends the kernel (waited
         for when `wait`)."""
         queue = self.device.compute_queue if queue is None else queue
-        queue.exec(self.prepare(args, global_size, local_size, queue))
-        value = queue.submit()
+        profiler = self.device.profiler
+        if profiler is None:
+            queue.exec(self.prepare(args, global_size, local_size, queue))
+            value = queue.submit()
+        else:
+            with profiler.span(f"launch {self.name}"):
+                queue.exec(self.prepare(args, global_size, local_size, queue))
+                value = queue.submit()
         if wait:
             self.device.timeline.wait(value)
         return value

@@ -97,14 +97,28 @@ class Queue:
 
     def exec(self, launch) -> "Queue":
         """Run a prepared kernel launch (`compute.program.Program.prepare`)."""
+        profiler = self.device.profiler
+        if profiler is None:
+            self._words += self._emit_exec(launch)
+            return self
+        record = profiler.command(self, launch.name, "kernel")
+        self._words += self._emit_timestamp(record.start)
         self._words += self._emit_exec(launch)
+        self._words += self._emit_timestamp(record.end)
         return self
 
     def copy(self, dst: int, src: int, size: int) -> "Queue":
         """Copy `size` bytes between GPU addresses."""
         if size <= 0:
             raise InvalidArgument(f"{self.name} queue: a copy of {size} bytes")
+        profiler = self.device.profiler
+        if profiler is None:
+            self._words += self._emit_copy(dst, src, size)
+            return self
+        record = profiler.command(self, f"copy {size} B", "copy")
+        self._words += self._emit_timestamp(record.start)
         self._words += self._emit_copy(dst, src, size)
+        self._words += self._emit_timestamp(record.end)
         return self
 
     def barrier(self) -> "Queue":
@@ -159,6 +173,10 @@ class Queue:
 
     def _emit_barrier(self) -> list[int]:
         return []
+
+    def _emit_indirect(self, address: int, dwords: int) -> list[int]:
+        """Run `dwords` of this queue's commands from GPU memory at `address` (compute.graph)."""
+        raise UnsupportedOperation(f"the {self.name} queue runs no indirect buffers")
 
     def _push(self, words: list[int], value: int) -> None:
         raise UnsupportedOperation(f"the {self.name} queue has no engine")

@@ -22,6 +22,8 @@ BENCHMARKS: dict[str, str] = {
     "autogen": "autogen.bench",
     "vm": "drivers.vm.bench",
     "boot": "drivers.am.bench",
+    "launch": "compute.bench",
+    "copy": "compute.bench",
 }
 
 JSON_HELP = ('--json prints one JSON list, an object per benchmark run: {"name": the benchmark, "seconds": '
@@ -78,6 +80,33 @@ class _MockNavi31:
         self._scratch.cleanup()
 
 
+class _MockComputeDevice:
+    """Opens compute Devices on "mock:0" (the default mock Navi31) for the compute benchmarks, and
+    holds or releases the mock's engines so they can time the driver without the model's work."""
+
+    def __init__(self) -> None:
+        from compute import device as compute_device
+        from tools import mock_machines
+
+        self._module = compute_device
+        compute_device.register_mock_factory(mock_machines.navi31)
+
+    def __call__(self):
+        return self._module.Device("mock:0")
+
+    @staticmethod
+    def pause(device, held: bool) -> None:
+        from mockgpu import GPU_BDF
+
+        mec = device.backend.machine.machine.device(GPU_BDF).mec
+        mec.stalled = held
+        if not held:
+            mec.kick()
+
+    def close(self) -> None:
+        self._module.register_mock_factory(None)
+
+
 def run_benchmark(name: str) -> dict:
     module = importlib.import_module(BENCHMARKS[name])
     kwargs = {}
@@ -88,6 +117,9 @@ def run_benchmark(name: str) -> dict:
     if name == "boot":
         mock_regions = _MockNavi31()
         kwargs["mock_gpu_factory"] = mock_regions
+    if name in ("launch", "copy"):
+        mock_regions = _MockComputeDevice()
+        kwargs.update(device_factory=mock_regions, pause=mock_regions.pause, which=name)
     start = time.perf_counter()
     try:
         figures = module.run(**kwargs)

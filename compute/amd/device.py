@@ -25,6 +25,9 @@ from hal.errors import DeviceTimeout
 
 MOCK_PATTERN = re.compile(r"mock:(\d+)$")
 VRAM_ALIGNMENT = 4096  # AMDGPU_GPU_PAGE_SIZE
+# the GPU clock RELEASE_MEM (DATA_SEL 3) and SDMA TIMESTAMP write ticks at the reference clock:
+# soc21.c soc21_get_xclk returns adev->clock.spll.reference_freq, 100 MHz on Navi3x boards
+CLOCK_HZ = 100_000_000
 
 
 class AMDBackend:
@@ -54,6 +57,7 @@ class AMDBackend:
         self.ih = self.am.block("IH")
 
     _firmware_dir: str | None = None
+    clock_hz = CLOCK_HZ  # ticks per second of the GPU timestamps (compute.profile)
 
     def _open_mock(self, index: int, config: AMConfig | None):
         """The mock machine from the factory registered with compute.device (the compute layer

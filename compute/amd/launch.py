@@ -86,6 +86,10 @@ class AMDLaunch:
         self.local_size = local_size
         self.initiator = initiator
 
+    @property
+    def name(self) -> str:
+        return self.program.program.name
+
     def user_data(self) -> list[int]:
         """COMPUTE_USER_DATA_0.. for the program's user SGPR layout."""
         program = self.program.program
@@ -147,31 +151,38 @@ class AMDProgram:
         self.wave32 = program.wavefront_size == 32
         self.needs_dispatch_packet = program.user_sgpr("dispatch_ptr") is not None
 
+    def explicit_args(self) -> list:
+        """The kernel's arguments the caller passes (hidden ones stay zero)."""
+        return [arg for arg in self.program.args if not arg.value_kind.startswith("hidden_")]
+
+    def pack_arg(self, arg, value) -> bytes:
+        """One explicit argument's bytes at its kernarg offset (`arg` from `explicit_args`)."""
+        if arg.value_kind == "global_buffer":
+            address = value.gpu_address if isinstance(value, Buffer) else value
+            if not isinstance(address, int):
+                raise InvalidArgument(f"argument {arg.name!r} takes a Buffer or a GPU address, "
+                                      f"not {value!r}")
+            return address.to_bytes(arg.size, "little")
+        if arg.value_kind == "by_value":
+            return _scalar(arg, value)
+        raise UnsupportedOperation(f"kernel {self.program.name!r} argument {arg.name!r}: value kind "
+                                   f"{arg.value_kind!r} is not supported")
+
     def pack_kernargs(self, args: Sequence) -> bytes:
         program = self.program
-        explicit = [arg for arg in program.args if not arg.value_kind.startswith("hidden_")]
+        explicit = self.explicit_args()
         if len(args) != len(explicit):
             names = ", ".join(arg.name for arg in explicit)
             raise InvalidArgument(f"kernel {program.name!r} takes {len(explicit)} arguments ({names}), "
                                   f"not {len(args)}")
         block = bytearray(max(program.kernarg_size, 1))
         for arg, value in zip(explicit, args):
-            if arg.value_kind == "global_buffer":
-                address = value.gpu_address if isinstance(value, Buffer) else value
-                if not isinstance(address, int):
-                    raise InvalidArgument(f"argument {arg.name!r} takes a Buffer or a GPU address, "
-                                          f"not {value!r}")
-                data = address.to_bytes(arg.size, "little")
-            elif arg.value_kind == "by_value":
-                data = _scalar(arg, value)
-            else:
-                raise UnsupportedOperation(f"kernel {program.name!r} argument {arg.name!r}: value kind "
-                                           f"{arg.value_kind!r} is not supported")
-            block[arg.offset:arg.offset + arg.size] = data
+            block[arg.offset:arg.offset + arg.size] = self.pack_arg(arg, value)
         return bytes(block)
 
-    def prepare(self, queue, args: Sequence, global_size: tuple[int, int, int],
-                local_size: tuple[int, int, int]) -> AMDLaunch:
+    def layout(self, global_size: tuple[int, int, int],
+               local_size: tuple[int, int, int]) -> tuple[tuple[int, int, int], int]:
+        """Check the sizes; returns the work-group counts and COMPUTE_DISPATCH_INITIATOR."""
         program = self.program
         threads = local_size[0] * local_size[1] * local_size[2]
         limit = min(MAX_WORKGROUP_THREADS, program.metadata.max_flat_workgroup_size or MAX_WORKGROUP_THREADS)
@@ -185,18 +196,35 @@ class AMDProgram:
         groups = tuple(-(-g // l) for g, l in zip(global_size, local_size))
         if any(count > MAX_DIMENSION for count in groups):
             raise InvalidArgument(f"kernel {program.name!r}: {groups} work-groups is too many")
-        kernargs = self.pack_kernargs(args)
-        arena = self.device.kernargs
-        offset, kernarg_address = arena.alloc(len(kernargs), max(program.kernarg_align, 16), queue)
-        arena.write(offset, kernargs)
-        dispatch_address = 0
-        if self.needs_dispatch_packet:
-            offset, dispatch_address = arena.alloc(DISPATCH_PACKET_BYTES, DISPATCH_PACKET_ALIGNMENT, queue)
-            arena.write(offset, self.dispatch_packet(global_size, local_size, kernarg_address))
         partial = any(g % l for g, l in zip(global_size, local_size))
         initiator = _INITIATOR.encode(COMPUTE_SHADER_EN=1, FORCE_START_AT_000=1,
                                       CS_W32_EN=int(self.wave32), PARTIAL_TG_EN=int(partial))
-        return AMDLaunch(self, kernarg_address, dispatch_address, groups, local_size, initiator)
+        return groups, initiator  # type: ignore[return-value]
+
+    def prepare(self, queue, args: Sequence, global_size: tuple[int, int, int],
+                local_size: tuple[int, int, int]) -> AMDLaunch:
+        arena = self.device.kernargs
+
+        def place(data: bytes, alignment: int) -> int:
+            offset, address = arena.alloc(len(data), alignment, queue)
+            arena.write(offset, data)
+            return address
+
+        return self.prepare_in(place, self.pack_kernargs(args), global_size, local_size)[0]
+
+    def prepare_in(self, place, kernargs: bytes, global_size: tuple[int, int, int],
+                   local_size: tuple[int, int, int]) -> tuple[AMDLaunch, int]:
+        """A launch whose kernargs (and dispatch packet) `place(data, alignment) -> GPU address`
+        puts in memory; returns it and the kernarg block's GPU address. compute.graph places them
+        in memory of its own, written once and patched per replay."""
+        groups, initiator = self.layout(global_size, local_size)
+        kernarg_address = place(kernargs, max(self.program.kernarg_align, 16))
+        dispatch_address = 0
+        if self.needs_dispatch_packet:
+            dispatch_address = place(self.dispatch_packet(global_size, local_size, kernarg_address),
+                                     DISPATCH_PACKET_ALIGNMENT)
+        launch = AMDLaunch(self, kernarg_address, dispatch_address, groups, local_size, initiator)
+        return launch, kernarg_address
 
     def dispatch_packet(self, global_size, local_size, kernarg_address: int) -> bytes:
         dims = 1

@@ -120,6 +120,9 @@ class AMDComputeQueue(Queue):
     def _emit_barrier(self) -> list[int]:
         return partial_flush_packet() + pm4.acquire_mem_packet()
 
+    def _emit_indirect(self, address: int, dwords: int) -> list[int]:
+        return pm4.indirect_buffer_packet(address, dwords)
+
     def _push(self, words: list[int], value: int) -> None:
         gc = self.gc
         self.ring.reserve(gc.wptr, len(words))
