@@ -50,6 +50,7 @@ DISPATCH_PACKET_ALIGNMENT = 64  # hsa.h: AQL packets are 64-byte aligned
 HSA_PACKET_TYPE_KERNEL_DISPATCH = 2  # hsa.h hsa_packet_type_t
 HSA_PACKET_HEADER_TYPE = 0  # hsa.h hsa_packet_header_t: the type's bit offset
 MAX_WORKGROUP_THREADS = 1024  # AMDGPUUsage: the largest flat work-group size
+LDS_GRANULE_BYTES = 512  # AMDGPUUsage, COMPUTE_PGM_RSRC2.LDS_SIZE on GFX11: 128-dword granules
 MAX_DIMENSION = 0xFFFFFFFF  # COMPUTE_DIM_X.SIZE / DISPATCH_DIRECT: 32-bit work-group counts
 
 _INITIATOR = gc_regs.regCOMPUTE_DISPATCH_INITIATOR
@@ -107,7 +108,12 @@ class AMDLaunch:
         entry = program.entry_address >> PGM_ADDRESS_SHIFT
         words = pm4.set_sh_reg_packet(queue.register("regCOMPUTE_PGM_LO"),
                                       [entry & 0xFFFFFFFF, entry >> 32])
-        words += pm4.set_sh_reg_packet(queue.register("regCOMPUTE_PGM_RSRC1"), [code.rsrc1, code.rsrc2])
+        # AMDGPUUsage: the descriptor's GRANULATED_LDS_SIZE is 0 and the launcher fills
+        # COMPUTE_PGM_RSRC2.LDS_SIZE from the group segment (512-byte granules on GFX11)
+        granules = -(-code.lds_size // LDS_GRANULE_BYTES)
+        lds = gc_regs.get("regCOMPUTE_PGM_RSRC2").encode(LDS_SIZE=granules)
+        words += pm4.set_sh_reg_packet(queue.register("regCOMPUTE_PGM_RSRC1"),
+                                       [code.rsrc1, code.rsrc2 | lds])
         words += pm4.set_sh_reg_packet(queue.register("regCOMPUTE_PGM_RSRC3"), [code.rsrc3])
         words += pm4.set_sh_reg_packet(queue.register("regCOMPUTE_TMPRING_SIZE"), [0])
         words += pm4.set_sh_reg_packet(queue.register("regCOMPUTE_RESOURCE_LIMITS"), [0])
