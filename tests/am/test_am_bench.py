@@ -26,7 +26,9 @@ def test_json_lists_positive_figures_beside_the_targets(capsys):
         assert isinstance(figures[name], (int, float)) and figures[name] > 0, name
     for name, value in TARGETS.items():
         assert figures[name] == value
-    assert figures["cold_driver_s"] + figures["cold_model_s"] <= figures["cold_bringup_s"] * 1.001
+    # the figures are rounded to 0.1 ms each, so the parts may exceed the whole by that much twice
+    rounding_s = 2e-4
+    assert figures["cold_driver_s"] + figures["cold_model_s"] <= figures["cold_bringup_s"] + rounding_s
     assert figures["cold_total_s"] >= figures["cold_bringup_s"]
     assert figures["warm_available"] in (0, 1)
     if figures["warm_available"]:
