@@ -84,7 +84,8 @@ class Graph:
         self._values: dict[str, object] = {}
         self._commands: list[tuple] = []
         self._segments: list[_Segment] | None = None
-        self._patches: dict[str, list[Callable[[object], None]]] = {}
+        # input name -> [(packer, argument, write, [offsets in the graph's memory])]
+        self._patches: dict[str, list[tuple[Callable, object, Callable, list[int]]]] = {}
         self._memory = None
         self._records: list = []  # profiler records whose slots the graph owns
         self.last_value = 0
@@ -213,10 +214,14 @@ class Graph:
         return self
 
     def _slot(self, name: str, view, offset: int, impl, arg) -> None:
-        def write(value, view=view, offset=offset, pack=impl.pack_arg, arg=arg) -> None:
-            view.write(offset, pack(arg, value))
-
-        self._patches.setdefault(name, []).append(write)
+        """Input `name` is written at `offset` of the graph's memory, packed as `arg` of `impl`;
+        uses packed the same way share one packing per replay."""
+        for pack, other, write, offsets in self._patches.setdefault(name, []):
+            if pack == impl.pack_arg and (other.value_kind, other.type_name, other.size) == (
+                    arg.value_kind, arg.type_name, arg.size):
+                offsets.append(offset)
+                return
+        self._patches[name].append((impl.pack_arg, arg, view.write, [offset]))
 
     # -- replay ------------------------------------------------------------------------------------
     def replay(self, **values) -> int:
@@ -247,8 +252,10 @@ class Graph:
                 profiler.replayed(record)
         patches = self._patches
         for name, value in values.items():
-            for write in patches.get(name, ()):
-                write(value)
+            for pack, arg, write, offsets in patches.get(name, ()):
+                data = pack(arg, value)
+                for offset in offsets:
+                    write(offset, data)
         self._values.update(values)
         value = 0
         for segment in self._segments:

@@ -103,6 +103,20 @@ class AMDLaunch:
         return values
 
     def words(self, queue: "AMDComputeQueue") -> list[int]:
+        key = (queue, self.local_size)
+        words = self.program.prefixes.get(key)
+        if words is None:
+            words = self.program.prefixes[key] = self._prefix(queue)
+        words = words + []
+        user_data = self.user_data()
+        if user_data:
+            words += pm4.set_sh_reg_packet(queue.register("regCOMPUTE_USER_DATA_0"), user_data)
+        words += pm4.dispatch_direct_packet(*self.groups, self.initiator)
+        return words
+
+    def _prefix(self, queue: "AMDComputeQueue") -> list[int]:
+        """The registers a program sets the same for every launch of one work-group size (built
+        once per program, queue and size: the launch's Python cost is its user data and dispatch)."""
         program = self.program
         code = program.program
         entry = program.entry_address >> PGM_ADDRESS_SHIFT
@@ -119,10 +133,6 @@ class AMDLaunch:
         words += pm4.set_sh_reg_packet(queue.register("regCOMPUTE_RESOURCE_LIMITS"), [0])
         words += pm4.set_sh_reg_packet(queue.register("regCOMPUTE_START_X"),
                                        [0, 0, 0, *self.local_size])
-        user_data = self.user_data()
-        if user_data:
-            words += pm4.set_sh_reg_packet(queue.register("regCOMPUTE_USER_DATA_0"), user_data)
-        words += pm4.dispatch_direct_packet(*self.groups, self.initiator)
         return words
 
 
@@ -156,6 +166,7 @@ class AMDProgram:
                             f"{PGM_ADDRESS_ALIGNMENT}-byte aligned (COMPUTE_PGM_LO holds address >> 8)")
         self.wave32 = program.wavefront_size == 32
         self.needs_dispatch_packet = program.user_sgpr("dispatch_ptr") is not None
+        self.prefixes: dict[tuple, list[int]] = {}  # (queue, local size) -> AMDLaunch._prefix
 
     def explicit_args(self) -> list:
         """The kernel's arguments the caller passes (hidden ones stay zero)."""

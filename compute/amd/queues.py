@@ -85,6 +85,10 @@ def timestamp_packet(address: int) -> list[int]:
     return [header, low, high]
 
 
+_ACQUIRE_MEM = pm4.acquire_mem_packet()  # the same words every time: built once
+_PARTIAL_FLUSH = partial_flush_packet()
+
+
 class AMDComputeQueue(Queue):
     """PM4 on the GC block's compute queue (MEC1 pipe 0 queue 0)."""
 
@@ -115,10 +119,10 @@ class AMDComputeQueue(Queue):
         return release_mem_clock_packet(signal.timestamp_address)
 
     def _emit_exec(self, launch) -> list[int]:
-        return pm4.acquire_mem_packet() + launch.words(self) + partial_flush_packet()
+        return _ACQUIRE_MEM + launch.words(self) + _PARTIAL_FLUSH
 
     def _emit_barrier(self) -> list[int]:
-        return partial_flush_packet() + pm4.acquire_mem_packet()
+        return _PARTIAL_FLUSH + _ACQUIRE_MEM
 
     def _emit_indirect(self, address: int, dwords: int) -> list[int]:
         return pm4.indirect_buffer_packet(address, dwords)

@@ -123,7 +123,9 @@ def test_replay_cost_does_not_grow_with_the_kernels_beyond_patch_writes(dev, mon
             fixed = _replay_calls(dev, graph)
             patched = _replay_calls(dev, graph, x=b)
         per_kernel.append((fixed, patched))
-    write = graph._patches["x"][0]  # one patch write, on its own
+    _, _, write, offsets = graph._patches["x"][0]  # one patch write, on its own
+    assert len(offsets) == 100  # every kernel's slot for x (packed once per replay)
+    data = bytes(8)
     calls = 0
 
     def count(frame, event, arg):
@@ -132,7 +134,7 @@ def test_replay_cost_does_not_grow_with_the_kernels_beyond_patch_writes(dev, mon
 
     sys.setprofile(count)
     try:
-        write(a)
+        write(offsets[0], data)
     finally:
         sys.setprofile(None)
     per_write = calls - 1  # less the c_call of sys.setprofile(None) itself
