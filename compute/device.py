@@ -139,6 +139,15 @@ class Device:
             with self.profiler.span("synchronize"):
                 self.timeline.wait(self.timeline_value - 1, timeout_s)
 
+    def reset_compute_queue(self, why: str = "requested") -> None:
+        """Recover from a kernel that never ends or a VM fault: the backend dequeues the compute
+        queue and maps it again, empty. Work submitted before is lost; the timeline is advanced to
+        the last value handed out so nothing waits for it (ring and kernarg space is reclaimed)."""
+        self.backend.reset_compute_queue(why)
+        last = self.timeline_value - 1
+        if self.timeline.value < last:
+            self.timeline.value = last
+
     def profile(self, path: str | pathlib.Path | None = None) -> Profiler:
         """Start profiling (compute.profile): `with dev.profile("trace.json"): ...` writes the
         trace on leaving; or keep the Profiler and call `save(path)`."""

@@ -108,15 +108,30 @@ class AMDBackend:
         return AMDProgram(device, binary, name)
 
     def sleep_for_progress(self, timeout_s: float) -> None:
-        """Sleep up to `timeout_s`, woken early by any interrupt when the IH has MSI-X."""
+        """Sleep up to `timeout_s`, woken early by any interrupt when the IH has MSI-X. A VM fault
+        the IH delivers meanwhile is raised (drivers.am.ih.VMFault naming the address): a wave that
+        faults stops its queue (gfx_v11_0.c: the CP halts on a UTCL1 error), so waiting on is
+        useless; `reset_compute_queue` brings the queue back."""
         ih = self.ih
         if ih is not None and getattr(ih, "msix", False) and getattr(ih, "enabled", False):
             try:
-                ih.wait("progress of a queue", timeout_s=timeout_s)
+                self._raise_faults(ih.wait("progress of a queue", timeout_s=timeout_s))
             except DeviceTimeout:
                 pass
             return
         self.os.sleep(timeout_s)
+        if ih is not None and getattr(ih, "enabled", False):
+            self._raise_faults(ih.process())
+
+    @staticmethod
+    def _raise_faults(events) -> None:
+        for event in events:
+            if event.kind == "vm_fault" and event.error is not None:
+                raise event.error
+
+    def reset_compute_queue(self, why: str) -> None:
+        """Dequeue the compute queue, drop its unconsumed work and map it again (GCv11_0.reset_queue)."""
+        self.gc.reset_queue(why)
 
     # -- teardown ----------------------------------------------------------------------------------
     def close(self) -> None:

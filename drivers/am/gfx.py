@@ -675,6 +675,28 @@ class GCv11_0(IPBlock):
              f"the GC compute queue ME{MEC_ME} pipe {MEC_PIPE} queue {MEC_QUEUE} to dequeue ({why}); "
              f"rptr {self.rptr():#x}, wptr {self.wptr:#x}")
 
+    def reset_queue(self, why: str) -> None:
+        """Recover a queue stuck on a kernel that never ends or stopped by a fault: dequeue it
+        (which ends its waves), drop what it had not consumed and map it again, as
+        gfx_v11_0.c gfx_v11_0_reset_kcq does (dequeue, re-init the MQD, remap). The write pointer
+        stays monotonic: the queue restarts empty at rptr = wptr."""
+        position = self.wptr % self.ring_dwords
+        self._select(MEC_ME, MEC_PIPE, MEC_QUEUE, 0)
+        try:
+            if self.hqd_active.read() & 1:
+                self._dequeue(f"queue reset: {why}")
+            self.hqd_dequeue.write(0)
+            # the CP resumes from CP_HQD_PQ_RPTR (gfx_v11_0_kiq_init_register writes it from the MQD)
+            self.hqd_rptr.write(position)
+        finally:
+            self._select(0, 0, 0, 0)
+        self.writeback.view.write32(RPTR_SLOT, position)
+        self.mqd.cp_hqd_pq_rptr = position
+        self.mqd.cp_hqd_pq_wptr_lo = self.wptr & WORD_MASK
+        self.mqd.cp_hqd_pq_wptr_hi = self.wptr >> 32
+        self.mqd_buffer.view.write(0, bytes(self.mqd))
+        self._map_queue()
+
     def hw_fini(self) -> None:
         """Dequeue the queue, then halt the MEC (gfx_v11_0_hw_fini without KIQ)."""
         try:
