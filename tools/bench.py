@@ -24,7 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "boot": "drivers.am.bench",
     "launch": "compute.bench",
     "copy": "compute.bench",
-    "interp": "mockgpu.amd.rdna3.bench",
+    "interp": "tools.interp_bench",
 }
 
 JSON_HELP = ('--json prints one JSON list, an object per benchmark run: {"name": the benchmark, "seconds": '

@@ -6,6 +6,8 @@ aperture, as the mock MEC would after a DISPATCH_DIRECT, and reports lane-instru
 (EXEC lanes summed over executed wave instructions) and the wall time of a 1 M-element vector add.
 Results are checked against numpy so a fast wrong interpreter cannot report a figure. Figures
 only: the target (docs/mockgpu.md, "Speed") is printed beside them, nothing is asserted.
+It lives in tools/ because it needs both the mock and compute's code-object loader, and mockgpu
+may import only hal and autogen.
 """
 from __future__ import annotations
 
