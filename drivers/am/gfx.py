@@ -22,7 +22,8 @@ What it owns:
   6. the queue mapped from the MQD into the HQD registers under GRBM_GFX_CNTL selection
      (gfx_v11_0_kiq_init_register), then the ring test (gfx_v11_0_ring_test_ring: SET_UCONFIG_REG
      of 0xDEADBEEF into SCRATCH_REG0 over 0xCAFEDEAD);
-- the ring writer: dwords go in at wptr (64-bit, in dwords) and the doorbell commits them
+- the ring writer (drivers.am.ring, shared with SDMA): dwords go in at wptr (64-bit, in dwords) and
+  the doorbell commits them
   (gfx_v11_0_ring_set_wptr_compute: the wptr poll slot, then a 64-bit doorbell write). It never
   overwrites entries the MEC has not consumed: room comes from the rptr the CP reports to memory;
   when there is none it waits, bounded by `AMConfig.gc_timeout_s` (DeviceTimeout names the queue,
@@ -50,6 +51,7 @@ from autogen.amd import navi10_enum as enums
 from autogen.amd import nvd
 from autogen.amd import soc15_ih_clientid as ih_clients
 from autogen.amd.v11_structs import v11_compute_mqd
+from drivers.am import ring
 from drivers.am.gmc import GFX_HUB
 from drivers.am.ip import POLL_INTERVAL_S, IPBlock, poll
 from hal.errors import DeviceTimeout, HalError, InvalidArgument
@@ -772,18 +774,13 @@ class GCv11_0(IPBlock):
             self._wait(lambda: self.pending_dwords() + count < self.ring_dwords,
                        f"room for {count} dwords")
         position = (self.wptr % self.ring_dwords) * DWORD
-        data = b"".join((word & WORD_MASK).to_bytes(DWORD, "little") for word in words)
-        first = min(len(data), self.ring_bytes - position)
-        self.ring.view.write(position, data[:first])
-        if first < len(data):
-            self.ring.view.write(0, data[first:])
+        ring.write_words(self.ring.view, self.ring_bytes, position, words)
         self.wptr += count
         self._commit()
 
     def _commit(self) -> None:
         """gfx_v11_0_ring_set_wptr_compute: the wptr poll slot, then WDOORBELL64."""
-        self.writeback.view.write64(WPTR_SLOT, self.wptr)
-        self.device.pci.bar(2).write64(self.doorbell_index * DWORD, self.wptr)
+        ring.commit(self.device, self.writeback.view, WPTR_SLOT, self.doorbell_index, self.wptr)
 
     def register_offset(self, name: str) -> int:
         """A GC register's dword offset in the register space (SOC15_REG_OFFSET), as SET_SH_REG,

@@ -8,7 +8,8 @@ What it owns:
   (enable, offset, NBIO's S2A route for SDMA doorbells), watchdog, UTCL1, ring and IBs on; then the
   ring test (sdma_v6_0_ring_test_ring: WRITE_LINEAR of 0xDEADBEEF over 0xCAFEDEAD, polled).
   The microcode itself is the PSP's to load (LOAD_IP_FW): this block does not load firmware;
-- the ring writer: dwords go in at wptr and the doorbell (64-bit write of wptr in bytes) commits
+- the ring writer (drivers.am.ring, shared with GC): dwords go in at wptr and the doorbell (64-bit
+  write of wptr in bytes) commits
   them. It never overwrites entries the engine has not consumed: when the ring has no room it waits,
   bounded by `AMConfig.sdma_timeout_s`, for the engine's rptr writeback to move (DeviceTimeout names
   the ring, rptr and wptr);
@@ -31,6 +32,7 @@ import errno
 import logging
 
 from autogen.amd import sdma_v6_0_0_pkt_open as pkt
+from drivers.am import ring
 from drivers.am.ip import POLL_INTERVAL_S, IPBlock
 from hal.errors import DeviceTimeout, HalError, InvalidArgument
 
@@ -260,18 +262,13 @@ class SDMAv6_0(IPBlock):
             self._wait(lambda: self.wptr + size - self.rptr() <= self.ring_bytes,
                        f"room for {len(words)} dwords")
         position = self.wptr % self.ring_bytes
-        data = b"".join((word & WORD_MASK).to_bytes(DWORD, "little") for word in words)
-        first = min(len(data), self.ring_bytes - position)
-        self.ring.view.write(position, data[:first])
-        if first < len(data):
-            self.ring.view.write(0, data[first:])
+        ring.write_words(self.ring.view, self.ring_bytes, position, words)
         self.wptr += size
         self._commit()
 
     def _commit(self) -> None:
         """sdma_v6_0_ring_set_wptr with a doorbell: the wptr shadow, then WDOORBELL64."""
-        self.writeback.view.write64(WPTR_SLOT, self.wptr)
-        self.device.pci.bar(2).write64(self.doorbell_index * DWORD, self.wptr)
+        ring.commit(self.device, self.writeback.view, WPTR_SLOT, self.doorbell_index, self.wptr)
 
     def test_ring(self) -> None:
         """sdma_v6_0_ring_test_ring: the engine writes RING_TEST_VALUE over RING_TEST_SEED."""

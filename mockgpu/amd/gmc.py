@@ -31,7 +31,11 @@ The page-table format (gfx9 and later, as gmc v11 uses it; amdgpu_vm.h, amdgpu_v
   - the SYSTEM bit of a PDE says the table it points to is in system memory (read through the
     host bus and the IOMMU); in a PTE, that the page is.
 VMID 0 also has the system aperture: an address in [SYSTEM_APERTURE_LOW, _HIGH] is not walked but
-goes to VRAM (FB range), to system memory (AGP range) or to the default page (anything else).
+goes to VRAM (FB range), to system memory (AGP range), or else, as MC_VM_MX_L1_TLB_CNTL's
+SYSTEM_APERTURE_UNMAPPED_ACCESS says, to the default page (1) or through untranslated as a VRAM
+physical address (0, what amdgpu programs: past the end of VRAM the access fails with GPUBusError).
+A VMID 0 address outside the aperture is walked in context 0 (the GART) and outside its
+START..END is a RANGE fault.
 """
 from __future__ import annotations
 
@@ -487,11 +491,23 @@ class GMC:
         if agp_bot <= va <= agp_top:
             agp_base = self._read(hub, regs.agp_base) << FB_UNIT_SHIFT
             return Translation(True, va - agp_bot + agp_base, agp_top + 1 - va)
-        # the default page is a VRAM physical address (amdgpu_gmc_vram_mc2pa of mem_scratch)
-        default_page = self._page_number(hub, regs.default_lsb, regs.default_msb)
-        physical = (default_page << GPU_PAGE_SHIFT) - self._fb_offset(hub)
         offset = va % GPU_PAGE_SIZE
-        return Translation(False, physical + offset, GPU_PAGE_SIZE - offset)
+        # MC_VM_MX_L1_TLB_CNTL.SYSTEM_APERTURE_UNMAPPED_ACCESS picks what an aperture address outside
+        # FB and AGP does: 1 sends it to the default page, 0 (what gfxhub_v3_0.c / mmhub_v3_0.c
+        # init_tlb_regs program) passes it through untranslated (the field's two values as radeon's
+        # rs600 / r600 headers name them: _DEFAULT_PAGE and _PASS_THRU)
+        tlb_cntl = self._read(hub, regs.l1_tlb_cntl)
+        if regs.l1_tlb_cntl.field("SYSTEM_APERTURE_UNMAPPED_ACCESS").decode(tlb_cntl):
+            # the default page is a VRAM physical address (amdgpu_gmc_vram_mc2pa of mem_scratch)
+            default_page = self._page_number(hub, regs.default_lsb, regs.default_msb)
+            physical = (default_page << GPU_PAGE_SHIFT) - self._fb_offset(hub)
+            return Translation(False, physical + offset, GPU_PAGE_SIZE - offset)
+        # pass-through: the address goes to memory as a VRAM physical address, unchanged; past the
+        # end of VRAM the access is not served (GPUBusError from the access, no VM fault: the system
+        # aperture is not a VM context and latches no protection fault)
+        log.info("%s VMID 0: %#x is in the system aperture outside FB and AGP: passed through",
+                 hub.name, va)
+        return Translation(False, va - self._fb_offset(hub), GPU_PAGE_SIZE - offset)
 
     def _walk(self, hub: _Hub, vmid: int, va: int, relative_page: int, cntl: dict[str, int],
               access: Access, client_id: int) -> tuple[_TLBEntry, int]:

@@ -338,11 +338,38 @@ def test_vmid0_system_aperture_fb_agp_and_default_page() -> None:
     assert (fb.system, fb.address) == (False, 0x1234)
     agp = s.gmc.translate(MM_HUB, 0, agp_start + 0x5678)
     assert (agp.system, agp.address) == (True, 0x5678)
+    # SYSTEM_APERTURE_UNMAPPED_ACCESS = 1: the gap between FB and AGP goes to the default page
+    s.set("MC_VM_MX_L1_TLB_CNTL", ENABLE_L1_TLB=1, SYSTEM_APERTURE_UNMAPPED_ACCESS=1)
     between = s.gmc.translate(MM_HUB, 0, fb_start + 32 * MIB + 0x10)
     assert (between.system, between.address) == (False, 0x5010)
     # the aperture is VMID 0 only: VMID 3 walks its tables for the same address
     with pytest.raises(GPUVMFault):
         s.gmc.translate(MM_HUB, VMID, fb_start + 0x1234)
+
+
+def test_vmid0_aperture_gap_passes_through_and_is_not_served_past_vram() -> None:
+    # gfxhub_v3_0.c / mmhub_v3_0.c init_tlb_regs: SYSTEM_APERTURE_UNMAPPED_ACCESS = 0 (pass-through)
+    s = Setup(hub=MM_HUB)
+    fb_start = 0x80_0000_0000
+    agp_start = 0x90_0000_0000
+    agp_end = agp_start + 16 * MIB - 1
+    s.write_raw("MC_VM_FB_LOCATION_BASE", fb_start >> 24)
+    s.write_raw("MC_VM_FB_LOCATION_TOP", (fb_start + VRAM_SIZE - 1) >> 24)
+    s.write_raw("MC_VM_AGP_BOT", agp_start >> 24)
+    s.write_raw("MC_VM_AGP_TOP", agp_end >> 24)
+    s.write_raw("MC_VM_SYSTEM_APERTURE_LOW_ADDR", fb_start >> 18)
+    s.write_raw("MC_VM_SYSTEM_APERTURE_HIGH_ADDR", agp_end >> 18)
+    s.write_raw("MC_VM_SYSTEM_APERTURE_DEFAULT_ADDR_LSB", 0x5000 >> 12)
+    s.vram[0x5010:0x5014] = b"\xaa\xbb\xcc\xdd"
+    stray = fb_start + 32 * MIB + 0x10
+    # not the default page: the address goes through untranslated, far past the end of VRAM
+    assert s.gmc.translate(MM_HUB, 0, stray).address == stray
+    with pytest.raises(GPUBusError):
+        s.gmc.read(MM_HUB, 0, stray, 4)
+    with pytest.raises(GPUBusError):
+        s.gmc.write(MM_HUB, 0, stray, b"\x00" * 4)
+    assert s.vram[0x5010:0x5014] == b"\xaa\xbb\xcc\xdd"
+    assert s.gmc.faults == []  # the system aperture is no VM context: no protection fault
 
 
 def test_invalidate_request_ack_and_semaphore() -> None:
