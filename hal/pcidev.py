@@ -258,11 +258,11 @@ class PCIDevice:
             if index not in resources:
                 raise InvalidArgument(f"BAR{index} of {self.bdf} is not implemented (implemented: "
                                       f"{', '.join(f'BAR{i}' for i in sorted(resources)) or 'none'})")
+            self._require_decoding(index)
             raw = self.backend.map_bar(index)
             region = watch_all_ones(raw, lambda what, bar=index: self.check_alive(f"BAR{bar} {what}"))
             self._raw_bars[index] = raw
             self._bars[index] = region
-        self._require_decoding(index)
         if region.size < min_size:
             hint = ""
             sizes = self.rebar_sizes(index)
@@ -275,8 +275,10 @@ class PCIDevice:
     def _require_decoding(self, index: int) -> None:
         """A BAR is reached only while Command decodes its space. Under VFIO an mmap'ed access then
         is a SIGBUS that kills the process (drivers/vfio/pci/vfio_pci_core.c
-        vfio_pci_mmap_huge_fault) and pread/pwrite fail with EIO (vfio_pci_rdwr.c), so hal hands no
-        BAR out while decoding is off."""
+        vfio_pci_mmap_huge_fault) and pread/pwrite fail with EIO (vfio_pci_rdwr.c), so hal maps no
+        BAR while decoding is off. Checked when the BAR is first mapped, not on every bar() call (a
+        hot path: drivers ring doorbells through it); turning decoding off later is the caller's
+        doing."""
         is_io = self.cfg_read32(config.bar_register(index)) & regs.PCI_BASE_ADDRESS_SPACE_IO
         enable = regs.PCI_COMMAND_IO if is_io else regs.PCI_COMMAND_MEMORY
         if not self.cfg_read16(regs.PCI_COMMAND) & enable:
