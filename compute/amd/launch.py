@@ -3,7 +3,16 @@
 `AMDProgram` loads the code object (compute.amd.codeobject.load), uploads its whole loaded image
 (every PT_LOAD segment at its virtual address, so PC-relative references between .text and .rodata
 hold) to VRAM through the copy queue, and keeps the kernel's entry address (COMPUTE_PGM_LO/HI take
-it >> 8, so it must be 256-byte aligned). Scratch (a private segment) is not supported yet.
+it >> 8, so it must be 256-byte aligned).
+
+Scratch: a kernel whose descriptor has a private segment (private_segment_fixed_size bytes per
+work-item; gfx11 architected flat scratch, so no user SGPR carries it) gets a VRAM scratch area of
+COMPUTE_TMPRING_SIZE.WAVES slots of WAVESIZE bytes: one wave's private segment is the fixed size
+times the wave's lanes, rounded up to the 256-byte WAVESIZE unit of gfx11 (LLVM SIProgramInfo;
+large-alloca-graphics.ll's GFX11 checks); WAVES covers the waves of SCRATCH_WORKGROUPS work-groups
+(at least one work-group: its waves may wait for each other at a barrier). The area is kept by the
+program, grown (the old one kept until `free`) when a launch needs more slots, and each such launch
+sets COMPUTE_DISPATCH_SCRATCH_BASE_LO/HI (address >> 8) and COMPUTE_TMPRING_SIZE.
 
 `prepare(queue, args, global_size, local_size)`:
 - kernargs: a block of `kernarg_size` bytes, `kernarg_align` aligned, from the device's kernarg
@@ -18,7 +27,8 @@ it >> 8, so it must be 256-byte aligned). Scratch (a private segment) is not sup
   from it (AMDGPUUsage, "Initial Kernel Execution State");
 - the user SGPRs in the order Program.user_sgprs gives (dispatch ptr, kernarg segment ptr, ...;
   a slot the launcher cannot fill is refused) into COMPUTE_USER_DATA_n;
-- COMPUTE_PGM_RSRC1/2/3 from the descriptor, COMPUTE_TMPRING_SIZE 0, COMPUTE_START_X/Y/Z 0,
+- COMPUTE_PGM_RSRC1/2/3 from the descriptor, COMPUTE_TMPRING_SIZE 0 (or the scratch area's, see
+  above), COMPUTE_START_X/Y/Z 0,
   COMPUTE_NUM_THREAD_X/Y/Z the local size, then DISPATCH_DIRECT of the work-group counts
   (ceil(global / local)) with COMPUTE_SHADER_EN, FORCE_START_AT_000 and, for wave32 kernels,
   CS_W32_EN; PARTIAL_TG_EN when the grid is not a multiple of the work-group.
@@ -52,6 +62,12 @@ HSA_PACKET_HEADER_TYPE = 0  # hsa.h hsa_packet_header_t: the type's bit offset
 MAX_WORKGROUP_THREADS = 1024  # AMDGPUUsage: the largest flat work-group size
 LDS_GRANULE_BYTES = 512  # AMDGPUUsage, COMPUTE_PGM_RSRC2.LDS_SIZE on GFX11: 128-dword granules
 MAX_DIMENSION = 0xFFFFFFFF  # COMPUTE_DIM_X.SIZE / DISPATCH_DIRECT: 32-bit work-group counts
+# LLVM SIProgramInfo (getScratchBlockGranularity) and large-alloca-graphics.ll's GFX11 checks:
+# COMPUTE_TMPRING_SIZE.WAVESIZE counts 256-byte units on gfx11
+SCRATCH_WAVESIZE_UNIT = 256
+SCRATCH_BASE_SHIFT = 8  # COMPUTE_DISPATCH_SCRATCH_BASE_LO/HI hold the address >> 8 (256-byte aligned)
+SCRATCH_WORKGROUPS = 4  # this launcher's choice: scratch slots for four work-groups in flight
+_TMPRING = gc_regs.get("regCOMPUTE_TMPRING_SIZE")
 
 _INITIATOR = gc_regs.regCOMPUTE_DISPATCH_INITIATOR
 _SCALAR_FORMATS = {("float", 4): "<f", ("double", 8): "<d", ("half", 2): "<e"}
@@ -76,10 +92,13 @@ def _scalar(arg, value) -> bytes:
 class AMDLaunch:
     """One prepared dispatch: what the compute queue records for it."""
 
-    __slots__ = ("program", "kernarg_address", "dispatch_address", "groups", "local_size", "initiator")
+    __slots__ = ("program", "kernarg_address", "dispatch_address", "groups", "local_size", "initiator",
+                 "scratch")
 
     def __init__(self, program: "AMDProgram", kernarg_address: int, dispatch_address: int,
-                 groups: tuple[int, int, int], local_size: tuple[int, int, int], initiator: int) -> None:
+                 groups: tuple[int, int, int], local_size: tuple[int, int, int], initiator: int,
+                 scratch: tuple[int, int] | None = None) -> None:
+        self.scratch = scratch  # (COMPUTE_DISPATCH_SCRATCH_BASE as address >> 8, COMPUTE_TMPRING_SIZE)
         self.program = program
         self.kernarg_address = kernarg_address
         self.dispatch_address = dispatch_address
@@ -108,6 +127,11 @@ class AMDLaunch:
         if words is None:
             words = self.program.prefixes[key] = self._prefix(queue)
         words = words + []
+        if self.scratch is not None:
+            base, tmpring = self.scratch
+            words += pm4.set_sh_reg_packet(queue.register("regCOMPUTE_DISPATCH_SCRATCH_BASE_LO"),
+                                           [base & 0xFFFFFFFF, base >> 32])
+            words += pm4.set_sh_reg_packet(queue.register("regCOMPUTE_TMPRING_SIZE"), [tmpring])
         user_data = self.user_data()
         if user_data:
             words += pm4.set_sh_reg_packet(queue.register("regCOMPUTE_USER_DATA_0"), user_data)
@@ -148,9 +172,6 @@ class AMDProgram:
             raise InvalidArgument(f"the code object has no kernel {name!r} (it has "
                                   f"{', '.join(sorted(self.code_object.programs))})") from None
         program = self.program
-        if program.scratch_size:
-            raise UnsupportedOperation(f"kernel {name!r} needs {program.scratch_size} bytes of scratch "
-                                       "per work-item; scratch is not supported yet")
         for slot in program.user_sgprs:
             if slot.name not in ("dispatch_ptr", "kernarg_segment_ptr"):
                 raise UnsupportedOperation(f"kernel {name!r} enables the user SGPR {slot.name!r}, "
@@ -167,6 +188,37 @@ class AMDProgram:
         self.wave32 = program.wavefront_size == 32
         self.needs_dispatch_packet = program.user_sgpr("dispatch_ptr") is not None
         self.prefixes: dict[tuple, list[int]] = {}  # (queue, local size) -> AMDLaunch._prefix
+        per_wave = program.scratch_size * program.wavefront_size
+        self.scratch_wave_bytes = -(-per_wave // SCRATCH_WAVESIZE_UNIT) * SCRATCH_WAVESIZE_UNIT
+        self.scratch: Buffer | None = None
+        self.retired_scratch: list[Buffer] = []  # outgrown areas an earlier launch may still use
+
+    def scratch_for(self, groups: tuple[int, int, int],
+                    local_size: tuple[int, int, int]) -> tuple[int, int] | None:
+        """The scratch registers of a launch (None when the kernel has no private segment)."""
+        if not self.scratch_wave_bytes:
+            return None
+        lanes = self.program.wavefront_size
+        waves = -(-(local_size[0] * local_size[1] * local_size[2]) // lanes)
+        slots = waves * max(1, min(groups[0] * groups[1] * groups[2], SCRATCH_WORKGROUPS))
+        if slots > _TMPRING.field("WAVES").max_value or (
+                self.scratch_wave_bytes // SCRATCH_WAVESIZE_UNIT > _TMPRING.field("WAVESIZE").max_value):
+            raise UnsupportedOperation(f"kernel {self.program.name!r}: {slots} waves of "
+                                       f"{self.scratch_wave_bytes} bytes of scratch do not fit "
+                                       "COMPUTE_TMPRING_SIZE")
+        size = slots * self.scratch_wave_bytes
+        if self.scratch is None or self.scratch.size < size:
+            if self.scratch is not None:
+                self.retired_scratch.append(self.scratch)
+            self.scratch = self.device.allocate(size)
+        address = self.scratch.gpu_address
+        if address % (1 << SCRATCH_BASE_SHIFT):
+            raise UnsupportedOperation(f"scratch at {address:#x} is not {1 << SCRATCH_BASE_SHIFT}-byte "
+                                       "aligned (COMPUTE_DISPATCH_SCRATCH_BASE holds address >> 8)")
+        slots = self.scratch.size // self.scratch_wave_bytes
+        slots = min(slots, _TMPRING.field("WAVES").max_value)
+        tmpring = _TMPRING.encode(WAVES=slots, WAVESIZE=self.scratch_wave_bytes // SCRATCH_WAVESIZE_UNIT)
+        return address >> SCRATCH_BASE_SHIFT, tmpring
 
     def explicit_args(self) -> list:
         """The kernel's arguments the caller passes (hidden ones stay zero)."""
@@ -240,7 +292,8 @@ class AMDProgram:
         if self.needs_dispatch_packet:
             dispatch_address = place(self.dispatch_packet(global_size, local_size, kernarg_address),
                                      DISPATCH_PACKET_ALIGNMENT)
-        launch = AMDLaunch(self, kernarg_address, dispatch_address, groups, local_size, initiator)
+        launch = AMDLaunch(self, kernarg_address, dispatch_address, groups, local_size, initiator,
+                           self.scratch_for(groups, local_size))
         return launch, kernarg_address
 
     def dispatch_packet(self, global_size, local_size, kernarg_address: int) -> bytes:
@@ -255,4 +308,9 @@ class AMDProgram:
 
     def free(self) -> None:
         self.image.free()
+        for area in [self.scratch, *self.retired_scratch]:
+            if area is not None:
+                area.free()
+        self.scratch = None
+        self.retired_scratch = []
 

@@ -102,7 +102,7 @@ class AMDComputeQueue(Queue):
         self._registers = {name: gc.register_offset(name) for name in (
             "regCOMPUTE_PGM_LO", "regCOMPUTE_PGM_RSRC1", "regCOMPUTE_PGM_RSRC3",
             "regCOMPUTE_TMPRING_SIZE", "regCOMPUTE_START_X", "regCOMPUTE_USER_DATA_0",
-            "regCOMPUTE_RESOURCE_LIMITS")}
+            "regCOMPUTE_RESOURCE_LIMITS", "regCOMPUTE_DISPATCH_SCRATCH_BASE_LO")}
 
     def register(self, name: str) -> int:
         return self._registers[name]

@@ -36,7 +36,9 @@ protocol it is written against):
   TIME_STAMP_INT_ENABLE is set: gfx_v11_0_set_compute_eop_interrupt_state), WAIT_REG_MEM (register
   or memory, the seven compare functions, write-wait-write form), INDIRECT_BUFFER (one level),
   EVENT_WRITE, COPY_DATA (register / memory), DISPATCH_DIRECT (validates the COMPUTE_* state,
-  records the dispatch in `dispatches` and runs its grid to the end in the RDNA3 interpreter,
+  with scratch (RSRC2.SCRATCH_EN) a COMPUTE_DISPATCH_SCRATCH_BASE and a COMPUTE_TMPRING_SIZE whose
+  WAVES slots hold a work-group's waves, passes both to the interpreter, records the dispatch in
+  `dispatches` and runs its grid to the end in the RDNA3 interpreter,
   mockgpu.amd.rdna3.interp, before the next packet: at most `instruction_budget` wave
   instructions; a grid still running then leaves the queue hung on the packet (`hung`) until a
   dequeue, as a kernel that never ends does. A wave's memory fault, sent to the IH by the GMC, or
@@ -218,6 +220,9 @@ CS_W32_EN = _field("regCOMPUTE_DISPATCH_INITIATOR", "CS_W32_EN")
 RSRC1_VGPRS = _field("regCOMPUTE_PGM_RSRC1", "VGPRS")
 RSRC2_USER_SGPR = _field("regCOMPUTE_PGM_RSRC2", "USER_SGPR")
 RSRC2_LDS_SIZE = _field("regCOMPUTE_PGM_RSRC2", "LDS_SIZE")
+RSRC2_SCRATCH_EN = _field("regCOMPUTE_PGM_RSRC2", "SCRATCH_EN")
+TMPRING_WAVES = _field("regCOMPUTE_TMPRING_SIZE", "WAVES")
+TMPRING_WAVESIZE = _field("regCOMPUTE_TMPRING_SIZE", "WAVESIZE")
 NUM_THREAD_FULL = _field("regCOMPUTE_NUM_THREAD_X", "NUM_THREAD_FULL")
 USER_DATA = tuple(name for name in (f"regCOMPUTE_USER_DATA_{i}" for i in range(64))
                   if name in set(gc_11_0_0.names()))
@@ -294,6 +299,8 @@ class Dispatch:
     rsrc3: int
     threads: tuple[int, int, int]
     user_data: tuple[int, ...]
+    scratch_base: int = 0  # COMPUTE_DISPATCH_SCRATCH_BASE_HI:LO (address >> 8)
+    tmpring_size: int = 0  # COMPUTE_TMPRING_SIZE (WAVES, WAVESIZE)
     stats: interp.DispatchStats | None = None  # what running the grid cost, once it ran
 
 
@@ -1016,6 +1023,20 @@ class MECModel:
             problems.append(f"COMPUTE_NUM_THREAD_X/Y/Z {threads} include 0")
         elif threads[0] * threads[1] * threads[2] > MAX_WORKGROUP_THREADS:
             problems.append(f"a work-group of {threads} is more than {MAX_WORKGROUP_THREADS} work-items")
+        scratch_base = (get("regCOMPUTE_DISPATCH_SCRATCH_BASE_LO")
+                        | get("regCOMPUTE_DISPATCH_SCRATCH_BASE_HI") << 32)
+        tmpring = get("regCOMPUTE_TMPRING_SIZE")
+        if RSRC2_SCRATCH_EN.decode(rsrc2) and 0 not in threads:
+            # the SPI launches a wave only into a free scratch slot of COMPUTE_TMPRING_SIZE; the waves
+            # of one work-group must all fit (they may wait for each other at s_barrier)
+            waves = -(-(threads[0] * threads[1] * threads[2]) // interp.WAVE_LANES)
+            slots = TMPRING_WAVES.decode(tmpring)
+            if not scratch_base or not TMPRING_WAVESIZE.decode(tmpring):
+                problems.append("COMPUTE_PGM_RSRC2.SCRATCH_EN is set but COMPUTE_DISPATCH_SCRATCH_BASE "
+                                "or COMPUTE_TMPRING_SIZE.WAVESIZE is 0")
+            elif slots < waves:
+                problems.append(f"COMPUTE_TMPRING_SIZE.WAVES {slots} scratch slots cannot hold the "
+                                f"{waves} waves of one work-group")
         if problems:
             raise PacketError("DISPATCH_DIRECT: " + "; ".join(problems))
         # the shader's first instructions must be reachable (SQC instruction fetch)
@@ -1024,7 +1045,8 @@ class MECModel:
             me=hqd.me, pipe=hqd.pipe, queue=hqd.queue, vmid=vmid, dimensions=dimensions,
             initiator=initiator, program_address=program, rsrc1=rsrc1, rsrc2=rsrc2,
             rsrc3=get("regCOMPUTE_PGM_RSRC3"), threads=threads,
-            user_data=tuple(get(name) for name in USER_DATA[:user_sgprs]))
+            user_data=tuple(get(name) for name in USER_DATA[:user_sgprs]),
+            scratch_base=scratch_base, tmpring_size=tmpring)
         self.dispatches.append(dispatch)
         self._run_grid(hqd, dispatch)
         return len(body)

@@ -23,8 +23,17 @@ program address, and every memory access they make.
   kernel that never ends looks to the driver like a queue that never finishes (it can time out and
   reset the queue) instead of a hung Python process.
 
-Not modelled: wave64, scratch (private segment), atomics, FLAT/SCRATCH and buffer memory
-instructions, 16-bit and packed VALU operations, traps and exceptions, denormal and rounding modes
+- Scratch (COMPUTE_PGM_RSRC2.SCRATCH_EN): gfx11's architected flat scratch. The dispatch carries
+  COMPUTE_DISPATCH_SCRATCH_BASE (address >> 8) and COMPUTE_TMPRING_SIZE (WAVES slots of WAVESIZE
+  256-byte units); the waves of a workgroup take slots 0, 1, ... (this model runs one workgroup at
+  a time, so a workgroup needing more waves than WAVES never launches and the dispatch is refused).
+  A wave's private base is base + slot * WAVESIZE bytes, its private segment wave offset SGPR the
+  slot's offset. SCRATCH loads/stores address base + the dword-interleaved private address of each
+  lane (LLVM AMDGPUUsage, "Memory Spaces", private segment: lane L's dword at private address A lies
+  at ((A / 4) * wave size + L) * 4 + A % 4), through the GMC walk like every access.
+
+Not modelled: wave64, atomics, FLAT and buffer memory instructions, 16-bit and packed VALU
+operations, traps and exceptions, denormal and rounding modes
 (numpy's float32 round-to-nearest-even, denormals kept), the order in which waves of different
 workgroups interleave (a workgroup runs to completion before the next starts).
 """
@@ -72,10 +81,16 @@ SRC_SCC = 253
 SENDMSG_DEALLOC_VGPRS = 3
 # global/flat saddr 0x7F (like NULL) means "no scalar base" (ISA guide, "Global" addressing)
 SADDR_OFF = (NULL, 0x7F)
+# LLVM SIProgramInfo / large-alloca-graphics.ll (GFX11 checks): COMPUTE_TMPRING_SIZE.WAVESIZE
+# counts 256-byte units on gfx11 (1 KiB before)
+SCRATCH_WAVESIZE_UNIT = 256
+SCRATCH_BASE_SHIFT = 8  # COMPUTE_DISPATCH_SCRATCH_BASE_LO/HI hold the address >> 8
+SCRATCH_DWORD = 4  # AMDGPUUsage: private memory interleaves the lanes of a wave per dword
 
 _RSRC1 = gc_11_0_0.get("regCOMPUTE_PGM_RSRC1")
 _RSRC2 = gc_11_0_0.get("regCOMPUTE_PGM_RSRC2")
 _INITIATOR = gc_11_0_0.get("regCOMPUTE_DISPATCH_INITIATOR")
+_TMPRING = gc_11_0_0.get("regCOMPUTE_TMPRING_SIZE")
 
 _LANE_BITS = np.left_shift(np.uint64(1), np.arange(WAVE_LANES, dtype=np.uint64))
 _DTYPES = {"u32": np.uint32, "i32": np.int32, "f32": np.float32,
@@ -134,7 +149,7 @@ class DispatchStats:
 class Wave:
     """One wave32: SGPRs (with VCC, M0, NULL, EXEC at their operand codes), VGPRs, SCC, PC."""
 
-    __slots__ = ("s", "v", "scc", "pc", "done", "at_barrier", "lds", "_mask_value", "_mask")
+    __slots__ = ("s", "v", "scc", "pc", "done", "at_barrier", "lds", "scratch", "_mask_value", "_mask")
 
     def __init__(self, vgprs: int, pc: int, lds: np.ndarray) -> None:
         self.s = [0] * SGPR_SLOTS
@@ -144,6 +159,7 @@ class Wave:
         self.done = False
         self.at_barrier = False
         self.lds = lds
+        self.scratch = 0  # the wave's private segment base (FLAT_SCRATCH), when scratch is enabled
         self._mask_value = -1
         self._mask = np.zeros(WAVE_LANES, dtype=bool)
 
@@ -415,9 +431,14 @@ class Interpreter:
         if initiator["USE_THREAD_DIMENSIONS"]:
             raise UnsupportedInstruction("DISPATCH_DIRECT with USE_THREAD_DIMENSIONS is not modelled",
                                          dispatch.program_address)
+        self.scratch_base = 0
+        self.scratch_slots = 0
+        self.scratch_wave_bytes = 0
         if self.rsrc2["SCRATCH_EN"]:
-            raise UnsupportedInstruction("COMPUTE_PGM_RSRC2.SCRATCH_EN: scratch is not modelled",
-                                         dispatch.program_address)
+            tmpring = _TMPRING.decode(dispatch.tmpring_size)
+            self.scratch_base = dispatch.scratch_base << SCRATCH_BASE_SHIFT
+            self.scratch_slots = tmpring["WAVES"]
+            self.scratch_wave_bytes = tmpring["WAVESIZE"] * SCRATCH_WAVESIZE_UNIT
         self.vgprs = (rsrc1["VGPRS"] + 1) * VGPR_GRANULE_WAVE32
         self.lds_bytes = self.rsrc2["LDS_SIZE"] * LDS_GRANULE_BYTES
 
@@ -437,6 +458,9 @@ class Interpreter:
         nx, ny, nz = self.dispatch.threads
         count = nx * ny * nz
         wave_count = -(-count // WAVE_LANES)
+        if self.rsrc2["SCRATCH_EN"] and wave_count > self.scratch_slots:
+            raise ShaderError(f"COMPUTE_TMPRING_SIZE.WAVES {self.scratch_slots} scratch slots cannot hold "
+                              f"a work-group of {wave_count} waves", self.dispatch.program_address)
         lds = np.zeros(self.lds_bytes, dtype=np.uint8)
         waves = [self.launch(group, index, wave_count, count, lds) for index in range(wave_count)]
         self.stats.workgroups += 1
@@ -464,6 +488,13 @@ class Interpreter:
                 slot += 1
         if self.rsrc2["TG_SIZE_EN"]:
             wave.s[slot] = wave_count & ((1 << TG_SIZE_WAVES_BITS) - 1)
+            slot += 1
+        if self.rsrc2["SCRATCH_EN"]:
+            # AMDGPUUsage "Initial Kernel Execution State": the private segment wave offset SGPR
+            # follows the workgroup info; architected flat scratch puts the base in FLAT_SCRATCH
+            offset = index * self.scratch_wave_bytes
+            wave.s[slot] = offset & WORD_MASK
+            wave.scratch = self.scratch_base + offset
         nx, ny, _ = self.dispatch.threads
         flat = np.arange(index * WAVE_LANES, (index + 1) * WAVE_LANES, dtype=np.uint32)
         ids = flat % nx
@@ -1103,6 +1134,76 @@ class Interpreter:
             lanes, where = active(w)
             if len(where):
                 raw = self.gather(where, size)
+                if extend is not None:
+                    values = raw.copy().view(extend).reshape(-1).astype(np.int64).astype(np.uint32)
+                    w.v[register, lanes] = values
+                else:
+                    words = raw.copy().view(np.uint32).reshape(len(where), dwords)
+                    for k in range(dwords):
+                        w.v[register + k, lanes] = words[:, k]
+            return after
+        return do_load
+
+    # -- SCRATCH (private segment) ------------------------------------------------------------------
+    def compile_scratch(self, ins: Instruction):
+        match = re.fullmatch(r"scratch_(load|store)_(b32|b64|b96|b128|u8|i8|u16|i16|b8|b16)", ins.name)
+        if match is None:
+            return None
+        if not self.rsrc2["SCRATCH_EN"]:
+            raise ShaderError(f"{ins.text}: the dispatch has no scratch (COMPUTE_PGM_RSRC2.SCRATCH_EN "
+                              "is clear)", ins.address)
+        after = ins.address + ins.size
+        store = match.group(1) == "store"
+        kind = match.group(2)
+        size = {"b32": 4, "b64": 8, "b96": 12, "b128": 16, "u8": 1, "i8": 1, "b8": 1,
+                "u16": 2, "i16": 2, "b16": 2}[kind]
+        dwords = max(1, size // 4)
+        fields = ins.fields
+        # ISA guide, "Scratch" addressing: VGPR (when SVE) + SGPR (unless off) + the signed offset
+        offset = decoder.signed(fields["offset"], 13)
+        vaddr = fields["addr"] - decoder.VGPR_FIRST if fields["sve"] else None
+        saddr_code = fields["saddr"]
+        saddr = None
+        if saddr_code not in SADDR_OFF:
+            saddr = scalar_reader(decoder.source_operand(saddr_code, 1, "saddr", None))
+        vgprs = self.vgprs
+        register = (fields["data"] if store else fields["vdst"]) - decoder.VGPR_FIRST
+        if register + dwords > vgprs or (vaddr is not None and vaddr >= vgprs):
+            raise ShaderError(f"{ins.text}: a register is past the {vgprs} VGPRs allocated", ins.address)
+        span = np.arange(size, dtype=np.uint64)
+        lane_ids = np.arange(WAVE_LANES, dtype=np.uint64)
+
+        def addresses(w: Wave, lanes: np.ndarray) -> np.ndarray:
+            """(active lanes, size) GPU addresses of each byte the access touches."""
+            private = np.full(WAVE_LANES, offset & WORD_MASK, dtype=np.uint64)
+            if vaddr is not None:
+                private += w.v[vaddr].astype(np.uint64)
+            if saddr is not None:
+                private += np.uint64(saddr(w) & WORD_MASK)
+            private &= np.uint64(WORD_MASK)
+            byte = private[lanes, None] + span
+            unit = np.uint64(SCRATCH_DWORD)
+            # AMDGPUUsage "Memory Spaces": dword A / 4 of every lane lies together, lane by lane
+            interleaved = ((byte // unit) * np.uint64(WAVE_LANES) + lane_ids[lanes, None]) * unit
+            return np.uint64(w.scratch) + interleaved + byte % unit
+
+        if store:
+            def do_store(w: Wave) -> int:
+                lanes = w.mask()
+                if lanes.any():
+                    where = addresses(w, lanes)
+                    data = np.ascontiguousarray(w.v[register:register + dwords, lanes].T)
+                    payload = data.view(np.uint8)[:, :size].reshape(-1, 1)
+                    self.scatter(where.reshape(-1), payload)
+                return after
+            return do_store
+        extend = {"i8": np.int8, "i16": np.int16, "u8": np.uint8, "u16": np.uint16}.get(kind)
+
+        def do_load(w: Wave) -> int:
+            lanes = w.mask()
+            if lanes.any():
+                where = addresses(w, lanes)
+                raw = self.gather(where.reshape(-1), 1).reshape(len(where), size)
                 if extend is not None:
                     values = raw.copy().view(extend).reshape(-1).astype(np.int64).astype(np.uint32)
                     w.v[register, lanes] = values
