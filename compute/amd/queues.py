@@ -113,7 +113,11 @@ class AMDComputeQueue(Queue):
                                        mask=WORD_MASK, function=COMPARE_GREATER_EQUAL)
 
     def _emit_signal(self, signal: "Signal", value: int) -> list[int]:
-        return pm4.release_mem_packet(signal.value_address, value, bits64=True)
+        # INT_SEL on (gfx_v11_0_ring_emit_fence: AMDGPU_FENCE_FLAG_INT) when the IH delivers MSI-X,
+        # so a waiter sleeping in AMDBackend.sleep_for_progress is woken by the EOP interrupt
+        ih = getattr(self.device.backend, "ih", None)
+        interrupt = bool(getattr(ih, "msix", False))
+        return pm4.release_mem_packet(signal.value_address, value, bits64=True, interrupt=interrupt)
 
     def _emit_timestamp(self, signal: "Signal") -> list[int]:
         return release_mem_clock_packet(signal.timestamp_address)
