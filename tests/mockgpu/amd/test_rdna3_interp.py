@@ -14,15 +14,11 @@ import pytest
 
 from autogen.amd.regs import gc_11_0_0
 from compute.amd import codeobject
-from mockgpu.amd import Navi31GPU
 from mockgpu.amd.gmc import FaultKind
 from mockgpu.amd.mec import Dispatch
 from mockgpu.amd.rdna3 import interp
+from tools.interp_bench import BareGPU
 
-MIB = 1 << 20
-FB_UNIT_SHIFT = 24  # GCMC_VM_FB_LOCATION_BASE/TOP hold bits 47:24
-APERTURE_SHIFT = 18  # GCMC_VM_SYSTEM_APERTURE_LOW/HIGH_ADDR hold bits 47:18
-PROGRAM_ALIGN = 256  # COMPUTE_PGM_LO holds the address >> 8
 PREBUILT = pathlib.Path(codeobject.__file__).parent / "kernels" / "prebuilt"
 # hsa.h hsa_kernel_dispatch_packet_t: header, setup, workgroup_size_x/y/z, reserved0,
 # grid_size_x/y/z, private_segment_size, group_segment_size, kernel_object, kernarg_address,
@@ -35,35 +31,8 @@ S_ENDPGM = bytes([0x00, 0x00, 0xB0, 0xBF])
 V_SIN_F32 = bytes([0x00, 0x6B, 0x02, 0x7E])  # v_sin_f32_e32 v1, v0
 
 
-class Machine:
-    """A Navi31GPU whose VRAM the GFX hub reaches through VMID 0's system aperture, and a bump
-    allocator in VRAM."""
-
-    def __init__(self) -> None:
-        self.gpu = gpu = Navi31GPU(vram_size=64 * MIB)
-        regfile = gpu.regfile
-        self.fb_base = regfile.get("GC", "regGCMC_VM_FB_LOCATION_BASE") << FB_UNIT_SHIFT
-        top = regfile.get("GC", "regGCMC_VM_FB_LOCATION_TOP") << FB_UNIT_SHIFT
-        # gfxhub_v3_0_init_system_aperture_regs: the VMID 0 aperture covers the FB range
-        self.write("regGCMC_VM_SYSTEM_APERTURE_LOW_ADDR", self.fb_base >> APERTURE_SHIFT)
-        high = (top + (1 << FB_UNIT_SHIFT) - 1) >> APERTURE_SHIFT
-        self.write("regGCMC_VM_SYSTEM_APERTURE_HIGH_ADDR", high)
-        self.next = MIB
-
-    def write(self, name: str, value: int) -> None:
-        self.gpu.regfile.write32(self.gpu.regfile.address("GC", name), value)
-
-    def place(self, data: bytes, align: int = PROGRAM_ALIGN) -> int:
-        """Copy `data` into VRAM; returns its GPU address."""
-        offset = -(-self.next // align) * align
-        self.gpu.vram[offset:offset + len(data)] = data
-        self.next = offset + max(len(data), 1)
-        return self.fb_base + offset
-
-    def fetch(self, address: int, dtype, count: int) -> np.ndarray:
-        offset = address - self.fb_base
-        size = np.dtype(dtype).itemsize * count
-        return np.frombuffer(bytes(self.gpu.vram[offset:offset + size]), dtype=dtype)
+class Machine(BareGPU):
+    """The bare GPU of the interp benchmark with the dispatch set-up these tests need."""
 
     def dispatch(self, program: codeobject.Program, code_address: int, args: list, global_size,
                  local_size) -> Dispatch:
