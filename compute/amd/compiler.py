@@ -2,8 +2,9 @@
 
 `compile_source(source)` returns the bytes of an HSA code object (an ELF shared object) for gfx1100.
 Results are cached under `$GPUHAL_CACHE/kernels/<sha256>.co` (default `~/.cache/gpuhal`), where the
-hash covers the source, the kernel prelude, the flags and the compiler's version line, so a new
-compiler or a changed flag never reuses a stale object. Every compiler run is bounded in time.
+hash covers the source, the kernel prelude and any extra headers, the flags and the compiler's
+version line, so a new compiler or a changed flag never reuses a stale object. Every compiler run
+is bounded in time.
 """
 from __future__ import annotations
 
@@ -71,10 +72,12 @@ def cache_dir() -> Path:
     return Path(root) / "kernels"
 
 
-def cache_key(source: str, flags: tuple[str, ...], version: str) -> str:
-    """The sha256 naming a code object: source, prelude, flags and compiler version, each length-framed."""
+def cache_key(source: str, flags: tuple[str, ...], version: str, includes: tuple[Path, ...] = ()) -> str:
+    """The sha256 naming a code object: source, prelude, extra headers, flags and compiler version,
+    each length-framed."""
     digest = hashlib.sha256()
-    parts = (source, PRELUDE.read_text(), "\0".join(flags), version)
+    headers = tuple(Path(header).read_text() for header in includes)
+    parts = (source, PRELUDE.read_text(), *headers, "\0".join(flags), version)
     for part in parts:
         data = part.encode()
         digest.update(len(data).to_bytes(8, "little"))
@@ -83,11 +86,12 @@ def cache_key(source: str, flags: tuple[str, ...], version: str) -> str:
 
 
 def compile_source(source: str, *, extra_flags: tuple[str, ...] = (), use_cache: bool = True,
-                   toolchain: Toolchain | None = None) -> bytes:
-    """Compile OpenCL C `source` for gfx1100 and link it into an HSA code object; return its bytes."""
+                   toolchain: Toolchain | None = None, includes: tuple[Path, ...] = ()) -> bytes:
+    """Compile OpenCL C `source` for gfx1100 and link it into an HSA code object; return its bytes.
+    `includes` are headers included after the prelude (their text is part of the cache key)."""
     tools = toolchain or find_toolchain()
     flags = COMPILE_FLAGS + tuple(extra_flags) + LINK_FLAGS
-    key = cache_key(source, flags, tools.version)
+    key = cache_key(source, flags, tools.version, tuple(includes))
     cached = cache_dir() / f"{key}.co"
     if use_cache and cached.is_file():
         return cached.read_bytes()
@@ -96,7 +100,8 @@ def compile_source(source: str, *, extra_flags: tuple[str, ...] = (), use_cache:
         obj = Path(work) / "kernel.o"
         out = Path(work) / "kernel.co"
         src.write_text(source)
-        _run([tools.clang, *COMPILE_FLAGS, *extra_flags, "-include", str(PRELUDE),
+        headers = [arg for header in includes for arg in ("-include", str(header))]
+        _run([tools.clang, *COMPILE_FLAGS, *extra_flags, "-include", str(PRELUDE), *headers,
               "-c", str(src), "-o", str(obj)], "clang-16 (compile)")
         _run([tools.lld, *LINK_FLAGS, str(obj), "-o", str(out)], "ld.lld-16 (link)")
         blob = out.read_bytes()

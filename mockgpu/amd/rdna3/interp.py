@@ -281,6 +281,25 @@ def vector_reader(op: Operand, kind: str, vgprs: int):
     return _float_modifiers(read, op, kind)
 
 
+SIGN_BIT = np.uint32(1 << 31)  # the float32 sign bit the neg/abs input modifiers act on
+
+
+def _sign_bit_modifiers(op: Operand, vgprs: int):
+    """A V_CNDMASK_B32 source as 32 bits, with its VOP3 neg/abs applied to the sign bit: LLVM's
+    VOP2Instructions.td gives V_CNDMASK_B32_e64 float input modifiers on src0/src1 (VOP2e_SGPR
+    with FP32InputMods), so `select c, -x, y` is emitted as `v_cndmask_b32_e64 d, -x, y, c`;
+    the ISA guide's input modifiers negate (flip) and take the absolute value of (clear) the
+    sign bit, NaNs included."""
+    read = vector_reader(dataclasses.replace(op, neg=False, abs=False), U32, vgprs)
+    if op.abs and op.neg:
+        return lambda w: read(w) | SIGN_BIT
+    if op.abs:
+        return lambda w: read(w) & ~SIGN_BIT
+    if op.neg:
+        return lambda w: read(w) ^ SIGN_BIT
+    return read
+
+
 def vector_writer(op: Operand, kind: str, vgprs: int):
     if op.kind != "vgpr":
         raise UnsupportedInstruction(f"vector destination {op.text}")
@@ -316,6 +335,22 @@ def _u64(x):
 
 def _shift(x, mask: int):
     return np.asarray(x).astype(np.uint32) & np.uint32(mask)
+
+
+# RDNA3 ISA guide, V_MUL_U32_U24 / V_MAD_I32_I24 and kin: the sources are their low 24 bits
+# (pseudocode S0.u24 / S0.i24)
+INT24_BITS = 24
+_INT24_SHIFT = np.uint32(32 - INT24_BITS)
+
+
+def _u24(x):
+    return _u64(np.asarray(x).astype(np.uint32) & np.uint32((1 << INT24_BITS) - 1))
+
+
+def _i24(x):
+    """The low 24 bits sign-extended (32'I(S0.i24)), as int64 for an exact product."""
+    high = np.left_shift(np.asarray(x).astype(np.uint32), _INT24_SHIFT).view(np.int32)
+    return np.right_shift(high, _INT24_SHIFT.astype(np.int32)).astype(np.int64)
 
 
 def _cvt_to_int(a, dtype):
@@ -374,6 +409,23 @@ VALU_OPS: dict[str, tuple[tuple[str, ...], str, Callable]] = {
     "v_bfi_b32": ((U32, U32, U32), U32, lambda a, b, c: (a & b) | (np.invert(a) & c)),
     "v_lshlrev_b64": ((U32, U64), U64, lambda a, b: np.left_shift(b, _u64(_shift(a, 63)))),
     "v_lshrrev_b64": ((U32, U64), U64, lambda a, b: np.right_shift(b, _u64(_shift(a, 63)))),
+    # RDNA3 ISA guide pseudocode (AMD's machine-readable ISA, as tinygrad's
+    # runtime/autogen/amd/rdna3/str_pcode.py carries it):
+    # V_ASHRREV_I64: D0.i64 = S1.i64 >> S0[5:0].u32
+    "v_ashrrev_i64": ((U32, I64), I64,
+                      lambda a, b: np.right_shift(b, _shift(a, 63).astype(np.int64))),
+    # V_ADD_LSHL_U32: D0.u32 = (S0.u32 + S1.u32) << S2.u32[4:0] (the sum wraps first)
+    "v_add_lshl_u32": ((U32, U32, U32), U32,
+                       lambda a, b, c: np.left_shift((_u64(a) + b) & np.uint64(WORD_MASK),
+                                                     _u64(_shift(c, 31)))),
+    # V_MUL_U32_U24: D0.u32 = 32'U(S0.u24) * 32'U(S1.u24) (the low 32 bits of the 48-bit product)
+    "v_mul_u32_u24": ((U32, U32), U32, lambda a, b: _u24(a) * _u24(b)),
+    # V_MUL_I32_I24: D0.i32 = 32'I(S0.i24) * 32'I(S1.i24)
+    "v_mul_i32_i24": ((U32, U32), I32, lambda a, b: _i24(a) * _i24(b)),
+    # V_MAD_U32_U24: D0.u32 = 32'U(S0.u24) * 32'U(S1.u24) + S2.u32
+    "v_mad_u32_u24": ((U32, U32, U32), U32, lambda a, b, c: _u24(a) * _u24(b) + c),
+    # V_MAD_I32_I24: D0.i32 = 32'I(S0.i24) * 32'I(S1.i24) + S2.i32
+    "v_mad_i32_i24": ((U32, U32, I32), I32, lambda a, b, c: _i24(a) * _i24(b) + c),
 }
 # ops that also read their destination as the last source (VOP2 "mac" forms)
 ACCUMULATE = {"v_fmac_f32": ("v_fma_f32", F32)}
@@ -1077,8 +1129,8 @@ class Interpreter:
 
     def cndmask_parts(self, ins: Instruction, name: str, operands: list[Operand]):
         destination = vector_writer(operands[0], U32, self.vgprs)
-        a = vector_reader(operands[1], U32, self.vgprs)
-        b = vector_reader(operands[2], U32, self.vgprs)
+        a = _sign_bit_modifiers(operands[1], self.vgprs)
+        b = _sign_bit_modifiers(operands[2], self.vgprs)
         select_op = operands[3] if len(operands) > 3 else decoder.source_operand(VCC_LO, 1, "", None)
         select = scalar_reader(select_op)
 
