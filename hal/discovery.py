@@ -19,6 +19,7 @@ from hal.os import OS, host
 from hal.pci import backend as pci_backend
 from hal.pci.sysfs import LARGEST_BAR_SIZE, PCI_DRIVERS, SysfsPCI
 from hal.pcidev import PCIDevice
+from hal.trace import traceable
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ def list_devices(os: OS | None = None, all_classes: bool = False) -> list[Device
     return found
 
 
+@traceable  # trace=path, record() or $GPUHAL_TRACE: hal.trace records the opened device
 def open_device(device: str | None, os: OS | None = None, *, unbind: bool = False,
                 rebind_on_close: bool = True, lock_dir: str | None = None,
                 noiommu: bool = False, bar_sizes: dict[int, int | str] | None = None) -> PCIDevice:

@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "launch": "compute.bench",
     "copy": "compute.bench",
     "interp": "tools.interp_bench",
+    "trace": "tools.trace_bench",
 }
 
 JSON_HELP = ('--json prints one JSON list, an object per benchmark run: {"name": the benchmark, "seconds": '

@@ -34,10 +34,12 @@ class AMDBackend:
     """One AM-driven GPU for the compute layer (see the module docstring)."""
 
     def __init__(self, device: str, *, config: AMConfig | None = None, os=None,
-                 unbind: bool = False) -> None:
+                 unbind: bool = False, pci: hal.PCIDevice | None = None) -> None:
         self.machine = None
         match = MOCK_PATTERN.match(device)
-        if match:
+        if pci is not None:
+            self.pci = pci  # opened by the caller (tools.replay); closed with this backend
+        elif match:
             self.pci = self._open_mock(int(match.group(1)), config)
         else:
             self.pci = hal.open(device, os=os, unbind=unbind)

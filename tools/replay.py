@@ -1,0 +1,258 @@
+"""`python -m tools.replay TRACE [--json]`: play a hardware trace back against the driver.
+
+A trace (hal.trace, docs/tracing.md) names the scenario that was recorded and its arguments. This
+tool runs that scenario again, on a PCIDevice whose backend answers reads from the trace and checks
+every write, DMA allocation and submission against it, and prints either "no divergence, N
+operations" (exit status 0) or the first divergence: the record index, what the trace expected,
+what the driver did, and the operations before it (exit status 1). A trace that cannot be read or
+names an unknown scenario is exit status 2.
+
+`--record SCENARIO OUT [--arg KEY=VALUE ...]` records a scenario on the mock machine (a fresh default
+Navi31 with the synthetic firmware set, opened through `--arg backend=pci` (default) or
+`backend=vfio`, where the IH takes MSI-X) into OUT; `--dump TRACE` prints the header and records.
+
+Scenarios (`SCENARIOS`), each `run(pci, args, firmware_dir) -> detail` on an opened PCIDevice:
+- `am.boot`: drivers.am cold boot of every block, then the teardown;
+- `selftest`: compute.Device bring-up, a host -> VRAM -> host copy of `copy_bytes` random bytes and a
+  vector_add_i32 launch on `elements` random integers (numpy's generator seeded with `seed`),
+  both checked, then the teardown.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import pathlib
+import sys
+import tempfile
+from typing import Callable
+
+import hal
+from hal import trace as hal_trace
+from hal.errors import HalError
+from hal.trace_format import BadTrace, TraceReader
+
+SYNTHETIC_FIRMWARE = "synthetic"  # args["firmware"]: the mock's synthetic Navi31 set
+SYSTEM_FIRMWARE = "system"  # args["firmware"]: the firmware search path (drivers.am.firmware)
+FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "traces"
+LOCAL = 256  # work-group size of the vector_add launch (the kernel allows it)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """What a trace recorded: `run(pci, args, firmware_dir) -> detail`, with its default args."""
+
+    name: str
+    run: Callable[..., str]
+    defaults: dict
+    summary: str
+
+
+def run_am_boot(pci, args: dict, firmware_dir: str | None) -> str:
+    from drivers.am.device import AMConfig, AMDevice
+
+    device = AMDevice(pci, config=AMConfig(firmware_dir=firmware_dir))
+    kind = device.boot_kind
+    device.fini()
+    return f"{kind} boot of {', '.join(block.block for block in device.blocks)}, then teardown"
+
+
+def run_selftest(pci, args: dict, firmware_dir: str | None) -> str:
+    import numpy as np
+
+    from compute.device import Device
+    from drivers.am.device import AMConfig
+    from tools.selftest import KERNELS
+
+    rng = np.random.default_rng(int(args["seed"]))
+    size = int(args["copy_bytes"])
+    count = int(args["elements"])
+    dev = Device(pci.device_string, pci=pci, config=AMConfig(firmware_dir=firmware_dir))
+    try:
+        data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+        buffer = dev.allocate(size)
+        buffer.copyin(data)
+        if buffer.copyout() != data:
+            raise AssertionError(f"{size} bytes copied host -> VRAM -> host came back different")
+        a = rng.integers(-2**31, 2**31, count, dtype=np.int64).astype(np.int32)
+        b = rng.integers(-2**31, 2**31, count, dtype=np.int64).astype(np.int32)
+        inputs = []
+        for array in (a, b):
+            inputs.append(dev.allocate(array.nbytes))
+            inputs[-1].copyin(array)
+        out = dev.allocate(a.nbytes)
+        program = dev.load(KERNELS / "vector_add.co", "vector_add_i32")
+        program(inputs[0], inputs[1], out, count, global_size=count, local_size=LOCAL, wait=True)
+        got = np.frombuffer(out.copyout(), dtype=np.int32)
+        with np.errstate(over="ignore"):
+            want = a + b
+        if not np.array_equal(got, want):
+            raise AssertionError("vector_add_i32 differs from numpy")
+    finally:
+        dev.close()
+    return f"{size} bytes host -> VRAM -> host, vector_add_i32 of {count} elements"
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "am.boot": Scenario("am.boot", run_am_boot, {"firmware": SYNTHETIC_FIRMWARE},
+                        "drivers.am cold boot of every block, then teardown"),
+    "selftest": Scenario("selftest", run_selftest,
+                         {"firmware": SYNTHETIC_FIRMWARE, "seed": 1, "copy_bytes": 12288,
+                          "elements": 4 * LOCAL + 7},
+                         "compute bring-up, a copy round trip and a vector_add_i32 launch"),
+}
+
+
+def _firmware_dir(args: dict, scratch: str) -> str | None:
+    """The firmware root the recorded run used: the synthetic set written into `scratch`, or None
+    (the search path)."""
+    if args.get("firmware") == SYNTHETIC_FIRMWARE:
+        from mockgpu.amd.firmware_images import write_navi31_set
+
+        return str(write_navi31_set(pathlib.Path(scratch) / "firmware"))
+    return None
+
+
+def record(scenario: str, out: str, overrides: dict | None = None) -> str:
+    """Record `scenario` on a fresh default mock machine into `out`; returns its detail line."""
+    from tools import mock_machines
+
+    chosen = SCENARIOS[scenario]
+    args = {**chosen.defaults, **(overrides or {}), "firmware": SYNTHETIC_FIRMWARE}
+    machine = mock_machines.navi31(0, backend=str(args.get("backend", "pci")))
+    try:
+        with hal_trace.record(out, scenario, args):
+            pci = hal.open(machine.device, os=machine.os, unbind=True)
+            try:
+                return chosen.run(pci, args, machine.firmware_dir)
+            finally:
+                pci.close()
+    finally:
+        machine.close()
+
+
+@dataclasses.dataclass
+class ReplayResult:
+    trace: str
+    scenario: str
+    ok: bool
+    operations: int
+    records: int
+    detail: str = ""
+    divergence: hal_trace.TraceDivergence | None = None
+    error: str = ""
+
+    def as_json(self) -> dict:
+        divergence = None
+        if self.divergence is not None:
+            divergence = {"index": self.divergence.index, "expected": self.divergence.expected,
+                          "got": self.divergence.got, "history": self.divergence.history}
+        return {"trace": self.trace, "scenario": self.scenario, "ok": self.ok,
+                "operations": self.operations, "records": self.records, "detail": self.detail,
+                "divergence": divergence, "error": self.error}
+
+    def text(self) -> str:
+        if self.ok:
+            return f"{self.trace}: {self.scenario}: no divergence, {self.operations} operations " \
+                   f"({self.records} records; {self.detail})"
+        if self.divergence is not None:
+            return f"{self.trace}: {self.scenario}: {self.divergence}"
+        return f"{self.trace}: {self.scenario}: the run failed without a divergence: {self.error}"
+
+
+def replay(path: str) -> ReplayResult:
+    """Play the trace at `path` back through its scenario (BadTrace when unreadable,
+    HalError for an unknown scenario)."""
+    pci, replayer = hal_trace.open_replay(path)
+    header = replayer.header
+    scenario = SCENARIOS.get(header.scenario)
+    if scenario is None:
+        known = ", ".join(SCENARIOS)
+        raise HalError(f"{path}: scenario {header.scenario!r} is not one tools.replay can run "
+                       f"(known: {known}); record with `python -m tools.replay --record` or "
+                       "`hal.trace.record(path, scenario, args)`")
+    result = ReplayResult(str(path), scenario.name, False, 0, len(replayer.records) - 1)
+    failure: BaseException | None = None
+    with tempfile.TemporaryDirectory(prefix="gpuhal-replay-") as scratch:
+        try:
+            result.detail = scenario.run(pci, header.args, _firmware_dir(header.args, scratch))
+        except Exception as exc:  # the divergence, if any, is the replayer's; else this is reported
+            failure = exc
+        finally:
+            try:
+                pci.close()
+            except HalError as exc:
+                failure = failure or exc
+    if replayer.divergence is None and failure is None:
+        try:
+            replayer.finish()
+        except hal_trace.TraceDivergence:
+            pass
+    result.divergence = replayer.divergence
+    result.operations = replayer.operations
+    if result.divergence is None and failure is not None:
+        result.error = f"{type(failure).__name__}: {failure}"
+    result.ok = result.divergence is None and failure is None
+    return result
+
+
+def dump(path: str) -> None:
+    reader = TraceReader(path)
+    print(json.dumps({"version": reader.header.version, **reader.header.to_json()}, indent=2))
+    for index, record in enumerate(reader):
+        count = f" (x{record.count})" if record.count > 1 else ""
+        print(f"{index}: {record.describe()}{count}")
+
+
+def _parse_arg(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.replay", description=__doc__.splitlines()[0])
+    parser.add_argument("trace", nargs="?", help="the trace to replay (or to dump)")
+    parser.add_argument("--json", action="store_true",
+                        help='print one JSON object: "trace", "scenario", "ok", "operations", "records", '
+                             '"detail", "divergence" (index, expected, got, history) or null, "error"')
+    parser.add_argument("--record", nargs=2, metavar=("SCENARIO", "OUT"),
+                        help=f"record SCENARIO ({', '.join(SCENARIOS)}) on the mock machine into OUT")
+    parser.add_argument("--arg", action="append", default=[], type=_parse_arg, metavar="KEY=VALUE",
+                        help="a scenario argument for --record (JSON value or text)")
+    parser.add_argument("--dump", action="store_true", help="print the trace's header and records")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show the driver's log (after a divergence its teardown fails loudly)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.CRITICAL)
+    if args.record:
+        scenario, out = args.record
+        if scenario not in SCENARIOS:
+            parser.error(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
+        detail = record(scenario, out, dict(args.arg))
+        print(f"recorded {scenario} into {out}: {detail}")
+        return 0
+    if not args.trace:
+        parser.error("give a TRACE (or --record SCENARIO OUT)")
+    try:
+        if args.dump:
+            dump(args.trace)
+            return 0
+        result = replay(args.trace)
+    except (BadTrace, OSError, HalError) as exc:
+        if args.json:
+            print(json.dumps({"trace": args.trace, "ok": False, "error": f"{type(exc).__name__}: {exc}"}))
+        else:
+            print(f"{args.trace}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.as_json(), indent=2) if args.json else result.text())
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
