@@ -4,6 +4,9 @@
     vfio:0000:03:00.0    the VFIO backend (hal.vfio)
     0000:03:00.0         automatic: VFIO first, then sysfs; if all fail, every backend's reason
     03:00.0              a BDF without domain means domain 0000
+    remote:HOST:PORT     a device a `tools.gpu_server` exports over TCP (hal.remote)
+    remote:unix:PATH     the same over a Unix socket (DMA buffers shared by file descriptor)
+    tinygpu:             the GPU the TinyGPU app serves on macOS (hal.macos); tinygpu:PATH names its socket
 
 An empty string or None means $GPUHAL_DEVICE. Other prefixes (mock:, usb:, am:) belong to the layers
 that own them; hal rejects them with the list of what it understands.
@@ -18,6 +21,7 @@ from hal.pci.sysfs import normalize_bdf
 
 DEVICE_ENV = "GPUHAL_DEVICE"
 BACKEND_NAMES = ("vfio", "pci")  # also the order automatic selection tries them in
+SOCKET_BACKENDS = ("remote", "tinygpu")  # the rest of the string is where to connect, not a BDF
 SYNTAX_HELP = ("write pci:<domain:bus:dev.fn>, vfio:<domain:bus:dev.fn> or a bare BDF such as "
                "0000:03:00.0; `python -m tools.lsgpu` lists the devices")
 
@@ -47,6 +51,8 @@ def parse(text: str | None) -> DeviceString:
     prefix, separator, rest = text.partition(":")
     if separator and prefix in BACKEND_NAMES:
         return DeviceString(prefix, _bdf(rest, text))
+    if separator and prefix in SOCKET_BACKENDS:
+        return DeviceString(prefix, rest)
     if separator and prefix.isalpha() and not _looks_like_bdf(text):
         raise DeviceNotFound(f"unknown device string {text!r}: hal opens only {', '.join(BACKEND_NAMES)} "
                              f"devices; {SYNTAX_HELP}")

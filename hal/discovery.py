@@ -136,8 +136,10 @@ def open_device(device: str | None, os: OS | None = None, *, unbind: bool = Fals
     driverless devices, so for vfio: this happens between unbinding the kernel driver (or vfio-pci)
     and binding vfio-pci; a refusal is a typed error and the device goes back to its driver.
     """
-    os = os or host()
     wanted = devstring.parse(device)
+    if wanted.backend in devstring.SOCKET_BACKENDS:
+        return _open_socket(wanted)
+    os = os or host()
     _check_bar_sizes(bar_sizes)
     sysfs = SysfsPCI(os)
     sysfs.require(wanted.bdf)
@@ -160,6 +162,18 @@ def open_device(device: str | None, os: OS | None = None, *, unbind: bool = Fals
         raise failures[0][1]
     reasons = "; ".join(f"{name}: {exc}" for name, exc in failures)
     raise BackendUnavailable(f"no backend could open {wanted.bdf}: {reasons}")
+
+
+def _open_socket(wanted: devstring.DeviceString) -> PCIDevice:
+    """remote: and tinygpu: devices: a connection to the process that owns the device (it holds
+    the ownership lock and does the binding), so the local seam and lock play no part."""
+    if wanted.backend == "tinygpu":
+        from hal.macos import tinygpu
+
+        return tinygpu.open_device(wanted.bdf)
+    from hal.remote import client
+
+    return client.open_remote(wanted.bdf)
 
 
 def open_observer(device: str | None, os: OS | None = None) -> PCIDevice:

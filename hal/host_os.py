@@ -205,12 +205,29 @@ class HostOS(OS):
     def alloc_pages(self, size: int) -> HostMemory:
         return self._alloc_anonymous(size, lock=False)
 
-    def _alloc_anonymous(self, size: int, lock: bool) -> HostMemory:
+    def alloc_shared(self, size: int, lock: bool = True) -> HostMemory:
+        """Memory in a memfd (memfd_create(2)) mapped MAP_SHARED; `fd` passes it to another process."""
+        if size <= 0:
+            raise OSError(errno.EINVAL, f"cannot allocate {size} bytes")
+        if not hasattr(os, "memfd_create"):
+            raise OSError(errno.EOPNOTSUPP, "this platform has no memfd_create")
+        fd = os.memfd_create("gpuhal-dma", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, _round_up_to_page(size))
+            return self._alloc_anonymous(size, lock, fd=fd)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _alloc_anonymous(self, size: int, lock: bool, fd: int | None = None) -> HostMemory:
         if size <= 0:
             raise OSError(errno.EINVAL, f"cannot allocate {size} bytes")
         rounded = _round_up_to_page(size)
-        mapping = mmap.mmap(-1, rounded, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
-                            prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        if fd is None:
+            mapping = mmap.mmap(-1, rounded, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                                prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        else:
+            mapping = mmap.mmap(fd, rounded, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         address = _buffer_address(mapping)
         try:
             _keep_out_of_forked_children(mapping)
@@ -223,7 +240,7 @@ class HostOS(OS):
         self._mappings[id(region)] = mapping
         if lock:
             self._locked.add(id(region))
-        return HostMemory(region=region, addr=address, size=rounded)
+        return HostMemory(region=region, addr=address, size=rounded, fd=fd)
 
     def free_locked(self, mem: HostMemory) -> None:
         mapping = self._mappings.pop(id(mem.region), None)
@@ -238,3 +255,6 @@ class HostOS(OS):
             if isinstance(mem.region, MemoryRegion):
                 mem.region.release()
             self._close_mapping(mapping)
+            if mem.fd is not None:
+                os.close(mem.fd)
+                mem.fd = None

@@ -59,12 +59,14 @@ class HostMemory:
     """Page-locked host memory: `region` to access it, `addr` its virtual address, `size` bytes.
 
     `phys` is filled by `OS.pagemap` (one physical address per PAGE_SIZE page), empty until then.
+    `fd` is the memory file behind it when it came from `alloc_shared` (another process can map it).
     """
 
     region: Region
     addr: int
     size: int
     phys: list[int] = field(default_factory=list)
+    fd: int | None = None
 
 
 class OS(ABC):
@@ -168,9 +170,15 @@ class OS(ABC):
         This default hands out alloc_locked memory; a seam that can leave pages unlocked overrides it."""
         return self.alloc_locked(size)
 
+    def alloc_shared(self, size: int, lock: bool = True) -> HostMemory:
+        """Like alloc_locked (or alloc_pages without `lock`), but backed by a memory file whose fd is
+        `HostMemory.fd`, so another process given the fd maps the same pages (a DMA buffer shared
+        over a Unix socket). Released with free_locked, which closes the fd."""
+        raise OSError(_errno.EOPNOTSUPP, f"the {self.name} seam cannot share memory by file descriptor")
+
     @abstractmethod
     def free_locked(self, mem: HostMemory) -> None:
-        """Unlock (when locked) and release memory from alloc_locked or alloc_pages."""
+        """Unlock (when locked) and release memory from alloc_locked, alloc_pages or alloc_shared."""
 
     def pagemap(self, mem: HostMemory) -> list[int]:
         """Physical address of each page of `mem` (also stored in mem.phys). Needs root on Linux.

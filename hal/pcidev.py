@@ -32,7 +32,7 @@ from hal.reset import SavedConfig
 log = logging.getLogger(__name__)
 
 CONFIG_WIDTHS = (1, 2, 4)
-RESET_METHODS = ("vfio", "hot", "sysfs", "flr", "bus")
+RESET_METHODS = ("vfio", "hot", "sysfs", "flr", "bus", "remote")  # "remote": the server resets it
 POLL_INTERVAL_S = 0.001  # pause between register reads in poll32
 CLASS_CODE_SHIFT = 8  # the revision ID is the low byte of the class/revision dword
 

@@ -18,6 +18,7 @@ import ctypes
 import errno
 import logging
 import mmap
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -72,6 +73,7 @@ class Allocation:
     pfns: list[int]
     region: MemoryRegion
     locked: bool = False
+    fd: int | None = None  # the memfd behind a shared allocation
 
 
 class HostRAM:
@@ -87,9 +89,10 @@ class HostRAM:
         self._by_pfn: dict[int, tuple[Allocation, int]] = {}
         self.allocations: dict[int, Allocation] = {}
 
-    def allocate(self, size: int, lock: bool = False) -> Allocation:
+    def allocate(self, size: int, lock: bool = False, shared: bool = False) -> Allocation:
         """Page-aligned anonymous memory of `size` bytes rounded up to whole pages; with `lock`,
-        mlock'ed (counted in `locked_vm`, ENOMEM past RLIMIT_MEMLOCK)."""
+        mlock'ed (counted in `locked_vm`, ENOMEM past RLIMIT_MEMLOCK); with `shared`, the pages of
+        a real memfd (mm/memfd.c memfd_create) mapped MAP_SHARED, its fd in `Allocation.fd`."""
         if size <= 0:
             raise OSError(22, "allocation size must be positive")
         pages = -(-size // PAGE_SIZE)
@@ -99,7 +102,13 @@ class HostRAM:
                 # mm/mlock.c can_do_mlock: a zero RLIMIT_MEMLOCK without CAP_IPC_LOCK is EPERM
                 raise OSError(errno.EPERM, "mlock with RLIMIT_MEMLOCK 0 and no CAP_IPC_LOCK")
             account.charge(pages, "mlock")
-        mapping = mmap.mmap(-1, pages * PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        fd = None
+        if shared:
+            fd = os.memfd_create("gpuhal-mock-dma", os.MFD_CLOEXEC)
+            os.ftruncate(fd, pages * PAGE_SIZE)
+            mapping = mmap.mmap(fd, pages * PAGE_SIZE, flags=mmap.MAP_SHARED)
+        else:
+            mapping = mmap.mmap(-1, pages * PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         view = memoryview(mapping)
         vaddr = ctypes.addressof(ctypes.c_char.from_buffer(mapping))
         first = self._next_pfn
@@ -108,7 +117,7 @@ class HostRAM:
         if self.scattered:
             pfns.reverse()
         region = MemoryRegion(view, addr=vaddr, owner=mapping)
-        alloc = Allocation(mapping, view, vaddr, pages * PAGE_SIZE, pfns, region, locked=lock)
+        alloc = Allocation(mapping, view, vaddr, pages * PAGE_SIZE, pfns, region, locked=lock, fd=fd)
         for page, pfn in enumerate(pfns):
             self._by_vpage[vaddr // PAGE_SIZE + page] = (alloc, page)
             self._by_pfn[pfn] = (alloc, page)
@@ -130,6 +139,9 @@ class HostRAM:
             alloc.mapping.close()
         except BufferError:
             log.debug("allocation at %#x still has views; unmapped when they go", vaddr)
+        if alloc.fd is not None:
+            os.close(alloc.fd)
+            alloc.fd = None
 
     def pfn_of_vaddr(self, vaddr: int) -> int | None:
         found = self._by_vpage.get(vaddr // PAGE_SIZE)

@@ -278,9 +278,13 @@ class MockOS(OS):
         """Not mlock'ed: only VFIO_IOMMU_MAP_DMA's pinning counts these against RLIMIT_MEMLOCK."""
         return self._allocate(size, lock=False)
 
-    def _allocate(self, size: int, lock: bool) -> HostMemory:
-        alloc = self.machine.ram.allocate(size, lock=lock)
-        mem = HostMemory(region=alloc.region, addr=alloc.vaddr, size=alloc.size)
+    def alloc_shared(self, size: int, lock: bool = True) -> HostMemory:
+        """Simulated RAM whose pages are a real memfd (`fd`), as HostOS.alloc_shared."""
+        return self._allocate(size, lock=lock, shared=True)
+
+    def _allocate(self, size: int, lock: bool, shared: bool = False) -> HostMemory:
+        alloc = self.machine.ram.allocate(size, lock=lock, shared=shared)
+        mem = HostMemory(region=alloc.region, addr=alloc.vaddr, size=alloc.size, fd=alloc.fd)
         self._allocations[alloc.vaddr] = mem
         return mem
 

@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "launch": "compute.bench",
     "copy": "compute.bench",
     "interp": "tools.interp_bench",
+    "remote": "tools.remote_bench",
     "trace": "tools.trace_bench",
 }
 
