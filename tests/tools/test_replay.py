@@ -10,6 +10,8 @@ import pytest
 import hal
 from drivers.am import ih
 from drivers.am.device import AMConfig, AMDevice
+from hal.trace_format import DMA_DEVICE, OBSERVATIONS, TraceReader
+from mockgpu.mockos import MockOS
 from tools import mock_machines, replay
 
 FIXTURES = replay.FIXTURES
@@ -101,3 +103,25 @@ def test_cli_record_and_dump(tmp_path, capsys):
     assert replay.main(["--dump", str(path)]) == 0
     out = capsys.readouterr().out
     assert '"scenario": "am.boot"' in out and "MMIO write32 BAR5+" in out
+
+
+def driver_sequence(path) -> list:
+    """What the driver did (writes, allocations, DMA contents, interrupt changes), without what it
+    read: reads and device writes follow the device's timing."""
+    return [(record.op, record.fields, record.data) for record in TraceReader(str(path))
+            if record.op not in OBSERVATIONS and record.op != DMA_DEVICE]
+
+
+def test_a_fresh_mock_recording_has_the_fixture_driver_sequence(tmp_path, monkeypatch):
+    """Recorded again today (as the same process id, which the boot layout writes into VRAM),
+    the driver writes exactly what the committed boot trace holds."""
+    pid = TraceReader(str(BOOT)).header.device["pid"]
+    monkeypatch.setattr(MockOS, "getpid", lambda self: pid)
+    path = tmp_path / "boot.trace"
+    replay.record("am.boot", str(path))
+    fresh = driver_sequence(path)
+    committed = driver_sequence(BOOT)
+    first = next((i for i, (a, b) in enumerate(zip(fresh, committed)) if a != b), None)
+    assert first is None and len(fresh) == len(committed), (
+        f"operation {first}: {fresh[first] if first is not None else len(fresh)} vs "
+        f"{committed[first] if first is not None else len(committed)}; {RERECORD}")
