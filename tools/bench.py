@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "copy": "compute.bench",
     "interp": "tools.interp_bench",
     "remote": "tools.remote_bench",
+    "remote": "tools.remote_bench",
     "trace": "tools.trace_bench",
 }
 

@@ -66,7 +66,8 @@ def read_token(path: str) -> bytes:
         with open(path, "rb") as handle:
             token = handle.read().strip()
     except OSError as exc:
-        raise PermissionDenied(f"cannot read the token file {path}: {exc.strerror}", errno=exc.errno) from exc
+        raise PermissionDenied(f"cannot read the token file {path}: {exc.strerror}",
+                               errno=exc.errno) from exc
     if not token:
         raise InvalidArgument(f"the token file {path} is empty")
     return token
@@ -170,9 +171,11 @@ def serve(device: str | None = None, listen: str | None = None, *, token: bytes 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.gpu_server", description=__doc__.splitlines()[0])
-    parser.add_argument("device", nargs="?", help="device string (default $GPUHAL_DEVICE; --mock: the mock GPU)")
-    parser.add_argument("--listen", help="unix:PATH (default under $XDG_RUNTIME_DIR or /tmp) or tcp:HOST:PORT "
-                                         f"(the protocol's usual port is {protocol.DEFAULT_TCP_PORT})")
+    parser.add_argument("device", nargs="?",
+                        help="device string (default $GPUHAL_DEVICE; --mock: the mock GPU)")
+    parser.add_argument("--listen", help="unix:PATH (default under $XDG_RUNTIME_DIR or /tmp) or "
+                                         "tcp:HOST:PORT (the protocol's usual port is "
+                                         f"{protocol.DEFAULT_TCP_PORT})")
     parser.add_argument("--token-file", help="file holding the token clients must send (required for tcp:)")
     parser.add_argument("--mock", action="store_true", help="serve the mock machine's Navi31")
     parser.add_argument("--unbind", action="store_true", help="detach the device's kernel driver while a "

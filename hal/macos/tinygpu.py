@@ -49,7 +49,8 @@ def unavailable_reason(platform: str = sys.platform) -> str | None:
     return None
 
 
-def connect_app(path: str, *, start_app: bool = False, timeout_s: float = client.DEFAULT_TIMEOUT_S) -> PCIDevice:
+def connect_app(path: str, *, start_app: bool = False,
+                timeout_s: float = client.DEFAULT_TIMEOUT_S) -> PCIDevice:
     """Open the device served on socket `path` in the TinyGPU dialect (any platform: a
     `tools.gpu_server` answers it too). `start_app`: launch the app's server if nobody listens."""
     for attempt in range(START_ATTEMPTS):

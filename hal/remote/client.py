@@ -69,7 +69,8 @@ def parse_target(target: str) -> tuple[str, str | tuple[str, int]]:
     if target.startswith("unix:"):
         path = target[len("unix:"):]
         if not path:
-            raise DeviceNotFound("remote:unix: needs a socket path, e.g. remote:unix:/run/user/1000/gpuhal.sock")
+            raise DeviceNotFound("remote:unix: needs a socket path, e.g. "
+                                 "remote:unix:/run/user/1000/gpuhal-gpu.sock")
         return "unix", path
     host_part, separator, port_text = target.rpartition(":")
     if not separator:
@@ -401,7 +402,8 @@ class RemoteBackend(PCIBackend):
 
     def reset(self, method: str) -> None:
         if method != "remote":
-            raise UnsupportedOperation(f"the {self.name} backend resets only through its server (\"remote\")")
+            raise UnsupportedOperation(f"the {self.name} backend resets only through its server "
+                                       "(method \"remote\")")
         self.request(Command.RESET, what="reset")
 
     def close(self) -> None:

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 from hal.errors import InvalidArgument
 
-# tinygrad/runtime/support/system.py RemotePCIDevice._rpc: struct.pack('<BIIQQQ', cmd, dev_id, bar, a0, a1, a2)
+# tinygrad/runtime/support/system.py RemotePCIDevice._rpc:
+# struct.pack('<BIIQQQ', cmd, dev_id, bar, a0, a1, a2)
 REQUEST = struct.Struct("<BIIQQQ")
 # tinygrad/runtime/support/system.py RemotePCIDevice._rpc: struct.unpack('<BQQ', msg) = status, resp0, resp1
 RESPONSE = struct.Struct("<BQQ")

@@ -387,7 +387,8 @@ class DeviceServer:
     """
 
     def __init__(self, listener: socket.socket, open_device: Callable[[SharedMemorySeam | None], PCIDevice],
-                 *, token: bytes | None = None, wrap_seam: Callable[[], SharedMemorySeam] | None = None) -> None:
+                 *, token: bytes | None = None,
+                 wrap_seam: Callable[[], SharedMemorySeam] | None = None) -> None:
         self.listener = listener
         self.unix = listener.family == socket.AF_UNIX
         self.open_device = open_device
@@ -452,6 +453,9 @@ class DeviceServer:
     def _attach(self, conn: socket.socket, peer: str) -> None:
         if not self.unix:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # a peer that vanishes without closing (cable, crash of its machine) is found by the
+            # kernel's keepalive probes, so the device is not held for ever
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         # a client proves itself before it may take the device: a refused one never holds it
         if self.token is not None and not self._authenticated(conn, peer):
             conn.close()

@@ -194,3 +194,24 @@ def test_ioreg_parser_finds_the_thunderbolt_gpus():
 def test_ioreg_parser_rejects_what_is_not_a_plist():
     with pytest.raises(BadBinary):
         ioreg.parse(b"+-o Root  <class IORegistryEntry>")
+
+
+def test_host_shared_memory_is_one_set_of_pages_behind_an_fd():
+    import mmap
+    import os
+
+    from hal.host_os import HostOS
+
+    seam = HostOS()
+    memory = seam.alloc_shared(8192, lock=False)
+    fd = memory.fd
+    assert fd is not None and memory.size == 8192
+    other = mmap.mmap(fd, 8192, flags=mmap.MAP_SHARED)  # what a client does with the passed fd
+    memory.region.write(4096, b"through the seam")
+    assert other[4096:4112] == b"through the seam"
+    other[0:5] = b"other"
+    assert memory.region.read(0, 5) == b"other"
+    other.close()
+    seam.free_locked(memory)
+    with pytest.raises(OSError):
+        os.fstat(fd)  # free_locked closed the memfd
