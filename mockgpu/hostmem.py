@@ -75,6 +75,7 @@ class Allocation:
     locked: bool = False
     fd: int | None = None  # the memfd behind a shared allocation
     fd: int | None = None  # the memfd behind a shared allocation
+    fd: int | None = None  # the memfd behind a shared allocation
 
 
 class HostRAM:
@@ -104,6 +105,12 @@ class HostRAM:
                 raise OSError(errno.EPERM, "mlock with RLIMIT_MEMLOCK 0 and no CAP_IPC_LOCK")
             account.charge(pages, "mlock")
         fd = None
+        if shared:
+            fd = os.memfd_create("gpuhal-mock-dma", os.MFD_CLOEXEC)
+            os.ftruncate(fd, pages * PAGE_SIZE)
+            mapping = mmap.mmap(fd, pages * PAGE_SIZE, flags=mmap.MAP_SHARED)
+        else:
+            fd = None
         if shared:
             fd = os.memfd_create("gpuhal-mock-dma", os.MFD_CLOEXEC)
             os.ftruncate(fd, pages * PAGE_SIZE)
@@ -146,6 +153,9 @@ class HostRAM:
             alloc.mapping.close()
         except BufferError:
             log.debug("allocation at %#x still has views; unmapped when they go", vaddr)
+        if alloc.fd is not None:
+            os.close(alloc.fd)
+            alloc.fd = None
         if alloc.fd is not None:
             os.close(alloc.fd)
             alloc.fd = None

@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "interp": "tools.interp_bench",
     "remote": "tools.remote_bench",
     "remote": "tools.remote_bench",
+    "remote": "tools.remote_bench",
     "trace": "tools.trace_bench",
 }
 

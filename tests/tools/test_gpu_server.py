@@ -188,3 +188,24 @@ def test_the_remote_benchmark_prints_its_figures(capsys):
     figures = __import__("json").loads(capsys.readouterr().out)[0]["figures"]
     for path in ("direct", "unix", "tcp"):
         assert figures[f"{path}_mmio_reads_per_s"] > 0 and figures[f"{path}_dma_copy_mb_per_s"] > 0
+
+
+def test_the_command_serves_until_sigterm(tmp_path):
+    import json
+    import signal
+
+    path = tmp_path / "cli.sock"
+    child = subprocess.Popen([sys.executable, "-m", "tools.gpu_server", "--mock", "--json",
+                              "--listen", f"unix:{path}"], stdout=subprocess.PIPE, cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": ROOT})
+    try:
+        announced = json.loads(child.stdout.readline())
+        assert announced["client"] == f"remote:unix:{path}" and announced["firmware_dir"]
+        with hal.open(announced["client"]) as pci:
+            assert pci.vendor_id == 0x1002
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(10) == 0
+        assert not path.exists()  # the socket file goes with the server
+    finally:
+        child.kill()
+        child.wait(10)
