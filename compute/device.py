@@ -131,13 +131,17 @@ class Device:
             self.profiler.committed(queue, value)
 
     def synchronize(self, timeout_s: float | None = None) -> None:
-        """Wait until every submission is done."""
+        """Wait until every submission is done; then raise an error the GPU reported meanwhile (a
+        VM fault, a RAS event) that no wait has raised yet."""
         if self.timeline_value > 1:
             if self.profiler is None:
                 self.timeline.wait(self.timeline_value - 1, timeout_s)
-                return
-            with self.profiler.span("synchronize"):
-                self.timeline.wait(self.timeline_value - 1, timeout_s)
+            else:
+                with self.profiler.span("synchronize"):
+                    self.timeline.wait(self.timeline_value - 1, timeout_s)
+        check_errors = getattr(self.backend, "check_errors", None)
+        if check_errors is not None:
+            check_errors()
 
     def reset_compute_queue(self, why: str = "requested") -> None:
         """Recover from a kernel that never ends or a VM fault: the backend dequeues the compute

@@ -101,6 +101,11 @@ class HostBus:
         self.interrupts = InterruptController()
         self.faults: list[IOMMUFault] = []
         self.bus_errors: list[BusError] = []
+        # fault injection (mockgpu.faults): called for each page a device reaches through an IOMMU
+        # domain; True makes the IOMMU find no mapping there, as if the IOVA were never mapped
+        self.unmapped_iova: Callable[["PCIFunction", int, bool], bool] | None = None
+        # where a device write outside DMA memory is reported (Machine.record_stray)
+        self.on_stray_write: Callable[[str, int, int, str], None] | None = None
 
     def _pieces(self, address: int, n: int):
         while n:
@@ -118,6 +123,11 @@ class HostBus:
                 spans.append((piece, chunk))
                 continue
             phys, reason = domain.translate(piece, write)
+            if phys is not None and self.unmapped_iova is not None and self.unmapped_iova(
+                    function, piece, write):
+                # drivers/iommu: the DMA remapping hardware finds no entry for the IOVA and
+                # reports a translation fault; the request is aborted
+                phys, reason = None, "IOVA not mapped (injected fault)"
             if phys is None:
                 self.faults.append(IOMMUFault(function.bdf, piece, write, reason))
                 direction = "write" if write else "read"
@@ -146,6 +156,8 @@ class HostBus:
         spans = self._translate(function, address, len(data), write=True)
         if spans is None:
             return False
+        if self.on_stray_write is not None and self.domain_for(function) is None:
+            self._check_dma_memory(function, spans)
         pos = 0
         for phys, chunk in spans:
             if not self.ram.write(phys, data[pos:pos + chunk]):
@@ -153,3 +165,12 @@ class HostBus:
                 return False
             pos += chunk
         return True
+
+    def _check_dma_memory(self, function: "PCIFunction", spans: list[tuple[int, int]]) -> None:
+        """Without an IOMMU domain nothing stops a device writing anywhere in RAM (identity or
+        passthrough mapping): report each write that lands outside memory the program set aside
+        for DMA; with VFIO the IOMMU faults instead."""
+        for phys, chunk in spans:
+            why = self.ram.dma_owner(phys)
+            if why is not None:
+                self.on_stray_write(function.bdf, phys, chunk, why)

@@ -90,6 +90,9 @@ class HostRAM:
         self._by_vpage: dict[int, tuple[Allocation, int]] = {}
         self._by_pfn: dict[int, tuple[Allocation, int]] = {}
         self.allocations: dict[int, Allocation] = {}
+        # frames whose number the process read from /proc/self/pagemap: the only host memory a
+        # driver can have handed to a device by physical address
+        self.revealed: set[int] = set()
 
     def allocate(self, size: int, lock: bool = False, shared: bool = False) -> Allocation:
         """Page-aligned anonymous memory of `size` bytes rounded up to whole pages; with `lock`,
@@ -147,6 +150,7 @@ class HostRAM:
         for page, pfn in enumerate(alloc.pfns):
             self._by_vpage.pop(vaddr // PAGE_SIZE + page, None)
             self._by_pfn.pop(pfn, None)
+            self.revealed.discard(pfn)
         alloc.region.release()
         alloc.view.release()
         try:
@@ -174,6 +178,19 @@ class HostRAM:
         first = vaddr // PAGE_SIZE
         last = (vaddr + size - 1) // PAGE_SIZE
         return all(page in self._by_vpage for page in range(first, last + 1))
+
+    def dma_owner(self, phys: int) -> str | None:
+        """Why a device write to physical `phys` lands outside memory the program set aside for
+        DMA (None: it is such memory, mlock'ed and its frame read from pagemap)."""
+        found = self._by_pfn.get(phys // PAGE_SIZE)
+        if found is None:
+            return "not RAM of this program (another program's or the kernel's page, or none)"
+        alloc, _ = found
+        if not alloc.locked:
+            return "a page that is not locked (it may move or be swapped out under the device)"
+        if phys // PAGE_SIZE not in self.revealed:
+            return "a page whose physical address the program never read from pagemap"
+        return None
 
     def _page(self, phys: int) -> tuple[memoryview, int] | None:
         found = self._by_pfn.get(phys // PAGE_SIZE)

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import time
 import weakref
+from dataclasses import dataclass
 from typing import Callable
 
 from autogen.linux import pci_regs
@@ -46,6 +47,19 @@ EDU_BDF = "0000:01:00.0"
 GPU_BDF = "0000:04:00.0"
 GPU_AUDIO_BDF = "0000:04:00.1"
 _DEFAULT = object()
+
+
+@dataclass(frozen=True)
+class StrayAccess:
+    """An access outside what the program owns: `kind` "dma_write" (a device wrote host memory
+    not set aside for DMA: `address` is physical), "cpu_read"/"cpu_write" (the CPU reached past
+    what a mapped BAR decodes: `address` is the BAR offset); `reason` says which rule it broke."""
+
+    kind: str
+    bdf: str
+    address: int
+    size: int
+    reason: str
 
 
 class Machine:
@@ -81,6 +95,9 @@ class Machine:
         self.kernel = PCIKernel(self)
         self.vfio = VFIOKernel(self)
         self.bus = HostBus(self.ram, self.vfio.domain_for)
+        self.stray_accesses: list[StrayAccess] = []
+        self.bus.on_stray_write = lambda bdf, address, size, reason: self.record_stray(
+            "dma_write", bdf, address, size, reason)
         self.sysfs = SysfsTree(self)
         self.os = MockOS(self)
         self._events: list[tuple[float, int, Callable[[], None]]] = []
@@ -265,6 +282,16 @@ class Machine:
     def iommu_faults(self) -> list[IOMMUFault]:
         """DMA the IOMMU refused, oldest first."""
         return self.bus.faults
+
+    @property
+    def stray_writes(self) -> list[StrayAccess]:
+        """Writes outside what the program owns: device DMA to host memory it did not set aside
+        for DMA (no IOMMU in the way) and CPU writes past a mapped BAR, oldest first."""
+        return [access for access in self.stray_accesses if access.kind != "cpu_read"]
+
+    def record_stray(self, kind: str, bdf: str, address: int, size: int, reason: str) -> None:
+        self.stray_accesses.append(StrayAccess(kind, bdf, address, size, reason))
+        log.warning("stray %s by %s at %#x (+%d): %s", kind, bdf, address, size, reason)
 
     # -- fault injection -----------------------------------------------------------------------
     def surprise_remove(self, bdf: str) -> None:

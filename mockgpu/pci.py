@@ -23,7 +23,7 @@ import enum
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from autogen.linux import pci_regs
 
@@ -198,6 +198,8 @@ class PCIFunction:
         self.in_reset = False
         self.state = FunctionState()
         self.faults = FaultPlan()
+        # called before every MMIO access that reaches the function (mockgpu.faults counts them)
+        self.mmio_observer: Callable[[int, int, bool], None] | None = None
         self.ready_at = 0.0
         self.bar_sizes: dict[int, int] = {bar.index: bar.size for bar in bars}
         self.assigned: dict[int, int] = {}  # BAR index -> address the kernel gave it
@@ -548,6 +550,8 @@ class PCIFunction:
         return assigned is None or self.bar_address(index) == assigned
 
     def mmio_read(self, index: int, off: int, n: int) -> bytes:
+        if self.mmio_observer is not None:
+            self.mmio_observer(index, off, False)
         if not self.decodes_memory(index) or not self.bar_claims(index):
             return bytes([0xFF]) * n
         if self._in_msix(index, off):
@@ -555,6 +559,8 @@ class PCIFunction:
         return self.bar_read(index, off, n)
 
     def mmio_write(self, index: int, off: int, data: bytes) -> None:
+        if self.mmio_observer is not None:
+            self.mmio_observer(index, off, True)
         if not self.decodes_memory(index) or not self.bar_claims(index):
             return
         if self.faults.drop_writes:
@@ -597,12 +603,24 @@ class PCIFunction:
 
     def _decoded_read(self, index: int, off: int, n: int) -> bytes:
         if off + n > self.bar_sizes[index]:
+            self._stray_cpu_access(index, off, n, write=False)
             return bytes([0xFF]) * n
         return self.mmio_read(index, off, n)
 
     def _decoded_write(self, index: int, off: int, data: bytes) -> None:
         if off + len(data) <= self.bar_sizes[index]:
             self.mmio_write(index, off, data)
+            return
+        self._stray_cpu_access(index, off, len(data), write=True)
+
+    def _stray_cpu_access(self, index: int, off: int, n: int, write: bool) -> None:
+        """A CPU access through a mapping, past what the BAR decodes: on real hardware nothing
+        claims it (the root complex completes it as Unsupported Request: reads all ones, writes
+        lost), so the machine records it as a program error (`Machine.stray_accesses`)."""
+        if self.machine is not None:
+            self.machine.record_stray("cpu_write" if write else "cpu_read", self.bdf, off, n,
+                                      f"BAR{index} offset {off:#x} (+{n}) is past the "
+                                      f"{self.bar_sizes[index]:#x} bytes it decodes")
 
     # -- MSI-X table ---------------------------------------------------------------------------
     def _in_msix(self, index: int, off: int) -> bool:

@@ -243,6 +243,7 @@ class PagemapFile(MockFile):
                 entry = PAGEMAP_PRESENT | PAGEMAP_EXCLUSIVE
                 if self.machine.root:
                     entry |= pfn & PAGEMAP_PFN_MASK
+                    self.machine.ram.revealed.add(pfn)
             out += entry.to_bytes(PAGEMAP_ENTRY_SIZE, "little")
         return bytes(out)
 

@@ -113,7 +113,7 @@ class AMDBackend:
         """Sleep up to `timeout_s`, woken early by any interrupt when the IH has MSI-X. A VM fault
         the IH delivers meanwhile is raised (drivers.am.ih.VMFault naming the address): a wave that
         faults stops its queue (gfx_v11_0.c: the CP halts on a UTCL1 error), so waiting on is
-        useless; `reset_compute_queue` brings the queue back."""
+        useless; `reset_compute_queue` brings the queue back. A RAS event is raised too."""
         ih = self.ih
         if ih is not None and getattr(ih, "msix", False) and getattr(ih, "enabled", False):
             try:
@@ -125,10 +125,21 @@ class AMDBackend:
         if ih is not None and getattr(ih, "enabled", False):
             self._raise_faults(ih.process())
 
+    def check_errors(self) -> None:
+        """Read what the IH holds and raise the first VM fault or RAS error in it (called after a
+        synchronize: errors the GPU reported while nobody slept on the IH are not lost)."""
+        ih = self.ih
+        if ih is not None and getattr(ih, "enabled", False):
+            self._raise_faults(ih.process())
+
     @staticmethod
     def _raise_faults(events) -> None:
+        """A VM fault stops the faulting queue (see sleep_for_progress); a RAS event (an
+        uncorrectable UMC ECC error, poisoned data) means results may be corrupt: amdgpu's
+        handler (amdgpu_umc.c amdgpu_umc_do_page_retirement) resets the GPU, failing the jobs in
+        flight. Both are raised (drivers.am.ih.VMFault, RASError)."""
         for event in events:
-            if event.kind == "vm_fault" and event.error is not None:
+            if event.kind in ("vm_fault", "ras") and event.error is not None:
                 raise event.error
 
     def reset_compute_queue(self, why: str) -> None:

@@ -280,7 +280,9 @@ class GMC:
 
     `faults` lists every fault record; `on_fault(record)` is called for each (the IH hook).
     Fault injection: `stall_invalidations` (no ACK ever comes), `ack_delay_reads` (ACK reads that
-    still show the request pending)."""
+    still show the request pending), `invalid_pte(hub, vmid, va, access, client_id)` (True: the
+    walk finds that page's PTE not valid, as if it had been unmapped; accesses the system aperture
+    serves never walk)."""
 
     def __init__(self, registers: RegisterSource, vram: memoryview, host: HostPort,
                  tlb_entries: int = DEFAULT_TLB_ENTRIES) -> None:
@@ -292,6 +294,7 @@ class GMC:
         self.on_fault: Callable[[VMFaultRecord], None] | None = None
         self.stall_invalidations = False
         self.ack_delay_reads = 0
+        self.invalid_pte: Callable[[str, int, int, Access, int], bool] | None = None
         self.walks = 0  # page-table walks done (TLB misses), for tests and benchmarks
         self._owned: dict[tuple[str, str], tuple[_Hub, str, int]] = {}
         for hub in self.hubs.values():
@@ -451,6 +454,11 @@ class GMC:
             detail = "context disabled" if not cntl["ENABLE_CONTEXT"] else (
                 f"outside pages {start:#x}..{end:#x}")
             raise self._fault(hub, vmid, va, access, client_id, FaultKind.RANGE, cntl, detail)
+        if self.invalid_pte is not None and self.invalid_pte(hub_name, vmid, va, access, client_id):
+            # the leaf reads without VALID: what gmc_v11_0_process_interrupt sees for a page
+            # amdgpu_vm_bo_unmap cleared (PERMISSION_FAULTS bit 0, no translation)
+            raise self._fault(hub, vmid, va, access, client_id, FaultKind.VALID, cntl,
+                              "PTE is not valid (injected fault)")
         cached = hub.tlb_lookup(vmid, va)
         if cached is None:
             entry, size_log2 = self._walk(hub, vmid, va, page - start, cntl, access, client_id)

@@ -60,7 +60,7 @@ protocol it is written against):
 - resets: any reset ("power_on", "pci", "mode1") clears the queues, the banks and the MEC state
   (halted); the firmware goes with the PSP's TMR;
 - fault hooks: `stalled` (no queue consumes anything and a dequeue does not complete until it is
-  cleared and `kick()` runs).
+  cleared and `kick()` runs), `response_delay_s` (a queue starts on its doorbell that much later).
 
 This model's own choices (the kernel documents none): a DISPATCH_DIRECT with a zero dimension or
 invalid COMPUTE_* state stops the queue like a bad packet; nested IBs and the packets outside the
@@ -371,6 +371,7 @@ class MECModel:
         self.gpu = gpu
         regfile = gpu.regfile
         self.stalled = False
+        self.response_delay_s = 0.0  # fault hook: queues start on a doorbell only this much later
         self.firmware_kind: str | None = None  # forced by tests: "rs64" or "f32"
         self.queues: dict[tuple[int, int, int], HardwareQueue] = {}
         self.dispatches: list[Dispatch] = []
@@ -594,9 +595,16 @@ class MECModel:
                 if len(data) < 2 * DWORD:
                     value |= hqd.wptr & ~WORD_MASK  # a 32-bit write moves the low half
                 hqd.wptr = value
-                self._run(hqd)
+                self._run_after_doorbell(hqd)
             elif doorbell + 1 == index and len(data) == DWORD:
                 hqd.wptr = (hqd.wptr & WORD_MASK) | (value << 32)  # the high half of a split write
+
+    def _run_after_doorbell(self, hqd: HardwareQueue) -> None:
+        machine = self.gpu.machine
+        if self.response_delay_s > 0 and machine is not None:
+            machine.schedule(self.response_delay_s, lambda: self._run(hqd))
+            return
+        self._run(hqd)
 
     # -- the engine --------------------------------------------------------------------------------
     def kick(self) -> None:

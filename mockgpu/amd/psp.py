@@ -20,8 +20,11 @@ the hardware side:
   unknown command ids PSP_ERR_UNKNOWN_COMMAND.
 
 State lives in the model (the Machine), not in the register file, so it survives the driver's
-process. Fault hooks: `hang` (never answers: no READY, no fences), `fail_commands` (a GFX command
-id -> the status to answer with), `bootloader_error` (the next bootloader command fails with it).
+process. Fault hooks: `hang` (never answers: no READY, no fences; `resume()` ends it and runs the
+last mailbox command and the frames it took meanwhile), `fail_commands` (a GFX command
+id -> the status to answer with), `error_status` (every GFX command answered with it),
+`bootloader_error` (the next bootloader command fails with it), `response_delay_s` (frames run that
+long after the write pointer moves: a slow SOS).
 """
 from __future__ import annotations
 
@@ -176,7 +179,10 @@ class PSPModel:
         self.gpu = gpu
         self.hang = False
         self.fail_commands: dict[int, int] = {}
+        self.error_status: int | None = None
         self.bootloader_error: int | None = None
+        self.response_delay_s = 0.0
+        self._taken_while_hung: list = []  # mailbox writes a hung PSP took; `resume` runs them
         self.toc_tmr_size = TOC_TMR_SIZE
         self.commands: list[tuple[int, int]] = []  # (cmd_id, status) of each executed frame
         self.errors: list[str] = []  # what the model refused, and why (for tests and debugging)
@@ -195,11 +201,14 @@ class PSPModel:
         the PCI core's bus reset of error recovery (amdgpu_device.c amdgpu_pci_slot_reset) it
         re-inits with no ASIC reset, and psp_v13_0's bootloader steps skip when C2PMSG_81 is
         non-zero, so it handles either outcome. The model keeps the SOS, its ring and its TMR: the
-        case that needs soc21.c soc21_need_reset_on_init's mode1 before a driver's init."""
+        case that needs soc21.c soc21_need_reset_on_init's mode1 before a driver's init. Without
+        an SOS (a bootloader sequence cut short) it restarts the bootloader, so the driver's
+        sequence from KDB is accepted again, as it is after power-on."""
         if kind not in RESET_KINDS:
             raise ValueError(f"unknown reset kind {kind!r} (kinds: {', '.join(RESET_KINDS)})")
-        if kind == "pci":
+        if kind == "pci" and getattr(self, "sos_alive", False):
             return
+        self._taken_while_hung = []
         self.loaded_components: list[int] = []
         self.sos_alive = False
         self.sos_version = 0
@@ -214,6 +223,16 @@ class PSPModel:
         self.autoload_started = False
         self.sessions = 0
         self.bootloader_error = None
+
+    def resume(self) -> None:
+        """The end of a `hang`: the firmware goes on with what it took meanwhile (the last
+        bootloader or ring command written to its mailbox, the frames the write pointer names)."""
+        self.hang = False
+        taken = self._taken_while_hung[-1:]
+        self._taken_while_hung = []
+        for command in taken:
+            command()
+        self._run_frames()
 
     def start_sos(self, version: int = 0x310025) -> None:
         """Put the PSP in the "SOS already alive" state a previous driver leaves behind."""
@@ -272,6 +291,7 @@ class PSPModel:
             return
         self.bootloader_status = 0  # busy
         if self.hang:
+            self._taken_while_hung.append(lambda: self._bootloader_command(value))
             return
         error = self.bootloader_error
         self.bootloader_error = None
@@ -312,6 +332,8 @@ class PSPModel:
     # -- KM ring ----------------------------------------------------------------------------------
     def _ring_command(self, value: int) -> None:
         self.ring_control = value & ~MBOX_READY  # taken: READY drops until the answer
+        if self.hang and self.sos_alive:
+            self._taken_while_hung.append(lambda: self._ring_command(value))
         if not self.sos_alive or self.hang:
             return  # no SOS: nothing answers C2PMSG_64
         command = value & gfx.GFX_CMD_ID_MASK
@@ -353,6 +375,16 @@ class PSPModel:
         if value >= ring_dwords or value % FRAME_DWORDS:
             self.errors.append(f"write pointer {value:#x} is not a frame of the {size:#x}-byte ring")
             return
+        machine = self.gpu.machine
+        if self.response_delay_s > 0 and machine is not None:
+            machine.schedule(self.response_delay_s, self._run_frames)
+            return
+        self._run_frames()
+
+    def _run_frames(self) -> None:
+        if self.ring is None or self.hang or not self.sos_alive:
+            return
+        ring_dwords = self.ring[1] // 4
         while self.rptr != self.wptr:
             self._run_frame(self.rptr * 4)
             self.rptr = (self.rptr + FRAME_DWORDS) % ring_dwords
@@ -370,7 +402,7 @@ class PSPModel:
                                f"{fence_address:#x} not in VRAM")
             return
         cmd = gfx.psp_gfx_cmd_resp.from_buffer(self.gpu.vram, cmd_offset)
-        status = self.fail_commands.get(cmd.cmd_id)
+        status = self.fail_commands.get(cmd.cmd_id, self.error_status)
         if status is None:
             status = self._execute(cmd)
         cmd.resp.status = status

@@ -31,8 +31,9 @@ psp_v13_0.c has no mode1_reset hook (amdgpu_psp.c psp_gpu_reset does nothing on 
 not mode1 requests here. The reset happens `mode1_delay_s` after the answer, through
 `gpu.mode1_reset()`.
 
-Fault hooks: `hang` (messages are never answered), `error_response` (every message is answered with
-that code and not run), and the GPU's `vanish()`.
+Fault hooks: `hang` (messages are never answered; `resume()` ends it: the PMFW then runs the message
+left in C2PMSG_66 if C2PMSG_90 still reads 0, as its mailbox poll would), `error_response` (every
+message is answered with that code and not run), `response_delay_s`, and the GPU's `vanish()`.
 """
 from __future__ import annotations
 
@@ -225,6 +226,7 @@ class SMUModel:
         self.running = False
         self._pending: tuple[Message, float] | None = None
         self._debug_pending: int | None = None
+        self._taken_while_hung: int | None = None  # the message written while hung (`resume`)
         self.driver_table_high: int | None = None
         self.driver_table_address: int | None = None
         self.allowed_features: int | None = None
@@ -244,6 +246,14 @@ class SMUModel:
         if kind == "power_on" and self.running_at_power_on:
             self.start()
 
+    def resume(self) -> None:
+        """The end of a `hang` (see the module docstring)."""
+        self.hang = False
+        message = self._taken_while_hung
+        self._taken_while_hung = None
+        if message is not None and self.gpu.regfile.peek(self._response_address) == SMU_RESP_NONE:
+            self._message_write(message)
+
     def start(self, firmware_version: int | None = None) -> None:
         """The PMFW starts (loaded by the PSP): the mailbox answers from now on."""
         if firmware_version is not None:
@@ -261,6 +271,8 @@ class SMUModel:
     def _message_write(self, value: int) -> None:
         regfile = self.gpu.regfile
         regfile.poke(self._message_address, value)
+        if self.hang and self.running:
+            self._taken_while_hung = value
         if not self.running or self.hang:
             return
         message = Message(value, regfile.peek(self._argument_address))
