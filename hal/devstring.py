@@ -13,6 +13,9 @@
     remote:HOST:PORT     a device a `tools.gpu_server` exports over TCP (hal.remote)
     remote:unix:PATH     the same over a Unix socket (DMA buffers shared by file descriptor)
     tinygpu:             the GPU the TinyGPU app serves on macOS (hal.macos); tinygpu:PATH names its socket
+    remote:HOST:PORT     a device a `tools.gpu_server` exports over TCP (hal.remote)
+    remote:unix:PATH     the same over a Unix socket (DMA buffers shared by file descriptor)
+    tinygpu:             the GPU the TinyGPU app serves on macOS (hal.macos); tinygpu:PATH names its socket
 
 An empty string or None means $GPUHAL_DEVICE. Other prefixes (mock:, usb:, am:) belong to the layers
 that own them; hal rejects them with the list of what it understands.
@@ -27,6 +30,7 @@ from hal.pci.sysfs import normalize_bdf
 
 DEVICE_ENV = "GPUHAL_DEVICE"
 BACKEND_NAMES = ("vfio", "pci")  # also the order automatic selection tries them in
+SOCKET_BACKENDS = ("remote", "tinygpu")  # the rest of the string is where to connect, not a BDF
 SOCKET_BACKENDS = ("remote", "tinygpu")  # the rest of the string is where to connect, not a BDF
 SOCKET_BACKENDS = ("remote", "tinygpu")  # the rest of the string is where to connect, not a BDF
 SOCKET_BACKENDS = ("remote", "tinygpu")  # the rest of the string is where to connect, not a BDF
@@ -59,6 +63,8 @@ def parse(text: str | None) -> DeviceString:
     prefix, separator, rest = text.partition(":")
     if separator and prefix in BACKEND_NAMES:
         return DeviceString(prefix, _bdf(rest, text))
+    if separator and prefix in SOCKET_BACKENDS:
+        return DeviceString(prefix, rest)
     if separator and prefix in SOCKET_BACKENDS:
         return DeviceString(prefix, rest)
     if separator and prefix in SOCKET_BACKENDS:

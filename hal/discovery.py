@@ -200,6 +200,18 @@ def _open_socket(wanted: devstring.DeviceString) -> PCIDevice:
     return client.open_remote(wanted.bdf)
 
 
+def _open_socket(wanted: devstring.DeviceString) -> PCIDevice:
+    """remote: and tinygpu: devices: a connection to the process that owns the device (it holds
+    the ownership lock and does the binding), so the local seam and lock play no part."""
+    if wanted.backend == "tinygpu":
+        from hal.macos import tinygpu
+
+        return tinygpu.open_device(wanted.bdf)
+    from hal.remote import client
+
+    return client.open_remote(wanted.bdf)
+
+
 def open_observer(device: str | None, os: OS | None = None) -> PCIDevice:
     """Open a device to look at it while another process may own it (a status tool).
 

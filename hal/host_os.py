@@ -264,3 +264,6 @@ class HostOS(OS):
             if mem.fd is not None:
                 os.close(mem.fd)
                 mem.fd = None
+            if mem.fd is not None:
+                os.close(mem.fd)
+                mem.fd = None

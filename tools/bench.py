@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, str] = {
     "remote": "tools.remote_bench",
     "remote": "tools.remote_bench",
     "remote": "tools.remote_bench",
+    "remote": "tools.remote_bench",
     "trace": "tools.trace_bench",
 }
 

@@ -6,10 +6,11 @@ turns every access into records (hal.remote.protocol):
 
 - config space: CFG_READ / CFG_WRITE, one round trip each;
 - BARs: sizes from INFO (gpuhal) or MAP_BAR per index (TinyGPU); each BAR is a CallbackRegion whose
-  reads are MMIO_READ round trips and whose writes are posted MMIO_WRITE records (no round trip:
-  they are pipelined behind each other, and the server carries them out in order before the next
-  read). Writes are not held back to be coalesced: the CPU may watch shared memory for a write's
-  effect without sending anything else, so each write leaves at once;
+  reads are MMIO_READ round trips and whose writes are posted MMIO_WRITE records (no round trip;
+  the server carries them out in order before the next record). Posted writes are batched: held
+  back and sent together with the next request, when BATCH_BYTES are pending, or when the client
+  reads the clock, sleeps or polls (FlushingClock: every bounded wait reads the clock, so a write
+  whose effect the client waits for, even in shared memory, has left when the wait begins);
 - DMA memory: over a Unix socket MAP_SYSMEM_FD, whose answer carries the buffer's memfd
   (SCM_RIGHTS): the client maps it, so the buffer is the same memory on both sides and its Region is
   a plain MemoryRegion. Over TCP MAP_SYSMEM: the buffer lives on the server and its Region is a
@@ -52,6 +53,9 @@ TOKEN_FILE_ENV = "GPUHAL_REMOTE_TOKEN_FILE"
 # PCIe base spec r5.0 sec 7.2.2: PCI Express functions have 4 KiB of configuration space
 PCIE_CONFIG_SPACE_SIZE = pci_regs.PCI_CFG_SPACE_EXP_SIZE
 DIALECTS = ("gpuhal", "tinygpu")
+# posted writes are held back until this many bytes are pending, a request is sent, or the client
+# reads the clock (FlushingClock): this layer's choice, a few records' worth per send
+BATCH_BYTES = 16 << 10
 
 ERROR_OF_STATUS: dict[Status, type[HalError]] = {
     Status.ERROR: HalError,
@@ -156,6 +160,7 @@ class RemoteBackend(PCIBackend):
         self._lost: str | None = None
         self._closed = False
         self._io = threading.Lock()
+        self._pending = bytearray()  # posted writes not sent yet (see FlushingClock)
         self.round_trips = 0
         self.posted = 0
         sock.settimeout(timeout_s)
@@ -230,7 +235,7 @@ class RemoteBackend(PCIBackend):
         record = proto.encode_request(Request(command, self.device_index, bar, arg0, arg1, arg2))
         with self._io:
             self._check()
-            self._send(record + payload)
+            self._send(self._take_pending() + record + payload)
             if with_fd:
                 raw, fd = self._receive_with_fd()
             else:
@@ -260,8 +265,28 @@ class RemoteBackend(PCIBackend):
         record = proto.encode_request(Request(command, self.device_index, bar, offset, len(data)))
         with self._io:
             self._check()
-            self._send(record + data)
+            self._pending += record
+            self._pending += data
             self.posted += 1
+            if len(self._pending) >= BATCH_BYTES:
+                self._send(self._take_pending())
+
+    def _take_pending(self) -> bytes:
+        pending = bytes(self._pending)
+        self._pending.clear()
+        return pending
+
+    def flush(self) -> None:
+        """Send the posted writes held back. Never raises: a failure marks the backend lost and
+        the next access raises DeviceLost."""
+        if not self._pending:
+            return
+        with self._io:
+            if self._pending and self.connected:
+                try:
+                    self._send(self._take_pending())
+                except DeviceLost:
+                    pass
 
     # -- handshake -----------------------------------------------------------------------------
     def handshake(self, token: bytes | None) -> None:
@@ -409,11 +434,39 @@ class RemoteBackend(PCIBackend):
     def close(self) -> None:
         if self._closed:
             return
+        self.flush()
         self._closed = True
         try:
             self.sock.close()
         except OSError as exc:
             log.debug("closing the connection to %s: %s", self.target, exc)
+
+
+class FlushingClock:
+    """The seam the client's PCIDevice (and the drivers above it) wait through: the given seam,
+    except that reading the clock, sleeping and polling first send the posted writes held back.
+    Every wait is bounded, so every wait reads the clock: a driver that rings a doorbell and then
+    waits for its effect (in a register, or in DMA memory shared by fd, which involves no request)
+    has the doorbell sent when its wait begins."""
+
+    def __init__(self, inner: OS, backend: RemoteBackend) -> None:
+        self._inner = inner
+        self._backend = backend
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    def monotonic(self) -> float:
+        self._backend.flush()
+        return self._inner.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.flush()
+        self._inner.sleep(seconds)
+
+    def poll(self, fds: list[int], timeout_s: float) -> list[int]:
+        self._backend.flush()
+        return self._inner.poll(fds, timeout_s)
 
 
 def _contiguous(addresses: list[int]) -> bool:
@@ -457,7 +510,7 @@ def open_remote(target: str, *, token: bytes | None = None, dialect: str = "gpuh
     except BaseException:
         backend.close()
         raise
-    device = PCIDevice(backend, os or host(), rebind_on_close=False)
+    device = PCIDevice(backend, FlushingClock(os or host(), backend), rebind_on_close=False)
     device.attach_lock(RemoteLease(backend))
     try:
         device.enable_bus_master()

@@ -119,3 +119,26 @@ def test_the_tinygpu_dialect_needs_no_gpuhal_extension(tmp_path):
         assert running.server.wait_idle(5.0)
     finally:
         running.close()
+
+
+def test_posted_writes_wait_for_a_request_or_the_clock(tmp_path, monkeypatch):
+    import time
+
+    running = gpu_server.serve(listen="tcp:127.0.0.1:0", mock=True, token=TOKEN)
+    monkeypatch.setenv("GPUHAL_REMOTE_TOKEN", TOKEN.decode())
+    try:
+        pci = hal.open(f"remote:{running.target}")
+        buffer = pci.alloc_dma(4096)  # over TCP: a server buffer written by posted SYSMEM_WRITEs
+        server_buffer = list(running.server.session.buffers.values())[-1]
+        buffer.region.write(0, b"batched")
+        time.sleep(0.05)  # not the device's seam: nothing is sent
+        assert server_buffer.region.read(0, 7) == bytes(7)
+        deadline = pci.os.monotonic() + 5.0  # the client reading its clock sends them
+        while server_buffer.region.read(0, 7) != b"batched" and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert server_buffer.region.read(0, 7) == b"batched"
+        buffer.region.write(8, b"then a read")
+        assert buffer.region.read(8, 11) == b"then a read"  # a request carries them first
+        pci.close()
+    finally:
+        running.close()
