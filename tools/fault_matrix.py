@@ -77,6 +77,7 @@ MOCK_MODE1_WAIT_S = 0.02
 # slow_device's delay as a share of the timeout: each wait stays far inside it, and a cold boot's
 # hundred-odd delayed answers stay inside the hang budget
 SLOW_FRACTION = 0.02
+SURPRISE_REMOVAL_WINDOW = 2000  # the MMIO access a bring-up's surprise removal comes at, below this
 COPY_BYTES = 64 * 1024  # this tool's choice: several SDMA packets, one staging chunk
 LAUNCH_ELEMENTS = 1000  # vector_add elements: four work-groups of 256, the last partial
 PREBUILT = pathlib.Path(__file__).resolve().parents[1] / "compute" / "amd" / "kernels" / "prebuilt"
@@ -232,7 +233,7 @@ def _config(firmware_dir: str, timeout_s: float) -> AMConfig:
 
 def _run_bounded(work: Callable[[], object], budget_s: float) -> tuple[str, object, BaseException | None]:
     """Run `work` in a worker thread: ("done", value, None), ("raised", None, exc) or
-    ("hang", None, None) when it is still running after `budget_s`."""
+    ("hang", thread, None) when it is still running after `budget_s`."""
     box: dict[str, object] = {}
 
     def worker() -> None:
@@ -245,7 +246,6 @@ def _run_bounded(work: Callable[[], object], budget_s: float) -> tuple[str, obje
     thread.start()
     thread.join(budget_s)
     if thread.is_alive():
-        box["thread"] = thread
         return HANG, thread, None
     if "error" in box:
         return "raised", None, box["error"]  # type: ignore[return-value]
@@ -284,6 +284,7 @@ class _Case:
         self.plan = FaultPlan(self.machine)
         self.config = _config(self.mock.firmware_dir, timeout_s)
         self.device: Device | None = None
+        self.armed = None
         self.notes: list[str] = []
 
     # -- devices -----------------------------------------------------------------------------------
@@ -395,14 +396,15 @@ class _Case:
         options: dict = {}
         trigger = Trigger.now()
         if fault == "surprise_removal" and operation in ("cold_boot", "warm_attach"):
-            trigger = Trigger.after_mmio(self.rng.randrange(1, 400))
+            # both make some 5000-6000 register and doorbell accesses on the mock
+            trigger = Trigger.after_mmio(self.rng.randrange(1, SURPRISE_REMOVAL_WINDOW))
         elif fault == "ras_interrupt" and operation in ("cold_boot", "warm_attach"):
             trigger = Trigger.after_doorbells(1)  # once the IH ring is on
         elif fault == "slow_device":
             options["delay_s"] = timeout * SLOW_FRACTION
         elif fault == "slow_device_timeout":
             options["delay_s"] = timeout * 10
-        self.plan.arm(fault, trigger, **options)
+        self.armed = self.plan.arm(fault, trigger, **options)
 
     # -- recovery ----------------------------------------------------------------------------------
     def recover(self) -> tuple[bool, str]:
@@ -478,6 +480,8 @@ class _Case:
             return outcome
         outcome.result = STRAY_WRITE if strays else _classify(error)
         details = [str(error)] if error is not None else []
+        if not self.armed.fired:
+            details.append(f"the fault never fired ({self.armed.trigger.describe()})")
         details += [f"stray {access.kind} at {access.address:#x}: {access.reason}" for access in strays]
         if expected.recovered is not None:
             outcome.recovered, how = self.recover()
@@ -584,7 +588,8 @@ def _names(text: str | None, known: tuple[str, ...], what: str) -> list[str] | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.fault_matrix", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.fault_matrix",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--faults", metavar="LIST", help=f"comma-separated, of: {', '.join(FAULTS)}")
     parser.add_argument("--operations", metavar="LIST", help=f"comma-separated, of: {', '.join(OPERATIONS)}")
     parser.add_argument("--seed", type=int, default=0, help="picks the data and the mid-boot fault moments")
