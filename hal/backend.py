@@ -74,6 +74,9 @@ class PCIBackend(ABC):
     # and post-reset readiness: all ones means nobody answered. The vendor ID, unless the OS
     # answers it from a copy (VFIO does; its backend names another register)
     presence_register: tuple[int, int] = (pci_regs.PCI_VENDOR_ID, 2)
+    # bytes of memory the device can reach by DMA when that is scarce (a USB bridge's SRAM
+    # window); None: whatever the host can pin
+    dma_window: int | None = None
 
     def __init__(self, bdf: str) -> None:
         self.bdf = bdf

@@ -7,22 +7,15 @@
     remote:HOST:PORT     a device a `tools.gpu_server` exports over TCP (hal.remote)
     remote:unix:PATH     the same over a Unix socket (DMA buffers shared by file descriptor)
     tinygpu:             the GPU the TinyGPU app serves on macOS (hal.macos); tinygpu:PATH names its socket
-    remote:HOST:PORT     a device a `tools.gpu_server` exports over TCP (hal.remote)
-    remote:unix:PATH     the same over a Unix socket (DMA buffers shared by file descriptor)
-    tinygpu:             the GPU the TinyGPU app serves on macOS (hal.macos); tinygpu:PATH names its socket
-    remote:HOST:PORT     a device a `tools.gpu_server` exports over TCP (hal.remote)
-    remote:unix:PATH     the same over a Unix socket (DMA buffers shared by file descriptor)
-    tinygpu:             the GPU the TinyGPU app serves on macOS (hal.macos); tinygpu:PATH names its socket
-    remote:HOST:PORT     a device a `tools.gpu_server` exports over TCP (hal.remote)
-    remote:unix:PATH     the same over a Unix socket (DMA buffers shared by file descriptor)
-    tinygpu:             the GPU the TinyGPU app serves on macOS (hal.macos); tinygpu:PATH names its socket
+    usb:1-2              the GPU behind the ASM24xx USB bridge at USB port BUS-PORT[.PORT...] (hal.usb)
 
-An empty string or None means $GPUHAL_DEVICE. Other prefixes (mock:, usb:, am:) belong to the layers
+An empty string or None means $GPUHAL_DEVICE. Other prefixes (mock:, am:) belong to the layers
 that own them; hal rejects them with the list of what it understands.
 """
 from __future__ import annotations
 
 import os as _os
+import re
 from dataclasses import dataclass
 
 from hal.errors import DeviceNotFound, InvalidArgument
@@ -31,9 +24,8 @@ from hal.pci.sysfs import normalize_bdf
 DEVICE_ENV = "GPUHAL_DEVICE"
 BACKEND_NAMES = ("vfio", "pci")  # also the order automatic selection tries them in
 SOCKET_BACKENDS = ("remote", "tinygpu")  # the rest of the string is where to connect, not a BDF
-SOCKET_BACKENDS = ("remote", "tinygpu")  # the rest of the string is where to connect, not a BDF
-SOCKET_BACKENDS = ("remote", "tinygpu")  # the rest of the string is where to connect, not a BDF
-SOCKET_BACKENDS = ("remote", "tinygpu")  # the rest of the string is where to connect, not a BDF
+USB_BACKEND = "usb"  # the rest of the string is a USB port path, as Linux names it in sysfs
+USB_PATH = re.compile(r"^[0-9]+-[0-9]+(\.[0-9]+)*$")
 SYNTAX_HELP = ("write pci:<domain:bus:dev.fn>, vfio:<domain:bus:dev.fn> or a bare BDF such as "
                "0000:03:00.0; `python -m tools.lsgpu` lists the devices")
 
@@ -65,11 +57,10 @@ def parse(text: str | None) -> DeviceString:
         return DeviceString(prefix, _bdf(rest, text))
     if separator and prefix in SOCKET_BACKENDS:
         return DeviceString(prefix, rest)
-    if separator and prefix in SOCKET_BACKENDS:
-        return DeviceString(prefix, rest)
-    if separator and prefix in SOCKET_BACKENDS:
-        return DeviceString(prefix, rest)
-    if separator and prefix in SOCKET_BACKENDS:
+    if separator and prefix == USB_BACKEND:
+        if not USB_PATH.match(rest):
+            raise DeviceNotFound(f"{text!r}: write usb:BUS-PORT[.PORT...], e.g. usb:1-2 (see "
+                                 "/sys/bus/usb/devices, or `python -m tools.lsgpu`)")
         return DeviceString(prefix, rest)
     if separator and prefix.isalpha() and not _looks_like_bdf(text):
         raise DeviceNotFound(f"unknown device string {text!r}: hal opens only {', '.join(BACKEND_NAMES)} "

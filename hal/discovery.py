@@ -140,6 +140,8 @@ def open_device(device: str | None, os: OS | None = None, *, unbind: bool = Fals
     if wanted.backend in devstring.SOCKET_BACKENDS:
         return _open_socket(wanted)
     os = os or host()
+    if wanted.backend == devstring.USB_BACKEND:
+        return _open_usb(os, wanted.bdf, lock_dir)
     _check_bar_sizes(bar_sizes)
     sysfs = SysfsPCI(os)
     sysfs.require(wanted.bdf)
@@ -176,40 +178,43 @@ def _open_socket(wanted: devstring.DeviceString) -> PCIDevice:
     return client.open_remote(wanted.bdf)
 
 
-def _open_socket(wanted: devstring.DeviceString) -> PCIDevice:
-    """remote: and tinygpu: devices: a connection to the process that owns the device (it holds
-    the ownership lock and does the binding), so the local seam and lock play no part."""
-    if wanted.backend == "tinygpu":
-        from hal.macos import tinygpu
+def _open_usb(os: OS, path: str, lock_dir: str | None) -> PCIDevice:
+    """usb: devices: the bridge at USB port `path`; the ownership lock is named after the port."""
+    from hal.usb import backend as usb_backend
 
-        return tinygpu.open_device(wanted.bdf)
-    from hal.remote import client
-
-    return client.open_remote(wanted.bdf)
-
-
-def _open_socket(wanted: devstring.DeviceString) -> PCIDevice:
-    """remote: and tinygpu: devices: a connection to the process that owns the device (it holds
-    the ownership lock and does the binding), so the local seam and lock play no part."""
-    if wanted.backend == "tinygpu":
-        from hal.macos import tinygpu
-
-        return tinygpu.open_device(wanted.bdf)
-    from hal.remote import client
-
-    return client.open_remote(wanted.bdf)
+    lock = OwnershipLock(os, f"usb-{path}", lock_dir)
+    lock.acquire()
+    try:
+        backend = usb_backend.open_backend(os, path)
+        return _finish_open(backend, os, lock, None, False, False)
+    except BaseException:
+        lock.release()
+        raise
 
 
-def _open_socket(wanted: devstring.DeviceString) -> PCIDevice:
-    """remote: and tinygpu: devices: a connection to the process that owns the device (it holds
-    the ownership lock and does the binding), so the local seam and lock play no part."""
-    if wanted.backend == "tinygpu":
-        from hal.macos import tinygpu
+def list_usb_devices(os: OS | None = None) -> list[DeviceInfo]:
+    """ASM24xx USB-to-PCIe bridges on the USB buses, one DeviceInfo each with the bridge's USB
+    vendor and product IDs (read-only: the bridge is not opened, and reaching the GPU behind it
+    would mean programming the bridge's bus numbers)."""
+    from hal.usb import backend as usb_backend
 
-        return tinygpu.open_device(wanted.bdf)
-    from hal.remote import client
-
-    return client.open_remote(wanted.bdf)
+    os = os or host()
+    found = []
+    try:
+        devices = os.usb_host().list()
+    except HalError as exc:
+        log.info("no USB devices listed: %s", exc)
+        return []
+    for path, identity in devices:
+        if not usb_backend.is_bridge(identity.vendor_id, identity.product_id):
+            continue
+        verdict = (f"ok (ASM24xx bridge, {usb_backend.firmware_of(identity)} firmware; the GPU behind "
+                   "it is identified when it is opened)")
+        found.append(DeviceInfo(device=f"{devstring.USB_BACKEND}:{path}", bdf=path,
+                                vendor_id=identity.vendor_id, device_id=identity.product_id,
+                                class_code=0, driver=None, backends={devstring.USB_BACKEND: verdict},
+                                path=[f"usb {path}"]))
+    return found
 
 
 def open_observer(device: str | None, os: OS | None = None) -> PCIDevice:

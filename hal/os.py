@@ -223,6 +223,14 @@ class OS(ABC):
         """Seconds on a clock that never goes back; bounded waits measure against it."""
         return _time.monotonic()
 
+    def usb_host(self):
+        """The USB side of the seam (a hal.usb.transport.USBHost): list USB devices, open one as a
+        transport. The host's comes from python-libusb1 (hal.usb.libusb, loaded when first used);
+        a simulated machine answers with its USB bus."""
+        from hal.usb.libusb import LibusbHost
+
+        return LibusbHost.shared()
+
     def default_lock_dir(self) -> str:
         """Where ownership locks live: $GPUHAL_LOCK_DIR, else /run/lock."""
         return _os.environ.get(LOCK_DIR_ENV) or DEFAULT_LOCK_DIR

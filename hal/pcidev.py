@@ -348,6 +348,13 @@ class PCIDevice:
         buffer.freed = True
 
     @property
+    def dma_window(self) -> int | None:
+        """Bytes of DMA memory the device can reach in all when that is scarce (the SRAM window of
+        a USB bridge: put rings and tables in VRAM, stage copies), None when only the host limits
+        it."""
+        return self.backend.dma_window
+
+    @property
     def dma_buffers(self) -> list[DMABuffer]:
         return list(self._dma)
 

@@ -36,6 +36,7 @@ from mockgpu.navi31 import Navi31Audio
 from mockgpu.pci import Bridge, PCIFunction
 from mockgpu.ports import RootPort, SwitchDownstreamPort, SwitchUpstreamPort
 from mockgpu.sysfs import SysfsTree
+from mockgpu.usb.bus import USBBus
 from mockgpu.vfio import GroupFile, VFIOKernel
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,11 @@ class Machine:
         self.stray_accesses: list[StrayAccess] = []
         self.bus.on_stray_write = lambda bdf, address, size, reason: self.record_stray(
             "dma_write", bdf, address, size, reason)
+        # absolute path -> sysfs.Node for files kernel drivers outside the PCI core add (/dev nodes,
+        # /proc files); mockgpu.nv adds /dev/nvidiactl and its neighbours here
+        self.extra_files: dict[str, object] = {}
         self.sysfs = SysfsTree(self)
+        self.usb = USBBus()  # USB devices by port path (mockgpu.usb: the ASM24xx bridge)
         self.os = MockOS(self)
         self._events: list[tuple[float, int, Callable[[], None]]] = []
         self._event_order = itertools.count()

@@ -278,6 +278,10 @@ class MockOS(OS):
         """Not mlock'ed: only VFIO_IOMMU_MAP_DMA's pinning counts these against RLIMIT_MEMLOCK."""
         return self._allocate(size, lock=False)
 
+    def usb_host(self):
+        """The simulated machine's USB bus (mockgpu.usb.bus.USBBus)."""
+        return self.machine.usb
+
     def alloc_shared(self, size: int, lock: bool = True) -> HostMemory:
         """Simulated RAM whose pages are a real memfd (`fd`), as HostOS.alloc_shared."""
         return self._allocate(size, lock=lock, shared=True)

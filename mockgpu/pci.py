@@ -186,6 +186,9 @@ class PCIFunction:
     # PCI PM r1.2 sec 3.2.4 No_Soft_Reset: True keeps state across D3hot->D0, so Linux offers no
     # "pm" reset (drivers/pci/pci.c pci_pm_reset); False makes that transition an internal reset
     pm_no_soft_reset = True
+    # where the function's memory requests go: None is the machine's host bus (IOMMU, RAM); a
+    # function behind a USB bridge has the bridge there (mockgpu.usb.asm24xx: its SRAM window only)
+    dma_port = None
 
     def __init__(self, identity: Identity, bars: list[BarSpec], pcie: PCIeInfo | None = None) -> None:
         self.identity = identity
@@ -721,12 +724,12 @@ class PCIFunction:
         """Read `n` bytes of host memory at bus `address`; None if the request failed."""
         if self.machine is None or not self.can_master():
             return None
-        return self.machine.bus.dma_read(self, address, n)
+        return (self.dma_port or self.machine.bus).dma_read(self, address, n)
 
     def dma_write(self, address: int, data: bytes) -> bool:
         if self.machine is None or not self.can_master():
             return False
-        return self.machine.bus.dma_write(self, address, data)
+        return (self.dma_port or self.machine.bus).dma_write(self, address, data)
 
     # -- resets --------------------------------------------------------------------------------
     def reset_device_state(self) -> None:

@@ -26,10 +26,8 @@ BENCHMARKS: dict[str, str] = {
     "copy": "compute.bench",
     "interp": "tools.interp_bench",
     "remote": "tools.remote_bench",
-    "remote": "tools.remote_bench",
-    "remote": "tools.remote_bench",
-    "remote": "tools.remote_bench",
     "trace": "tools.trace_bench",
+    "usb": "hal.usb.bench",
 }
 
 JSON_HELP = ('--json prints one JSON list, an object per benchmark run: {"name": the benchmark, "seconds": '
@@ -86,6 +84,42 @@ class _MockNavi31:
         self._scratch.cleanup()
 
 
+class _MockUSB:
+    """Opens the mock Navi31 behind an ASM24xx USB bridge (tools.mock_machines.navi31_usb) for the
+    usb benchmark; with custom firmware the AM driver is brought up and its SDMA copies through the
+    staging window (a stock-firmware boot writes megabytes as single TLPs: minutes in the mock)."""
+
+    def __init__(self) -> None:
+        self.closers = []
+
+    def __call__(self, firmware: str):
+        import hal
+        from drivers.am.device import AMConfig, AMDevice
+        from tools import mock_machines
+
+        mock = mock_machines.navi31_usb(0, firmware=firmware)
+        pci = hal.open(mock.device, os=mock.os)
+        device = None
+        copier = None
+        if firmware == "custom":
+            device = AMDevice(pci, config=AMConfig(firmware_dir=mock.firmware_dir))
+            sdma = device.block("SDMA")
+            target = device.memory.alloc_vram(8 << 20, purpose="usb benchmark")
+            copier = (lambda data: sdma.copy_to_vram(target, data),
+                      lambda size: sdma.copy_from_vram(target, size))
+
+        def close() -> None:
+            if device is not None:
+                device.fini()
+            pci.close()
+            mock.close()
+
+        return pci, copier, close
+
+    def close(self) -> None:
+        """Each run closes what it opened."""
+
+
 class _MockComputeDevice:
     """Opens compute Devices on "mock:0" (the default mock Navi31) for the compute benchmarks, and
     holds or releases the mock's engines so they can time the driver without the model's work."""
@@ -123,6 +157,9 @@ def run_benchmark(name: str) -> dict:
     if name == "boot":
         mock_regions = _MockNavi31()
         kwargs["mock_gpu_factory"] = mock_regions
+    if name == "usb":
+        mock_regions = _MockUSB()
+        kwargs["usb_factory"] = mock_regions
     if name in ("launch", "copy"):
         mock_regions = _MockComputeDevice()
         kwargs.update(device_factory=mock_regions, pause=mock_regions.pause, which=name)

@@ -1,7 +1,8 @@
 """`python -m tools.lsgpu [--mock] [--json] [--all]`: list the PCI GPUs gpuhal can see and how to open them.
 
 Without --mock it reads this machine's PCI tree; with --mock (or GPUHAL_MOCK=1) it lists the devices
-of the default mock machine. The table shows each device string, its IDs, class, bound kernel driver and
+of the default mock machine (on macOS: the Thunderbolt GPUs IOKit sees, opened as `tinygpu:`). The
+table shows each device string, its IDs, class, bound kernel driver and
 the bridges on its path, then for each backend "ok" or why it cannot open the device, then the
 command that acts on it: `python -m tools.bind` moves a device (and the members of its IOMMU group
 that must move with it) to vfio-pci, or hands them back to their kernel drivers. Listing changes
@@ -16,6 +17,7 @@ import os
 import sys
 
 import hal
+from hal.discovery import list_usb_devices
 from hal.errors import HalError
 from hal.pci.sysfs import VFIO_PCI_DRIVER
 
@@ -24,9 +26,13 @@ VENDOR_NAMES = {0x1002: "AMD", 0x10DE: "NVIDIA", 0x5143: "Qualcomm", 0x1B21: "AS
 
 
 def _mock_os():
+    """The default mock machine, with a Navi31 behind an ASM24xx USB bridge at port 1-2 too."""
     from mockgpu import Machine
+    from mockgpu.usb import navi31_behind_bridge
 
-    return Machine.default().os
+    machine = Machine.default()
+    navi31_behind_bridge(machine)
+    return machine.os
 
 
 def hints(info) -> list[str]:
@@ -104,7 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     seam = _mock_os() if args.mock else None
     try:
-        infos = hal.list_devices(os=seam, all_classes=args.all)
+        if sys.platform == "darwin" and not args.mock:
+            from hal.macos import tinygpu
+
+            infos = tinygpu.list_devices()  # no sysfs on macOS: IOKit's Thunderbolt GPUs
+        else:
+            infos = hal.list_devices(os=seam, all_classes=args.all)
+        infos += list_usb_devices(os=seam)
     except HalError as exc:
         print(f"lsgpu: {exc}", file=sys.stderr)
         return 1

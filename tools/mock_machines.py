@@ -5,6 +5,10 @@ default mock machine (mockgpu.Machine.default, one Navi31) with the synthetic Na
 and the ownership lock directory in a temporary directory removed by `close()`.
 `navi31_vfio(index)` is the same machine with its GPU opened through the VFIO backend (the audio
 function unbound so vfio-pci can own the whole IOMMU group), where the IH delivers MSI-X.
+`navi31_usb(index, firmware)` is a machine with a Navi31 behind an ASM24xx USB bridge at USB port
+1-2 (mockgpu.usb), opened as "usb:1-2" through custom or stock firmware.
+`nvidia(gpu, version)` is a machine with the simulated NVIDIA kernel driver (mockgpu.nv) loaded:
+/dev/nvidiactl, /dev/nvidia0, /dev/nvidia-uvm for an H100 by default (docs/nv.md).
 """
 from __future__ import annotations
 
@@ -57,3 +61,49 @@ def navi31(index: int = 0, backend: str = "pci") -> MockNavi31:
 def navi31_vfio(index: int = 0) -> MockNavi31:
     """`navi31` with the GPU opened through VFIO: MSI-X reaches the IH."""
     return navi31(index, backend="vfio")
+
+
+def navi31_usb(index: int = 0, firmware: str = "custom") -> MockNavi31:
+    """"mock:0" as a Navi31 behind an ASM24xx USB bridge with `firmware` ("custom" or "stock",
+    the latter over UAS), opened as usb:1-2 (DMA memory is the bridge's 512 KiB SRAM window)."""
+    from mockgpu.usb import DEFAULT_PATH, navi31_behind_bridge
+
+    if index != 0:
+        raise DeviceNotFound(f"mock:{index}: the mock machine has one USB GPU, mock:0")
+    scratch = tempfile.mkdtemp(prefix="gpuhal-mock-usb-")
+    lock_dir = pathlib.Path(scratch) / "lock"
+    lock_dir.mkdir()
+    firmware_dir = write_navi31_set(pathlib.Path(scratch) / "firmware")
+    machine = Machine.default(lock_dir=str(lock_dir))
+    navi31_behind_bridge(machine, DEFAULT_PATH, firmware=firmware)
+    return MockNavi31(machine, f"usb:{DEFAULT_PATH}", str(firmware_dir), scratch)
+
+
+@dataclass
+class MockNVIDIA:
+    """A mock machine with the simulated NVIDIA kernel driver loaded; `driver` is its kernel side."""
+
+    machine: Machine
+    driver: object
+    scratch: str
+
+    @property
+    def os(self):
+        return self.machine.os
+
+    def close(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def nvidia(gpu: str = "h100", version: str | None = None) -> MockNVIDIA:
+    """A machine whose NVIDIA driver (`version`, default the r535 build the bindings come from)
+    drives one GPU: "h100" (GH100, default), "h200", "a100" (GA100), "rtx3090" (GA102), "rtx4090" (AD102)."""
+    from mockgpu.nv import driver as nv_driver
+    from mockgpu.nv.gpus import GPUS
+
+    if gpu not in GPUS:
+        raise DeviceNotFound(f"no mock NVIDIA GPU {gpu!r}; have {', '.join(GPUS)}")
+    scratch = tempfile.mkdtemp(prefix="gpuhal-mock-nv-")
+    machine = Machine(lock_dir=scratch)
+    loaded = nv_driver.install(machine, GPUS[gpu], version or nv_driver.DEFAULT_VERSION)
+    return MockNVIDIA(machine, loaded, scratch)

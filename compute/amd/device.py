@@ -81,6 +81,11 @@ class AMDBackend:
         return buffer.mc_address, view, buffer
 
     def alloc_host(self, size: int):
+        if self.pci.dma_window is not None:
+            # DMA memory is scarce (a USB bridge's SRAM window, which SDMA staging uses): a host
+            # buffer is CPU-visible VRAM, which the GPU reaches and the CPU writes through the BAR
+            buffer = self.am.memory.alloc_vram(size, alignment=VRAM_ALIGNMENT, purpose="host buffer")
+            return buffer.mc_address, buffer.view, buffer
         dma = self.pci.alloc_dma(size)
         try:
             mapping = self.gart.map(dma)
@@ -90,7 +95,7 @@ class AMDBackend:
         return mapping.va, dma.region, (dma, mapping)
 
     def free(self, kind: str, handle) -> None:
-        if kind == HOST:
+        if kind == HOST and isinstance(handle, tuple):
             dma, mapping = handle
             try:
                 self.gart.unmap(mapping)

@@ -75,6 +75,7 @@ TEST_SLOT = 24
 # amdgpu_ttm.h AMDGPU_GTT_MAX_TRANSFER_SIZE: 512 GPU pages per transfer window (2 MiB)
 STAGING_PAGE = 4096  # amdgpu_gart.h AMDGPU_GPU_PAGE_SIZE
 STAGING_SIZE = 512 * STAGING_PAGE
+STAGING_WINDOW_SHARE = 2  # this driver's choice: half of a scarce DMA window stages host copies
 
 _OPCODE_NAMES = {value: name for name, value in vars(pkt).items()
                  if name.startswith("SDMA_OP_") and not name.startswith("SDMA_OP_AQL")}
@@ -134,6 +135,11 @@ class SDMAv6_0(IPBlock):
         self.wptr = 0
         self.sequence = 0
         self.staging_bytes = config.sdma_staging_size
+        window = self.device.pci.dma_window
+        if window is not None:
+            # DMA memory is scarce (a USB bridge's SRAM window): stage through a share of it and
+            # leave the rest to the other buffers the GPU must reach in system memory
+            self.staging_bytes = min(self.staging_bytes, window // STAGING_WINDOW_SHARE)
         if self.staging_bytes <= 0 or self.staging_bytes % STAGING_PAGE:
             raise InvalidArgument(f"SDMA0 staging size {self.staging_bytes} must be whole "
                                   f"{STAGING_PAGE}-byte pages")

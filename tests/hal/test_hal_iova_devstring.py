@@ -43,13 +43,14 @@ def test_iova_ranges_never_overlap(sizes):
     ("pci:0000:03:00.0", "pci", "0000:03:00.0"),
     ("vfio:03:00.1", "vfio", "0000:03:00.1"),
     ("0000:0A:00.0", None, "0000:0a:00.0"),
+    ("usb:1-2", "usb", "1-2"),
 ])
 def test_device_strings_parse(text, backend, bdf):
     parsed = devstring.parse(text)
     assert (parsed.backend, parsed.bdf) == (backend, bdf)
 
 
-@pytest.mark.parametrize("text", ["mock:am", "usb:1-2", "pci:03:00", "gpu0", "vfio:"])
+@pytest.mark.parametrize("text", ["mock:am", "pci:03:00", "gpu0", "vfio:"])
 def test_unknown_device_strings_say_what_is_understood(text):
     with pytest.raises(DeviceNotFound, match="0000:03:00.0"):
         devstring.parse(text)

@@ -18,7 +18,7 @@ REPOSITORY = pathlib.Path(__file__).resolve().parents[2]
 def test_lsgpu_json_lists_the_mock_gpu(capsys):
     assert lsgpu.main(["--mock", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [row["bdf"] for row in rows] == [GPU_BDF]
+    assert [row["bdf"] for row in rows] == [GPU_BDF, "1-2"]  # the second is behind a USB bridge
     gpu = rows[0]
     assert (gpu["vendor_id"], gpu["device_id"], gpu["vendor"]) == (0x1002, 0x744C, "AMD")
     assert gpu["class_code"] >> 16 == 0x03
@@ -43,7 +43,7 @@ def test_lsgpu_table_names_each_column(capsys):
     assert "1002:744c (AMD)" in out and "amdgpu" in out
     backend_lines = [line.strip() for line in out.splitlines()
                      if line.startswith("    ") and not line.strip().startswith("try:")]
-    assert [line.split(":")[0] for line in backend_lines] == ["vfio", "pci"]
+    assert [line.split(":")[0] for line in backend_lines] == ["vfio", "pci", "usb"]
 
 
 def test_lsgpu_says_when_no_gpu_is_found(capsys, monkeypatch):
