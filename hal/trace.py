@@ -53,8 +53,10 @@ from hal import errors as hal_errors
 from hal.trace_format import (CFG_READ, CFG_WRITE, DMA_ALLOC, DMA_CPU, DMA_CPU_DIGEST, DMA_DEVICE,
                               DMA_FREE, END, FAILED, IRQ_DISABLE, IRQ_ENABLE, IRQ_KINDS, IRQ_POLL,
                               IRQ_READ, MMIO_READ, MMIO_READ_BLOCK, MMIO_WRITE, MMIO_WRITE_BLOCK,
-                              OBSERVATIONS, OS_EXISTS, PAGE_ADDRESS, RESET, RESIZE_BAR, BadTrace, Record,
-                              TraceHeader, TraceReader, TraceWriter, describe, written)
+                              OBSERVATIONS, OS_CHANGE, OS_QUERY, PAGE_ADDRESS, RESET, RESIZE_BAR,
+                              SEAM_QUERIES, BadTrace, Record, TraceHeader, TraceReader, TraceWriter,
+                              describe, seam_call, written)
+from hal.pci.sysfs import SysfsPCI
 
 log = logging.getLogger(__name__)
 
@@ -421,9 +423,32 @@ class RecordingBackend(PCIBackend):
             self.recorder.close()
 
 
+def _jsonable(value):
+    """A seam argument or result as JSON: bytes become {"bytes": hex}."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"bytes": bytes(value).hex()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+def _from_json(value):
+    if isinstance(value, dict) and set(value) == {"bytes"}:
+        return bytes.fromhex(value["bytes"])
+    if isinstance(value, list):
+        return [_from_json(item) for item in value]
+    return value
+
+
+def _call_key(call: str, args: list) -> str:
+    return json.dumps({"call": call, "args": args}, sort_keys=True)
+
+
 class _RecordingSeam:
-    """The device's OS seam with interrupt waits, their counts and `exists` queries recorded;
-    everything else goes straight to the wrapped seam."""
+    """The device's OS seam (PCIDevice.os, and PCIDevice.sysfs through it) with interrupt waits and
+    counts recorded, and the file calls (exists, readlink, read_text, listdir, open, pread, read,
+    pwrite, write, write_text, close: sysfs attributes, a bridge's config file for a bus reset)
+    journalled with their results or errno; the clock, memory and the rest go straight through."""
 
     def __init__(self, inner: OS, recorder: Recorder) -> None:
         self._inner = inner
@@ -441,17 +466,59 @@ class _RecordingSeam:
         return ready
 
     def read(self, fd: int, n: int) -> bytes:
-        data = self._inner.read(fd, n)
         vector = self._recorder.irq_vectors.get(fd)
-        if vector is not None:
-            self._recorder.observe(IRQ_READ, (vector, int.from_bytes(data, "little")))
+        if vector is None:
+            return self._journal("read", [fd, n], self._inner.read, fd, n)
+        data = self._inner.read(fd, n)
+        self._recorder.observe(IRQ_READ, (vector, int.from_bytes(data, "little")))
         return data
 
+    def _journal(self, call: str, args: list, function, *values):
+        encoded = _jsonable(args)
+        try:
+            result = function(*values)
+        except OSError as exc:
+            self._note(call, encoded, {"errno": exc.errno, "message": exc.strerror or str(exc)})
+            raise
+        self._note(call, encoded, {"result": _jsonable(result)})
+        return result
+
+    def _note(self, call: str, args: list, outcome: dict) -> None:
+        data = seam_call(call, args, outcome)
+        if call in SEAM_QUERIES:
+            self._recorder.observe(OS_QUERY, (len(data),), data)
+        else:
+            self._recorder.act(OS_CHANGE, (len(data),), data)
+
     def exists(self, path: str) -> bool:
-        answer = self._inner.exists(path)
-        encoded = path.encode()
-        self._recorder.observe(OS_EXISTS, (len(encoded), int(answer)), encoded)
-        return answer
+        return self._journal("exists", [path], self._inner.exists, path)
+
+    def readlink(self, path: str) -> str:
+        return self._journal("readlink", [path], self._inner.readlink, path)
+
+    def read_text(self, path: str) -> str:
+        return self._journal("read_text", [path], self._inner.read_text, path)
+
+    def listdir(self, path: str) -> list[str]:
+        return self._journal("listdir", [path], self._inner.listdir, path)
+
+    def write_text(self, path: str, text: str) -> None:
+        return self._journal("write_text", [path, text], self._inner.write_text, path, text)
+
+    def open(self, path: str, flags: int, mode: int = 0o600) -> int:
+        return self._journal("open", [path, flags, mode], self._inner.open, path, flags, mode)
+
+    def close(self, fd: int) -> None:
+        return self._journal("close", [fd], self._inner.close, fd)
+
+    def pread(self, fd: int, n: int, offset: int) -> bytes:
+        return self._journal("pread", [fd, n, offset], self._inner.pread, fd, n, offset)
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        return self._journal("pwrite", [fd, bytes(data), offset], self._inner.pwrite, fd, data, offset)
+
+    def write(self, fd: int, data: bytes) -> int:
+        return self._journal("write", [fd, bytes(data)], self._inner.write, fd, data)
 
 
 @dataclasses.dataclass
@@ -543,6 +610,7 @@ def install(device: PCIDevice, request: TraceRequest | None) -> PCIDevice:
     request.recorders.append(recorder)
     device.backend = RecordingBackend(device.backend, recorder)
     device.os = _RecordingSeam(device.os, recorder)
+    device.sysfs = SysfsPCI(device.os)
     log.info("%s: recording into %s", device.bdf, path)
     return device
 
@@ -585,8 +653,9 @@ def _key(record: Record) -> tuple:
         return (op, fields[0], fields[1], fields[2])
     if op == MMIO_READ_BLOCK:
         return (op, fields[0], fields[1], fields[2])
-    if op == OS_EXISTS:
-        return (op, bytes(record.data))
+    if op == OS_QUERY:
+        call = json.loads(bytes(record.data))
+        return (op, _call_key(call["call"], call["args"]))
     return (op, fields[0])  # IRQ_POLL, IRQ_READ: the vector
 
 
@@ -598,7 +667,9 @@ def _value(record: Record):
         return record.fields[3]
     if op == MMIO_READ_BLOCK:
         return bytes(record.data)
-    return record.fields[1]  # IRQ_POLL ready, IRQ_READ count, OS_EXISTS answer
+    if op == OS_QUERY:
+        return json.loads(bytes(record.data))  # the outcome: "result", or "errno" and "message"
+    return record.fields[1]  # IRQ_POLL ready, IRQ_READ count
 
 
 def _describe_key(key: tuple) -> str:
@@ -609,8 +680,9 @@ def _describe_key(key: tuple) -> str:
         return f"MMIO read{8 * key[2]} BAR{key[1]}+{key[3]:#x}"
     if op == MMIO_READ_BLOCK:
         return f"MMIO read of {key[3]:#x} bytes at BAR{key[1]}+{key[2]:#x}"
-    if op == OS_EXISTS:
-        return f"exists({key[1].decode('utf-8', 'replace')})"
+    if op == OS_QUERY:
+        call = json.loads(key[1])
+        return f"{call['call']}({', '.join(repr(arg) for arg in call['args'])})"
     if op == IRQ_POLL:
         return f"interrupt wait on vector {key[1]}"
     return f"interrupt count of vector {key[1]}"
@@ -717,6 +789,19 @@ class Replayer:
             return
         self._take(record)
         raise _rebuilt_error(info)
+
+    def change(self, call: str, args: list) -> dict:
+        """A seam call that changes something (a sysfs write, open, pwrite): must be the next
+        record with the same call and arguments; returns what the recorded call returned."""
+        self._check_live()
+        self._skip_finished_polls()
+        record = self.records[self.position]
+        if record.op == OS_CHANGE:
+            recorded = json.loads(bytes(record.data))
+            if _call_key(recorded["call"], recorded["args"]) == _call_key(call, args):
+                self._take(record)
+                return recorded
+        raise self._diverge(record.describe(), f"{call}({', '.join(repr(arg) for arg in args)})")
 
     def alloc(self, requested_size: int) -> Record:
         self._check_live()
@@ -906,8 +991,8 @@ class ReplayBackend(PCIBackend):
 
 
 class ReplaySeam(OS):
-    """The OS seam of a replay: a virtual clock, interrupt waits and `exists` from the trace, the
-    recorded process id; anything else is refused (a replay reaches no files)."""
+    """The OS seam of a replay: a virtual clock, interrupt waits and the journalled file calls from
+    the trace, the recorded process id; anything else is refused (a replay reaches no files)."""
 
     name = "replay"
 
@@ -919,26 +1004,39 @@ class ReplaySeam(OS):
     def _refuse(self, what: str):
         raise OSError(errno.ENOSYS, f"a trace replay reaches no files or devices ({what})")
 
+    def _query(self, call: str, args: list):
+        encoded = _jsonable(args)
+        return self._outcome(self.replayer.observe((OS_QUERY, _call_key(call, encoded))))
+
+    def _change(self, call: str, args: list):
+        return self._outcome(self.replayer.change(call, _jsonable(args)))
+
+    @staticmethod
+    def _outcome(outcome: dict):
+        if "errno" in outcome:
+            raise OSError(outcome["errno"] or errno.EIO, outcome.get("message", ""))
+        return _from_json(outcome.get("result"))
+
     def open(self, path, flags, mode=0o600):
-        self._refuse(f"open {path}")
+        return self._change("open", [path, flags, mode])
 
     def close(self, fd):
-        self._refuse(f"close fd {fd}")
+        return self._change("close", [fd])
 
     def read(self, fd: int, n: int) -> bytes:
         vector = self.irq_vectors.get(fd)
         if vector is None:
-            self._refuse(f"read fd {fd}")
+            return self._query("read", [fd, n])
         return self.replayer.observe((IRQ_READ, vector)).to_bytes(8, "little")
 
     def write(self, fd, data):
-        self._refuse(f"write fd {fd}")
+        return self._change("write", [fd, bytes(data)])
 
     def pread(self, fd, n, offset):
-        self._refuse(f"pread fd {fd}")
+        return self._query("pread", [fd, n, offset])
 
     def pwrite(self, fd, data, offset):
-        self._refuse(f"pwrite fd {fd}")
+        return self._change("pwrite", [fd, bytes(data), offset])
 
     def ioctl(self, fd, request, arg=None):
         self._refuse(f"ioctl {request:#x}")
@@ -953,13 +1051,19 @@ class ReplaySeam(OS):
         self._refuse("munmap")
 
     def listdir(self, path):
-        self._refuse(f"listdir {path}")
+        return self._query("listdir", [path])
 
     def readlink(self, path):
-        self._refuse(f"readlink {path}")
+        return self._query("readlink", [path])
 
     def exists(self, path: str) -> bool:
-        return bool(self.replayer.observe((OS_EXISTS, path.encode())))
+        return self._query("exists", [path])
+
+    def read_text(self, path: str) -> str:
+        return self._query("read_text", [path])
+
+    def write_text(self, path: str, text: str) -> None:
+        self._change("write_text", [path, text])
 
     def eventfd(self, initval=0, nonblocking=True):
         self._refuse("eventfd")

@@ -55,10 +55,11 @@ IRQ_POLL = 13
 IRQ_READ = 14
 RESET = 15
 RESIZE_BAR = 16
-OS_EXISTS = 17
+OS_QUERY = 17
 MMIO_WRITE_DIGEST = 18
 DMA_CPU_DIGEST = 19
 FAILED = 20
+OS_CHANGE = 21
 END = 255
 
 # fixed fields after the op byte; "data" ops follow them with `length` bytes (the last fixed field
@@ -80,14 +81,16 @@ LAYOUTS: dict[int, struct.Struct] = {
     IRQ_READ: struct.Struct("<HQ"),           # vector, interrupts counted
     RESET: struct.Struct("<H"),               # length of the method name (+ ASCII)
     RESIZE_BAR: struct.Struct("<BQ"),         # bar, size
-    OS_EXISTS: struct.Struct("<HB"),          # length of the path (+ UTF-8), answer
+    OS_QUERY: struct.Struct("<I"),            # length of the JSON call (+ JSON): see seam_call()
+    OS_CHANGE: struct.Struct("<I"),           # length of the JSON call (+ JSON)
     MMIO_WRITE_DIGEST: struct.Struct("<BQI"),  # bar, offset, length (+ DIGEST_BYTES)
     DMA_CPU_DIGEST: struct.Struct("<IQI"),     # buffer, offset, length (+ DIGEST_BYTES)
     FAILED: struct.Struct("<BH"),             # the op that failed, length of the JSON (+ JSON)
     END: struct.Struct("<Q"),                 # records before END
 }
-OBSERVATIONS = frozenset({CFG_READ, MMIO_READ, MMIO_READ_BLOCK, IRQ_POLL, IRQ_READ, OS_EXISTS})
-DATA_OPS = frozenset({MMIO_READ_BLOCK, MMIO_WRITE_BLOCK, DMA_CPU, DMA_DEVICE, RESET, OS_EXISTS, FAILED})
+OBSERVATIONS = frozenset({CFG_READ, MMIO_READ, MMIO_READ_BLOCK, IRQ_POLL, IRQ_READ, OS_QUERY})
+DATA_OPS = frozenset({MMIO_READ_BLOCK, MMIO_WRITE_BLOCK, DMA_CPU, DMA_DEVICE, RESET, OS_QUERY, OS_CHANGE,
+                      FAILED})
 DIGEST_OPS = frozenset({MMIO_WRITE_DIGEST, DMA_CPU_DIGEST})
 # written blocks longer than this are kept as their first DIGEST_PREFIX bytes and SHA-256 (a replay
 # compares writes, so it needs no more; firmware uploads would otherwise fill the trace)
@@ -102,8 +105,18 @@ OP_NAMES = {CFG_READ: "config read", CFG_WRITE: "config write", MMIO_READ: "MMIO
             DMA_CPU: "DMA CPU writes", DMA_DEVICE: "DMA device writes",
             IRQ_ENABLE: "interrupt enable", IRQ_DISABLE: "interrupt disable",
             IRQ_POLL: "interrupt wait", IRQ_READ: "interrupt count", RESET: "reset",
-            RESIZE_BAR: "BAR resize", OS_EXISTS: "path exists", MMIO_WRITE_DIGEST: "MMIO block write",
-            DMA_CPU_DIGEST: "DMA CPU writes", FAILED: "failed operation", END: "end"}
+            RESIZE_BAR: "BAR resize", OS_QUERY: "seam query", OS_CHANGE: "seam change",
+            MMIO_WRITE_DIGEST: "MMIO block write", DMA_CPU_DIGEST: "DMA CPU writes",
+            FAILED: "failed operation", END: "end"}
+# the seam calls a trace journals (hal.trace): queries are observations, the rest changes
+SEAM_QUERIES = ("exists", "readlink", "read_text", "listdir", "pread", "read")
+SEAM_CHANGES = ("write_text", "open", "close", "pwrite", "write")
+
+
+def seam_call(call: str, args: list, outcome: dict) -> bytes:
+    """The JSON of one seam call: {"call", "args", then "result" or "errno" and "message"};
+    bytes are hex strings."""
+    return json.dumps({"call": call, "args": args, **outcome}, sort_keys=True).encode()
 
 
 def written(op: int, fields: tuple, data: bytes) -> tuple[int, tuple, bytes]:
@@ -195,8 +208,15 @@ def describe(op: int, fields: tuple, data: bytes | tuple = b"") -> str:
         return f"reset by {bytes(data).decode('ascii', 'replace')}"
     if op == RESIZE_BAR:
         return f"BAR{fields[0]} resized to {fields[1]:#x} bytes"
-    if op == OS_EXISTS:
-        return f"exists({bytes(data).decode('utf-8', 'replace')}) -> {bool(fields[1])}"
+    if op in (OS_QUERY, OS_CHANGE):
+        try:
+            call = json.loads(bytes(data))
+        except ValueError:
+            return f"seam call {_hex_bytes(bytes(data))}"
+        args = ", ".join(repr(arg) for arg in call["args"])
+        if "errno" in call:
+            return f"{call['call']}({args}) -> errno {call['errno']} ({call.get('message', '')})"
+        return f"{call['call']}({args}) -> {call.get('result')!r}"
     if op == END:
         return f"end of trace ({fields[0]} records)"
     return f"op {op} {fields}"
@@ -386,7 +406,7 @@ def _decode(stream: bytes, position: int, op: int, layout: struct.Struct) -> tup
         elif op in (MMIO_READ_BLOCK, MMIO_WRITE_BLOCK, DMA_CPU, DMA_DEVICE):
             length = fields[2]
         else:
-            length = fields[-1] if op == FAILED else fields[0]
+            length = fields[-1] if op in (FAILED, OS_QUERY, OS_CHANGE) else fields[0]
         data = stream[position:position + length]
         if len(data) != length:
             raise struct.error(f"{length} data bytes announced, {len(data)} present")

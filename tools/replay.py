@@ -37,6 +37,8 @@ SYNTHETIC_FIRMWARE = "synthetic"  # args["firmware"]: the mock's synthetic Navi3
 SYSTEM_FIRMWARE = "system"  # args["firmware"]: the firmware search path (drivers.am.firmware)
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "traces"
 LOCAL = 256  # work-group size of the vector_add launch (the kernel allows it)
+RERECORD_HINT = ("a driver change made on purpose needs the trace recorded again: "
+                 "python -m tools.replay --record SCENARIO TRACE (docs/tracing.md, Fixtures)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +159,7 @@ class ReplayResult:
             return f"{self.trace}: {self.scenario}: no divergence, {self.operations} operations " \
                    f"({self.records} records; {self.detail})"
         if self.divergence is not None:
-            return f"{self.trace}: {self.scenario}: {self.divergence}"
+            return (f"{self.trace}: {self.scenario}: {self.divergence}\n{RERECORD_HINT}")
         return f"{self.trace}: {self.scenario}: the run failed without a divergence: {self.error}"
 
 

@@ -12,7 +12,7 @@ from autogen.linux import pci_regs
 import hal
 from hal import trace as hal_trace
 from hal.errors import BadBinary, DeviceTimeout, UnsupportedOperation
-from hal.trace_format import (CFG_READ, MMIO_READ, MMIO_WRITE, PREAMBLE, BadTrace, TraceHeader, TraceReader,
+from hal.trace_format import (CFG_READ, MMIO_READ, OS_CHANGE, OS_QUERY, MMIO_WRITE, PREAMBLE, BadTrace, TraceHeader, TraceReader,
                               TraceWriter)
 from mockgpu import EDU_BDF
 from mockgpu.edu import (EDU_DMA_BUFFER_BASE, EDU_DMA_CMD, EDU_DMA_CMD_IRQ, EDU_DMA_CMD_START,
@@ -173,6 +173,45 @@ def test_a_failed_operation_is_replayed_as_the_same_error(machine, tmp_path):
         recorded = falls_back(dev)
     result, replayer, error = replay(path, driver=falls_back)
     assert error is None and replayer.divergence is None and result == recorded == 0
+
+
+@pytest.mark.parametrize("backend, method", [("vfio", "auto"), ("vfio", "flr"), ("pci", "bus"),
+                                             ("pci", "flr")])
+def test_resets_replay(machine, tmp_path, backend, method):
+    """A reset's config accesses, sysfs reads and writes (the bridge above, reset_method, reset)
+    and waits are recorded, and replay without a device."""
+    path = tmp_path / "reset.trace"
+
+    def resets(dev):
+        offered = dev.reset_methods()
+        used = dev.reset(method)
+        return offered, used, dev.bar(0).read32(EDU_STATUS)
+
+    with hal.open(f"{backend}:{EDU_BDF}", os=machine.os, unbind=True, trace=str(path)) as dev:
+        recorded = resets(dev)
+    result, replayer, error = replay(path, driver=resets)
+    assert error is None and replayer.divergence is None
+    assert result == recorded
+    records = TraceReader(str(path)).records()
+    assert any(record.op == OS_QUERY for record in records)
+    if method == "bus":
+        # the kernel's bus reset: select it in reset_method, write reset, put the selection back
+        changes = [record.describe() for record in records if record.op == OS_CHANGE]
+        assert [text.split("(")[0] for text in changes] == ["write_text"] * 3
+        assert f"/{EDU_BDF}/reset'" in changes[1]
+
+
+def test_a_missing_seam_write_diverges(machine, tmp_path):
+    path = tmp_path / "reset.trace"
+    with hal.open(f"pci:{EDU_BDF}", os=machine.os, unbind=True, trace=str(path)) as dev:
+        dev.reset("bus")
+
+    def flr_instead(dev):
+        dev.reset("flr")
+
+    _, replayer, error = replay(path, driver=flr_instead)
+    assert isinstance(error, hal_trace.TraceDivergence)
+    assert replayer.divergence is not None
 
 
 # -- the polling rule, on hand-made traces ---------------------------------------------------------
