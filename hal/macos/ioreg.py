@@ -89,10 +89,10 @@ def thunderbolt_gpus(devices: list[IOPCIDevice]) -> list[IOPCIDevice]:
     return [device for device in devices if device.is_display and device.tunnelled]
 
 
-def list_pci_devices(run=subprocess.run) -> list[IOPCIDevice]:
+def list_pci_devices(run=subprocess.run, platform: str = sys.platform) -> list[IOPCIDevice]:
     """Run ioreg (macOS only) and parse it; BackendUnavailable elsewhere or when it fails."""
-    if sys.platform != "darwin":
-        raise BackendUnavailable(f"IOKit discovery needs macOS; this is {sys.platform}")
+    if platform != "darwin":
+        raise BackendUnavailable(f"IOKit discovery needs macOS; this is {platform}")
     try:
         result = run(IOREG_COMMAND, capture_output=True, timeout=IOREG_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -84,3 +84,22 @@ def open_device(spec: str = "", platform: str = sys.platform) -> PCIDevice:
     if reason is not None:
         raise BackendUnavailable(reason)
     return connect_app(socket_path(spec), start_app=True)
+
+
+def list_devices(run=None, platform: str = sys.platform):
+    """The Thunderbolt GPUs IOKit sees (hal.macos.ioreg), as hal.discovery.DeviceInfo rows whose
+    "tinygpu" verdict says whether the app can serve them. Only one GPU is served (device index 0):
+    with several, the app picks. BackendUnavailable off macOS."""
+    from hal.discovery import DeviceInfo
+    from hal.macos import ioreg
+
+    reason = unavailable_reason(platform)
+    if reason is not None:
+        raise BackendUnavailable(reason)
+    devices = ioreg.list_pci_devices(run, platform) if run is not None else ioreg.list_pci_devices()
+    verdict = "ok" if os.path.exists(APP_PATH) else (f"the TinyGPU app is not installed ({APP_PATH}); "
+                                                     "install it and approve its driver extension")
+    return [DeviceInfo(device="tinygpu:", bdf=gpu.location or gpu.name, vendor_id=gpu.vendor_id,
+                       device_id=gpu.device_id, class_code=gpu.class_code, driver=None,
+                       backends={"tinygpu": verdict})
+            for gpu in ioreg.thunderbolt_gpus(devices)]

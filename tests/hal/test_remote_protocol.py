@@ -215,3 +215,19 @@ def test_host_shared_memory_is_one_set_of_pages_behind_an_fd():
     seam.free_locked(memory)
     with pytest.raises(OSError):
         os.fstat(fd)  # free_locked closed the memfd
+
+
+def test_tinygpu_lists_the_thunderbolt_gpus_from_ioreg():
+    from types import SimpleNamespace
+
+    def run(command, **_):
+        assert command == ioreg.IOREG_COMMAND
+        return SimpleNamespace(returncode=0, stdout=IOREG_SAMPLE, stderr=b"")
+
+    rows = tinygpu.list_devices(run=run, platform="darwin")
+    assert [(row.device, row.bdf, row.vendor_id) for row in rows] == [
+        ("tinygpu:", "5:0:0", 0x1002), ("tinygpu:", "9:0:0", 0x10DE)]
+    assert all(row.backends["tinygpu"] == "ok" or "not installed" in row.backends["tinygpu"]
+               for row in rows)
+    with pytest.raises(BackendUnavailable):
+        tinygpu.list_devices(run=run, platform="linux")
