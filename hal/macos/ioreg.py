@@ -24,6 +24,9 @@ IOREG_TIMEOUT_S = 10.0
 # include/linux/pci_ids.h PCI_BASE_CLASS_DISPLAY; the class code is base:sub:interface, 24 bits
 PCI_BASE_CLASS_DISPLAY = 0x03
 CLASS_BASE_SHIFT = 16
+# PCI Local Bus r3.0 sec 6.2.1: vendor and device IDs are 16 bits, the class code 24 bits
+ID_MASK = 0xFFFF
+CLASS_CODE_MASK = 0xFFFFFF
 
 
 @dataclass(frozen=True)
@@ -75,9 +78,9 @@ def parse(xml: bytes) -> list[IOPCIDevice]:
             continue
         found.append(IOPCIDevice(
             name=str(entry.get("IORegistryEntryName") or entry.get("IOName") or "?"),
-            vendor_id=_number(entry["vendor-id"]) & 0xFFFF,
-            device_id=_number(entry.get("device-id", b"")) & 0xFFFF,
-            class_code=_number(entry.get("class-code", b"")) & 0xFFFFFF,
+            vendor_id=_number(entry["vendor-id"]) & ID_MASK,
+            device_id=_number(entry.get("device-id", b"")) & ID_MASK,
+            class_code=_number(entry.get("class-code", b"")) & CLASS_CODE_MASK,
             location=str(entry.get("pcidebug", "")),
             tunnelled=bool(entry.get("IOPCITunnelled", False)),
         ))

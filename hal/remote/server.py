@@ -27,6 +27,7 @@ import hmac
 import json
 import logging
 import socket
+import sys
 import threading
 from typing import Callable
 
@@ -46,6 +47,9 @@ IDLE_TICK_S = 0.001  # how often a waiting session lets the device's OS run due 
 ACCEPT_TICK_S = 0.05  # how often the accept loop looks at stop()
 SEND_TIMEOUT_S = 30.0  # a client that does not take a response within this is dropped
 REFUSAL_LINGER_S = 1.0  # a refused client's first record is drained for at most this long
+# include/linux/socket.h struct ucred (SO_PEERCRED): pid, uid, gid, 4 bytes each
+UCRED_FIELD = 4
+UCRED_SIZE = 3 * UCRED_FIELD
 
 STATUS_OF_ERROR: list[tuple[type, Status]] = [
     (DeviceLost, Status.DEVICE_LOST),
@@ -558,8 +562,8 @@ def _refuse(conn: socket.socket, status: Status, message: str, drain: bool = Tru
 def _peer_name(conn: socket.socket, address) -> str:
     if conn.family == socket.AF_UNIX:
         try:
-            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-            pid = int.from_bytes(creds[:4], "little")
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, UCRED_SIZE)
+            pid = int.from_bytes(creds[:UCRED_FIELD], sys.byteorder)
             return f"pid {pid}"
         except (OSError, AttributeError):
             return "a local client"
