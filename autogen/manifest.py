@@ -70,6 +70,36 @@ UCODE_EXCLUDE = {"amdgpu_firmware": "driver state holding a kernel struct mutex 
 
 AMD_DIR = "drivers/gpu/drm/amd"
 
+# NVIDIA's open GPU kernel modules, branch r535, as Debian 12 (bookworm/contrib) builds them. The binary
+# package nvidia-open-kernel-source carries only kernel-open/ (no RM API headers: nvos.h, the class
+# and control headers, nv_escape.h), so the Debian source package is pinned instead: only its upstream
+# tarball (12.5 MB) is fetched, checked against the sha256 of bookworm's Sources index.
+# trixie carries 550.163.01-2 (docs/nv.md: why r550 has no target yet).
+NVIDIA_OPEN_535 = Package(
+    "nvidia-open-gpu-kernel-modules", "535.261.03-1", "MIT", suite="bookworm", component="contrib",
+    layout="source", orig_sha256="14f64f53694d4a580ea68a561db02c2a8847790087a86f50fd2f40eac3eebb8f",
+    top="NVIDIA-kernel-module-source-535.261.03",
+    members=("src/common/sdk/nvidia/inc", "src/nvidia/arch/nvalloc/unix/include", "kernel-open/common/inc",
+             "kernel-open/nvidia-uvm"),
+)
+NV_SDK = "src/common/sdk/nvidia/inc"
+NV_UNIX = "src/nvidia/arch/nvalloc/unix/include"
+NV_KERNEL_INC = "kernel-open/common/inc"
+NV_UVM = "kernel-open/nvidia-uvm"
+NV_INCLUDE_DIRS = (NV_SDK, NV_UNIX, NV_KERNEL_INC, NV_UVM)
+# the RM headers need only the C basics; NV_ALIGN_BYTES etc. come from nvtypes.h itself
+NV_PRELUDE = """\
+typedef unsigned long size_t, uintptr_t;
+typedef long ssize_t, intptr_t;
+"""
+NV_CLASSES = ("cl0000", "cl0005", "cl9067", "cl003e", "cl0040", "cl0070", "cl0071", "cl0080", "cl00b1",
+              "cl00fd", "cl2080", "cl90f1", "cla06c", "clc361", "clc461", "clc561", "clc661", "clc56f",
+              "clc86f", "clc6c0", "clc7c0", "clc9c0", "clcbc0", "clc6b5", "clc7b5", "clc8b5")
+NV_CONTROLS = ("ctrl0000/ctrl0000client.h", "ctrl0000/ctrl0000gpu.h", "ctrl0000/ctrl0000system.h",
+               "ctrl0080/ctrl0080gpu.h", "ctrl0080/ctrl0080fifo.h", "ctrl2080/ctrl2080gpu.h",
+               "ctrl2080/ctrl2080fb.h", "ctrl2080/ctrl2080gr.h", "ctrl2080/ctrl2080mc.h",
+               "ctrla06c.h", "ctrlc36f.h", "ctrl90f1.h")
+
 
 @dataclasses.dataclass(frozen=True)
 class Target:
@@ -108,6 +138,12 @@ def _uapi(name: str, header: str, description: str, **extra) -> Target:
 def _amd(name: str, path: str, description: str, prelude: str = KERNEL_PRELUDE, **extra) -> Target:
     return Target(f"amd.{name}", KIND_STRUCTS, LINUX_SOURCE_6_12, (f"{AMD_DIR}/{path}",), description,
                   output=f"autogen/amd/{name}.py", prelude=prelude, licence_override=AMD_LICENCE, **extra)
+
+
+def _nv535(name: str, paths: tuple[str, ...], description: str, **extra) -> Target:
+    return Target(f"nv.r535.{name}", KIND_STRUCTS, NVIDIA_OPEN_535, paths, description,
+                  output=f"autogen/nv/r535/{name}.py", include_dirs=NV_INCLUDE_DIRS, prelude=NV_PRELUDE,
+                  **extra)
 
 
 def _amd_regs(ip: str, folder: str) -> Target:
@@ -153,6 +189,23 @@ TARGETS: tuple[Target, ...] = (
     _amd_regs("mp_13_0_0", "mp"),  # MP0 (PSP) and MP1 (SMU) 13.0.0 share one header pair
     _amd_regs("osssys_6_0_0", "oss"),
     _amd_regs("hdp_6_0_0", "hdp"),
+    _nv535("escape", (f"{NV_KERNEL_INC}/nv-ioctl-numbers.h", f"{NV_KERNEL_INC}/nv-ioctl.h",
+                      f"{NV_UNIX}/nv_escape.h"),
+           "NVIDIA r535 OS and RM escapes on /dev/nvidiactl and /dev/nvidiaN: numbers, OS-escape structs."),
+    _nv535("nvos", (f"{NV_SDK}/nvos.h", f"{NV_UNIX}/nv-unix-nvos-params-wrappers.h"),
+           "NVIDIA r535 RM API parameters (nvos.h): alloc, control, free, map memory, memory flags."),
+    _nv535("status", (f"{NV_SDK}/nvstatus.h",),
+           "NVIDIA r535 NV_STATUS codes (nvstatus.h, nvstatuscodes.h)."),
+    _nv535("classes", (*(f"{NV_SDK}/class/{name}.h" for name in NV_CLASSES),
+                       f"{NV_SDK}/class/cl2080_notification.h", f"{NV_SDK}/alloc/alloc_channel.h"),
+           "NVIDIA r535 RM classes: numbers and allocation parameters (class/cl*.h, alloc_channel.h)."),
+    _nv535("ctrl", tuple(f"{NV_SDK}/ctrl/{path}" for path in NV_CONTROLS),
+           "NVIDIA r535 RM control commands and parameters (ctrl/ctrl*.h)."),
+    # UVM's own copy of ctrl2080mc.h is the one with the Ada and Hopper architecture ids
+    _nv535("uvm", (f"{NV_UVM}/uvm_types.h", f"{NV_UVM}/uvm_linux_ioctl.h", f"{NV_UVM}/uvm_ioctl.h",
+                   f"{NV_UVM}/ctrl2080mc.h"),
+           "NVIDIA r535 UVM ioctls on /dev/nvidia-uvm (uvm_types.h, uvm_ioctl.h, uvm_linux_ioctl.h) and the "
+           "architecture ids UVM uses (its ctrl2080mc.h)."),
 )
 
 BY_NAME: dict[str, Target] = {target.name: target for target in TARGETS}

@@ -12,6 +12,9 @@ Every target pins a package, an exact version and the archive suite/component th
    architecture, the Packages index only (no translations, contents or source indexes). The archive
    URI is read at run time from the system's apt configuration (deb822 `*.sources` or the classic
    `sources.list`), or from $GPUHAL_DEBIAN_ARCHIVE; the system's own apt state is not touched.
+A package with layout "source" is a Debian source package: only its upstream `.orig` tarball is
+fetched (`apt-get source --download-only` over the suite's Sources index), checked against the
+sha256 pinned in the manifest, and the listed subtrees are unpacked from it.
 If none works, `SourceUnavailable` names the package, the pinned version, what is available and the
 command to run; `PinNotServed` (a subclass) says the archive no longer serves the pinned version and
 names the re-pin command. `$GPUHAL_CACHE` defaults to ~/.cache/gpuhal.
@@ -19,6 +22,7 @@ names the re-pin command. `$GPUHAL_CACHE` defaults to ~/.cache/gpuhal.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import pathlib
@@ -72,6 +76,9 @@ class Package:
     layout "deb": the package's own files (`usr/include/...`) are the source tree.
     layout "tarball": the package holds a source tarball (`tarball`, a path inside the package) whose
     top directory is stripped; only the `members` subtrees are unpacked.
+    layout "source": `name` is a Debian source package; its upstream tarball
+    (`<name>_<upstream version>.orig.tar.*`, whose sha256 must be `orig_sha256`) is unpacked with
+    its top directory `top` stripped; only the `members` subtrees are unpacked.
     `suite` and `component` say where in the archive the pinned version lives; only that one index
     is downloaded.
     """
@@ -84,10 +91,18 @@ class Package:
     layout: str = "deb"
     tarball: str = ""
     members: tuple[str, ...] = ()
+    orig_sha256: str = ""
+    top: str = ""
 
     @property
     def key(self) -> str:
         return f"{self.name}_{self.version}"
+
+    @property
+    def upstream_version(self) -> str:
+        """The version without epoch and Debian revision: what the .orig tarball is named by."""
+        without_epoch = self.version.rpartition(":")[2]
+        return without_epoch.rpartition("-")[0] or without_epoch
 
 
 def cache_dir() -> pathlib.Path:
@@ -164,6 +179,10 @@ def _missing_message(package: Package, target_names: Iterable[str]) -> str:
 
 
 def cached_deb(package: Package) -> pathlib.Path | None:
+    if package.layout == "source":
+        pattern = f"{package.name}_{package.upstream_version}.orig.tar.*"
+        origs = sorted((cache_dir() / "debs").glob(pattern))
+        return origs[0] if origs else None
     debs = sorted((cache_dir() / "debs").glob(f"{package.name}_{_deb_version(package.version)}_*.deb"))
     return debs[0] if debs else None
 
@@ -312,6 +331,10 @@ def apt_sources_text(package: Package, uri: str, architecture: str) -> str:
         raise SourceUnavailable(f"{package.name} {package.version} has no archive suite in "
                                 f"autogen/manifest.py (Package(..., suite=...))",
                                 package=package.name, version=package.version)
+    if package.layout == "source":
+        # a source package: the Sources index of the suite, nothing else (sources.list(5))
+        return (f"Types: deb-src\nURIs: {uri}\nSuites: {package.suite}\n"
+                f"Components: {package.component}\nTargets: Sources\nSigned-By: {KEYRING}\n")
     return (f"Types: deb\nURIs: {uri}\nSuites: {package.suite}\nComponents: {package.component}\n"
             f"Architectures: {architecture}\nTargets: Packages\nSigned-By: {KEYRING}\n")
 
@@ -396,6 +419,8 @@ def download_deb(package: Package, target_names: Iterable[str] = ()) -> pathlib.
     debs = cache_dir() / "debs"
     debs.mkdir(parents=True, exist_ok=True)
     versions = check_served(package, target_names)
+    if package.layout == "source":
+        return _download_orig(package, versions, target_names)
     result = _run(["apt-get", *apt_options(), "download", f"{package.name}={package.version}"], cwd=debs)
     _report_fetched(result.stdout)
     deb = cached_deb(package)
@@ -408,6 +433,42 @@ def download_deb(package: Package, target_names: Iterable[str] = ()) -> pathlib.
     return deb
 
 
+def sha256_of(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download_orig(package: Package, versions: list[str], target_names: Iterable[str]) -> pathlib.Path:
+    """Fetch a source package's upstream tarball into $GPUHAL_CACHE/debs and check its sha256.
+
+    apt-get also asks for the .dsc and the Debian packaging tarball; only the upstream tarball is
+    read, so a mirror that lacks the others (apt exits non-zero) is fine once the hash matches.
+    """
+    debs = cache_dir() / "debs"
+    with tempfile.TemporaryDirectory(dir=debs, prefix=f".{package.key}.") as scratch:
+        result = _run(["apt-get", *apt_options(), "source", "--download-only",
+                       f"{package.name}={package.version}"], cwd=pathlib.Path(scratch))
+        _report_fetched(result.stdout)
+        origs = sorted(pathlib.Path(scratch).glob(f"{package.name}_{package.upstream_version}.orig.tar.*"))
+        if not origs:
+            raise SourceUnavailable(
+                f"cannot download the upstream tarball of {package.name}={package.version} (the archive "
+                f"offers: {', '.join(versions)}):\n{result.stderr.strip()}\n"
+                f"after fixing, run: {fetch_command(target_names)}",
+                package=package.name, version=package.version)
+        digest = sha256_of(origs[0])
+        if digest != package.orig_sha256:
+            raise SourceUnavailable(
+                f"{origs[0].name}: sha256 {digest}, the manifest pins {package.orig_sha256}; the "
+                f"archive's tarball is not the pinned one", package=package.name, version=package.version)
+        final = debs / origs[0].name
+        origs[0].rename(final)
+    return final
+
+
 def unpack(package: Package, deb: pathlib.Path) -> pathlib.Path:
     """Unpack `deb` into the cache's src/<package>_<version>/ (atomically: a temporary dir, then rename)."""
     final = unpacked_dir(package)
@@ -415,6 +476,22 @@ def unpack(package: Package, deb: pathlib.Path) -> pathlib.Path:
     with tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{package.key}.") as scratch:
         scratch_path = pathlib.Path(scratch)
         contents = scratch_path / "deb"
+        if package.layout == "source":
+            if sha256_of(deb) != package.orig_sha256:
+                raise SourceUnavailable(f"{deb}: sha256 differs from the pinned {package.orig_sha256}; "
+                                        f"delete it and fetch again", package=package.name,
+                                        version=package.version)
+            tree = scratch_path / "tree"
+            tree.mkdir()
+            try:
+                extract_members(deb, tree, package.top, package.members)
+            except (OSError, tarfile.TarError, EOFError, ValueError) as exc:
+                raise SourceUnavailable(f"unpacking {deb} failed: {exc}", package=package.name,
+                                        version=package.version) from exc
+            if final.exists():
+                shutil.rmtree(final)
+            tree.rename(final)
+            return final
         result = _run(["dpkg-deb", "-x", str(deb), str(contents)])
         if result.returncode != 0:
             raise SourceUnavailable(f"dpkg-deb -x {deb} failed: {result.stderr}", package=package.name,

@@ -184,6 +184,18 @@ class HostRAM:
         alloc, page = found
         return alloc.pfns[page]
 
+    def user_view(self, vaddr: int, size: int) -> memoryview | None:
+        """The process memory at virtual `vaddr` for `size` bytes, what a driver's copy_from_user /
+        copy_to_user reach, or None (the kernel's EFAULT) when it is not all inside one allocation."""
+        found = self._by_vpage.get(vaddr // PAGE_SIZE)
+        if found is None or size < 0:
+            return None
+        alloc, _ = found
+        start = vaddr - alloc.vaddr
+        if start + size > alloc.size:
+            return None
+        return alloc.view[start:start + size]
+
     def vaddr_range_mapped(self, vaddr: int, size: int) -> bool:
         first = vaddr // PAGE_SIZE
         last = (vaddr + size - 1) // PAGE_SIZE

@@ -288,11 +288,30 @@ class SysfsTree:
                 "kernel": Dir(0o555, self._kernel_dir),
                 "module": Dir(0o555, self._modules),
             }),
-            "dev": Dir(0o555, lambda: {"vfio": Dir(0o555, self._dev_vfio)}),
+            "dev": Dir(0o555, lambda: {"vfio": Dir(0o555, self._dev_vfio), **self._extra("dev")}),
             "proc": Dir(0o555, lambda: {"self": Dir(0o555, lambda: {
                 "pagemap": Special(0o444, lambda path, flags: PagemapFile(path, self.machine)),
-            })}),
+            }), **self._extra("proc")}),
         })
+
+    def _extra(self, top: str) -> dict[str, Node]:
+        """Nodes that kernel models outside the PCI core add (`Machine.extra_files`: absolute path ->
+        Node, e.g. a character device's /dev node or a driver's /proc file), below /`top`."""
+        tree: dict = {}
+        for path, node in self.machine.extra_files.items():
+            parts = [part for part in path.split("/") if part]
+            if len(parts) < 2 or parts[0] != top:
+                continue
+            folder = tree
+            for name in parts[1:-1]:
+                folder = folder.setdefault(name, {})
+            folder[parts[-1]] = node
+        return {name: self._as_node(entry) for name, entry in tree.items()}
+
+    def _as_node(self, entry) -> Node:
+        if isinstance(entry, dict):
+            return Dir(0o555, lambda: {name: self._as_node(child) for name, child in entry.items()})
+        return entry
 
     def _bus_pci(self) -> Dir:
         machine = self.machine

@@ -1,0 +1,1 @@
+"""NVIDIA bindings generated from the open GPU kernel modules, one package per RM branch."""

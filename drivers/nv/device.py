@@ -1,0 +1,297 @@
+"""An NVIDIA GPU through the kernel driver: the RM object tree a compute process needs, built once.
+
+`NVDevice.open(os, index)` builds, in this order (each freed in reverse by `close()`):
+
+    root client (NV01_ROOT_CLIENT)
+    └─ device (NV01_DEVICE_0) ─ subdevice (NV20_SUBDEVICE_0) ─ usermode (doorbell window, CPU-mapped)
+       ├─ VA space (FERMI_VASPACE_A), registered with UVM together with the GPU
+       ├─ memory (NV01_MEMORY_LOCAL_USER / NV01_MEMORY_SYSTEM): GPFIFO ring + USERD, error notifier
+       └─ channel group (KEPLER_CHANNEL_GROUP_A) ─ context share (FERMI_CONTEXT_SHARE_A)
+          ├─ compute channel (GPFIFO class) ─ compute object
+          └─ copy channel (GPFIFO class) ─ copy-engine object
+
+The generation is resolved once from NV2080_CTRL_CMD_MC_GET_ARCH_INFO into the classes to use
+(`Generation`); nothing below asks again. `alloc_memory` makes VRAM or system memory, maps it for
+the CPU (NV_ESC_RM_MAP_MEMORY + mmap) and into the GPU VA space through UVM (external range + map
+external allocation). Submission (GPFIFO entries, doorbell writes) and QMD launches are a later slice.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from autogen.nv.r535 import classes as cl
+from autogen.nv.r535 import ctrl
+from autogen.nv.r535 import nvos
+from autogen.nv.r535 import uvm as uvm_abi
+from drivers.nv.rm import RM, CPUMapping, ResourceLeak, RMObject
+from drivers.nv.uvm import UVM
+from hal.errors import DeviceNotFound, InvalidArgument, UnsupportedOperation
+from hal.os import OS, PAGE_SIZE
+
+log = logging.getLogger(__name__)
+
+# nvos.h DRF ranges of the memory attributes (autogen leaves "hi:lo" ranges out):
+# NVOS32_ATTR_PAGE_SIZE 24:23, NVOS32_ATTR_LOCATION 26:25, NVOS32_ATTR_PHYSICALITY 28:27,
+# NVOS32_ATTR_COHERENCY 31:29, NVOS32_ATTR2_GPU_CACHEABLE 3:2
+ATTR_PAGE_SIZE_SHIFT = 23
+ATTR_LOCATION_SHIFT = 25
+ATTR_PHYSICALITY_SHIFT = 27
+ATTR_COHERENCY_SHIFT = 29
+ATTR2_GPU_CACHEABLE_SHIFT = 2
+# nvos.h NVOS32_ATTR_* values used here
+ATTR_PAGE_SIZE_HUGE = 3  # NVOS32_ATTR_PAGE_SIZE_HUGE: 2 MiB GPU pages
+ATTR_LOCATION_VIDMEM = 0  # NVOS32_ATTR_LOCATION_VIDMEM
+ATTR_LOCATION_PCI = 1  # NVOS32_ATTR_LOCATION_PCI: system memory
+ATTR_PHYSICALITY_CONTIGUOUS = 2  # NVOS32_ATTR_PHYSICALITY_CONTIGUOUS
+ATTR_COHERENCY_CACHED = 1  # NVOS32_ATTR_COHERENCY_CACHED
+ATTR2_GPU_CACHEABLE_YES = 1  # NVOS32_ATTR2_GPU_CACHEABLE_YES
+
+# the GPU virtual address window this process manages (the VA space's vaBase/vaSize); addresses
+# are handed out from VA_START in HUGE_PAGE steps. 2 MiB is the Ampere-Hopper big page.
+VA_BASE = 0x1000  # NV_VASPACE_ALLOCATION_PARAMETERS.vaBase: page 0 stays unmapped
+VA_SIZE = 1 << 48  # the 49-bit GPU VA of Ampere-Hopper MMU v2/v3, lower half
+VA_START = 1 << 40  # first address handed out: above anything a CPU allocation of this process uses
+HUGE_PAGE = 2 << 20
+GPFIFO_ENTRIES = 0x400  # entries of 8 bytes (NVB06F GP entry); a power of two, as the RM requires
+GPFIFO_AREA = 0x10000  # ring (8 KiB) + USERD (clc86f.h/clc56f.h USERD block) in one allocation
+NOTIFIER_SIZE = 0x1000  # the channel's error notifier (NvNotification array)
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    """The classes one GPU generation is driven with."""
+
+    name: str
+    compute_class: int
+    copy_class: int
+    gpfifo_class: int
+    usermode_class: int
+
+
+AMPERE_GA100 = Generation("Ampere GA100", cl.AMPERE_COMPUTE_A, cl.AMPERE_DMA_COPY_A,
+                          cl.AMPERE_CHANNEL_GPFIFO_A, cl.AMPERE_USERMODE_A)
+AMPERE_GA10X = Generation("Ampere GA10x", cl.AMPERE_COMPUTE_B, cl.AMPERE_DMA_COPY_B,
+                          cl.AMPERE_CHANNEL_GPFIFO_A, cl.AMPERE_USERMODE_A)
+ADA = Generation("Ada", cl.ADA_COMPUTE_A, cl.AMPERE_DMA_COPY_B, cl.AMPERE_CHANNEL_GPFIFO_A,
+                 cl.AMPERE_USERMODE_A)
+# Hopper has its own GPFIFO, usermode, compute and copy classes (g_gpu_class_list.c, GH100); an
+# Ampere-era driver (tinygrad's) allocates AMPERE_* classes the GH100 list lacks for compute and copy
+HOPPER = Generation("Hopper", cl.HOPPER_COMPUTE_A, cl.HOPPER_DMA_COPY_A, cl.HOPPER_CHANNEL_GPFIFO_A,
+                    cl.HOPPER_USERMODE_A)
+
+# ctrl2080mc.h NV2080_CTRL_MC_ARCH_INFO_IMPLEMENTATION_GA100: the only GA10x with AMPERE_COMPUTE_A
+_GA100_IMPLEMENTATION = ctrl.NV2080_CTRL_MC_ARCH_INFO_IMPLEMENTATION_GA100
+
+
+def resolve_generation(architecture: int, implementation: int) -> Generation:
+    """The Generation for NV2080_CTRL_CMD_MC_GET_ARCH_INFO's answer, or UnsupportedOperation."""
+    if architecture == uvm_abi.NV2080_CTRL_MC_ARCH_INFO_ARCHITECTURE_GA100:
+        return AMPERE_GA100 if implementation == _GA100_IMPLEMENTATION else AMPERE_GA10X
+    if architecture == uvm_abi.NV2080_CTRL_MC_ARCH_INFO_ARCHITECTURE_AD100:
+        return ADA
+    if architecture == uvm_abi.NV2080_CTRL_MC_ARCH_INFO_ARCHITECTURE_GH100:
+        return HOPPER
+    raise UnsupportedOperation(f"GPU architecture {architecture:#x} (implementation {implementation:#x}) "
+                               f"is not supported: have Ampere (0x170), Ada (0x190), Hopper (0x180)")
+
+
+@dataclasses.dataclass(eq=False)
+class NVMemory:
+    """An RM memory object with its GPU virtual address and (optionally) CPU mapping."""
+
+    obj: RMObject
+    size: int
+    location: str  # "vram" or "sysmem"
+    gpu_va: int
+    cpu: CPUMapping | None
+
+
+@dataclasses.dataclass(eq=False)
+class NVChannel:
+    """A GPFIFO channel with its engine object and doorbell token."""
+
+    obj: RMObject
+    engine: RMObject
+    gpfifo: NVMemory
+    gpfifo_offset: int
+    entries: int
+    work_submit_token: int
+
+
+class NVDevice:
+    """One GPU driven through the kernel RM and UVM. See the module docstring."""
+
+    def __init__(self, os: OS, rm: RM, index: int) -> None:
+        self.os = os
+        self.rm = rm
+        self.index = index
+        self.device_fd: int | None = None
+        self.uvm: UVM | None = None
+        self.memories: list[NVMemory] = []
+        self._next_va = VA_START
+        self.generation: Generation | None = None
+        self.uuid = b""
+        self.uvm_gpu_registered = False
+
+    @classmethod
+    def open(cls, os: OS, index: int = 0) -> "NVDevice":
+        rm = RM.open(os)
+        device = cls(os, rm, index)
+        try:
+            device._bring_up()
+        except BaseException:
+            device.close()
+            raise
+        return device
+
+    def _bring_up(self) -> None:
+        rm = self.rm
+        cards = rm.card_info()
+        if self.index >= len(cards):
+            raise DeviceNotFound(f"NVIDIA GPU {self.index} does not exist: the driver has "
+                                 f"{len(cards)} GPU(s)")
+        card = cards[self.index]
+        self.minor = card.minor_number
+        self.pci_device_id = card.pci_info.device_id
+        # an open /dev/nvidiaN keeps the GPU initialised while the objects live
+        self.device_fd = rm.open_device(self.minor)
+        self.device = rm.alloc(rm.root, cl.NV01_DEVICE_0, cl.NV0080_ALLOC_PARAMETERS(
+            deviceId=self.index, hClientShare=rm.root.handle,
+            vaMode=nvos.NV_DEVICE_ALLOCATION_VAMODE_MULTIPLE_VASPACES), name="device")
+        self.subdevice = rm.alloc(self.device, cl.NV20_SUBDEVICE_0, cl.NV2080_ALLOC_PARAMETERS(),
+                                  name="subdevice")
+        arch = rm.control(self.subdevice, ctrl.NV2080_CTRL_CMD_MC_GET_ARCH_INFO,
+                          ctrl.NV2080_CTRL_MC_GET_ARCH_INFO_PARAMS())
+        self.generation = resolve_generation(arch.architecture, arch.implementation)
+        generation = self.generation
+        self.usermode = rm.alloc(self.subdevice, generation.usermode_class, name="usermode")
+        self.doorbell = rm.map_to_cpu(self.subdevice, self.usermode, cl.NVC361_NV_USERMODE__SIZE, self.minor)
+        self.vaspace = rm.alloc(self.device, cl.FERMI_VASPACE_A, nvos.NV_VASPACE_ALLOCATION_PARAMETERS(
+            vaBase=VA_BASE, vaSize=VA_SIZE,
+            flags=nvos.NV_VASPACE_ALLOCATION_FLAGS_ENABLE_PAGE_FAULTING
+            | nvos.NV_VASPACE_ALLOCATION_FLAGS_IS_EXTERNALLY_OWNED), name="VA space")
+        gid_query = ctrl.NV2080_CTRL_GPU_GET_GID_INFO_PARAMS(
+            flags=ctrl.NV2080_GPU_CMD_GPU_GET_GID_FLAGS_FORMAT_BINARY, length=uvm_abi.nv_uuid.SIZE)
+        gid = rm.control(self.subdevice, ctrl.NV2080_CTRL_CMD_GPU_GET_GID_INFO, gid_query)
+        self.uuid = bytes(gid.data[:gid.length])
+        self.uvm = UVM.open(self.os)
+        self.uvm.register_gpu(self.uuid)
+        self.uvm_gpu_registered = True
+        self.uvm.register_gpu_va_space(self.uuid, rm.ctl_fd, rm.root.handle, self.vaspace.handle)
+        self.channel_group = rm.alloc(self.device, cl.KEPLER_CHANNEL_GROUP_A,
+                                      nvos.NV_CHANNEL_GROUP_ALLOCATION_PARAMETERS(
+                                          engineType=cl.NV2080_ENGINE_TYPE_GRAPHICS), name="channel group")
+        self.context_share = rm.alloc(self.channel_group, cl.FERMI_CONTEXT_SHARE_A,
+                                      nvos.NV_CTXSHARE_ALLOCATION_PARAMETERS(
+                                          hVASpace=self.vaspace.handle,
+                                          flags=nvos.NV_CTXSHARE_ALLOCATION_FLAGS_SUBCONTEXT_ASYNC),
+                                      name="context share")
+        self.notifier = self.alloc_memory(NOTIFIER_SIZE, location="sysmem", name="error notifier")
+        self.compute = self._channel(generation.compute_class, "compute")
+        self.copy = self._channel(generation.copy_class, "copy")
+        rm.control(self.channel_group, ctrl.NVA06C_CTRL_CMD_GPFIFO_SCHEDULE,
+                   ctrl.NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS(bEnable=1))
+        log.info("NVIDIA GPU %d (%#06x, %s) up through the RM, driver %s", self.index, self.pci_device_id,
+                 generation.name, rm.version)
+
+    def _channel(self, engine_class: int, name: str) -> NVChannel:
+        rm = self.rm
+        ring = self.alloc_memory(GPFIFO_AREA, location="vram", name=f"{name} GPFIFO + USERD")
+        userd_offset = GPFIFO_ENTRIES * 8
+        params = cl.NV_CHANNEL_ALLOC_PARAMS(hObjectError=self.notifier.obj.handle,
+                                            hObjectBuffer=ring.obj.handle, gpFifoOffset=ring.gpu_va,
+                                            gpFifoEntries=GPFIFO_ENTRIES,
+                                            hContextShare=self.context_share.handle)
+        params.hUserdMemory[0] = ring.obj.handle
+        params.userdOffset[0] = userd_offset
+        channel = rm.alloc(self.channel_group, self.generation.gpfifo_class, params, name=f"{name} channel")
+        engine = rm.alloc(channel, engine_class, name=f"{name} engine")
+        token = rm.control(channel, ctrl.NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN,
+                           ctrl.NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN_PARAMS())
+        return NVChannel(channel, engine, ring, 0, GPFIFO_ENTRIES, token.workSubmitToken)
+
+    # -- memory -------------------------------------------------------------------------------------
+    def alloc_memory(self, size: int, location: str = "vram", cpu_access: bool = True,
+                     name: str = "") -> NVMemory:
+        """`size` bytes of VRAM or system memory, mapped for the GPU (UVM) and, with cpu_access, the CPU."""
+        if size <= 0:
+            raise InvalidArgument(f"memory size must be positive, got {size}")
+        if location not in ("vram", "sysmem"):
+            raise InvalidArgument(f"location is 'vram' or 'sysmem', got {location!r}")
+        size = -(-size // HUGE_PAGE) * HUGE_PAGE if size >= HUGE_PAGE else -(-size // PAGE_SIZE) * PAGE_SIZE
+        vram = location == "vram"
+        cls_id = cl.NV01_MEMORY_LOCAL_USER if vram else cl.NV01_MEMORY_SYSTEM
+        attr = ((ATTR_LOCATION_VIDMEM if vram else ATTR_LOCATION_PCI) << ATTR_LOCATION_SHIFT)
+        if vram:
+            attr |= (ATTR_PHYSICALITY_CONTIGUOUS << ATTR_PHYSICALITY_SHIFT)
+            if size >= HUGE_PAGE:
+                attr |= ATTR_PAGE_SIZE_HUGE << ATTR_PAGE_SIZE_SHIFT
+        else:
+            attr |= ATTR_COHERENCY_CACHED << ATTR_COHERENCY_SHIFT
+        params = nvos.NV_MEMORY_ALLOCATION_PARAMS(
+            owner=self.rm.root.handle, type=nvos.NVOS32_TYPE_IMAGE, attr=attr,
+            attr2=ATTR2_GPU_CACHEABLE_YES << ATTR2_GPU_CACHEABLE_SHIFT,
+            flags=nvos.NVOS32_ALLOC_FLAGS_ALIGNMENT_FORCE, size=size,
+            alignment=HUGE_PAGE if vram else PAGE_SIZE)
+        # a full heap is RMError NV_ERR_NO_MEMORY (the RM does not say how much is free)
+        obj = self.rm.alloc(self.device, cls_id, params, name=name or location)
+        gpu_va = self._next_va
+        self._next_va += -(-size // HUGE_PAGE) * HUGE_PAGE
+        cpu = None
+        try:
+            self.uvm.create_external_range(gpu_va, size)
+            self.uvm.map_external_allocation(gpu_va, size, self.uuid, self.rm.ctl_fd, self.rm.root.handle,
+                                             obj.handle)
+            if cpu_access:
+                cpu = self.rm.map_to_cpu(self.device, obj, size, self.minor)
+        except BaseException:
+            if gpu_va in self.uvm.ranges:
+                self.uvm.free(gpu_va, size)
+            self.rm.free(obj)
+            raise
+        memory = NVMemory(obj, size, location, gpu_va, cpu)
+        self.memories.append(memory)
+        return memory
+
+    def free_memory(self, memory: NVMemory) -> None:
+        """Unmap `memory` from the CPU and GPU and free it."""
+        self.memories.remove(memory)
+        if memory.cpu is not None:
+            self.rm.unmap(memory.cpu)
+        self.uvm.free(memory.gpu_va, memory.size)
+        self.rm.free(memory.obj)
+
+    # -- teardown -------------------------------------------------------------------------------------
+    def close(self, strict: bool = False) -> None:
+        """Undo the bring-up: CPU and GPU mappings go, UVM lets the GPU go, then the RM frees every
+        object in reverse allocation order (channels before the memory they use). With `strict`,
+        memory from alloc_memory that the caller never freed is a ResourceLeak (freed all the same)."""
+        leaked = [memory.obj for memory in self.memories if memory.obj.name not in _OWN_MEMORY]
+        try:
+            for memory in reversed(list(self.memories)):
+                if memory.cpu is not None:
+                    self.rm.unmap(memory.cpu)
+                    memory.cpu = None
+                if self.uvm is not None and memory.gpu_va in self.uvm.ranges:
+                    self.uvm.free(memory.gpu_va, memory.size)
+            self.memories.clear()
+            if self.uvm is not None:
+                if self.uvm_gpu_registered:
+                    self.uvm.unregister_gpu(self.uuid)
+                    self.uvm_gpu_registered = False
+                self.uvm.close()
+                self.uvm = None
+            self.rm.free_all()
+        finally:
+            try:
+                self.rm.close()
+            finally:
+                if self.device_fd is not None:
+                    self.os.close(self.device_fd)
+                    self.device_fd = None
+        if strict and leaked:
+            raise ResourceLeak(leaked)
+
+
+_OWN_MEMORY = frozenset(("error notifier", "compute GPFIFO + USERD", "copy GPFIFO + USERD"))
