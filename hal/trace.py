@@ -35,6 +35,7 @@ import contextlib
 import dataclasses
 import errno
 import functools
+import inspect
 import json
 import logging
 import os as _os
@@ -628,12 +629,41 @@ def traceable(open_function):
 
 
 # -- replay --------------------------------------------------------------------------------------
+_HAL_DIR = _os.path.dirname(_os.path.abspath(__file__)) + _os.sep
+_PROJECT_DIR = _os.path.dirname(_HAL_DIR.rstrip(_os.sep)) + _os.sep
+CALLERS_KEPT = 4  # frames of the code that made a diverging access, kept with the divergence
+
+
+def _callers() -> list:
+    """The innermost frames outside hal: the code that made the access, innermost first."""
+    frames = []
+    frame = inspect.currentframe()
+    while frame is not None and len(frames) < CALLERS_KEPT:
+        if not frame.f_code.co_filename.startswith(_HAL_DIR):
+            frames.append(frame)
+        frame = frame.f_back
+    return frames
+
+
+def _frame_text(frame) -> str:
+    filename = frame.f_code.co_filename
+    if filename.startswith(_PROJECT_DIR):
+        filename = filename[len(_PROJECT_DIR):]
+    return f"{filename}:{frame.f_lineno} {frame.f_code.co_name}"
+
+
 class TraceDivergence(HalError):
     """The driver did something the trace does not hold: `index` (record), `expected` and `got`
-    (one line each) and `history` (the operations matched before, oldest first)."""
+    (one line each), `history` (the operations matched before, oldest first), `frames` (the
+    innermost frames outside hal that made the access) and `where` (the first two, as text)."""
 
-    def __init__(self, index: int, expected: str, got: str, history: list[str]) -> None:
+    def __init__(self, index: int, expected: str, got: str, history: list[str],
+                 frames: list | None = None) -> None:
+        self.frames = list(frames or [])
+        self.where = " <- ".join(_frame_text(frame) for frame in self.frames[:2])
         lines = [f"divergence at record {index}: expected {expected}; got {got}"]
+        if self.where:
+            lines.append(f"made by {self.where}")
         if history:
             lines.append("before it:")
             lines.extend(f"  {line}" for line in history)
@@ -708,7 +738,8 @@ class Replayer:
 
     def _diverge(self, expected: str, got: str) -> TraceDivergence:
         if self.divergence is None:
-            self.divergence = TraceDivergence(self.position, expected, got, list(self.history))
+            self.divergence = TraceDivergence(self.position, expected, got, list(self.history),
+                                              _callers())
         return self.divergence
 
     def _check_live(self) -> None:
@@ -965,8 +996,9 @@ class ReplayBackend(PCIBackend):
 
     def free_dma(self, buffer: DMABuffer) -> None:
         ident = self._buffers.pop(id(buffer))
-        self.replayer.act(DMA_FREE, (ident,))
         self.replayer.dma.pop(ident, None)
+        if self.replayer.divergence is None:  # after one, releasing is all that is left to do
+            self.replayer.act(DMA_FREE, (ident,))
 
     def enable_interrupts(self, kind: str, count: int) -> list[int]:
         self.replayer.attempt(IRQ_ENABLE, (IRQ_KINDS.index(kind), count))
@@ -976,8 +1008,9 @@ class ReplayBackend(PCIBackend):
         return fds
 
     def disable_interrupts(self) -> None:
-        self.replayer.act(IRQ_DISABLE, ())
         self.seam.irq_vectors = {}
+        if self.replayer.divergence is None:
+            self.replayer.act(IRQ_DISABLE, ())
 
     def reset_methods(self) -> list[str]:
         return list(self.replayer.header.device["reset_methods"])

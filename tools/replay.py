@@ -145,11 +145,26 @@ class ReplayResult:
     divergence: hal_trace.TraceDivergence | None = None
     error: str = ""
 
+    @property
+    def register(self) -> str:
+        """The driver register the diverging access went through, when a register object made it
+        (drivers.am.regs.BoundRegister in the innermost frames outside hal); else empty."""
+        if self.divergence is None:
+            return ""
+        from drivers.am.regs import BoundRegister
+
+        for frame in self.divergence.frames:
+            register = frame.f_locals.get("self")
+            if isinstance(register, BoundRegister):
+                return f"{register.block}[{register.instance}] {register.name}"
+        return ""
+
     def as_json(self) -> dict:
         divergence = None
         if self.divergence is not None:
             divergence = {"index": self.divergence.index, "expected": self.divergence.expected,
-                          "got": self.divergence.got, "history": self.divergence.history}
+                          "got": self.divergence.got, "history": self.divergence.history,
+                          "where": self.divergence.where, "register": self.register}
         return {"trace": self.trace, "scenario": self.scenario, "ok": self.ok,
                 "operations": self.operations, "records": self.records, "detail": self.detail,
                 "divergence": divergence, "error": self.error}
@@ -159,7 +174,8 @@ class ReplayResult:
             return f"{self.trace}: {self.scenario}: no divergence, {self.operations} operations " \
                    f"({self.records} records; {self.detail})"
         if self.divergence is not None:
-            return (f"{self.trace}: {self.scenario}: {self.divergence}\n{RERECORD_HINT}")
+            register = f"register: {self.register}\n" if self.register else ""
+            return f"{self.trace}: {self.scenario}: {self.divergence}\n{register}{RERECORD_HINT}"
         return f"{self.trace}: {self.scenario}: the run failed without a divergence: {self.error}"
 
 
@@ -222,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("trace", nargs="?", help="the trace to replay (or to dump)")
     parser.add_argument("--json", action="store_true",
                         help='print one JSON object: "trace", "scenario", "ok", "operations", "records", '
-                             '"detail", "divergence" (index, expected, got, history) or null, "error"')
+                             '"detail", "divergence" (index, expected, got, history, where, register) '
+                             'or null, "error"')
     parser.add_argument("--record", nargs=2, metavar=("SCENARIO", "OUT"),
                         help=f"record SCENARIO ({', '.join(SCENARIOS)}) on the mock machine into OUT")
     parser.add_argument("--arg", action="append", default=[], type=_parse_arg, metavar="KEY=VALUE",

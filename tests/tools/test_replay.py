@@ -72,8 +72,11 @@ def test_a_changed_register_write_is_reported_with_offset_and_values(monkeypatch
     got_value = int(divergence.got.rsplit("=", 1)[1], 16)
     assert expected_value != got_value
     assert len(divergence.history) == 10
+    assert divergence.where.endswith("hw_init") and "drivers/am/ih.py" in divergence.where
+    assert result.register == "OSSSYS[0] regIH_MSI_STORM_CTRL"
     text = result.text()
     assert f"record {divergence.index}" in text and f"{expected_value:#010x}" in text
+    assert "register: OSSSYS[0] regIH_MSI_STORM_CTRL" in text
 
 
 def test_cli_no_divergence(capsys):
@@ -87,7 +90,7 @@ def test_cli_divergence_is_exit_status_one_and_json(capsys, monkeypatch):
     assert replay.main(["--json", str(BOOT)]) == 1
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is False and report["divergence"]["index"] > 0
-    assert set(report["divergence"]) == {"index", "expected", "got", "history"}
+    assert set(report["divergence"]) == {"index", "expected", "got", "history", "where", "register"}
 
 
 def test_cli_unreadable_trace_is_exit_status_two(tmp_path, capsys):
