@@ -74,9 +74,6 @@ class Allocation:
     region: MemoryRegion
     locked: bool = False
     fd: int | None = None  # the memfd behind a shared allocation
-    fd: int | None = None  # the memfd behind a shared allocation
-    fd: int | None = None  # the memfd behind a shared allocation
-    fd: int | None = None  # the memfd behind a shared allocation
 
 
 class HostRAM:
@@ -114,24 +111,6 @@ class HostRAM:
             os.ftruncate(fd, pages * PAGE_SIZE)
             mapping = mmap.mmap(fd, pages * PAGE_SIZE, flags=mmap.MAP_SHARED)
         else:
-            fd = None
-        if shared:
-            fd = os.memfd_create("gpuhal-mock-dma", os.MFD_CLOEXEC)
-            os.ftruncate(fd, pages * PAGE_SIZE)
-            mapping = mmap.mmap(fd, pages * PAGE_SIZE, flags=mmap.MAP_SHARED)
-        else:
-            fd = None
-        if shared:
-            fd = os.memfd_create("gpuhal-mock-dma", os.MFD_CLOEXEC)
-            os.ftruncate(fd, pages * PAGE_SIZE)
-            mapping = mmap.mmap(fd, pages * PAGE_SIZE, flags=mmap.MAP_SHARED)
-        else:
-            fd = None
-        if shared:
-            fd = os.memfd_create("gpuhal-mock-dma", os.MFD_CLOEXEC)
-            os.ftruncate(fd, pages * PAGE_SIZE)
-            mapping = mmap.mmap(fd, pages * PAGE_SIZE, flags=mmap.MAP_SHARED)
-        else:
             mapping = mmap.mmap(-1, pages * PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         view = memoryview(mapping)
         vaddr = ctypes.addressof(ctypes.c_char.from_buffer(mapping))
@@ -164,15 +143,6 @@ class HostRAM:
             alloc.mapping.close()
         except BufferError:
             log.debug("allocation at %#x still has views; unmapped when they go", vaddr)
-        if alloc.fd is not None:
-            os.close(alloc.fd)
-            alloc.fd = None
-        if alloc.fd is not None:
-            os.close(alloc.fd)
-            alloc.fd = None
-        if alloc.fd is not None:
-            os.close(alloc.fd)
-            alloc.fd = None
         if alloc.fd is not None:
             os.close(alloc.fd)
             alloc.fd = None

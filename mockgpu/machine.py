@@ -102,9 +102,6 @@ class Machine:
         # absolute path -> sysfs.Node for files kernel drivers outside the PCI core add (/dev nodes,
         # /proc files); mockgpu.nv adds /dev/nvidiactl and its neighbours here
         self.extra_files: dict[str, object] = {}
-        # absolute path -> sysfs.Node for files kernel drivers outside the PCI core add (/dev nodes,
-        # /proc files); mockgpu.nv adds /dev/nvidiactl and its neighbours here
-        self.extra_files: dict[str, object] = {}
         self.sysfs = SysfsTree(self)
         self.usb = USBBus()  # USB devices by port path (mockgpu.usb: the ASM24xx bridge)
         self.os = MockOS(self)

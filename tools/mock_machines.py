@@ -9,8 +9,6 @@ function unbound so vfio-pci can own the whole IOMMU group), where the IH delive
 1-2 (mockgpu.usb), opened as "usb:1-2" through custom or stock firmware.
 `nvidia(gpu, version)` is a machine with the simulated NVIDIA kernel driver (mockgpu.nv) loaded:
 /dev/nvidiactl, /dev/nvidia0, /dev/nvidia-uvm for an H100 by default (docs/nv.md).
-`nvidia(gpu, version)` is a machine with the simulated NVIDIA kernel driver (mockgpu.nv) loaded:
-/dev/nvidiactl, /dev/nvidia0, /dev/nvidia-uvm for an H100 by default (docs/nv.md).
 """
 from __future__ import annotations
 
@@ -79,36 +77,6 @@ def navi31_usb(index: int = 0, firmware: str = "custom") -> MockNavi31:
     machine = Machine.default(lock_dir=str(lock_dir))
     navi31_behind_bridge(machine, DEFAULT_PATH, firmware=firmware)
     return MockNavi31(machine, f"usb:{DEFAULT_PATH}", str(firmware_dir), scratch)
-
-
-@dataclass
-class MockNVIDIA:
-    """A mock machine with the simulated NVIDIA kernel driver loaded; `driver` is its kernel side."""
-
-    machine: Machine
-    driver: object
-    scratch: str
-
-    @property
-    def os(self):
-        return self.machine.os
-
-    def close(self) -> None:
-        shutil.rmtree(self.scratch, ignore_errors=True)
-
-
-def nvidia(gpu: str = "h100", version: str | None = None) -> MockNVIDIA:
-    """A machine whose NVIDIA driver (`version`, default the r535 build the bindings come from)
-    drives one GPU: "h100" (GH100, default), "h200", "a100" (GA100), "rtx3090" (GA102), "rtx4090" (AD102)."""
-    from mockgpu.nv import driver as nv_driver
-    from mockgpu.nv.gpus import GPUS
-
-    if gpu not in GPUS:
-        raise DeviceNotFound(f"no mock NVIDIA GPU {gpu!r}; have {', '.join(GPUS)}")
-    scratch = tempfile.mkdtemp(prefix="gpuhal-mock-nv-")
-    machine = Machine(lock_dir=scratch)
-    loaded = nv_driver.install(machine, GPUS[gpu], version or nv_driver.DEFAULT_VERSION)
-    return MockNVIDIA(machine, loaded, scratch)
 
 
 @dataclass
