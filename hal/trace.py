@@ -1,10 +1,11 @@
 """Record and replay of what crosses the HAL seam: GPUHAL_TRACE, `record()`, `ReplayBackend`.
 
 Recording wraps an opened PCIDevice's backend in a `RecordingBackend` (and its OS seam in a thin
-wrapper for interrupt waits and the few seam queries drivers make) and writes every operation to a
-trace (hal.trace_format): config reads and writes, every access to a BAR Region, DMA buffer
-allocation with its bus addresses, DMA buffer contents, interrupt enables and waits with their
-results, resets and BAR resizes. `hal.open(..., trace=path)`, a `with hal.trace.record(path,
+wrapper that records interrupt waits and journals file calls: sysfs attributes, a bridge's config
+file) and writes every operation to a trace (hal.trace_format): config reads and writes, every
+access to a BAR Region, DMA buffer allocation with its bus addresses, DMA buffer contents,
+interrupt enables and waits with their results, resets and BAR resizes, and the errors of those
+that failed. `hal.open(..., trace=path)`, a `with hal.trace.record(path,
 scenario, args):` block around the open, or GPUHAL_TRACE=path turns it on; off, it costs one
 environment lookup per open.
 
@@ -253,6 +254,9 @@ def _close_at_exit() -> None:
 
 
 class _RecordingDMARegion(_TrackedDMARegion):
+    """A recorded device's DMA buffer: accesses go to the real memory with their width, and a read
+    that finds bytes the shadow does not hold records them as the device's."""
+
     def __init__(self, inner: Region, state: _DMAState, recorder: Recorder) -> None:
         super().__init__(state, inner.size, inner.addr)
         self._inner = inner

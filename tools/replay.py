@@ -187,7 +187,7 @@ def replay(path: str) -> ReplayResult:
     scenario = SCENARIOS.get(header.scenario)
     if scenario is None:
         known = ", ".join(SCENARIOS)
-        raise HalError(f"{path}: scenario {header.scenario!r} is not one tools.replay can run "
+        raise HalError(f"scenario {header.scenario!r} is not one tools.replay can run "
                        f"(known: {known}); record with `python -m tools.replay --record` or "
                        "`hal.trace.record(path, scenario, args)`")
     result = ReplayResult(str(path), scenario.name, False, 0, len(replayer.records) - 1)
@@ -263,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             dump(args.trace)
             return 0
         result = replay(args.trace)
+    except BrokenPipeError:  # --dump into `head`
+        return 0
     except (BadTrace, OSError, HalError) as exc:
         if args.json:
             print(json.dumps({"trace": args.trace, "ok": False, "error": f"{type(exc).__name__}: {exc}"}))

@@ -2,7 +2,10 @@
 DMA submissions and device writes, failed operations, and the trace format's typed errors."""
 from __future__ import annotations
 
+import pathlib
 import struct
+import subprocess
+import sys
 import time
 import zlib
 
@@ -20,6 +23,7 @@ from mockgpu.edu import (EDU_DMA_BUFFER_BASE, EDU_DMA_CMD, EDU_DMA_CMD_IRQ, EDU_
                          EDU_INTR_STATUS, EDU_STATUS, EDU_STATUS_DMA_BUSY)
 
 EDU = f"vfio:{EDU_BDF}"
+PROJECT = pathlib.Path(__file__).resolve().parents[2]
 MESSAGE = b"recorded through the iommu"
 IN_BUFFER = 4096 + 8  # where the message sits in the DMA buffer (its second page)
 
@@ -150,6 +154,19 @@ def test_gpuhal_trace_records_every_open_and_names_the_command(machine, tmp_path
     # the decoding check of the first bar() call, then the read
     assert [record.op for record in first] == [CFG_READ, CFG_READ, MMIO_READ]
     assert TraceReader(f"{path}.2").records()[-1].op == MMIO_READ
+
+
+def test_a_program_that_exits_with_the_device_open_leaves_a_complete_trace(tmp_path):
+    path = tmp_path / "exit.trace"
+    program = (
+        "import hal\n"
+        "from mockgpu import EDU_BDF, Machine\n"
+        f"machine = Machine.default(lock_dir={str(tmp_path)!r})\n"
+        f"dev = hal.open('vfio:' + EDU_BDF, os=machine.os, unbind=True, trace={str(path)!r})\n"
+        "dev.bar(0).write32(0x4, 1)\n")
+    subprocess.run([sys.executable, "-c", program], check=True, cwd=PROJECT, timeout=120)
+    records = TraceReader(str(path)).records()  # complete: not cut short
+    assert records[-1].op == MMIO_WRITE
 
 
 def test_no_trace_without_a_request(machine, tmp_path, monkeypatch):
