@@ -338,9 +338,18 @@ class RecordingBackend(PCIBackend):
         self.recorder = recorder
         self.name = inner.name
         self.presence_register = inner.presence_register
-        # every descriptive attribute of the backend interface, as the wrapped backend has it
-        self.dma_window = getattr(inner, "dma_window", None)
         self._buffers: dict[int, tuple[int, DMABuffer]] = {}  # id(wrapper) -> (trace id, inner)
+
+    def __getattr__(self, name: str):
+        """What a particular backend offers beyond the interface (a USB backend's bridge) is the
+        wrapped backend's, unrecorded."""
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    @property
+    def dma_window(self) -> int | None:
+        return getattr(self.inner, "dma_window", None)
 
     def device_events(self):
         return self.inner.device_events()

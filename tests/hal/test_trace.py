@@ -169,6 +169,35 @@ def test_a_program_that_exits_with_the_device_open_leaves_a_complete_trace(tmp_p
     assert records[-1].op == MMIO_WRITE
 
 
+def test_the_am_driver_over_usb_records_and_replays(machine, tmp_path):
+    """Any backend: the GPU behind the USB bridge, whose DMA window (bridge SRAM) the replay
+    offers too, so the driver stages copies through the same share of it."""
+    from drivers.am.device import AMConfig, AMDevice
+    from mockgpu.amd.firmware_images import write_navi31_set
+    from mockgpu.usb import navi31_behind_bridge
+
+    firmware = str(write_navi31_set(tmp_path / "firmware"))
+    navi31_behind_bridge(machine, firmware="custom", uas=True)
+    path = tmp_path / "usb.trace"
+    data = bytes(range(256)) * 20
+
+    def boot_and_copy(pci):
+        device = AMDevice(pci, config=AMConfig(firmware_dir=firmware, sdma_timeout_s=1.0))
+        sdma = device.block("SDMA")
+        target = device.memory.alloc_vram(1 << 16, purpose="copy target")
+        sdma.copy_to_vram(target, data, 8)
+        back = sdma.copy_from_vram(target, len(data), 8)
+        device.fini()
+        return back, sdma.staging_bytes
+
+    with hal.open("usb:1-2", os=machine.os, trace=str(path)) as pci:
+        recorded = boot_and_copy(pci)
+    assert TraceReader(str(path)).header.device["dma_window"] is not None
+    result, replayer, error = replay(path, driver=boot_and_copy)
+    assert error is None and replayer.divergence is None
+    assert result == recorded and result[0] == data
+
+
 def test_no_trace_without_a_request(machine, tmp_path, monkeypatch):
     monkeypatch.delenv(hal_trace.TRACE_ENV, raising=False)
     with hal.open(EDU, os=machine.os, unbind=True) as dev:
