@@ -244,7 +244,7 @@ class NVDevice:
             self.uvm.map_external_allocation(gpu_va, size, self.uuid, self.rm.ctl_fd, self.rm.root.handle,
                                              obj.handle)
             if cpu_access:
-                cpu = self.rm.map_to_cpu(self.device, obj, size, self.minor)
+                cpu = self.rm.map_to_cpu(self.device, obj, size, self.minor, system=not vram)
         except BaseException:
             if gpu_va in self.uvm.ranges:
                 self.uvm.free(gpu_va, size)

@@ -206,6 +206,13 @@ class RM:
                 found.append(info)
         return found
 
+    def open_control(self) -> int:
+        """Another /dev/nvidiactl fd (a system-memory mapping lives on its own fd)."""
+        try:
+            return self.os.open(CTL_PATH, O_RDWR | O_CLOEXEC)
+        except OSError as exc:
+            raise from_oserror(exc, f"opening {CTL_PATH}") from exc
+
     def open_device(self, minor: int) -> int:
         """Open /dev/nvidia<minor> and register it with the control fd (NV_ESC_REGISTER_FD)."""
         path = DEVICE_PATH.format(minor=minor)
@@ -277,10 +284,12 @@ class RM:
 
     # -- CPU mappings -------------------------------------------------------------------------------
     def map_to_cpu(self, device: RMObject, memory: RMObject, size: int, minor: int, offset: int = 0,
-                   flags: int = 0) -> CPUMapping:
+                   flags: int = 0, system: bool = False) -> CPUMapping:
         """Map `size` bytes of `memory` at `offset` into this process: NV_ESC_RM_MAP_MEMORY names a
-        fresh /dev/nvidia<minor> fd, whose mmap at offset 0 then gives the pages (nv-mmap.c)."""
-        fd = self.open_device(minor)
+        fresh fd, whose mmap at offset 0 then gives the pages (nv-mmap.c). VRAM and register
+        windows go through /dev/nvidia<minor>; system memory (`system`) through /dev/nvidiactl,
+        which maps system memory (nv-mmap.c nvidia_mmap_helper, osapi.c RmCreateMmapContextLocked)."""
+        fd = self.open_control() if system else self.open_device(minor)
         try:
             params = nvos.NVOS33_PARAMETERS(hClient=self.root.handle, hDevice=device.handle,
                                             hMemory=memory.handle, offset=offset, length=size, flags=flags)

@@ -254,9 +254,18 @@ class NVFile(MockFile):
             memory = self.driver.rm.map_memory(params.hClient, params.hDevice, params.hMemory, params.offset,
                                                params.length)
             target = self.driver.file_of_fd(wrapper.fd)
-            if not isinstance(target, NVFile):
-                # escape.c -> osapi.c rm_create_mmap_context: the fd must be an nvidia node
-                raise RMStatus(st.NV_ERR_INVALID_ARGUMENT, f"fd {wrapper.fd} is not an open nvidia device")
+            # osapi.c RmCreateMmapContextLocked: system memory is mapped through the control node,
+            # BAR memory (VRAM, the usermode window) through the GPU's node; nv-usermap.c
+            # nv_add_mapping_context_to_file looks the fd up as that kind of node
+            wanted = _CTL if memory.location == "sysmem" else _DEVICE
+            if not isinstance(target, NVFile) or target.kind != wanted:
+                node = CTL_PATH if wanted == _CTL else "GPU node"
+                what = memory.location or "registers"
+                raise RMStatus(st.NV_ERR_INVALID_ARGUMENT,
+                               f"fd {wrapper.fd} is not an open {node}, which a mapping of {what} needs")
+            if target.mmap_context is not None:
+                # nv_add_mapping_context_to_file: one mapping context per fd
+                raise RMStatus(st.NV_ERR_STATE_IN_USE, f"fd {wrapper.fd} holds a mapping context already")
         except RMStatus as failure:
             params.status = failure.status
             return
@@ -307,14 +316,16 @@ class NVFile(MockFile):
             raise OSError(errno.EINVAL, f"{self.path}: no NV_ESC_RM_MAP_MEMORY prepared this fd")
         if offset != 0:
             raise OSError(errno.EINVAL, f"{self.path}: mmap offset must be 0, got {offset:#x}")
-        if size != context.mmap_size:
+        memory = context.memory
+        if self.kind == _DEVICE and size != context.mmap_size:
+            # a GPU node maps exactly the BAR window the RM validated
             raise OSError(errno.ENXIO, f"{self.path}: mmap of {size:#x} bytes, the mapping is "
                                        f"{context.mmap_size:#x}")
-        memory = context.memory
         view = memoryview(memory.backing)[context.offset:context.offset + size]
         if len(view) < size:
-            # whole pages past the end of the allocation: nothing backs them
-            raise OSError(errno.ENXIO, f"{self.path}: mapping runs past the allocation's last page")
+            # the control node maps system memory pages: past the allocation's last page is ERANGE
+            raise OSError(errno.ERANGE if self.kind == _CTL else errno.ENXIO,
+                          f"{self.path}: mapping runs past the allocation's last page")
         region = MemoryRegion(view, addr=context.address, owner=memory.backing)
         memory.info.setdefault("cpu_mappings", 0)
         memory.info["cpu_mappings"] += 1

@@ -8,6 +8,7 @@ import pytest
 
 from autogen.nv.r535 import classes as cl
 from autogen.nv.r535 import nvos
+from autogen.nv.r535 import status as nv_status
 from drivers.nv.device import NVDevice
 from drivers.nv.errors import RMError
 from drivers.nv.rm import RM
@@ -101,3 +102,41 @@ def test_opening_a_gpu_that_does_not_exist(h100):
     with pytest.raises(DeviceNotFound):
         NVDevice.open(h100.os, index=1)
     assert h100.driver.rm.clients == {} and h100.os.open_fds == []
+
+
+def _map_block(rm: RM, device, memory, fd: int, size: int):
+    params = nvos.NVOS33_PARAMETERS(hClient=rm.root.handle, hDevice=device.handle, hMemory=memory.handle,
+                                    length=size)
+    return nvos.nv_ioctl_nvos33_parameters_with_fd(params=params, fd=fd)
+
+
+def test_system_memory_maps_through_the_control_node_and_vram_through_the_gpu_node(h100):
+    from autogen.nv.r535 import escape as esc
+
+    rm = RM.open(h100.os)
+    device, vram = _vram(rm, 0x2000)
+    sysmem = rm.alloc(device, cl.NV01_MEMORY_SYSTEM, nvos.NV_MEMORY_ALLOCATION_PARAMS(
+        owner=rm.root.handle, size=0x2000))
+    gpu_fd = rm.open_device(0)
+    ctl_fd = rm.open_control()
+    # nv-usermap.c nv_add_mapping_context_to_file: the fd must be the node that maps that memory
+    wrong = _map_block(rm, device, sysmem, gpu_fd, 0x2000)
+    rm.escape(rm.ctl_fd, esc.NV_ESC_RM_MAP_MEMORY, wrong, "sysmem through the GPU node")
+    assert wrong.params.status == nv_status.NV_ERR_INVALID_ARGUMENT
+    right = _map_block(rm, device, sysmem, ctl_fd, 0x2000)
+    rm.escape(rm.ctl_fd, esc.NV_ESC_RM_MAP_MEMORY, right, "sysmem through the control node")
+    assert right.params.status == nv_status.NV_OK
+    region = h100.os.mmap(ctl_fd, 0x2000, 0)
+    region.write32(0, 7)
+    assert h100.driver.rm.clients[rm.root.handle].objects[sysmem.handle].backing[0] == 7
+    # one mapping context per fd
+    again = _map_block(rm, device, vram, gpu_fd, 0x2000)
+    rm.escape(rm.ctl_fd, esc.NV_ESC_RM_MAP_MEMORY, again, "VRAM through the GPU node")
+    assert again.params.status == nv_status.NV_OK
+    twice = _map_block(rm, device, vram, gpu_fd, 0x2000)
+    rm.escape(rm.ctl_fd, esc.NV_ESC_RM_MAP_MEMORY, twice, "the same fd again")
+    assert twice.params.status == nv_status.NV_ERR_STATE_IN_USE
+    h100.os.munmap(region)
+    for fd in (gpu_fd, ctl_fd):
+        h100.os.close(fd)
+    rm.close()
