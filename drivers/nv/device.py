@@ -53,8 +53,9 @@ VA_BASE = 0x1000  # NV_VASPACE_ALLOCATION_PARAMETERS.vaBase: page 0 stays unmapp
 VA_SIZE = 1 << 48  # the 49-bit GPU VA of Ampere-Hopper MMU v2/v3, lower half
 VA_START = 1 << 40  # first address handed out: above anything a CPU allocation of this process uses
 HUGE_PAGE = 2 << 20
-GPFIFO_ENTRIES = 0x400  # entries of 8 bytes (NVB06F GP entry); a power of two, as the RM requires
-GPFIFO_AREA = 0x10000  # ring (8 KiB) + USERD (clc86f.h/clc56f.h USERD block) in one allocation
+GPFIFO_ENTRIES = 0x400  # a power of two, as the RM requires
+GPFIFO_ENTRY_SIZE = cl.NVC86F_GP_ENTRY__SIZE  # clc86f.h (as clc56f.h): one GP entry is 8 bytes
+GPFIFO_AREA = 0x10000  # ring (8 KiB) + USERD (the Nvc86fControl_struct block) in one allocation
 NOTIFIER_SIZE = 0x1000  # the channel's error notifier (NvNotification array)
 
 
@@ -198,7 +199,7 @@ class NVDevice:
     def _channel(self, engine_class: int, name: str) -> NVChannel:
         rm = self.rm
         ring = self.alloc_memory(GPFIFO_AREA, location="vram", name=f"{name} GPFIFO + USERD")
-        userd_offset = GPFIFO_ENTRIES * 8
+        userd_offset = GPFIFO_ENTRIES * GPFIFO_ENTRY_SIZE
         params = cl.NV_CHANNEL_ALLOC_PARAMS(hObjectError=self.notifier.obj.handle,
                                             hObjectBuffer=ring.obj.handle, gpFifoOffset=ring.gpu_va,
                                             gpFifoEntries=GPFIFO_ENTRIES,
