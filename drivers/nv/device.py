@@ -57,6 +57,10 @@ GPFIFO_ENTRIES = 0x400  # a power of two, as the RM requires
 GPFIFO_ENTRY_SIZE = cl.NVC86F_GP_ENTRY__SIZE  # clc86f.h (as clc56f.h): one GP entry is 8 bytes
 GPFIFO_AREA = 0x10000  # ring (8 KiB) + USERD (the Nvc86fControl_struct block) in one allocation
 NOTIFIER_SIZE = 0x1000  # the channel's error notifier (NvNotification array)
+# where UVM maps each channel's context buffers (UVM_REGISTER_CHANNEL): below 1 TiB, the limit of
+# Ampere and Ada (uvm_ampere.c/uvm_ada.c max_channel_va), 64 MiB each (room for a graphics context)
+CHANNEL_VA_START = 1 << 32
+CHANNEL_VA_SIZE = 64 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +122,7 @@ class NVChannel:
     gpfifo_offset: int
     entries: int
     work_submit_token: int
+    uvm_base: int  # where UVM maps the channel's context buffers
 
 
 class NVDevice:
@@ -134,6 +139,8 @@ class NVDevice:
         self.generation: Generation | None = None
         self.uuid = b""
         self.uvm_gpu_registered = False
+        self.uvm_channels: list[RMObject] = []  # registered with UVM_REGISTER_CHANNEL
+        self._next_channel_va = CHANNEL_VA_START
 
     @classmethod
     def open(cls, os: OS, index: int = 0) -> "NVDevice":
@@ -210,7 +217,13 @@ class NVDevice:
         engine = rm.alloc(channel, engine_class, name=f"{name} engine")
         token = rm.control(channel, ctrl.NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN,
                            ctrl.NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN_PARAMS())
-        return NVChannel(channel, engine, ring, 0, GPFIFO_ENTRIES, token.workSubmitToken)
+        # UVM maps the channel's context buffers in this VA space, so faults on it can be serviced
+        base = self._next_channel_va
+        self._next_channel_va += CHANNEL_VA_SIZE
+        self.uvm.register_channel(self.uuid, rm.ctl_fd, rm.root.handle, channel.handle, base,
+                                  CHANNEL_VA_SIZE)
+        self.uvm_channels.append(channel)
+        return NVChannel(channel, engine, ring, 0, GPFIFO_ENTRIES, token.workSubmitToken, base)
 
     # -- memory -------------------------------------------------------------------------------------
     def alloc_memory(self, size: int, location: str = "vram", cpu_access: bool = True,
@@ -278,6 +291,9 @@ class NVDevice:
                     self.uvm.free(memory.gpu_va, memory.size)
             self.memories.clear()
             if self.uvm is not None:
+                for channel in reversed(self.uvm_channels):
+                    self.uvm.unregister_channel(self.uuid, self.rm.root.handle, channel.handle)
+                self.uvm_channels.clear()
                 if self.uvm_gpu_registered:
                     self.uvm.unregister_gpu(self.uuid)
                     self.uvm_gpu_registered = False

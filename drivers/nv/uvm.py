@@ -77,6 +77,19 @@ class UVM:
         self.call(uvm.UVM_MAP_EXTERNAL_ALLOCATION, params,
                   f"UVM_MAP_EXTERNAL_ALLOCATION {memory:#x} at {base:#x}+{length:#x}")
 
+    def register_channel(self, uuid: bytes, ctl_fd: int, client: int, channel: int, base: int,
+                         length: int) -> None:
+        """UVM_REGISTER_CHANNEL: UVM maps the channel's context buffers at [base, base + length)."""
+        params = uvm.UVM_REGISTER_CHANNEL_PARAMS(rmCtrlFd=ctl_fd, hClient=client, hChannel=channel,
+                                                 base=base, length=length)
+        params.gpuUuid.uuid = uuid
+        self.call(uvm.UVM_REGISTER_CHANNEL, params, f"UVM_REGISTER_CHANNEL {channel:#x} at {base:#x}")
+
+    def unregister_channel(self, uuid: bytes, client: int, channel: int) -> None:
+        params = uvm.UVM_UNREGISTER_CHANNEL_PARAMS(hClient=client, hChannel=channel)
+        params.gpuUuid.uuid = uuid
+        self.call(uvm.UVM_UNREGISTER_CHANNEL, params, f"UVM_UNREGISTER_CHANNEL {channel:#x}")
+
     def free(self, base: int, length: int) -> None:
         params = uvm.UVM_FREE_PARAMS(base=base, length=length)
         self.call(uvm.UVM_FREE, params, f"UVM_FREE {base:#x}+{length:#x}")

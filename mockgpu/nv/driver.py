@@ -353,6 +353,7 @@ class UVMFile(MockFile):
         self.gpu_va_spaces: dict[bytes, tuple[int, int]] = {}  # uuid -> (hClient, hVaSpace)
         self.external_ranges: dict[int, int] = {}  # base -> length
         self.mappings: dict[int, tuple[int, int, RMObject]] = {}  # base -> (length, offset, memory)
+        self.channels: dict[tuple[int, int], tuple[int, int]] = {}  # (hClient, hChannel) -> (base, length)
 
     def ioctl(self, request: int, arg) -> int:
         handlers = {
@@ -364,6 +365,8 @@ class UVMFile(MockFile):
                                             self._create_external_range),
             uvm.UVM_MAP_EXTERNAL_ALLOCATION: (uvm.UVM_MAP_EXTERNAL_ALLOCATION_PARAMS, self._map_external),
             uvm.UVM_FREE: (uvm.UVM_FREE_PARAMS, self._free),
+            uvm.UVM_REGISTER_CHANNEL: (uvm.UVM_REGISTER_CHANNEL_PARAMS, self._register_channel),
+            uvm.UVM_UNREGISTER_CHANNEL: (uvm.UVM_UNREGISTER_CHANNEL_PARAMS, self._unregister_channel),
         }
         entry = handlers.get(request)
         if entry is None:
@@ -433,7 +436,7 @@ class UVMFile(MockFile):
         if _range_invalid(base, length, PAGE_SIZE):
             # uvm_map_external.c uvm_create_external_range: uvm_api_range_invalid_4k
             raise RMStatus(st.NV_ERR_INVALID_ADDRESS, f"{base:#x}+{length:#x} is not a 4K range")
-        for start, size in self.external_ranges.items():
+        for start, size in [*self.external_ranges.items(), *self.channels.values()]:
             if base < start + size and start < base + length:
                 # uvm_range_tree.c uvm_range_tree_add: overlaps an existing range
                 raise RMStatus(st.NV_ERR_UVM_ADDRESS_IN_USE, f"{base:#x}+{length:#x} overlaps {start:#x}")
@@ -475,6 +478,40 @@ class UVMFile(MockFile):
         del self.external_ranges[base]
         for start in [s for s in self.mappings if base <= s < base + length]:
             del self.mappings[start]
+
+    def _register_channel(self, params) -> None:
+        # uvm_user_channel.c uvm_register_channel / uvm_user_channel_create
+        uuid = bytes(params.gpuUuid.uuid)
+        if uuid not in self.gpu_va_spaces:
+            raise RMStatus(st.NV_ERR_INVALID_DEVICE, "GPU has no registered VA space here")
+        rm = self.driver.rm
+        client = rm.client(params.hClient)
+        channel = client.objects.get(params.hChannel)
+        if channel is None or channel.cls not in (cl.AMPERE_CHANNEL_GPFIFO_A, cl.HOPPER_CHANNEL_GPFIFO_A):
+            # nv_gpu_ops.c nvGpuOpsVerifyChannel: CliGetKernelChannel finds no channel
+            raise RMStatus(st.NV_ERR_INVALID_OBJECT_HANDLE, f"{params.hChannel:#x} is not a channel")
+        key = (params.hClient, params.hChannel)
+        if key in self.channels:
+            # uvm_register_channel_under_write: find_user_channel found it registered
+            raise RMStatus(st.NV_ERR_INVALID_CHANNEL, "channel registered already")
+        base, length = params.base, params.length
+        if _range_invalid(base, length, PAGE_SIZE):
+            # uvm_user_channel_create: uvm_api_range_invalid for a channel with context buffers
+            raise RMStatus(st.NV_ERR_INVALID_ADDRESS, f"{base:#x}+{length:#x} is not a page range")
+        if base + length - 1 >= self.driver.gpu.max_channel_va:
+            # uvm_register_channel_under_write: the end must be below parent_gpu->max_channel_va
+            limit = self.driver.gpu.max_channel_va
+            raise RMStatus(st.NV_ERR_OUT_OF_RANGE, f"channel range ends past {limit:#x}")
+        taken = [*self.external_ranges.items(), *self.channels.values()]
+        if any(base < start + size and start < base + length for start, size in taken):
+            # create_va_ranges -> uvm_range_tree_add: overlaps an existing range
+            raise RMStatus(st.NV_ERR_UVM_ADDRESS_IN_USE, f"{base:#x}+{length:#x} overlaps a range")
+        self.channels[key] = (base, length)
+
+    def _unregister_channel(self, params) -> None:
+        # uvm_user_channel.c uvm_unregister_channel: find_user_channel or NV_ERR_INVALID_CHANNEL
+        if self.channels.pop((params.hClient, params.hChannel), None) is None:
+            raise RMStatus(st.NV_ERR_INVALID_CHANNEL, f"channel {params.hChannel:#x} is not registered")
 
     def gpu_translate(self, address: int) -> tuple[RMObject, int] | None:
         """(memory, offset) behind a GPU virtual address, for the GPU model of a later slice."""

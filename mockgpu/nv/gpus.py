@@ -39,12 +39,17 @@ class GPUIdentity:
     # (GA100 0x170, GA102 0x172, AD102 0x192, GH100 0x180; ids from kernel-open/nvidia-uvm/ctrl2080mc.h)
     arch_id: int = 0
     implementation: int = 0
+    # the highest channel VA + 1 UVM accepts for a channel's context buffers (parent_gpu->max_channel_va:
+    # kernel-open/nvidia-uvm/uvm_ampere.c and uvm_ada.c 1 << 40, uvm_hopper.c 1 << 57)
+    max_channel_va: int = 1 << 40
 
     @property
     def sm_version(self) -> str:
         return {"GA100": "sm_80", "GA102": "sm_86", "AD102": "sm_89", "GH100": "sm_90"}[self.chip]
 
 
+AMPERE_MAX_CHANNEL_VA = 1 << 40  # uvm_ampere.c, uvm_ada.c: parent_gpu->max_channel_va
+HOPPER_MAX_CHANNEL_VA = 1 << 57  # uvm_hopper.c: parent_gpu->max_channel_va
 _CHIP_IDS = {"GA100": (uvm.NV2080_CTRL_MC_ARCH_INFO_ARCHITECTURE_GA100, 0),
              "GA102": (uvm.NV2080_CTRL_MC_ARCH_INFO_ARCHITECTURE_GA100, 2),
              "AD102": (uvm.NV2080_CTRL_MC_ARCH_INFO_ARCHITECTURE_AD100, 2),
@@ -54,9 +59,10 @@ _CHIP_IDS = {"GA100": (uvm.NV2080_CTRL_MC_ARCH_INFO_ARCHITECTURE_GA100, 0),
 def _identity(name: str, chip: str, architecture: str, device_id: int, vram_gib: int, compute: int,
               copy: int, gpfifo: int, usermode: int) -> GPUIdentity:
     arch_id, implementation = _CHIP_IDS[chip]
+    max_channel_va = HOPPER_MAX_CHANNEL_VA if architecture == "hopper" else AMPERE_MAX_CHANNEL_VA
     return GPUIdentity(name, chip, architecture, device_id, vram_gib * GIB,
                        frozenset((*_COMMON, compute, copy, gpfifo, usermode)), compute, copy, gpfifo,
-                       usermode, arch_id, implementation)
+                       usermode, arch_id, implementation, max_channel_va)
 
 
 # PCI device ids: the open kernel modules' supported-GPU list (README.md, "Compatible GPUs"): 535.261.03

@@ -83,3 +83,47 @@ def test_each_generation_brings_up_its_classes(nv_machine, gpu, generation):
     assert device.compute.work_submit_token != device.copy.work_submit_token
     device.close(strict=True)
     assert machine.driver.rm.clients == {} and machine.os.open_fds == []
+
+
+def test_channels_are_registered_with_uvm_below_the_generations_limit(nv_machine):
+    machine = nv_machine("rtx4090")
+    device = NVDevice.open(machine.os)
+    space = machine.driver.uvm_spaces[0]
+    root = device.rm.root.handle
+    assert space.channels[(root, device.compute.obj.handle)][0] == device.compute.uvm_base
+    # twice: NV_ERR_INVALID_CHANNEL; a non-channel: NV_ERR_INVALID_OBJECT_HANDLE
+    with pytest.raises(RMError) as caught:
+        device.uvm.register_channel(device.uuid, device.rm.ctl_fd, root, device.compute.obj.handle, 1 << 36,
+                                    1 << 26)
+    assert caught.value.status_name == "NV_ERR_INVALID_CHANNEL"
+    with pytest.raises(RMError) as caught:
+        device.uvm.register_channel(device.uuid, device.rm.ctl_fd, root, device.vaspace.handle, 1 << 36,
+                                    1 << 26)
+    assert caught.value.status_name == "NV_ERR_INVALID_OBJECT_HANDLE"
+    # Ada's channel VA ends at 1 TiB (uvm_ada.c max_channel_va); an unregistered channel can go there
+    device.uvm.unregister_channel(device.uuid, root, device.copy.obj.handle)
+    device.uvm_channels.remove(device.copy.obj)
+    with pytest.raises(RMError) as caught:
+        device.uvm.register_channel(device.uuid, device.rm.ctl_fd, root, device.copy.obj.handle, 1 << 40,
+                                    1 << 26)
+    assert caught.value.status_name == "NV_ERR_OUT_OF_RANGE"
+    with pytest.raises(RMError) as caught:
+        device.uvm.register_channel(device.uuid, device.rm.ctl_fd, root, device.copy.obj.handle,
+                                    device.compute.uvm_base, 1 << 26)
+    assert caught.value.status_name == "NV_ERR_UVM_ADDRESS_IN_USE"
+    with pytest.raises(RMError) as caught:
+        device.uvm.unregister_channel(device.uuid, root, device.copy.obj.handle)
+    assert caught.value.status_name == "NV_ERR_INVALID_CHANNEL"
+    device.close(strict=True)
+    assert space.channels == {} and machine.os.open_fds == []
+
+
+def test_hopper_takes_channel_ranges_above_one_tib(h100):
+    device = NVDevice.open(h100.os)
+    root = device.rm.root.handle
+    device.uvm.unregister_channel(device.uuid, root, device.copy.obj.handle)
+    device.uvm_channels.remove(device.copy.obj)
+    device.uvm.register_channel(device.uuid, device.rm.ctl_fd, root, device.copy.obj.handle, 1 << 41,
+                                1 << 26)
+    device.uvm_channels.append(device.copy.obj)
+    device.close(strict=True)
