@@ -27,7 +27,7 @@ import pytest
 tinygrad = pytest.importorskip("tinygrad", reason="tinygrad is not installed (pip install -e '.[test]')")
 
 from tinygrad import Device as TinygradDevice  # noqa: E402
-from tinygrad import Tensor  # noqa: E402
+from tinygrad import Tensor, dtypes  # noqa: E402
 from tinygrad.codegen import to_program  # noqa: E402
 from tinygrad.helpers import Context  # noqa: E402
 from tinygrad.uop.ops import Ops, UOp  # noqa: E402
@@ -240,6 +240,64 @@ def test_math_builtins_through_the_shims(launch):
     # additions (3 eps of the sum of magnitudes): 8 eps of the sum of the terms' magnitudes
     bound = 8 * EPS32 * sum(np.abs(term) for term in terms)
     assert np.all(np.abs(out - want) <= bound)
+
+
+def test_sine_and_cosine(launch):
+    """tinygrad's sin(x) and cos(x) = sin(pi/2 - x): clang's llvm.sin is x * 1/(2 pi), then
+    v_sin_f32, which takes revolutions."""
+    x = normal(10, 64) * 3
+
+    def build():
+        t = Tensor.empty(64)
+        return [t], [t.sin() + t.cos()]
+    (out,), kernels = launch(build, [x])
+    assert "sin(" in kernels[0].source
+    x64 = x.astype(np.float64)
+    # each sine's argument is three roundings off (pi/2 - x, / 2 pi, * 2 pi: 3 eps of at most
+    # |x| + pi/2) and its result one; then one addition of results at most 1 in magnitude
+    per_sine = 3 * EPS32 * (np.abs(x64) + np.pi / 2) + EPS32
+    assert np.all(np.abs(out - (np.sin(x64) + np.cos(x64))) <= 2 * per_sine + 2 * EPS32)
+
+
+def test_argmax(launch):
+    x = normal(11, 16, 30)
+
+    def build():
+        t = Tensor.empty(16, 30)
+        return [t], [t.argmax(axis=1)]
+    inputs, outputs, _ = schedule(build)
+    assert outputs[0].dtype.itemsize == 4 and "int" in str(outputs[0].dtype)
+    (out,), kernels = launch(build, [x])
+    assert len(kernels) == 2  # the row max, then the first index holding it
+    np.testing.assert_array_equal(out.view(np.int32), x.argmax(axis=1))
+
+
+def test_integer_arithmetic_and_casts(launch):
+    rng = np.random.default_rng(12)
+    a = rng.integers(-1000, 1000, 100).astype(np.int32)
+    b = rng.integers(-1000, 1000, 100).astype(np.int32)
+
+    def build():
+        ta, tb = Tensor.empty(100, dtype=dtypes.int32), Tensor.empty(100, dtype=dtypes.int32)
+        return [ta, tb], [((ta * 3 - tb) // 7 + ta % 5).cast(dtypes.float32) * 0.5]
+    (out,), _ = launch(build, [a, b])
+    # tinygrad's // and % on integers round toward minus infinity, as Python's and numpy's;
+    # every value is an integer below 2^24 halved: exact in float32
+    np.testing.assert_array_equal(out, (((a * 3 - b) // 7 + a % 5) * 0.5).astype(np.float32))
+
+
+def test_conv2d(launch):
+    x, w = normal(13, 1, 2, 8, 8), normal(14, 3, 2, 3, 3)
+
+    def build():
+        tx, tw = Tensor.empty(1, 2, 8, 8), Tensor.empty(3, 2, 3, 3)
+        return [tx, tw], [tx.conv2d(tw)]
+    (out,), _ = launch(build, [x, w])
+    windows = np.lib.stride_tricks.sliding_window_view(x[0].astype(np.float64), (3, 3), axis=(1, 2))
+    want = np.einsum("cijkl,ockl->oij", windows, w.astype(np.float64))
+    magnitude = np.einsum("cijkl,ockl->oij", np.abs(windows), np.abs(w.astype(np.float64)))
+    # 18 products summed: (18 + 1) eps of the sum of magnitudes
+    assert np.all(np.abs(out.reshape(3, 6, 6) - want) <= 19 * EPS32 * magnitude)
 
 
 def test_kernel_names_and_launch_dimensions():

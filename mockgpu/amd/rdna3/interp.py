@@ -353,6 +353,18 @@ def _i24(x):
     return np.right_shift(high, _INT24_SHIFT.astype(np.int32)).astype(np.int64)
 
 
+# V_SIN_F32 / V_COS_F32 take revolutions: the source times the float32 2*pi (pseudocode
+# 32'F(PI * 2.0)), rounded to float32, then the sine or cosine
+_TWO_PI_F32 = np.float32(2 * np.pi)
+
+
+def _revolutions(function):
+    def operation(a):
+        radians = np.asarray(a, np.float32) * _TWO_PI_F32
+        return function(radians.astype(np.float64)).astype(np.float32)
+    return operation
+
+
 def _cvt_to_int(a, dtype):
     # V_CVT_U32_F32 / V_CVT_I32_F32 saturate and turn NaN into 0 (ISA guide, VOP1 opcodes)
     info = np.iinfo(dtype)
@@ -426,6 +438,17 @@ VALU_OPS: dict[str, tuple[tuple[str, ...], str, Callable]] = {
     "v_mad_u32_u24": ((U32, U32, U32), U32, lambda a, b, c: _u24(a) * _u24(b) + c),
     # V_MAD_I32_I24: D0.i32 = 32'I(S0.i24) * 32'I(S1.i24) + S2.i32
     "v_mad_i32_i24": ((U32, U32, I32), I32, lambda a, b, c: _i24(a) * _i24(b) + c),
+    # V_SIN_F32: D0.f32 = sin(S0.f32 * 32'F(PI * 2.0)); V_COS_F32 likewise
+    "v_sin_f32": ((F32,), F32, _revolutions(np.sin)),
+    "v_cos_f32": ((F32,), F32, _revolutions(np.cos)),
+    # V_MAX3_U32: D0.u32 = v_max_u32(v_max_u32(S0.u32, S1.u32), S2.u32); MIN3 and I32/F32 alike
+    # (F32 with V_MAX_F32's IEEE maxNum: a NaN operand loses)
+    "v_max3_u32": ((U32, U32, U32), U32, lambda a, b, c: np.maximum(np.maximum(a, b), c)),
+    "v_max3_i32": ((I32, I32, I32), I32, lambda a, b, c: np.maximum(np.maximum(a, b), c)),
+    "v_max3_f32": ((F32, F32, F32), F32, lambda a, b, c: np.fmax(np.fmax(a, b), c)),
+    "v_min3_u32": ((U32, U32, U32), U32, lambda a, b, c: np.minimum(np.minimum(a, b), c)),
+    "v_min3_i32": ((I32, I32, I32), I32, lambda a, b, c: np.minimum(np.minimum(a, b), c)),
+    "v_min3_f32": ((F32, F32, F32), F32, lambda a, b, c: np.fmin(np.fmin(a, b), c)),
 }
 # ops that also read their destination as the last source (VOP2 "mac" forms)
 ACCUMULATE = {"v_fmac_f32": ("v_fma_f32", F32)}

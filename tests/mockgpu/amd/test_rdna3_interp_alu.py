@@ -30,6 +30,14 @@ ENCODINGS = {
     "v_cndmask_b32_e64 v3, -v1, v2, vcc_lo": bytes([0x03, 0x00, 0x01, 0xD5, 0x01, 0x05, 0xAA, 0x21]),
     "v_cndmask_b32_e64 v3, |v1|, -|v2|, vcc_lo":
         bytes([0x03, 0x03, 0x01, 0xD5, 0x01, 0x05, 0xAA, 0x41]),
+    "v_sin_f32_e32 v3, v1": bytes([0x01, 0x6B, 0x06, 0x7E]),
+    "v_cos_f32_e32 v3, v1": bytes([0x01, 0x6D, 0x06, 0x7E]),
+    "v_max3_u32 v3, v1, v2, v4": bytes([0x03, 0x00, 0x1E, 0xD6, 0x01, 0x05, 0x12, 0x04]),
+    "v_max3_i32 v3, v1, v2, v4": bytes([0x03, 0x00, 0x1D, 0xD6, 0x01, 0x05, 0x12, 0x04]),
+    "v_max3_f32 v3, v1, v2, v4": bytes([0x03, 0x00, 0x1C, 0xD6, 0x01, 0x05, 0x12, 0x04]),
+    "v_min3_u32 v3, v1, v2, v4": bytes([0x03, 0x00, 0x1B, 0xD6, 0x01, 0x05, 0x12, 0x04]),
+    "v_min3_i32 v3, v1, v2, v4": bytes([0x03, 0x00, 0x1A, 0xD6, 0x01, 0x05, 0x12, 0x04]),
+    "v_min3_f32 v3, v1, v2, v4": bytes([0x03, 0x00, 0x19, 0xD6, 0x01, 0x05, 0x12, 0x04]),
 }
 LANES = interp.WAVE_LANES
 VGPRS_FIELD = 1  # COMPUTE_PGM_RSRC1.VGPRS = 1: 16 VGPRs in wave32 (blocks of 8)
@@ -141,3 +149,34 @@ def test_v_cndmask_b32_abs_clears_and_neg_abs_sets_the_sign_bit():
     lanes = (vcc >> np.arange(LANES)) & 1 == 1
     want = np.where(lanes, b | np.uint32(1 << 31), a & np.uint32((1 << 31) - 1))
     np.testing.assert_array_equal(v[3], want)
+
+
+@pytest.mark.parametrize("name, function", [("sin", np.sin), ("cos", np.cos)])
+def test_v_sin_and_cos_f32_take_revolutions(name, function):
+    turns = np.linspace(-1.5, 1.5, LANES).astype(np.float32)
+    turns[0] = 0.25
+    v = run_one(f"v_{name}_f32_e32 v3, v1", {1: turns})
+    got = v[3].view(np.float32).astype(np.float64)
+    radians = 2 * np.pi * turns.astype(np.float64)
+    # the argument is rounded to float32 (|error| <= eps |radians|), then the result
+    eps = np.finfo(np.float32).eps / 2
+    assert np.all(np.abs(got - function(radians)) <= eps * np.abs(radians) + eps)
+    if name == "sin":
+        assert got[0] == 1.0  # a quarter turn
+
+
+@pytest.mark.parametrize("kind, dtype", [("u32", np.uint32), ("i32", np.int32), ("f32", np.float32)])
+@pytest.mark.parametrize("which", ["max3", "min3"])
+def test_v_max3_and_min3_pick_among_three_sources(which, kind, dtype):
+    a, b, c = random_words(19), random_words(20), random_words(21)
+    if dtype is np.float32:
+        # finite floats from the random bits, and a NaN in each source once: the others win
+        a, b, c = (np.random.default_rng(seed).standard_normal(LANES).astype(np.float32).view(np.uint32)
+                   for seed in (19, 20, 21))
+        a[0] = b[1] = c[2] = 0x7FC00000
+    v = run_one(f"v_{which}_{kind} v3, v1, v2, v4", {1: a, 2: b, 4: c})
+    x, y, z = (word.view(dtype) for word in (a, b, c))
+    pick = {"max3": np.fmax, "min3": np.fmin}[which]
+    np.testing.assert_array_equal(v[3].view(dtype), pick(pick(x, y), z))
+    if dtype is np.float32:
+        assert not np.isnan(v[3][:3].view(np.float32)).any()
