@@ -100,6 +100,34 @@ NV_CONTROLS = ("ctrl0000/ctrl0000client.h", "ctrl0000/ctrl0000gpu.h", "ctrl0000/
                "ctrl2080/ctrl2080fb.h", "ctrl2080/ctrl2080gr.h", "ctrl2080/ctrl2080mc.h",
                "ctrla06c.h", "ctrlc36f.h", "ctrl90f1.h")
 
+# Mesa as Debian 13 (trixie/main) builds it: the source package's upstream tarball (46.8 MB, sha256
+# as trixie's Sources index and the .dsc give it). Unpacked: Adreno's register database and ir3 ISA
+# XML (read by autogen/xml_regs.py and autogen/ir3_isa.py), the isaspec format description they
+# follow, the KGSL uapi header turnip carries, and nouveau's NVIDIA class headers (QMD layouts).
+MESA_25_0 = Package(
+    "mesa", "25.0.7-2+deb13u1", "MIT (per-file notices apply)", suite="trixie",
+    layout="source", orig_sha256="592272df3cf01e85e7db300c449df5061092574d099da275d19e97ef0510f8a6",
+    top="mesa-25.0.7",
+    members=("src/freedreno/registers", "src/freedreno/isa", "src/compiler/isaspec",
+             "src/freedreno/vulkan/msm_kgsl.h", "src/nouveau/headers/nvidia/classes"),
+)
+MESA_FREEDRENO_REGS = "src/freedreno/registers/adreno"
+# msm_kgsl.h includes <linux/types.h> and <linux/ioctl.h>, which the Mesa tree does not ship: these
+# stand-ins give the x86-64/arm64 LP64 types and the generic ioctl number layout
+# (include/uapi/asm-generic/ioctl.h: nr bits 0-7, type 8-15, size 16-29, direction 30-31 with
+# write = 1, read = 2); mesa keeps the kernel's `__user` annotation, which means nothing here.
+KGSL_STUBS = {
+    "linux/types.h": KERNEL_PRELUDE + "typedef unsigned long __kernel_size_t;\n",
+    "linux/ioctl.h": """\
+#define _IOC(dir, type, nr, size) (((dir) << 30) | ((size) << 16) | ((type) << 8) | (nr))
+#define _IO(type, nr) _IOC(0U, (type), (nr), 0)
+#define _IOW(type, nr, argtype) _IOC(1U, (type), (nr), sizeof(argtype))
+#define _IOR(type, nr, argtype) _IOC(2U, (type), (nr), sizeof(argtype))
+#define _IOWR(type, nr, argtype) _IOC(3U, (type), (nr), sizeof(argtype))
+""",
+}
+KGSL_PRELUDE = "#define __user\n"
+
 
 @dataclasses.dataclass(frozen=True)
 class Target:
@@ -206,6 +234,10 @@ TARGETS: tuple[Target, ...] = (
                    f"{NV_UVM}/ctrl2080mc.h"),
            "NVIDIA r535 UVM ioctls on /dev/nvidia-uvm (uvm_types.h, uvm_ioctl.h, uvm_linux_ioctl.h) and the "
            "architecture ids UVM uses (its ctrl2080mc.h)."),
+    Target("qcom.kgsl", KIND_STRUCTS, MESA_25_0, ("src/freedreno/vulkan/msm_kgsl.h",),
+           "Qualcomm KGSL uapi (msm_kgsl.h as Mesa's turnip carries it): ioctls, structs, property "
+           "ids, memory, context and command flags.", output="autogen/qcom/kgsl.py",
+           prelude=KGSL_PRELUDE, stubs=KGSL_STUBS, licence_override=UAPI_LICENCE),
 )
 
 BY_NAME: dict[str, Target] = {target.name: target for target in TARGETS}

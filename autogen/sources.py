@@ -517,15 +517,18 @@ def unpack(package: Package, deb: pathlib.Path) -> pathlib.Path:
 def extract_members(tarball: pathlib.Path, tree: pathlib.Path, top: str, members: Iterable[str]) -> int:
     """Unpack the regular files under `top/<member>/` of `tarball` into `tree`, without `top/`.
 
+    A member may also name a single file (`src/freedreno/vulkan/msm_kgsl.h`).
+
     Python's tarfile (with the standard library's lzma) does the work, so no `xz` program is needed.
     Names that are absolute or climb out with `..` are refused; links and devices are not unpacked
     (the generators read headers only). Returns how many files were written.
     """
     prefixes = tuple(f"{top}/{member.strip('/')}/" for member in members)
+    files = frozenset(f"{top}/{member.strip('/')}" for member in members)
     written = 0
     with tarfile.open(tarball, "r:*") as archive:
         for entry in archive:
-            if not entry.isfile() or not entry.name.startswith(prefixes):
+            if not entry.isfile() or not (entry.name.startswith(prefixes) or entry.name in files):
                 continue
             relative = pathlib.PurePosixPath(entry.name).relative_to(top)
             if relative.is_absolute() or ".." in relative.parts:
