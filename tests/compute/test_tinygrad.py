@@ -74,7 +74,8 @@ def buffer_bytes(buffer: UOp) -> int:
 def schedule(build) -> tuple[list[UOp], list[UOp], list[Kernel]]:
     """Run `build()` -> (inputs, outputs) under tinygrad's NULL device; the input and output
     buffers and the kernels that compute the outputs, in schedule order."""
-    with Context(DEV=TINYGRAD_TARGET):
+    # CACHELEVEL 0: tinygrad keeps no disk cache (~/.cache/tinygrad) for these runs
+    with Context(DEV=TINYGRAD_TARGET, CACHELEVEL=0):
         inputs, outputs = build()
         linear = Tensor.schedule_linear(*outputs)
         renderer = TinygradDevice["NULL"].renderer
@@ -265,7 +266,7 @@ def test_argmax(launch):
     def build():
         t = Tensor.empty(16, 30)
         return [t], [t.argmax(axis=1)]
-    inputs, outputs, _ = schedule(build)
+    _, outputs, _ = schedule(build)
     assert outputs[0].dtype.itemsize == 4 and "int" in str(outputs[0].dtype)
     (out,), kernels = launch(build, [x])
     assert len(kernels) == 2  # the row max, then the first index holding it
