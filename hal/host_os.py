@@ -258,12 +258,3 @@ class HostOS(OS):
             if mem.fd is not None:
                 os.close(mem.fd)
                 mem.fd = None
-            if mem.fd is not None:
-                os.close(mem.fd)
-                mem.fd = None
-            if mem.fd is not None:
-                os.close(mem.fd)
-                mem.fd = None
-            if mem.fd is not None:
-                os.close(mem.fd)
-                mem.fd = None
