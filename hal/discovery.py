@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from hal import devstring
 from autogen.linux import pci_regs
 
-from hal.errors import BackendUnavailable, DeviceBusy, HalError, InvalidArgument
+from hal.errors import BackendUnavailable, DeviceBusy, HalError, InvalidArgument, UnsupportedOperation
 from hal.lock import OwnershipLock
 from hal.os import OS, host
 from hal.pci import backend as pci_backend
@@ -141,6 +141,9 @@ def open_device(device: str | None, os: OS | None = None, *, unbind: bool = Fals
         return _open_socket(wanted)
     os = os or host()
     if wanted.backend == devstring.USB_BACKEND:
+        if bar_sizes:
+            raise UnsupportedOperation(f"usb:{wanted.bdf}: BARs cannot be resized behind a USB bridge "
+                                       "(the backend assigns them at their power-on sizes)")
         return _open_usb(os, wanted.bdf, lock_dir)
     _check_bar_sizes(bar_sizes)
     sysfs = SysfsPCI(os)

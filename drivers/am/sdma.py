@@ -133,6 +133,7 @@ class SDMAv6_0(IPBlock):
         self.ring = memory.alloc_vram(self.ring_bytes, alignment=self.ring_bytes, purpose="SDMA0 ring")
         self.writeback = memory.alloc_vram(WRITEBACK_BYTES, purpose="SDMA0 writeback")
         self.wptr = 0
+        self._rptr_seen = 0  # the last read pointer read back (it never goes backwards)
         self.sequence = 0
         self.staging_bytes = config.sdma_staging_size
         window = self.device.pci.dma_window
@@ -194,6 +195,7 @@ class SDMAv6_0(IPBlock):
         reg("regSDMA0_QUEUE0_RB_BASE").write((self.ring.mc_address >> RING_BASE_SHIFT) & WORD_MASK)
         reg("regSDMA0_QUEUE0_RB_BASE_HI").write(self.ring.mc_address >> RING_BASE_HI_SHIFT)
         self.wptr = 0
+        self._rptr_seen = 0
         minor = reg("regSDMA0_QUEUE0_MINOR_PTR_UPDATE")
         minor.write(1)  # "before programing wptr to a less value, need set minor_ptr_update first"
         reg("regSDMA0_QUEUE0_RB_WPTR").write(0)
@@ -264,9 +266,14 @@ class SDMAv6_0(IPBlock):
         size = len(words) * DWORD
         if size > self.ring_bytes:
             raise InvalidArgument(f"SDMA0: {len(words)} dwords do not fit a {self.ring_bytes}-byte ring")
-        if self.wptr + size - self.rptr() > self.ring_bytes:
+        # the read pointer only moves forward: a value seen before proves room without a read
+        # (each read is a bus round trip, a USB one behind a bridge)
+        if self.wptr + size - self._rptr_seen > self.ring_bytes:
+            self._rptr_seen = self.rptr()
+        if self.wptr + size - self._rptr_seen > self.ring_bytes:
             self._wait(lambda: self.wptr + size - self.rptr() <= self.ring_bytes,
                        f"room for {len(words)} dwords")
+            self._rptr_seen = self.rptr()
         position = self.wptr % self.ring_bytes
         ring.write_words(self.ring.view, self.ring_bytes, position, words)
         self.wptr += size

@@ -340,6 +340,8 @@ class ASM24xxBridge(ABC):
     def close(self) -> None:
         try:
             self.flush()
+        except DeviceLost as exc:
+            log.info("%s: writes still in flight were lost with the device: %s", self.path, exc)
         finally:
             self.transport.close()
 
@@ -380,10 +382,13 @@ class CustomFirmwareBridge(ASM24xxBridge):
         if is_posted(fmt_type):
             self._post([setup])
             return None
+        # the control pipe keeps order: the result request goes out behind the setup at once,
+        # so the two share one round trip
+        fetch = self.transport.submit_control(self._vendor_in, REQUEST_TLP, 0, 0, TLP_RESULT_BYTES,
+                                              self.timeout_s)
         self.flush()
-        self.transport.reap([setup], self.timeout_s)
-        result = self.transport.control_in(self._vendor_in, REQUEST_TLP, 0, 0, TLP_RESULT_BYTES,
-                                           self.timeout_s)
+        self.transport.reap([setup, fetch], self.timeout_s)
+        result = fetch.result
         if len(result) != TLP_RESULT_BYTES:
             raise ShortTransfer(f"{self.path}: TLP result of {len(result)} bytes", endpoint=0,
                                 expected=TLP_RESULT_BYTES, actual=len(result), data=result)

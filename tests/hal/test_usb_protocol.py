@@ -126,3 +126,24 @@ def test_usb_device_strings():
     for bad in ("usb:", "usb:1", "usb:a-b", "usb:1-2."):
         with pytest.raises(DeviceNotFound, match="usb:BUS-PORT"):
             devstring.parse(bad)
+
+
+def test_transport_checks_transfer_arguments(tmp_path):
+    from hal.usb.transport import ENDPOINT_IN
+    from mockgpu import Machine
+    from mockgpu.usb import navi31_behind_bridge
+
+    machine = Machine.default(lock_dir=str(tmp_path))
+    navi31_behind_bridge(machine)
+    transport = machine.usb.open("1-2")
+    with pytest.raises(InvalidArgument, match="16 bits"):
+        transport.submit_control(0x40, 0xE5, 0x10000, 0)
+    with pytest.raises(InvalidArgument, match="takes a length"):
+        transport.submit_control(0x40 | ENDPOINT_IN, 0xE4, 0, 0, b"data")
+    with pytest.raises(InvalidArgument, match="IN takes a length"):
+        transport.submit_bulk(proto.EP_DATA_IN, b"data")
+    with pytest.raises(InvalidArgument, match="OUT takes data"):
+        transport.submit_bulk(proto.EP_DATA_OUT, 64)
+    pending = transport.submit_bulk(proto.EP_DATA_IN, 64)  # nothing armed: never answered
+    transport.cancel(pending)
+    assert pending.done and pending.error is not None and pending.error.errno == 125  # ECANCELED
