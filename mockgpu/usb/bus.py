@@ -156,7 +156,8 @@ class MockTransport(USBTransport):
             raise lost(self.path, what)
 
     def _submit(self, transfer: Transfer) -> None:
-        self._alive(transfer.what())
+        if self.closed or self.bus.faults.unplugged:
+            self._alive(transfer.what())
         self._pending.append((transfer, self.link.clock_s))
 
     def _cancel(self, transfer: Transfer) -> None:
