@@ -85,6 +85,7 @@ EXCEPTION_MEMORY = 2
 EXCEPTION_UNSUPPORTED = 3
 # packet lengths in dwords (sdma_v6_0_0_pkt_open.h: the dwords of each SDMA_PKT_* struct)
 COPY_LINEAR_DWORDS = 7
+COPY_CHUNK_BYTES = 1 << 20  # this model's choice: how much of a COPY_LINEAR it holds at once
 WRITE_HEADER_DWORDS = 4  # header, address lo/hi, count; then count + 1 data dwords
 INDIRECT_DWORDS = 6
 FENCE_DWORDS = 4
@@ -454,7 +455,10 @@ class SDMAModel:
         destination = words[5] | (words[6] << 32)
         if _get(words[0], "COPY_LINEAR_HEADER_backwards"):
             raise PacketError(EXCEPTION_UNSUPPORTED, "COPY_LINEAR: backwards copies are not modelled")
-        self._write(destination, self._read(source, count, vmid), vmid)
+        # the engine streams the copy: a COUNT of up to 2^30 bytes never sits in memory at once
+        for done in range(0, count, COPY_CHUNK_BYTES):
+            chunk = min(COPY_CHUNK_BYTES, count - done)
+            self._write(destination + done, self._read(source + done, chunk, vmid), vmid)
         return COPY_LINEAR_DWORDS
 
     def _write_packet(self, fetch, sub_op: int, vmid: int) -> int:
