@@ -34,6 +34,7 @@ MANIFEST_PATH = "autogen/manifest.py"  # repository-relative; --repin rewrites t
 GENERATORS = {
     manifest.KIND_STRUCTS: ("autogen.clang_gen", "HeaderParseError"),
     manifest.KIND_AMD_REGS: ("autogen.gen_regs", "RegisterHeaderError"),
+    manifest.KIND_XML_REGS: ("autogen.xml_regs", "RegisterXMLError"),
 }
 _DIFF_LINES_SHOWN = 12
 _WARNING_RULE = "!" * 100

@@ -14,6 +14,7 @@ from autogen.sources import Package
 # kinds of target, each with its generator (see autogen.__main__.generate_target)
 KIND_STRUCTS = "structs"
 KIND_AMD_REGS = "amd_regs"
+KIND_XML_REGS = "xml_regs"  # rules-ng-ng register XML (Mesa freedreno), autogen/xml_regs.py
 
 UAPI_LICENCE = "GPL-2.0 WITH Linux-syscall-note"
 AMD_LICENCE = "MIT"  # AMD's permission notice, reproduced at the top of each header
@@ -144,6 +145,11 @@ class Target:
     stubs: Mapping[str, str] = dataclasses.field(default_factory=dict)
     exclude: Mapping[str, str] = dataclasses.field(default_factory=dict)  # name -> why it is left out
     licence_override: str = ""
+    # "xml_regs" only: the chip variant kept, further paths whose enums and domains are emitted too,
+    # and register name prefixes per domain (default "<domain>_")
+    variant: str = ""
+    also_emit: tuple[str, ...] = ()
+    domain_prefixes: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def package(self) -> str:
@@ -238,6 +244,19 @@ TARGETS: tuple[Target, ...] = (
            "Qualcomm KGSL uapi (msm_kgsl.h as Mesa's turnip carries it): ioctls, structs, property "
            "ids, memory, context and command flags.", output="autogen/qcom/kgsl.py",
            prelude=KGSL_PRELUDE, stubs=KGSL_STUBS, licence_override=UAPI_LICENCE),
+    Target("qcom.a6xx", KIND_XML_REGS, MESA_25_0,
+           (f"{MESA_FREEDRENO_REGS}/a6xx.xml", f"{MESA_FREEDRENO_REGS}/adreno_common.xml",
+            f"{MESA_FREEDRENO_REGS}/adreno_pm4.xml", "src/freedreno/registers/freedreno_copyright.xml"),
+           "Adreno 6xx registers (a6xx.xml, variant A6XX): offsets in dwords, fields, enums.",
+           output="autogen/qcom/a6xx.py", variant="A6XX", domain_prefixes={"A6XX": "REG_A6XX_"},
+           licence_override="MIT"),
+    Target("qcom.pm4", KIND_XML_REGS, MESA_25_0,
+           (f"{MESA_FREEDRENO_REGS}/adreno_pm4.xml", f"{MESA_FREEDRENO_REGS}/adreno_common.xml",
+            "src/freedreno/registers/freedreno_copyright.xml"),
+           "Adreno CP packets (adreno_pm4.xml, variant A6XX): type-7 opcodes, packet payload dwords "
+           "and fields, event ids; adreno_common.xml's enums and registers.",
+           output="autogen/qcom/pm4.py", variant="A6XX",
+           also_emit=(f"{MESA_FREEDRENO_REGS}/adreno_common.xml",), licence_override="MIT"),
 )
 
 BY_NAME: dict[str, Target] = {target.name: target for target in TARGETS}
