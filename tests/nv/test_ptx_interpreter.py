@@ -306,3 +306,23 @@ def test_special_registers_over_a_3d_grid() -> None:
     out = np.frombuffer(memory.read(BASE, 4 * 240), dtype=np.uint32)
     np.testing.assert_array_equal(out >> 8, np.arange(240))
     np.testing.assert_array_equal(out & 0xFF, np.tile(np.arange(40) % 32, 6))
+
+
+def test_debug_information_is_skipped() -> None:
+    text = (HEADER + '.file 1 "/src/kernel.cu"\n'
+            ".visible .entry k(.param .u64 out)\n{\n.reg .b32 %r<2>;\n.reg .b64 %rd<2>;\n"
+            ".loc 1 3 5\nld.param.u64 %rd1, [out];\n.loc 1 4 1, function_name $L__info_string0, "
+            "inlined_at 1 7 3\nmov.u32 %r1, 42;\nst.global.u32 [%rd1], %r1;\nret;\n}\n"
+            ".section .debug_abbrev\n{\n.b8 17\n.b8 1\n}\n")
+    kernel = Kernel.from_ptx(text, "k")
+    assert [i.opcode for i in kernel.instructions] == ["ld", "mov", "st", "ret"]
+    memory = FlatMemory(BASE, 16)
+    kernel.run((1,), (1,), kernel.pack_params(BASE), memory)
+    assert memory.read(BASE, 4) == (42).to_bytes(4, "little")
+
+
+def test_undeclared_registers_name_the_line() -> None:
+    with pytest.raises(PTXSyntaxError, match=r"PTX line 16: register %q1 is not declared in k"):
+        _kernel("mov.u32 %q1, 1;")
+    with pytest.raises(PTXSyntaxError, match=r"PTX line 16: register %p9 is not declared"):
+        _kernel("@%p9 bra END;\nEND:")

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable, Protocol
 
 import numpy as np
@@ -381,8 +382,10 @@ def _to_storage(value: np.ndarray, storage: np.dtype, lanes: int) -> np.ndarray:
     if value.dtype == np.bool_:
         return value.astype(storage)
     if value.dtype.itemsize != storage.itemsize:
-        value = np.ascontiguousarray(value).view(_UNSIGNED[value.dtype.itemsize]).astype(storage)
-        return value
+        if value.dtype.kind == "i":
+            # A signed value into a wider register is sign-extended (PTX ISA 9.7.9.8, ld.s8 etc.).
+            return value.astype(_SIGNED[storage.itemsize]).view(storage)
+        return np.ascontiguousarray(value).view(_UNSIGNED[value.dtype.itemsize]).astype(storage)
     return np.ascontiguousarray(value).view(storage)
 
 
@@ -404,13 +407,17 @@ class _Compiler:
         method = getattr(self, f"_op_{self.instruction.opcode}", None)
         if method is None:
             raise self.unsupported(f"opcode {self.instruction.opcode}")
-        body = method()
         guard = self.instruction.guard
+        try:
+            body = method()
+            if guard is not None:
+                self.kernel.register_dtypes[guard.name]
+        except InvalidArgument as exc:
+            raise parser.PTXSyntaxError(f"PTX line {self.line}: {exc}") from exc
         if guard is None:
             return body
         guard_name = guard.name
         negated = self.instruction.guard_negated
-        self.kernel.register_dtypes[guard_name]
 
         def guarded(cta: _CTA, at: np.ndarray) -> None:
             predicate = cta.reg(guard_name)
@@ -1107,9 +1114,19 @@ def _mul_hi(a: np.ndarray, b: np.ndarray, ptx_type: str) -> np.ndarray:
 
 def _fma64(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     left, right, addend = np.broadcast_arrays(np.asarray(a), np.asarray(b), np.asarray(c))
-    out = [math.fma(float(x), float(y), float(z)) for x, y, z in
+    out = [_fused(float(x), float(y), float(z)) for x, y, z in
            zip(left.ravel(), right.ravel(), addend.ravel())]
     return np.array(out, dtype=np.float64).reshape(left.shape)
+
+
+def _fused(x: float, y: float, z: float) -> float:
+    """x * y + z rounded once (exact rational arithmetic; Fraction to float rounds to nearest)."""
+    if not (math.isfinite(x) and math.isfinite(y) and math.isfinite(z)):
+        return x * y + z
+    try:
+        return float(Fraction(x) * Fraction(y) + Fraction(z))
+    except OverflowError:
+        return math.copysign(math.inf, x * y + z if math.isfinite(x * y + z) else x * y)
 
 
 def _int_divide(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -1120,10 +1137,12 @@ def _int_divide(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if dtype.kind == "u":
         quotient = a // safe
     else:
-        # Truncating division (C semantics), unlike numpy's floor division.
-        quotient = np.abs(a) // np.abs(safe)
+        # Truncating division (C semantics), unlike numpy's floor division, on the magnitudes as
+        # unsigned numbers (the magnitude of the most negative value only fits unsigned).
+        unsigned = _UNSIGNED[dtype.itemsize]
+        magnitude = np.abs(a).view(unsigned) // np.abs(safe).view(unsigned)
         negative = (a < 0) != (safe < 0)
-        quotient = np.where(negative, -quotient, quotient).astype(dtype)
+        quotient = np.where(negative, unsigned.type(0) - magnitude, magnitude).view(dtype)
     remainder = (a - quotient * safe).astype(dtype)
     all_ones = np.array(-1).astype(dtype) if dtype.kind == "i" else np.iinfo(dtype).max
     quotient = np.where(zero, dtype.type(all_ones), quotient).astype(dtype)

@@ -273,28 +273,31 @@ def parse_module(text: str) -> Module:
         elif token.text in (".visible", ".extern", ".weak", ".entry", ".func", ".global", ".shared",
                             ".const", ".local"):
             _parse_module_item(reader, token, module)
-        elif token.text == ".file" or token.text == ".section":
+        elif token.text == ".file":
+            _skip_line(reader, token.line)
+        elif token.text == ".section":
             _skip_statement(reader)
         else:
             raise PTXSyntaxError(f"PTX line {token.line}: unexpected {token.text!r} at module scope")
     return module
 
 
+def _skip_line(reader: _Reader, line: int) -> None:
+    """Skip the rest of a directive that ends with its line (.file, .loc: debug information)."""
+    while reader.peek() is not None and reader.peek().line == line:
+        reader.next()
+
+
 def _skip_statement(reader: _Reader) -> None:
+    """Skip a `.section name { ... }` block of debug information."""
     depth = 0
     while True:
-        token = reader.next("the end of a directive")
+        token = reader.next("the end of a .section")
         if token.text == "{":
             depth += 1
         elif token.text == "}":
             depth -= 1
             if depth == 0:
-                return
-        elif token.text == ";" and depth == 0:
-            return
-        elif token.kind in ("integer", "name", "string") and depth == 0:
-            following = reader.peek()
-            if following is None or (following.kind == "directive" and following.line != token.line):
                 return
 
 
@@ -457,6 +460,8 @@ def _parse_body(reader: _Reader, function: Function) -> None:
         elif token.text == ".pragma":
             _skip_initializer(reader)
             reader.expect(";")
+        elif token.text == ".loc":
+            _skip_line(reader, token.line)
         elif token.kind == "directive":
             raise PTXSyntaxError(f"PTX line {token.line}: directive {token.text} is not supported "
                                  f"inside a function")
