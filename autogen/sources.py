@@ -71,7 +71,7 @@ class PinNotServed(SourceUnavailable):
 
 @dataclasses.dataclass(frozen=True)
 class Package:
-    """A pinned Debian binary package and how its files are laid out once unpacked.
+    """A pinned Debian package (binary, or source with layout "source") and its layout once unpacked.
 
     layout "deb": the package's own files (`usr/include/...`) are the source tree.
     layout "tarball": the package holds a source tarball (`tarball`, a path inside the package) whose
