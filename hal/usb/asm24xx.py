@@ -771,6 +771,9 @@ def open_bridge(transport: USBTransport, timeout_s: float = 1.0) -> ASM24xxBridg
                 transport.clear_halt(endpoint)
         if uas and streams:
             return StockFirmwareBridge(transport, uas=True, timeout_s=timeout_s, max_streams=streams)
+        if uas:
+            # no bulk streams from this host library: UAS cannot run, Bulk-Only can
+            transport.set_interface(INTERFACE, ALT_BOT)
         return StockFirmwareBridge(transport, uas=False, timeout_s=timeout_s)
     ids = f"{identity.vendor_id:04x}:{identity.product_id:04x}"
     raise UnsupportedOperation(f"USB device {identity.path} ({ids}) "

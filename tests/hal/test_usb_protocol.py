@@ -147,3 +147,17 @@ def test_transport_checks_transfer_arguments(tmp_path):
     pending = transport.submit_bulk(proto.EP_DATA_IN, 64)  # nothing armed: never answered
     transport.cancel(pending)
     assert pending.done and pending.error is not None and pending.error.errno == 125  # ECANCELED
+
+
+def test_stock_bridge_falls_back_to_bulk_only_without_streams(tmp_path, monkeypatch):
+    from mockgpu import Machine
+    from mockgpu.usb import navi31_behind_bridge
+    from mockgpu.usb.bus import MockTransport
+
+    machine = Machine.default(lock_dir=str(tmp_path))
+    model, _ = navi31_behind_bridge(machine, firmware="stock")
+    monkeypatch.setattr(MockTransport, "alloc_streams", lambda self, endpoints, count: 0)
+    bridge = proto.open_bridge(machine.usb.open("1-2"))
+    assert not bridge.uas and model.alt_setting == proto.ALT_BOT
+    bridge.xdata_write(0x0700, b"\x42")
+    assert bridge.xdata_read(0x0700, 1) == b"\x42"
