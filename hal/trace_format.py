@@ -6,8 +6,8 @@ A trace (docs/tracing.md) is what crossed the HAL seam during one run, in order:
     u32 CRC-32 of the header | header (UTF-8 JSON) | compressed record stream
 
 The header names what was run (`scenario`, `args`) and the device (`bdf`, `backend`,
-`vendor_id`, `device_id`, `bars` {index: size}, `config_size`, `presence_register`,
-`reset_methods`, `pid`). The record stream is a sequence of records, each an op code byte
+`vendor_id`, `device_id`, `bars` {index: [size, mappable]}, `config_size`, `presence_register`,
+`reset_methods`, `dma_window`, `pid`). The record stream is a sequence of records, each an op code byte
 followed by the op's little-endian fields (`LAYOUTS`); a block of bytes follows its length field.
 Observations (reads, interrupt waits, seam queries) end with a u32 `count`: a run of identical
 consecutive observations is one record. The stream ends with an END record holding the number of

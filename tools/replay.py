@@ -136,6 +136,9 @@ def record(scenario: str, out: str, overrides: dict | None = None) -> str:
 
 @dataclasses.dataclass
 class ReplayResult:
+    """What a replay found: `ok`, the operations matched, the trace's record count, the scenario's
+    detail line, the first divergence (or None) and a failure that was not one (`error`)."""
+
     trace: str
     scenario: str
     ok: bool
@@ -234,7 +237,11 @@ def _parse_arg(text: str) -> tuple[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.replay", description=__doc__.splitlines()[0])
+    scenarios = "; ".join(f"{name}: {scenario.summary}" for name, scenario in SCENARIOS.items())
+    parser = argparse.ArgumentParser(prog="python -m tools.replay", description=__doc__.splitlines()[0],
+                                     epilog=f"scenarios: {scenarios}. Exit status: 0 no divergence, 1 a "
+                                            "divergence or a failed run, 2 an unreadable trace or an "
+                                            "unknown scenario.")
     parser.add_argument("trace", nargs="?", help="the trace to replay (or to dump)")
     parser.add_argument("--json", action="store_true",
                         help='print one JSON object: "trace", "scenario", "ok", "operations", "records", '
