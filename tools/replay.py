@@ -37,6 +37,9 @@ SYNTHETIC_FIRMWARE = "synthetic"  # args["firmware"]: the mock's synthetic Navi3
 SYSTEM_FIRMWARE = "system"  # args["firmware"]: the firmware search path (drivers.am.firmware)
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "traces"
 LOCAL = 256  # work-group size of the vector_add launch (the kernel allows it)
+# the process id a mock recording runs as: the AM boot layout writes the owner's id into VRAM, so a
+# fixed one makes recording the same scenario twice give the same bytes
+FIXTURE_PID = 4242
 RERECORD_HINT = ("a driver change made on purpose needs the trace recorded again: "
                  "python -m tools.replay --record SCENARIO TRACE (docs/tracing.md, Fixtures)")
 
@@ -117,12 +120,14 @@ def _firmware_dir(args: dict, scratch: str) -> str | None:
 
 
 def record(scenario: str, out: str, overrides: dict | None = None) -> str:
-    """Record `scenario` on a fresh default mock machine into `out`; returns its detail line."""
+    """Record `scenario` on a fresh default mock machine into `out`; returns its detail line. The
+    mock's process id is FIXTURE_PID, so an unchanged driver records the same bytes again."""
     from tools import mock_machines
 
     chosen = SCENARIOS[scenario]
     args = {**chosen.defaults, **(overrides or {}), "firmware": SYNTHETIC_FIRMWARE}
     machine = mock_machines.navi31(0, backend=str(args.get("backend", "pci")))
+    machine.os.getpid = lambda: FIXTURE_PID
     try:
         with hal_trace.record(out, scenario, args):
             pci = hal.open(machine.device, os=machine.os, unbind=True)

@@ -11,7 +11,6 @@ import hal
 from drivers.am import ih
 from drivers.am.device import AMConfig, AMDevice
 from hal.trace_format import DMA_DEVICE, OBSERVATIONS, TraceReader
-from mockgpu.mockos import MockOS
 from tools import mock_machines, replay
 
 FIXTURES = replay.FIXTURES
@@ -115,11 +114,10 @@ def driver_sequence(path) -> list:
             if record.op not in OBSERVATIONS and record.op != DMA_DEVICE]
 
 
-def test_a_fresh_mock_recording_has_the_fixture_driver_sequence(tmp_path, monkeypatch):
+def test_a_fresh_mock_recording_has_the_fixture_driver_sequence(tmp_path):
     """Recorded again today (as the same process id, which the boot layout writes into VRAM),
     the driver writes exactly what the committed boot trace holds."""
-    pid = TraceReader(str(BOOT)).header.device["pid"]
-    monkeypatch.setattr(MockOS, "getpid", lambda self: pid)
+    assert TraceReader(str(BOOT)).header.device["pid"] == replay.FIXTURE_PID
     path = tmp_path / "boot.trace"
     replay.record("am.boot", str(path))
     fresh = driver_sequence(path)
