@@ -160,7 +160,8 @@ def run_state_machine(seed: int, examples: int, steps: int, out: pathlib.Path,
             program = state_program(leaf)
             path = None
             if program is not None:
-                header = (f'"""Reproducer from python -m tools.fuzz --seed {seed}: {_describe(leaf)[:200]}\n\n'
+                what = _describe(leaf)[:200]
+                header = (f'"""Reproducer from python -m tools.fuzz --seed {seed}: {what}\n\n'
                           f'Run it from the checkout: python {out.name}/<this file>."""\n'
                           f"{fuzz_model.REPRODUCER_HEADER}\n")
                 header = header.replace("DriverStateMachine\n", f"{machine.__name__}\n") \
@@ -181,10 +182,14 @@ def run_input_target(name: str, seed: int, examples: int, out: pathlib.Path,
 
     target = fuzz_inputs.TARGETS[name]
     found: list[tuple[str, bytes]] = []
+    try:
+        strategy = fuzz_inputs.inputs(target)
+    except Exception as error:  # noqa: BLE001 - a seed source that fails is reported, not fatal
+        return [Failure("input", name, f"seeds: {_describe(error)}")]
 
     @use_seed(seed)
     @_settings(examples, database)
-    @given(fuzz_inputs.inputs(target))
+    @given(strategy)
     def test(item):
         found.clear()
         found.append(item)
@@ -193,7 +198,9 @@ def run_input_target(name: str, seed: int, examples: int, out: pathlib.Path,
     try:
         test()
     except Exception as error:  # noqa: BLE001
-        label, data = found[-1] if found else ("", b"")
+        if not found:
+            return [Failure("input", name, _describe(error))]
+        label, data = found[-1]
         script = (f'"""Reproducer from python -m tools.fuzz --seed {seed}: {_describe(error)[:200]}"""\n'
                   f"from tools import fuzz_inputs\n\n"
                   f"fuzz_inputs.check(fuzz_inputs.TARGETS[{name!r}], {label!r},\n"
@@ -308,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", default=None,
                         help="comma list of tools.fault_matrix faults to inject, or 'all'")
     parser.add_argument("--targets", default=None, help="comma list of input targets (default all)")
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"reproducers and database (default {DEFAULT_OUT})")
+    parser.add_argument("--out", default=DEFAULT_OUT,
+                        help=f"reproducers and database (default {DEFAULT_OUT})")
     parser.add_argument("--shrink-seconds", type=float, default=SHRINK_SECONDS,
                         help=f"bound on shrinking one failure (default {SHRINK_SECONDS:g})")
     parser.add_argument("--no-database", action="store_true", help="keep no hypothesis database")

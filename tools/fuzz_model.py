@@ -195,8 +195,10 @@ class BufferModel:
             ok = np.isclose(have, want, rtol=FLOAT_RTOL, atol=1e-30, equal_nan=True)
             if not ok.all():
                 index = int(np.flatnonzero(close)[np.flatnonzero(~ok)[0]])
-                raise ModelMismatch(f"{what}: float word {index} is {float(got[index:index + 1].view(np.float32)[0])!r}, "
-                                    f"the model says {float(self.words[index:index + 1].view(np.float32)[0])!r}")
+                have_value = float(got[index:index + 1].view(np.float32)[0])
+                want_value = float(self.words[index:index + 1].view(np.float32)[0])
+                raise ModelMismatch(f"{what}: float word {index} is {have_value!r}, the model says "
+                                    f"{want_value!r}")
 
 
 def _random_words(seed: int, count: int, floats: bool) -> np.ndarray:
@@ -383,7 +385,9 @@ class DriverStateMachine(RuleBasedStateMachine):
         elif kernel == "copy_u32":
             n = min(n, first.count, target.count)
             span = slice(0, n)
-            values, known, approx = first.words[span].copy(), first.known[span].copy(), first.approx[span].copy()
+            values = first.words[span].copy()
+            known = first.known[span].copy()
+            approx = first.approx[span].copy()
             program(first.buffer, target.buffer, n, global_size=n, local_size=local_size, wait=True)
             target.set(0, values, known, approx)
         elif kernel == "reduce_sum_i32":
