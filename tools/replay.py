@@ -7,6 +7,8 @@ operations" (exit status 0) or the first divergence: the record index, what the 
 what the driver did, and the operations before it (exit status 1). A trace that cannot be read or
 names an unknown scenario is exit status 2.
 
+`--diff OLD NEW` compares what the driver did in two traces (its writes, allocations, DMA contents,
+not its reads) and names the first difference: what a re-recorded fixture changed.
 `--record SCENARIO OUT [--arg KEY=VALUE ...]` records a scenario on the mock machine (a fresh default
 Navi31 with the synthetic firmware set, opened through `--arg backend=pci` (default) or
 `backend=vfio`, where the IH takes MSI-X) into OUT; `--dump TRACE` prints the header and records.
@@ -31,11 +33,12 @@ from typing import Callable
 import hal
 from hal import trace as hal_trace
 from hal.errors import HalError
-from hal.trace_format import BadTrace, TraceReader
+from hal.trace_format import DMA_DEVICE, OBSERVATIONS, BadTrace, TraceReader
 
 SYNTHETIC_FIRMWARE = "synthetic"  # args["firmware"]: the mock's synthetic Navi31 set
 SYSTEM_FIRMWARE = "system"  # args["firmware"]: the firmware search path (drivers.am.firmware)
 FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "traces"
+DIFF_CONTEXT = 5  # driver operations shown before the first difference by --diff
 LOCAL = 256  # work-group size of the vector_add launch (the kernel allows it)
 # the process id a mock recording runs as: the AM boot layout writes the owner's id into VRAM, so a
 # fixed one makes recording the same scenario twice give the same bytes
@@ -223,6 +226,34 @@ def replay(path: str) -> ReplayResult:
     return result
 
 
+def driver_operations(path: str) -> list[tuple[int, str]]:
+    """What the driver did in a trace, as (record index, description): writes, allocations, DMA
+    contents, interrupt changes, resets, seam changes; not its reads nor the device's writes, which
+    follow the device's timing."""
+    return [(index, record.describe()) for index, record in enumerate(TraceReader(path))
+            if record.op not in OBSERVATIONS and record.op != DMA_DEVICE]
+
+
+def diff(old: str, new: str) -> tuple[bool, str]:
+    """Compare two traces' driver operations: (same, text naming the first difference)."""
+    before = driver_operations(old)
+    after = driver_operations(new)
+    for position, (was, now) in enumerate(zip(before, after)):
+        if was[1] != now[1]:
+            context = [f"  {text}" for _, text in before[max(0, position - DIFF_CONTEXT):position]]
+            lines = [f"driver operation {position} differs (record {was[0]} of {old}, record {now[0]} "
+                     f"of {new}):", f"  - {was[1]}", f"  + {now[1]}"]
+            if context:
+                lines[1:1] = ["after:", *context]
+            return False, "\n".join(lines)
+    if len(before) != len(after):
+        shorter, longer = (old, new) if len(before) < len(after) else (new, old)
+        extra = (after if len(before) < len(after) else before)[min(len(before), len(after))][1]
+        return False, (f"{shorter} ends after {min(len(before), len(after))} driver operations; "
+                       f"{longer} goes on with {extra}")
+    return True, f"the same {len(before)} driver operations"
+
+
 def dump(path: str) -> None:
     reader = TraceReader(path)
     print(json.dumps({"version": reader.header.version, **reader.header.to_json()}, indent=2))
@@ -257,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arg", action="append", default=[], type=_parse_arg, metavar="KEY=VALUE",
                         help="a scenario argument for --record (JSON value or text)")
     parser.add_argument("--dump", action="store_true", help="print the trace's header and records")
+    parser.add_argument("--diff", nargs=2, metavar=("OLD", "NEW"),
+                        help="compare what the driver did in two traces (its writes, allocations, DMA "
+                             "contents; not its reads); exit status 1 when they differ")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show the driver's log (after a divergence its teardown fails loudly)")
     args = parser.parse_args(argv)
@@ -268,8 +302,16 @@ def main(argv: list[str] | None = None) -> int:
         detail = record(scenario, out, dict(args.arg))
         print(f"recorded {scenario} into {out}: {detail}")
         return 0
+    if args.diff:
+        try:
+            same, text = diff(*args.diff)
+        except (BadTrace, OSError) as exc:
+            print(f"{exc}", file=sys.stderr)
+            return 2
+        print(text)
+        return 0 if same else 1
     if not args.trace:
-        parser.error("give a TRACE (or --record SCENARIO OUT)")
+        parser.error("give a TRACE (or --record SCENARIO OUT, --diff OLD NEW)")
     try:
         if args.dump:
             dump(args.trace)

@@ -107,6 +107,18 @@ def test_cli_record_and_dump(tmp_path, capsys):
     assert '"scenario": "am.boot"' in out and "MMIO write32 BAR5+" in out
 
 
+def test_cli_diff_names_the_first_changed_driver_operation(tmp_path, monkeypatch, capsys):
+    assert replay.main(["--diff", str(BOOT), str(BOOT)]) == 0
+    assert "the same" in capsys.readouterr().out
+    monkeypatch.setattr(ih, "MSI_STORM_DELAY", ih.MSI_STORM_DELAY + 2)
+    changed = tmp_path / "changed.trace"
+    replay.record("am.boot", str(changed))
+    assert replay.main(["--diff", str(BOOT), str(changed)]) == 1
+    out = capsys.readouterr().out
+    offset = msi_storm_offset()
+    assert f"  - MMIO write32 BAR5+{offset:#x} = " in out and f"  + MMIO write32 BAR5+{offset:#x} = " in out
+
+
 def driver_sequence(path) -> list:
     """What the driver did (writes, allocations, DMA contents, interrupt changes), without what it
     read: reads and device writes follow the device's timing."""
