@@ -629,6 +629,14 @@ def install(device: PCIDevice, request: TraceRequest | None) -> PCIDevice:
     return device
 
 
+# what hal.open's docstring says of the option traceable adds
+TRACE_OPTION_DOC = """
+
+    trace: record every operation of the opened device into this file (hal.trace, docs/tracing.md);
+    without it a `hal.trace.record()` block or $GPUHAL_TRACE may ask for a recording.
+    """
+
+
 def traceable(open_function):
     """Decorates hal's open: adds `trace=path` and records the opened device when asked (an
     explicit path, a `record()` block or $GPUHAL_TRACE), whichever backend opened it."""
@@ -638,7 +646,9 @@ def traceable(open_function):
         request = requested(trace)
         return install(open_function(*args, **kwargs), request)
 
+    open_traced.__doc__ = (open_function.__doc__ or "").rstrip() + TRACE_OPTION_DOC
     return open_traced
+
 
 
 # -- replay --------------------------------------------------------------------------------------
