@@ -7,6 +7,7 @@ operations" (exit status 0) or the first divergence: the record index, what the 
 what the driver did, and the operations before it (exit status 1). A trace that cannot be read or
 names an unknown scenario is exit status 2.
 
+`--record SCENARIO OUT --device DEVICE` records on a real GPU instead (docs/tracing.md).
 `--diff OLD NEW` compares what the driver did in two traces (its writes, allocations, DMA contents,
 not its reads) and names the first difference: what a re-recorded fixture changed.
 `--record SCENARIO OUT [--arg KEY=VALUE ...]` records a scenario on the mock machine (a fresh default
@@ -122,12 +123,20 @@ def _firmware_dir(args: dict, scratch: str) -> str | None:
     return None
 
 
-def record(scenario: str, out: str, overrides: dict | None = None) -> str:
-    """Record `scenario` on a fresh default mock machine into `out`; returns its detail line. The
-    mock's process id is FIXTURE_PID, so an unchanged driver records the same bytes again."""
+def record(scenario: str, out: str, overrides: dict | None = None, device: str | None = None,
+           os=None) -> str:
+    """Record `scenario` into `out`; returns its detail line. Without `device`, on a fresh default
+    mock machine whose process id is FIXTURE_PID (so an unchanged driver records the same bytes
+    again); with one (`vfio:0000:03:00.0`), on that device, opened with `unbind=True` through the
+    seam `os` (the real machine by default), with the firmware of the search path."""
+    chosen = SCENARIOS[scenario]
+    if device is not None:
+        args = {**chosen.defaults, **(overrides or {}), "firmware": SYSTEM_FIRMWARE}
+        with hal_trace.record(out, scenario, args):
+            with hal.open(device, os=os, unbind=True) as pci:
+                return chosen.run(pci, args, None)
     from tools import mock_machines
 
-    chosen = SCENARIOS[scenario]
     args = {**chosen.defaults, **(overrides or {}), "firmware": SYNTHETIC_FIRMWARE}
     machine = mock_machines.navi31(0, backend=str(args.get("backend", "pci")))
     machine.os.getpid = lambda: FIXTURE_PID
@@ -285,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
                              'or null, "error"')
     parser.add_argument("--record", nargs=2, metavar=("SCENARIO", "OUT"),
                         help=f"record SCENARIO ({', '.join(SCENARIOS)}) on the mock machine into OUT")
+    parser.add_argument("--device", metavar="DEVICE",
+                        help="record on this device (vfio:0000:03:00.0; its kernel driver is detached and "
+                             "given back) with the firmware of the search path, not on the mock")
     parser.add_argument("--arg", action="append", default=[], type=_parse_arg, metavar="KEY=VALUE",
                         help="a scenario argument for --record (JSON value or text)")
     parser.add_argument("--dump", action="store_true", help="print the trace's header and records")
@@ -299,7 +311,11 @@ def main(argv: list[str] | None = None) -> int:
         scenario, out = args.record
         if scenario not in SCENARIOS:
             parser.error(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
-        detail = record(scenario, out, dict(args.arg))
+        try:
+            detail = record(scenario, out, dict(args.arg), device=args.device)
+        except HalError as exc:
+            print(f"recording {scenario} into {out}: {exc}", file=sys.stderr)
+            return 1
         print(f"recorded {scenario} into {out}: {detail}")
         return 0
     if args.diff:

@@ -4,6 +4,7 @@ the command line's output and exit status."""
 from __future__ import annotations
 
 import json
+import tempfile
 
 import pytest
 
@@ -11,6 +12,7 @@ import hal
 from drivers.am import ih
 from drivers.am.device import AMConfig, AMDevice
 from hal.trace_format import DMA_DEVICE, OBSERVATIONS, TraceReader
+from mockgpu.amd.firmware_images import write_navi31_set
 from tools import mock_machines, replay
 
 FIXTURES = replay.FIXTURES
@@ -117,6 +119,25 @@ def test_cli_diff_names_the_first_changed_driver_operation(tmp_path, monkeypatch
     out = capsys.readouterr().out
     offset = msi_storm_offset()
     assert f"  - MMIO write32 BAR5+{offset:#x} = " in out and f"  + MMIO write32 BAR5+{offset:#x} = " in out
+
+
+def test_a_recording_on_a_device_string_replays_with_the_search_path_firmware(tmp_path, monkeypatch):
+    """The real-hardware path (--device), on the mock's GPU: firmware from the search path, which
+    the replay uses too."""
+    from drivers.am.firmware import FIRMWARE_DIR_ENV
+
+    machine = mock_machines.navi31()
+    try:
+        monkeypatch.setenv(FIRMWARE_DIR_ENV, machine.firmware_dir)
+        path = tmp_path / "device.trace"
+        replay.record("am.boot", str(path), device=machine.device, os=machine.os)
+    finally:
+        machine.close()
+    assert TraceReader(str(path)).header.args["firmware"] == replay.SYSTEM_FIRMWARE
+    with tempfile.TemporaryDirectory() as firmware:
+        monkeypatch.setenv(FIRMWARE_DIR_ENV, str(write_navi31_set(firmware)))
+        result = replay.replay(str(path))
+    assert result.ok, result.text()
 
 
 def driver_sequence(path) -> list:
