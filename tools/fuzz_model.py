@@ -66,13 +66,10 @@ KERNELS = {
 # what the `fault` rule does: a kernel that never ends then the compute queue reset, a reset of an
 # idle queue, the process exiting without a teardown then a warm attach, a full close then a
 # reopen, the tools.reset_gpu ladder then a bring-up
-FAULTS = ("hang_then_reset_queue", "reset_compute_queue", "reopen_cold", "reset_gpu")
-# faults the `fault` rule knows but does not draw while the stack fails them, with the reason
-# (tests/fuzz/test_fuzz_state.py keeps a strict xfail reproducer of each)
-KNOWN_BROKEN = {
-    "reopen_warm": "after a warm attach the GART maps the previous owner's host pages: the first "
-                   "staged copy makes the SDMA read a page that is gone (drivers.am warm attach)",
-}
+FAULTS = ("hang_then_reset_queue", "reset_compute_queue", "reopen_warm", "reopen_cold", "reset_gpu")
+# kinds the `fault` rule knows but does not draw while the stack fails them, with the reason (keep
+# a strict xfail reproducer of each in tests/fuzz/test_fuzz_state.py); none at present
+KNOWN_BROKEN: dict[str, str] = {}
 MISUSES = ("copy_out_of_range", "freed_buffer", "zero_size", "local_size_too_large",
            "wrong_argument_count", "reduce_local_size")
 REPRODUCER_HEADER = "from tools.fuzz_model import DriverStateMachine\n"

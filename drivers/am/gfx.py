@@ -437,6 +437,11 @@ class GCv11_0(IPBlock):
                      self.device.pci.bdf, reason)
             self.hw_init()
             return
+        gmc = self._gmc()
+        if gmc is not None:
+            # the hub the CP and SDMA translate through: marked enabled for this owner's TLB
+            # flushes, and VMID 0 flushed, else it keeps the previous owner's GART translations
+            gmc.enable_hub(GFX_HUB)  # gfx_v11_0_gfxhub_enable, as on resume
         self._select(MEC_ME, MEC_PIPE, MEC_QUEUE, 0)
         try:
             self.wptr = self.hqd_wptr_lo.read() | self.hqd_wptr_hi.read() << 32

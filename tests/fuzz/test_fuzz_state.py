@@ -1,6 +1,6 @@
 """The driver state machine (tools.fuzz_model): short random runs pass, every rule and fault kind
 works on its own, a corrupted copy path is caught and shrunk to a reproducer that runs as a script,
-and the known-broken warm re-attach stays a strict xfail until drivers.am is fixed."""
+and what the machine found stays fixed (a warm re-attach after staged copies)."""
 from __future__ import annotations
 
 import pathlib
@@ -92,8 +92,9 @@ class QuickTimeouts(DriverStateMachine):
     wait_timeout_s = 0.3
 
 
-@pytest.mark.xfail(strict=True, reason=fuzz_model.KNOWN_BROKEN["reopen_warm"])
-def test_known_broken_warm_reattach_after_staged_copies():
+def test_a_warm_reattach_after_staged_copies_copies_through_fresh_translations():
+    # found by the state machine: the GC's warm attach left the GFX hub out of the GMC's enabled
+    # hubs, so no TLB flush reached it and the SDMA read the previous owner's freed staging page
     state = QuickTimeouts()
     try:
         state.first_buffers(buffers=[(532, False)], seed=1)
@@ -101,5 +102,7 @@ def test_known_broken_warm_reattach_after_staged_copies():
         state.alloc(host=False, words=200)
         state.copy_in(slot=0, start=0, count=200, seed=2, floats=False)
         state.copy_out(slot=0)
+        state.signal_across_queues(value=7, high=False)
+        assert state.dev.backend.am.boot_kind == "warm"
     finally:
         state.teardown()
