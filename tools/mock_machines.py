@@ -9,6 +9,8 @@ function unbound so vfio-pci can own the whole IOMMU group), where the IH delive
 1-2 (mockgpu.usb), opened as "usb:1-2" through custom or stock firmware.
 `nvidia(gpu, version)` is a machine with the simulated NVIDIA kernel driver (mockgpu.nv) loaded:
 /dev/nvidiactl, /dev/nvidia0, /dev/nvidia-uvm for an H100 by default (docs/nv.md).
+`qcom(gpu)` is a machine with the simulated KGSL driver (mockgpu.qcom) loaded: /dev/kgsl-3d0 for an
+Adreno 630 (docs/qcom.md).
 """
 from __future__ import annotations
 
@@ -107,3 +109,31 @@ def nvidia(gpu: str = "h100", version: str | None = None) -> MockNVIDIA:
     machine = Machine(lock_dir=scratch)
     loaded = nv_driver.install(machine, GPUS[gpu], version or nv_driver.DEFAULT_VERSION)
     return MockNVIDIA(machine, loaded, scratch)
+
+@dataclass
+class MockQCOM:
+    """A mock machine with the simulated KGSL driver loaded; `driver` is its kernel side."""
+
+    machine: Machine
+    driver: object
+    scratch: str
+
+    @property
+    def os(self):
+        return self.machine.os
+
+    def close(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def qcom(gpu: str = "a630") -> MockQCOM:
+    """A machine whose KGSL driver drives one Adreno GPU: "a630" (Snapdragon 845)."""
+    from mockgpu.qcom import kgsl as qcom_kgsl
+
+    gpus = {"a630": qcom_kgsl.ADRENO_630}
+    if gpu not in gpus:
+        raise DeviceNotFound(f"no mock Adreno GPU {gpu!r}; have {', '.join(gpus)}")
+    scratch = tempfile.mkdtemp(prefix="gpuhal-mock-qcom-")
+    machine = Machine(lock_dir=scratch)
+    loaded = qcom_kgsl.install(machine, gpus[gpu])
+    return MockQCOM(machine, loaded, scratch)
