@@ -35,6 +35,7 @@ GENERATORS = {
     manifest.KIND_STRUCTS: ("autogen.clang_gen", "HeaderParseError"),
     manifest.KIND_AMD_REGS: ("autogen.gen_regs", "RegisterHeaderError"),
     manifest.KIND_XML_REGS: ("autogen.xml_regs", "RegisterXMLError"),
+    manifest.KIND_ISASPEC: ("autogen.ir3_isa", "ISAError"),
 }
 _DIFF_LINES_SHOWN = 12
 _WARNING_RULE = "!" * 100

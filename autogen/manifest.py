@@ -15,6 +15,7 @@ from autogen.sources import Package
 KIND_STRUCTS = "structs"
 KIND_AMD_REGS = "amd_regs"
 KIND_XML_REGS = "xml_regs"  # rules-ng-ng register XML (Mesa freedreno), autogen/xml_regs.py
+KIND_ISASPEC = "isaspec"  # Mesa isaspec instruction-set XML (ir3), autogen/ir3_isa.py
 
 UAPI_LICENCE = "GPL-2.0 WITH Linux-syscall-note"
 AMD_LICENCE = "MIT"  # AMD's permission notice, reproduced at the top of each header
@@ -257,6 +258,13 @@ TARGETS: tuple[Target, ...] = (
            "and fields, event ids; adreno_common.xml's enums and registers.",
            output="autogen/qcom/pm4.py", variant="A6XX",
            also_emit=(f"{MESA_FREEDRENO_REGS}/adreno_common.xml",), licence_override="MIT"),
+    Target("qcom.ir3_isa", KIND_ISASPEC, MESA_25_0,
+           tuple(f"src/freedreno/isa/{name}.xml" for name in (
+               "ir3", "ir3-common", "ir3-cat0", "ir3-cat1", "ir3-cat2", "ir3-cat3", "ir3-cat4",
+               "ir3-cat5", "ir3-cat6", "ir3-cat7")),
+           "Adreno ir3 shader instruction set for A6XX (isaspec XML): bitsets with patterns, fields, "
+           "display templates, expressions, enums.", output="autogen/qcom/ir3_isa.py",
+           variant="A6XX", licence_override="MIT"),
 )
 
 BY_NAME: dict[str, Target] = {target.name: target for target in TARGETS}
