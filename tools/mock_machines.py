@@ -8,7 +8,8 @@ function unbound so vfio-pci can own the whole IOMMU group), where the IH delive
 `navi31_usb(index, firmware)` is a machine with a Navi31 behind an ASM24xx USB bridge at USB port
 1-2 (mockgpu.usb), opened as "usb:1-2" through custom or stock firmware.
 `nvidia(gpu, version)` is a machine with the simulated NVIDIA kernel driver (mockgpu.nv) loaded:
-/dev/nvidiactl, /dev/nvidia0, /dev/nvidia-uvm for an H100 by default (docs/nv.md).
+/dev/nvidiactl, /dev/nvidia0, /dev/nvidia-uvm for an H100 by default (docs/nv.md);
+`nvidia_compute(gpu)` is the factory compute.device takes for "mock:nv[:gpu]" (kind "nv").
 `qcom(gpu)` is a machine with the simulated KGSL driver (mockgpu.qcom) loaded: /dev/kgsl-3d0 for an
 Adreno 630 (docs/qcom.md).
 """
@@ -93,8 +94,27 @@ class MockNVIDIA:
     def os(self):
         return self.machine.os
 
+    def register_program(self, binary: bytes, name: str, sm: int) -> None:
+        """Tell the mock GPU the SASS and PTX of kernel `name` of a fatbinary (or cubin), so a
+        launch of that SASS runs the PTX (mockgpu/nv/gpu.py). The parsing is the driver's, done here
+        because the mock imports no driver code."""
+        from compute.nv.program import select_cubin
+        from drivers.nv import cubin as cubin_format
+
+        cubin_bytes, ptx = select_cubin(bytes(binary), sm)
+        if ptx is None:
+            return  # a bare cubin has no PTX: the mock cannot run it (an illegal instruction there)
+        kernel = cubin_format.parse(cubin_bytes)[name]
+        self.driver.gpu_model.programs.add(name, kernel.code, ptx, kernel.param_bank_offset,
+                                           kernel.param_size, kernel.shared_size)
+
     def close(self) -> None:
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def nvidia_compute(gpu: str | None = None) -> MockNVIDIA:
+    """The factory compute.device takes for "mock:nv[:gpu]": `nvidia(gpu)`, H100 by default."""
+    return nvidia(gpu or "h100")
 
 
 def nvidia(gpu: str = "h100", version: str | None = None) -> MockNVIDIA:
@@ -109,6 +129,7 @@ def nvidia(gpu: str = "h100", version: str | None = None) -> MockNVIDIA:
     machine = Machine(lock_dir=scratch)
     loaded = nv_driver.install(machine, GPUS[gpu], version or nv_driver.DEFAULT_VERSION)
     return MockNVIDIA(machine, loaded, scratch)
+
 
 @dataclass
 class MockQCOM:

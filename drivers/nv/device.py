@@ -51,7 +51,9 @@ ATTR2_GPU_CACHEABLE_YES = 1  # NVOS32_ATTR2_GPU_CACHEABLE_YES
 # are handed out from VA_START in HUGE_PAGE steps. 2 MiB is the Ampere-Hopper big page.
 VA_BASE = 0x1000  # NV_VASPACE_ALLOCATION_PARAMETERS.vaBase: page 0 stays unmapped
 VA_SIZE = 1 << 48  # the 49-bit GPU VA of Ampere-Hopper MMU v2/v3, lower half
-VA_START = 1 << 40  # first address handed out: above anything a CPU allocation of this process uses
+# first address handed out: above the channels' UVM ranges (CHANNEL_VA_START) and below 1 << 40,
+# since a GP entry (clc56f.h GP_ENTRY1_GET_HI 7:0) and Ampere's SEM_ADDR_HI (7:0) carry 40 bits
+VA_START = 1 << 37
 HUGE_PAGE = 2 << 20
 GPFIFO_ENTRIES = 0x400  # a power of two, as the RM requires
 GPFIFO_ENTRY_SIZE = cl.NVC86F_GP_ENTRY__SIZE  # clc86f.h (as clc56f.h): one GP entry is 8 bytes

@@ -23,7 +23,7 @@ from autogen.nv.r535 import nvos
 from autogen.nv.r535 import status as st
 from autogen.nv.r535 import uvm
 from hal.os import PAGE_SIZE
-from hal.region import MemoryRegion, Region
+from hal.region import CallbackRegion, MemoryRegion, Region
 from mockgpu.files import MockFile
 from mockgpu.nv.gpus import H100_SXM, NVIDIA_VENDOR_ID, GPUIdentity
 from mockgpu.nv.rm import MmapContext, ResourceManager, RMObject, RMStatus
@@ -89,6 +89,7 @@ class NVKernelDriver:
         self.rm = ResourceManager(gpu, self._read_user, self._write_user)
         self.open_files: list[MockFile] = []
         self.uvm_spaces: list["UVMFile"] = []
+        self.gpu_model = None  # mockgpu.nv.gpu.GPUModel, set by install()
 
     # copy_from_user / copy_to_user over the simulated process memory
     def _read_user(self, address: int, size: int) -> bytes | None:
@@ -326,7 +327,10 @@ class NVFile(MockFile):
             # the control node maps system memory pages: past the allocation's last page is ERANGE
             raise OSError(errno.ERANGE if self.kind == _CTL else errno.ENXIO,
                           f"{self.path}: mapping runs past the allocation's last page")
-        region = MemoryRegion(view, addr=context.address, owner=memory.backing)
+        if memory.cls in _USERMODE_CLASSES and self.driver.gpu_model is not None:
+            region = _doorbell_region(view, self.driver.gpu_model)
+        else:
+            region = MemoryRegion(view, addr=context.address, owner=memory.backing)
         memory.info.setdefault("cpu_mappings", 0)
         memory.info["cpu_mappings"] += 1
         return region
@@ -527,9 +531,30 @@ def _range_invalid(base: int, length: int, alignment: int) -> bool:
             or base + length >= 1 << 64)
 
 
+_USERMODE_CLASSES = (cl.VOLTA_USERMODE_A, cl.TURING_USERMODE_A, cl.AMPERE_USERMODE_A, cl.HOPPER_USERMODE_A)
+
+
+def _doorbell_region(view: memoryview, gpu) -> Region:
+    """The usermode window: plain memory, except that a 32-bit write of a work-submit token to
+    NOTIFY_CHANNEL_PENDING (clc361.h) makes the GPU model fetch that channel's work."""
+    def read(offset: int, size: int) -> bytes:
+        return bytes(view[offset:offset + size])
+
+    def write(offset: int, data: bytes) -> None:
+        view[offset:offset + len(data)] = data
+        if offset == cl.NVC361_NOTIFY_CHANNEL_PENDING and len(data) == 4:
+            gpu.doorbell(int.from_bytes(data, "little"))
+
+    return CallbackRegion(len(view), read, write)
+
+
 def install(machine, gpu: GPUIdentity = H100_SXM, version: str = DEFAULT_VERSION) -> NVKernelDriver:
-    """Load the simulated nvidia and nvidia-uvm modules on `machine`; returns the driver."""
+    """Load the simulated nvidia and nvidia-uvm modules on `machine`; returns the driver (its
+    `gpu_model` is the simulated GPU, mockgpu.nv.gpu)."""
+    from mockgpu.nv.gpu import GPUModel
+
     driver = NVKernelDriver(machine, gpu, version)
+    driver.gpu_model = GPUModel(driver)
     machine.extra_files.update(driver.files())
     machine.nvidia = driver
     return driver

@@ -1,0 +1,155 @@
+"""The NVIDIA backend of compute.Device: a GPU driven through the kernel RM (drivers.nv).
+
+- Opening: "nv:N" opens GPU N of the host's NVIDIA driver (/dev/nvidiactl); "mock:nv" or
+  "mock:nv:<gpu>" (h100, h200, a100, rtx3090, rtx4090) asks the mock factory registered for "nv"
+  with compute.device for a machine with the simulated driver and opens GPU 0 there.
+- Memory: VRAM (NV01_MEMORY_LOCAL_USER) and host memory (NV01_MEMORY_SYSTEM), each mapped for the
+  GPU through UVM and for the CPU (NVDevice.alloc_memory); the GPU address is the UVM mapping's.
+- Queues: compute and copy on the device's two GPFIFO channels (compute/nv/queues.py).
+- Programs: compute/nv/program.py. The SM version the cubin is chosen for comes from the
+  generation: GA100 sm_80, GA10x sm_86, AD10x sm_89, GH100 sm_90 (CUDA compute capabilities).
+- Errors: the channels' error notifier (NvNotification, nvgputypes.h) is read before each
+  submission, while waiting and after synchronize; a robust-channel error is `ChannelError` naming
+  the nverror.h code (ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT for an MMU fault).
+"""
+from __future__ import annotations
+
+import re
+import struct
+
+from compute.nv.program import NVProgram
+from compute.nv.queues import NVComputeQueue, NVCopyQueue
+from drivers.nv import device as nv_device
+from drivers.nv.gpfifo import ChannelError
+from hal.errors import DeviceNotFound, UnsupportedOperation
+
+DEVICE_PATTERN = re.compile(r"nv:(\d+)$")
+MOCK_PATTERN = re.compile(r"mock:nv(?::(\w+))?$")
+# CUDA C++ Programming Guide, compute capabilities: GA100 8.0, GA10x 8.6, AD10x 8.9, GH100 9.0;
+# the largest shared memory carve-out per SM (KiB) of each, same guide ("Shared Memory" per
+# architecture): 164, 100, 100, 228
+SM_VERSIONS = {nv_device.AMPERE_GA100.name: (80, 164), nv_device.AMPERE_GA10X.name: (86, 100),
+               nv_device.ADA.name: (89, 100), nv_device.HOPPER.name: (90, 228)}
+# where the SM maps shared and local memory into the generic address space: the values tinygrad's
+# ops_nv.py programs (SET_SHADER_SHARED/LOCAL_MEMORY_WINDOW) before Hopper and on Hopper
+WINDOWS_PRE_HOPPER = (0xFE000000, 0xFF000000)
+WINDOWS_HOPPER = (0x729300000000, 0x729400000000)
+# local memory is allocated per thread slot of every SM: 2048 resident threads per SM (the same
+# guide) on up to 144 SMs (GH100 and AD102 full dies, the largest of these chips)
+THREADS_PER_SM = 2048
+SM_COUNT_BOUND = 144
+CLOCK_HZ = 1_000_000_000  # semaphore timestamps count nanoseconds (nvgputypes.h timeStamp)
+# nverror.h robust-channel codes the error notifier reports (info32)
+ROBUST_CHANNEL_NAMES = {13: "ROBUST_CHANNEL_GR_EXCEPTION", 31: "ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT",
+                        32: "ROBUST_CHANNEL_PBDMA_ERROR", 39: "ROBUST_CHANNEL_CE0_ERROR"}
+
+
+class NVBackend:
+    """One NVIDIA GPU for the compute layer (see the module docstring)."""
+
+    clock_hz = CLOCK_HZ
+
+    def __init__(self, device: str, *, os=None) -> None:
+        self.machine = None
+        mock = MOCK_PATTERN.match(device)
+        if mock:
+            from compute.device import mock_factory
+
+            self.machine = mock_factory("nv")(mock.group(1) or "h100")
+            os = self.machine.os
+            index = 0
+        else:
+            match = DEVICE_PATTERN.match(device)
+            if match is None:
+                raise DeviceNotFound(f"{device!r} is not an NVIDIA device string (nv:N or mock:nv[:gpu])")
+            index = int(match.group(1))
+            if os is None:
+                from hal.os import host
+
+                os = host()
+        self.os = os
+        try:
+            self.nv = nv_device.NVDevice.open(os, index)
+        except BaseException:
+            if self.machine is not None:
+                self.machine.close()
+            raise
+        generation = self.nv.generation
+        self.sm, self.shared_limit_kib = SM_VERSIONS[generation.name]
+        self.shared_window, self.local_window = (WINDOWS_HOPPER if generation is nv_device.HOPPER
+                                                 else WINDOWS_PRE_HOPPER)
+        self.local_memory = None
+        self.local_per_thread = 0
+        self.compute = None
+        self.error = None  # the ChannelError already raised once, raised again until reopened
+
+    def describe(self) -> str:
+        kind = "mock NVIDIA GPU" if self.machine is not None else "NVIDIA GPU"
+        return f"{kind} {self.nv.index} ({self.nv.generation.name}, sm_{self.sm})"
+
+    # -- memory ------------------------------------------------------------------------------------
+    def alloc_vram(self, size: int):
+        memory = self.nv.alloc_memory(size, location="vram", name="compute buffer")
+        return memory.gpu_va, memory.cpu.region, memory
+
+    def alloc_host(self, size: int):
+        memory = self.nv.alloc_memory(size, location="sysmem", name="host buffer")
+        return memory.gpu_va, memory.cpu.region, memory
+
+    def free(self, kind: str, handle) -> None:
+        self.nv.free_memory(handle)
+
+    def ensure_local_memory(self, per_thread: int) -> None:
+        """A local memory buffer big enough for `per_thread` bytes in every thread slot."""
+        per_thread = -(-per_thread // 16) * 16
+        if per_thread <= self.local_per_thread:
+            return
+        size = per_thread * THREADS_PER_SM * SM_COUNT_BOUND
+        memory = self.nv.alloc_memory(size, location="vram", cpu_access=False, name="local memory")
+        self.local_memory = memory  # the previous buffer stays until close (work may still use it)
+        self.local_per_thread = per_thread
+        self.compute.local_memory(memory.gpu_va, size, SM_COUNT_BOUND)
+
+    # -- queues and programs -----------------------------------------------------------------------
+    def compute_queue(self, device) -> NVComputeQueue:
+        self.compute = NVComputeQueue(device, self)
+        return self.compute
+
+    def copy_queue(self, device) -> NVCopyQueue:
+        return NVCopyQueue(device, self)
+
+    def load_program(self, device, binary: bytes, name: str) -> NVProgram:
+        return NVProgram(device, binary, name)
+
+    # -- progress and errors -----------------------------------------------------------------------
+    def check_errors(self) -> None:
+        """Raise the robust-channel error the RM wrote to the channels' error notifier, if any."""
+        if self.error is not None:
+            raise self.error
+        region = self.nv.notifier.cpu.region
+        time_ns, code, info16, status = struct.unpack("<QIHH", region.read(0, 16))
+        if status == 0 and code == 0:
+            return
+        name = ROBUST_CHANNEL_NAMES.get(code, f"robust-channel error {code}")
+        self.error = ChannelError(name, code, info16,
+                                  f"{self.describe()}: the RM stopped the channels with {name} ({code}); "
+                                  f"work after it is lost: close the device and open it again")
+        raise self.error
+
+    def sleep_for_progress(self, timeout_s: float) -> None:
+        self.check_errors()
+        self.os.sleep(timeout_s)
+        self.check_errors()
+
+    def reset_compute_queue(self, why: str) -> None:
+        raise UnsupportedOperation(f"{self.describe()}: resetting one channel is not implemented "
+                                   f"({why}); close the device and open it again")
+
+    # -- teardown ----------------------------------------------------------------------------------
+    def close(self) -> None:
+        try:
+            self.nv.close()
+        finally:
+            if self.machine is not None:
+                self.machine.close()
+

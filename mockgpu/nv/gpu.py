@@ -1,0 +1,575 @@
+"""The simulated NVIDIA GPU behind the mock kernel driver: host engine (PBDMA), compute and copy.
+
+`GPUModel(driver)` is created by `mockgpu.nv.driver.install`; the usermode window's doorbell
+(clc361.h NVC361_NOTIFY_CHANNEL_PENDING) calls `doorbell(token)`. For the channel whose
+work-submit token was written, the model reads GPPut from its USERD (clc86f.h
+Nvc86fControl_struct), fetches GP entries from GPGet on (clc56f.h GP_ENTRY0/1), decodes each
+pushbuffer segment's method headers (incrementing, non-incrementing, immediate data, increment
+once; clc56f.h "dma method formats") and executes the methods at once:
+
+- host methods (below 0x100, any subchannel; clc56f.h/clc86f.h): SET_OBJECT binds a subchannel to
+  the channel's engine class (another class is a PBDMA error), SEM_ADDR_LO/HI + SEM_PAYLOAD_LO/HI +
+  SEM_EXECUTE (release with 32/64-bit payload and optional timestamp after the payload; acquire
+  STRICT_GEQ / CIRC_GEQ blocks the channel until memory satisfies it), NOP, WFI, MEM_OP_A..D,
+  NON_STALL_INTERRUPT (no effect here); an unknown host method is a PBDMA error;
+- compute class (clc6c0.h ...): SEND_PCAS_A (the QMD's address >> 8) and SEND_SIGNALING_PCAS2_B
+  (action SCHEDULE or INVALIDATE_COPY_SCHEDULE) launch the QMD (drivers.nv.qmd's layout, checked
+  as the hardware would reject it: `check_qmd`); other methods are stored;
+- copy class (clc6b5.h ...): OFFSET_IN/OUT, LINE_LENGTH_IN, LINE_COUNT, SET_SEMAPHORE_*, LAUNCH_DMA
+  (pitch-linear, one line; a one-word or four-word semaphore release after it).
+
+GPU virtual addresses resolve through the mappings UVM recorded (`UVMFile.gpu_translate`); an
+access to an unmapped address is an MMU fault. A fault stops the channel: the model writes the
+channel's error notifier (nvgputypes.h NvNotification: timeStamp, info32 = the nverror.h
+ROBUST_CHANNEL_* code, info16, status) as the RM's robust-channel handling does, fetches nothing
+more on that channel, and records it in `errors`.
+
+**How kernels run.** The mock cannot execute SASS. A launch's program address holds the SASS the
+driver uploaded; the model compares the bytes there with the SASS of the kernels it was told
+about (`programs`, a `ProgramRegistry`: tools.mock_machines registers the kernel library's
+fatbinaries, and the compute layer registers any other binary it loads on a mock through the
+machine's `register_program`) and runs the PTX of the same kernel from the same fatbinary with
+mockgpu.nv.ptx, reading the parameters from constant bank 0 at the offset the cubin's
+EIATTR_PARAM_CBANK gives. SASS the registry does not know is an illegal instruction (a GR
+exception).
+
+Fault hooks: `inject("rc")` fails the next launch with a GR exception, `inject("mmu")` faults the
+next launch's first memory access, `inject("hang")` makes the next semaphore acquire never succeed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import struct
+import time
+
+from autogen.nv.r535 import classes as cl
+from hal.errors import HalError
+from mockgpu.nv.ptx import Kernel
+from mockgpu.nv.ptx.interpreter import MemoryFault
+
+log = logging.getLogger(__name__)
+
+# clc56f.h dma method formats (the generator leaves the hi:lo ranges out)
+_SEC_OP_SHIFT = 29
+_COUNT_SHIFT = 16
+_COUNT_MASK = 0x1FFF
+_SUBCHANNEL_SHIFT = 13
+_SUBCHANNEL_MASK = 7
+_ADDRESS_MASK = 0xFFF
+_HOST_METHOD_LIMIT = 0x100  # clc56f.h: host methods occupy 0x0000-0x00fc
+# clc56f.h GP_ENTRY1: GET_HI 7:0, LENGTH 30:10
+_GP_GET_HI_MASK = 0xFF
+_GP_LENGTH_SHIFT = 10
+_GP_LENGTH_MASK = 0x1FFFFF
+# clc56f.h SEM_EXECUTE fields: OPERATION 2:0, PAYLOAD_SIZE 24:24, RELEASE_TIMESTAMP 25:25
+_SEM_OPERATION_MASK = 0x7
+_SEM_PAYLOAD_SIZE_SHIFT = 24
+_SEM_TIMESTAMP_SHIFT = 25
+# clc6b5.h LAUNCH_DMA fields: DATA_TRANSFER_TYPE 1:0, SEMAPHORE_TYPE 4:3, SRC_MEMORY_LAYOUT 7:7,
+# DST_MEMORY_LAYOUT 8:8, MULTI_LINE_ENABLE 9:9
+_DMA_TRANSFER_MASK = 0x3
+_DMA_SEMAPHORE_SHIFT = 3
+_DMA_SEMAPHORE_MASK = 0x3
+_DMA_SRC_PITCH_BIT = 1 << 7
+_DMA_DST_PITCH_BIT = 1 << 8
+_DMA_MULTI_LINE_BIT = 1 << 9
+# clc6c0.h SEND_SIGNALING_PCAS2_B_PCAS_ACTION 3:0
+_PCAS_ACTION_MASK = 0xF
+_PCAS_LAUNCH_ACTIONS = (cl.NVC6C0_SEND_SIGNALING_PCAS2_B_PCAS_ACTION_SCHEDULE,
+                        cl.NVC6C0_SEND_SIGNALING_PCAS2_B_PCAS_ACTION_INVALIDATE_COPY_SCHEDULE)
+# nverror.h robust-channel error codes written to the error notifier's info32
+ROBUST_CHANNEL_GR_EXCEPTION = 13
+ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT = 31
+ROBUST_CHANNEL_PBDMA_ERROR = 32
+ROBUST_CHANNEL_CE0_ERROR = 39
+# nvgputypes.h NvNotification: the RM sets status; the *_NOTIFICATION_STATUS_ERROR_PROTECTION_FAULT
+# value the RM uses for channel errors (cl003e.h / cl0040.h)
+NOTIFICATION_STATUS_ERROR = cl.NV03E_NOTIFICATION_STATUS_ERROR_PROTECTION_FAULT
+NOTIFICATION_SIZE = 16
+# clc6c0qmd.h (drivers/nv/qmd.py): QMD 03_00, 256 bytes; fields checked below
+QMD_SIZE = 256
+QMD_FIELDS = {
+    "CTA_RASTER_WIDTH": (415, 384), "CTA_RASTER_HEIGHT": (431, 416), "CTA_RASTER_DEPTH": (463, 448),
+    "SHARED_MEMORY_SIZE": (561, 544), "QMD_VERSION": (579, 576), "QMD_MAJOR_VERSION": (583, 580),
+    "CTA_THREAD_DIMENSION0": (607, 592), "CTA_THREAD_DIMENSION1": (623, 608),
+    "CTA_THREAD_DIMENSION2": (639, 624), "CONSTANT_BUFFER_VALID0": (640, 640),
+    "REGISTER_COUNT_V": (656, 648), "CONSTANT_BUFFER_ADDR_LOWER0": (1055, 1024),
+    "CONSTANT_BUFFER_ADDR_UPPER0": (1072, 1056), "CONSTANT_BUFFER_SIZE_SHIFTED4_0": (1087, 1075),
+    "PROGRAM_ADDRESS_LOWER": (1567, 1536), "PROGRAM_ADDRESS_UPPER": (1584, 1568),
+}
+# CUDA C++ Programming Guide, "Technical Specifications per Compute Capability": threads per block
+# 1024, block dimensions (1024, 1024, 64), grid (2**31 - 1, 65535, 65535), 255 registers per thread
+MAX_THREADS_PER_BLOCK = 1024
+MAX_BLOCK = (1024, 1024, 64)
+MAX_GRID = ((1 << 31) - 1, 65535, 65535)
+MAX_REGISTERS = 255
+CONSTANT_BANK_MAX = 1 << 16  # 64 KiB of constant memory per bank (same table)
+# same table, "Maximum amount of shared memory per thread block": 163 KiB on 8.0 (GA100), 99 KiB
+# on 8.6 (GA10x) and 8.9 (AD10x), 227 KiB on 9.0 (GH100)
+MAX_SHARED_PER_BLOCK = {"GA100": 163 << 10, "GA102": 99 << 10, "AD102": 99 << 10, "GH100": 227 << 10}
+
+
+class ChannelFault(Exception):
+    """A method the hardware would refuse or an access it could not translate: RC the channel."""
+
+    def __init__(self, code: int, why: str) -> None:
+        super().__init__(why)
+        self.code = code
+        self.why = why
+
+
+class _MMUFault(HalError):
+    pass
+
+
+@dataclasses.dataclass
+class RegisteredKernel:
+    """One kernel of a fatbinary the model can run: its SASS, PTX and constant-bank layout."""
+
+    name: str
+    sass: bytes
+    ptx: str
+    param_offset: int
+    param_size: int
+    static_shared: int
+    kernel: Kernel | None = None
+
+
+class ProgramRegistry:
+    """SASS bytes -> the PTX of the same kernel (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.by_prefix: dict[bytes, list[RegisteredKernel]] = {}
+
+    def add(self, name: str, sass: bytes, ptx: str, param_offset: int, param_size: int,
+            static_shared: int = 0) -> None:
+        entry = RegisteredKernel(name, bytes(sass), ptx, param_offset, param_size, static_shared)
+        bucket = self.by_prefix.setdefault(entry.sass[:32], [])
+        if not any(known.sass == entry.sass and known.name == name for known in bucket):
+            bucket.append(entry)
+
+    def find(self, read) -> RegisteredKernel | None:
+        """The kernel whose SASS is at the program address (`read(offset, n)` reads there)."""
+        for entry in self.by_prefix.get(read(0, 32), []):
+            if read(0, len(entry.sass)) == entry.sass:
+                return entry
+        return None
+
+
+@dataclasses.dataclass
+class _Channel:
+    obj: object
+    engine_class: int
+    subchannels: dict[int, int] = dataclasses.field(default_factory=dict)
+    methods: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)  # current segment
+    method_index: int = 0
+    get: int = 0
+    state: dict[int, int] = dataclasses.field(default_factory=dict)  # method -> last value
+    faulted: bool = False
+    blocked: str = ""  # what an acquire waits for
+    hung: bool = False  # inject("hang") caught this channel's acquire
+
+
+class GPUMemory:
+    """GPU virtual memory through UVM's recorded external mappings."""
+
+    def __init__(self, driver) -> None:
+        self.driver = driver
+        self.fault_next = False
+
+    def _translate(self, address: int, size: int) -> tuple[bytearray, int, int]:
+        for space in self.driver.uvm_spaces:
+            found = space.gpu_translate(address)
+            if found is not None:
+                memory, offset = found
+                length = next(length for start, (length, _, m) in space.mappings.items()
+                              if m is memory and start <= address < start + length)
+                start = next(start for start, (_, _, m) in space.mappings.items()
+                             if m is memory and start <= address < start + length)
+                return memory.backing, offset, min(size, start + length - address)
+        raise _MMUFault(f"GPU address {address:#x} is not mapped")
+
+    def read(self, address: int, size: int) -> bytes:
+        if self.fault_next:
+            self.fault_next = False
+            raise _MMUFault(f"injected MMU fault reading {address:#x}")
+        out = bytearray()
+        while len(out) < size:
+            backing, offset, run = self._translate(address + len(out), size - len(out))
+            out += backing[offset:offset + run]
+        return bytes(out)
+
+    def write(self, address: int, data) -> None:
+        if self.fault_next:
+            self.fault_next = False
+            raise _MMUFault(f"injected MMU fault writing {address:#x}")
+        data = bytes(data)
+        done = 0
+        while done < len(data):
+            backing, offset, run = self._translate(address + done, len(data) - done)
+            backing[offset:offset + run] = data[done:done + run]
+            done += run
+
+
+def _qmd_field(data: bytes, name: str) -> int:
+    high, low = QMD_FIELDS[name]
+    return (int.from_bytes(data, "little") >> low) & ((1 << (high - low + 1)) - 1)
+
+
+class GPUModel:
+    """The GPU of one mock NVIDIA driver (see the module docstring)."""
+
+    def __init__(self, driver) -> None:
+        self.driver = driver
+        self.memory = GPUMemory(driver)
+        self.programs = ProgramRegistry()
+        self.channels: dict[int, _Channel] = {}  # id(channel RMObject) -> state
+        self.errors: list[tuple[int, str]] = []  # (ROBUST_CHANNEL_* code, why)
+        self.launches = 0
+        self.copies = 0
+        self._inject: set[str] = set()
+        self._running = False
+
+    def inject(self, kind: str) -> None:
+        """Arm a fault for the next launch ("rc", "mmu") or acquire ("hang")."""
+        if kind not in ("rc", "mmu", "hang"):
+            raise ValueError(f"unknown fault {kind!r}: rc, mmu or hang")
+        self._inject.add(kind)
+
+    @staticmethod
+    def clock_ns() -> int:
+        # semaphore timestamps and NvNotification.timeStamp count nanoseconds (nvgputypes.h)
+        return time.monotonic_ns()
+
+    # -- doorbell ----------------------------------------------------------------------------------
+    def doorbell(self, token: int) -> None:
+        """NOTIFY_CHANNEL_PENDING with a work-submit token: run what every channel can."""
+        channel = self._channel_by_token(token)
+        if channel is None:
+            log.warning("doorbell with unknown work-submit token %#x ignored", token)
+            return
+        if self._running:
+            return  # a doorbell written from inside a kernel run: the loop below picks it up
+        self._running = True
+        try:
+            progress = True
+            while progress:
+                progress = False
+                for state in list(self.channels.values()):
+                    progress |= self._run_channel(state)
+        finally:
+            self._running = False
+
+    def _channel_by_token(self, token: int):
+        for client in self.driver.rm.clients.values():
+            for obj in client.objects.values():
+                if obj.info.get("work_submit_token") == token and "gpfifo_entries" in obj.info:
+                    engine = next((child.cls for child in obj.children.values()), 0)
+                    state = self.channels.get(id(obj))
+                    if state is None or state.obj is not obj:
+                        state = _Channel(obj, engine)
+                        self.channels[id(obj)] = state
+                    state.engine_class = engine
+                    return state
+        return None
+
+    def _userd(self, state: _Channel) -> tuple[bytearray, int]:
+        handle, offset = state.obj.info["userd"]
+        client = self._client_of(state.obj)
+        return client.objects[handle].backing, offset
+
+    def _client_of(self, obj):
+        for client in self.driver.rm.clients.values():
+            if client.objects.get(obj.handle) is obj:
+                return client
+        raise ChannelFault(ROBUST_CHANNEL_PBDMA_ERROR, f"channel {obj.handle:#x} has no client any more")
+
+    def _run_channel(self, state: _Channel) -> bool:
+        """Execute until the channel is idle or blocked; True when anything moved."""
+        if state.faulted:
+            return False
+        backing, userd = self._userd(state)
+        put = struct.unpack_from("<I", backing, userd + 0x8C)[0]  # Nvc86fControl_struct.GPPut
+        entries = state.obj.info["gpfifo_entries"]
+        moved = False
+        try:
+            while True:
+                if state.method_index < len(state.methods):
+                    if not self._execute(state):
+                        return moved
+                    moved = True
+                    continue
+                if state.get == put % entries:
+                    return moved
+                ring = state.obj.info["gpfifo_offset"]
+                word0, word1 = struct.unpack("<II", self._read(ring + state.get * 8, 8))
+                address = (word0 & 0xFFFFFFFC) | (word1 & _GP_GET_HI_MASK) << 32
+                dwords = (word1 >> _GP_LENGTH_SHIFT) & _GP_LENGTH_MASK
+                state.methods = self._decode(self._read(address, dwords * 4)) if dwords else []
+                state.method_index = 0
+                state.get = (state.get + 1) % entries
+                struct.pack_into("<I", backing, userd + 0x88, state.get)  # GPGet
+                moved = True
+        except ChannelFault as fault:
+            self._rc(state, fault.code, fault.why)
+            return True
+
+    def _read(self, address: int, size: int) -> bytes:
+        try:
+            return self.memory.read(address, size)
+        except _MMUFault as fault:
+            raise ChannelFault(ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT, str(fault)) from None
+
+    def _write(self, address: int, data: bytes) -> None:
+        try:
+            self.memory.write(address, data)
+        except _MMUFault as fault:
+            raise ChannelFault(ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT, str(fault)) from None
+
+    @staticmethod
+    def _decode(segment: bytes) -> list[tuple[int, int, int]]:
+        """(subchannel, method byte offset, value) for every method of a pushbuffer segment."""
+        words = struct.unpack(f"<{len(segment) // 4}I", segment)
+        out: list[tuple[int, int, int]] = []
+        index = 0
+        while index < len(words):
+            header = words[index]
+            index += 1
+            sec_op = header >> _SEC_OP_SHIFT
+            subchannel = (header >> _SUBCHANNEL_SHIFT) & _SUBCHANNEL_MASK
+            method = (header & _ADDRESS_MASK) << 2
+            count = (header >> _COUNT_SHIFT) & _COUNT_MASK
+            if header == 0:
+                continue  # NVC56F_DMA_NOP
+            if sec_op == cl.NVC56F_DMA_SEC_OP_IMMD_DATA_METHOD:
+                out.append((subchannel, method, count))
+                continue
+            if sec_op not in (cl.NVC56F_DMA_SEC_OP_INC_METHOD, cl.NVC56F_DMA_SEC_OP_NON_INC_METHOD,
+                              cl.NVC56F_DMA_SEC_OP_ONE_INC):
+                raise ChannelFault(ROBUST_CHANNEL_PBDMA_ERROR,
+                                   f"method header {header:#010x}: SEC_OP {sec_op} is not supported")
+            if index + count > len(words):
+                raise ChannelFault(ROBUST_CHANNEL_PBDMA_ERROR,
+                                   f"method header {header:#010x} wants {count} words past the segment")
+            for position in range(count):
+                if sec_op == cl.NVC56F_DMA_SEC_OP_INC_METHOD:
+                    step = position
+                elif sec_op == cl.NVC56F_DMA_SEC_OP_ONE_INC:
+                    step = min(position, 1)
+                else:
+                    step = 0
+                out.append((subchannel, method + 4 * step, words[index + position]))
+            index += count
+        return out
+
+    # -- methods -----------------------------------------------------------------------------------
+    def _execute(self, state: _Channel) -> bool:
+        """Run one method; False when it blocks (an unsatisfied acquire)."""
+        subchannel, method, value = state.methods[state.method_index]
+        if method < _HOST_METHOD_LIMIT:
+            if not self._host_method(state, subchannel, method, value):
+                return False
+        else:
+            bound = state.subchannels.get(subchannel)
+            if bound is None:
+                raise ChannelFault(ROBUST_CHANNEL_PBDMA_ERROR, f"method {method:#x} on subchannel "
+                                   f"{subchannel}, which no SET_OBJECT bound")
+            state.state[method] = value
+            if bound in _COMPUTE_CLASSES:
+                self._compute_method(state, method, value)
+            else:
+                self._copy_method(state, method, value)
+        state.method_index += 1
+        return True
+
+    def _host_method(self, state: _Channel, subchannel: int, method: int, value: int) -> bool:
+        if method == cl.NVC86F_SET_OBJECT:
+            class_id = value & 0xFFFF  # clc6c0.h SET_OBJECT_CLASS_ID 15:0
+            if class_id != state.engine_class:
+                raise ChannelFault(ROBUST_CHANNEL_PBDMA_ERROR, f"SET_OBJECT {class_id:#x} on a channel "
+                                   f"whose engine object is {state.engine_class:#x}")
+            state.subchannels[subchannel] = class_id
+            return True
+        if method in _HOST_STORED:
+            state.state[method] = value
+            return True
+        if method == cl.NVC86F_SEM_EXECUTE:
+            return self._semaphore(state, value)
+        if method in _HOST_NO_EFFECT:
+            return True
+        raise ChannelFault(ROBUST_CHANNEL_PBDMA_ERROR, f"host method {method:#x} is not one the mock knows")
+
+    def _semaphore(self, state: _Channel, value: int) -> bool:
+        regs = state.state
+        address = regs.get(cl.NVC86F_SEM_ADDR_LO, 0) | regs.get(cl.NVC86F_SEM_ADDR_HI, 0) << 32
+        payload = regs.get(cl.NVC86F_SEM_PAYLOAD_LO, 0) | regs.get(cl.NVC86F_SEM_PAYLOAD_HI, 0) << 32
+        wide = (value >> _SEM_PAYLOAD_SIZE_SHIFT) & 1 == cl.NVC56F_SEM_EXECUTE_PAYLOAD_SIZE_64BIT
+        operation = value & _SEM_OPERATION_MASK
+        size = 8 if wide else 4
+        if address % size:
+            # clc56f.h SEM_ADDR_LO_OFFSET 31:2: 4-byte aligned; a 64-bit payload wants 8
+            raise ChannelFault(ROBUST_CHANNEL_PBDMA_ERROR,
+                               f"semaphore at {address:#x} is not {size}-byte aligned")
+        if not wide:
+            payload &= 0xFFFFFFFF
+        if operation == cl.NVC56F_SEM_EXECUTE_OPERATION_RELEASE:
+            data = payload.to_bytes(size, "little")
+            if (value >> _SEM_TIMESTAMP_SHIFT) & 1:
+                # a release with timestamp writes the four-word structure: payload, then the time
+                data = payload.to_bytes(8, "little") + self.clock_ns().to_bytes(8, "little")
+            self._write(address, data)
+            return True
+        if operation in (cl.NVC56F_SEM_EXECUTE_OPERATION_ACQ_STRICT_GEQ,
+                         cl.NVC56F_SEM_EXECUTE_OPERATION_ACQ_CIRC_GEQ,
+                         cl.NVC56F_SEM_EXECUTE_OPERATION_ACQUIRE):
+            if "hang" in self._inject:
+                self._inject.discard("hang")
+                state.blocked = f"semaphore at {address:#x} (injected hang)"
+                state.hung = True  # this acquire is never satisfied: the hook's meaning
+            if state.hung:
+                return False
+            current = int.from_bytes(self._read(address, size), "little")
+            if operation == cl.NVC56F_SEM_EXECUTE_OPERATION_ACQUIRE:
+                satisfied = current == payload
+            elif operation == cl.NVC56F_SEM_EXECUTE_OPERATION_ACQ_STRICT_GEQ:
+                satisfied = current >= payload
+            else:
+                # circular: the difference, as a signed number of the payload's width, is >= 0
+                bits = size * 8
+                satisfied = (current - payload) % (1 << bits) < 1 << (bits - 1)
+            state.blocked = "" if satisfied else f"semaphore at {address:#x} >= {payload}"
+            return satisfied
+        raise ChannelFault(ROBUST_CHANNEL_PBDMA_ERROR, f"SEM_EXECUTE operation {operation} is not supported")
+
+    # -- compute -------------------------------------------------------------------------------------
+    def _compute_method(self, state: _Channel, method: int, value: int) -> None:
+        if method == cl.NVC6C0_SEND_SIGNALING_PCAS2_B:
+            action = value & _PCAS_ACTION_MASK
+            if action in _PCAS_LAUNCH_ACTIONS:
+                address = state.state.get(cl.NVC6C0_SEND_PCAS_A, 0) << 8
+                self._launch(address)
+
+    def _launch(self, address: int) -> None:
+        qmd = self._read(address, QMD_SIZE)
+        if "rc" in self._inject:
+            self._inject.discard("rc")
+            raise ChannelFault(ROBUST_CHANNEL_GR_EXCEPTION, "injected graphics exception")
+        limit = MAX_SHARED_PER_BLOCK[self.driver.gpu.chip]
+        grid, block, cb0, cb0_size, program, shared = check_qmd(qmd, limit)
+        for start, size in ((cb0, cb0_size), (program, 32)):
+            self._read(start, size)  # an unmapped bank or program is an MMU fault at launch
+        kernel = self.programs.find(lambda offset, n: self._read(program + offset, n))
+        if kernel is None:
+            raise ChannelFault(ROBUST_CHANNEL_GR_EXCEPTION, f"illegal instruction: the SASS at {program:#x} "
+                               f"is no kernel the mock knows (register its fatbinary)")
+        if kernel.kernel is None:
+            kernel.kernel = Kernel.from_ptx(kernel.ptx, kernel.name)
+        constants = self._read(cb0, cb0_size)
+        if kernel.param_offset + kernel.param_size > cb0_size:
+            raise ChannelFault(ROBUST_CHANNEL_GR_EXCEPTION, f"{kernel.name}: parameters at "
+                               f"{kernel.param_offset:#x}+{kernel.param_size} past constant bank 0's "
+                               f"{cb0_size}")
+        params = constants[kernel.param_offset:kernel.param_offset + kernel.param_size]
+        if "mmu" in self._inject:
+            self._inject.discard("mmu")
+            self.memory.fault_next = True
+        # SHARED_MEMORY_SIZE covers the static variables (and sm_90's reserved 1 KiB), which the
+        # interpreter lays out itself; what lies beyond them is the dynamic shared memory
+        dynamic = max(0, shared - -(-kernel.static_shared // 256) * 256)
+        try:
+            kernel.kernel.run(grid, block, params, self.memory, shared_bytes=dynamic)
+        except (_MMUFault, MemoryFault) as fault:
+            self.memory.fault_next = False
+            raise ChannelFault(ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT, f"{kernel.name}: {fault}") from None
+        except HalError as fault:
+            raise ChannelFault(ROBUST_CHANNEL_GR_EXCEPTION, f"{kernel.name}: {fault}") from None
+        self.launches += 1
+
+    # -- copy ----------------------------------------------------------------------------------------
+    def _copy_method(self, state: _Channel, method: int, value: int) -> None:
+        if method != cl.NVC6B5_LAUNCH_DMA:
+            return
+        regs = state.state
+        if value & _DMA_TRANSFER_MASK:
+            if not value & _DMA_SRC_PITCH_BIT or not value & _DMA_DST_PITCH_BIT:
+                raise ChannelFault(ROBUST_CHANNEL_CE0_ERROR, "block-linear copies are not modelled")
+            if value & _DMA_MULTI_LINE_BIT:
+                raise ChannelFault(ROBUST_CHANNEL_CE0_ERROR, "multi-line copies are not modelled")
+            source = regs.get(cl.NVC6B5_OFFSET_IN_UPPER, 0) << 32 | regs.get(cl.NVC6B5_OFFSET_IN_LOWER, 0)
+            target = regs.get(cl.NVC6B5_OFFSET_OUT_UPPER, 0) << 32 | regs.get(cl.NVC6B5_OFFSET_OUT_LOWER, 0)
+            length = regs.get(cl.NVC6B5_LINE_LENGTH_IN, 0)
+            if length:
+                self._write(target, self._read(source, length))
+            self.copies += 1
+        semaphore = (value >> _DMA_SEMAPHORE_SHIFT) & _DMA_SEMAPHORE_MASK
+        if semaphore:
+            address = regs.get(cl.NVC6B5_SET_SEMAPHORE_A, 0) << 32 | regs.get(cl.NVC6B5_SET_SEMAPHORE_B, 0)
+            payload = regs.get(cl.NVC6B5_SET_SEMAPHORE_PAYLOAD, 0)
+            if semaphore == cl.NVC6B5_LAUNCH_DMA_SEMAPHORE_TYPE_RELEASE_ONE_WORD_SEMAPHORE:
+                self._write(address, payload.to_bytes(4, "little"))
+            else:
+                self._write(address, payload.to_bytes(8, "little") + self.clock_ns().to_bytes(8, "little"))
+
+    # -- robust channel ------------------------------------------------------------------------------
+    def _rc(self, state: _Channel, code: int, why: str) -> None:
+        """Stop the channel and write its error notifier (krcErrorWriteNotifier)."""
+        state.faulted = True
+        state.methods = []
+        self.errors.append((code, why))
+        log.info("channel %#x: robust-channel error %d: %s", state.obj.handle, code, why)
+        params = cl.NV_CHANNEL_ALLOC_PARAMS.from_bytes(state.obj.params)
+        notifier = self._client_of(state.obj).objects.get(params.hObjectError)
+        if notifier is None or notifier.backing is None:
+            return
+        record = struct.pack("<QIHH", self.clock_ns(), code, 0, NOTIFICATION_STATUS_ERROR)
+        notifier.backing[:NOTIFICATION_SIZE] = record
+
+
+def check_qmd(qmd: bytes, max_shared: int) -> tuple:
+    """Refuse what the compute engine would: returns grid, block, constant bank 0 address and size,
+    program address and shared memory size. A bad field is a GR exception naming it."""
+    def bad(why: str) -> ChannelFault:
+        return ChannelFault(ROBUST_CHANNEL_GR_EXCEPTION, f"QMD: {why}")
+
+    major = _qmd_field(qmd, "QMD_MAJOR_VERSION")
+    minor = _qmd_field(qmd, "QMD_VERSION")
+    if (major, minor) != (3, 0):
+        raise bad(f"version {major}.{minor}, the compute class reads 3.0 (clc6c0qmd.h QMDV03_00)")
+    grid = tuple(_qmd_field(qmd, name)
+                 for name in ("CTA_RASTER_WIDTH", "CTA_RASTER_HEIGHT", "CTA_RASTER_DEPTH"))
+    block = tuple(_qmd_field(qmd, f"CTA_THREAD_DIMENSION{i}") for i in range(3))
+    for axis, (count, limit) in enumerate(zip(grid, MAX_GRID)):
+        if not 1 <= count <= limit:
+            raise bad(f"grid dimension {axis} is {count} (1..{limit})")
+    for axis, (count, limit) in enumerate(zip(block, MAX_BLOCK)):
+        if not 1 <= count <= limit:
+            raise bad(f"block dimension {axis} is {count} (1..{limit})")
+    if block[0] * block[1] * block[2] > MAX_THREADS_PER_BLOCK:
+        raise bad(f"{block[0] * block[1] * block[2]} threads per block (at most {MAX_THREADS_PER_BLOCK})")
+    registers = _qmd_field(qmd, "REGISTER_COUNT_V")
+    if not 1 <= registers <= MAX_REGISTERS:
+        raise bad(f"register count {registers} (1..{MAX_REGISTERS})")
+    shared = _qmd_field(qmd, "SHARED_MEMORY_SIZE")
+    if shared > max_shared:
+        raise bad(f"shared memory {shared} bytes, this GPU allows {max_shared} per block")
+    if not _qmd_field(qmd, "CONSTANT_BUFFER_VALID0"):
+        raise bad("constant buffer 0 is not valid (the kernel parameters live there)")
+    cb0 = (_qmd_field(qmd, "CONSTANT_BUFFER_ADDR_LOWER0")
+           | _qmd_field(qmd, "CONSTANT_BUFFER_ADDR_UPPER0") << 32)
+    cb0_size = _qmd_field(qmd, "CONSTANT_BUFFER_SIZE_SHIFTED4_0") << 4
+    if cb0 % 256 or not 0 < cb0_size <= CONSTANT_BANK_MAX:
+        raise bad(f"constant buffer 0 at {cb0:#x} size {cb0_size} (256-byte aligned, 1..64 KiB)")
+    program = _qmd_field(qmd, "PROGRAM_ADDRESS_LOWER") | _qmd_field(qmd, "PROGRAM_ADDRESS_UPPER") << 32
+    if program % 128 or program == 0:
+        # SASS instructions are 16 bytes, fetched in 128-byte lines
+        raise bad(f"program address {program:#x} is not 128-byte aligned")
+    return grid, block, cb0, cb0_size, program, shared  # type: ignore[return-value]
+
+
+_COMPUTE_CLASSES = frozenset((cl.AMPERE_COMPUTE_A, cl.AMPERE_COMPUTE_B, cl.ADA_COMPUTE_A,
+                              cl.HOPPER_COMPUTE_A))
+_HOST_STORED = frozenset((cl.NVC86F_SEM_ADDR_LO, cl.NVC86F_SEM_ADDR_HI, cl.NVC86F_SEM_PAYLOAD_LO,
+                          cl.NVC86F_SEM_PAYLOAD_HI))
+_HOST_NO_EFFECT = frozenset((cl.NVC56F_NOP, cl.NVC56F_WFI, cl.NVC56F_MEM_OP_A, cl.NVC56F_MEM_OP_B,
+                             cl.NVC56F_MEM_OP_C, cl.NVC56F_MEM_OP_D, cl.NVC56F_NON_STALL_INTERRUPT))
