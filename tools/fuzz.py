@@ -162,7 +162,7 @@ def run_state_machine(seed: int, examples: int, steps: int, out: pathlib.Path,
             if program is not None:
                 what = _describe(leaf)[:200]
                 header = (f'"""Reproducer from python -m tools.fuzz --seed {seed}: {what}\n\n'
-                          f'Run it from the checkout: python {out.name}/<this file>."""\n'
+                          f'Run it from the checkout root: PYTHONPATH=. python <this file>."""\n'
                           f"{fuzz_model.REPRODUCER_HEADER}\n")
                 header = header.replace("DriverStateMachine\n", f"{machine.__name__}\n") \
                     if machine.__name__ != "DriverStateMachine" else header
@@ -280,6 +280,9 @@ def run(minutes: float, seed: int | None = None, *, faults: list[str] | None = N
                         break
                     say(f"round {result.rounds + 1}: inputs of {name}")
                     result.failures += run_input_target(name, round_seed, input_examples, out_dir, db)
+                # a fresh mock GPU each round: fuzzed packets write all over its memory, and every
+                # page they touch stays resident
+                fuzz_inputs.MockSession.close()
                 if faults:
                     say(f"round {result.rounds + 1}: fault matrix")
                     result.failures += run_fault_cases(faults, round_seed, out_dir, result)

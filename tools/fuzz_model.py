@@ -230,10 +230,15 @@ class DriverStateMachine(RuleBasedStateMachine):
         self.programs: dict[str, object] = {}
         self.graph = None
         self.opened = 0
-        with watchdog(STEP_TIMEOUT_S, "bring-up"):
-            self._open("cold")
+        try:
+            with watchdog(STEP_TIMEOUT_S, "bring-up"):
+                self._open("cold")
+        except BaseException:
+            self.factory.dispose()  # hypothesis runs no teardown for a machine that never started
+            compute_device.register_mock_factory(self.previous_factory)
+            raise
 
-    # -- helpers ---------------------------------------------------------------------------------
+    # -- internals -------------------------------------------------------------------------------
     def _open(self, expected_boot: str | tuple[str, ...]) -> None:
         self.dev = compute_device.Device("mock:0", timeout_s=self.wait_timeout_s)
         self.opened += 1
@@ -372,7 +377,10 @@ class DriverStateMachine(RuleBasedStateMachine):
             program(float(alpha), first.buffer, target.buffer, n, global_size=n,
                     local_size=local_size, wait=True)
             with np.errstate(all="ignore"):
-                result = (alpha * x.view(np.float32) + y.view(np.float32)).astype(np.float32)
+                # clang fuses alpha * x + y (one rounding, no overflow of the product alone):
+                # float64 holds the product exactly, so only the sum is rounded (twice)
+                wide = np.float64(alpha) * x.view(np.float32).astype(np.float64)
+                result = (wide + y.view(np.float32).astype(np.float64)).astype(np.float32)
             target.set(0, result.view(np.uint32), known, approx=True)
         elif kernel == "memset_u32":
             n = min(n, target.count)

@@ -106,3 +106,14 @@ def test_a_warm_reattach_after_staged_copies_copies_through_fresh_translations()
         assert state.dev.backend.am.boot_kind == "warm"
     finally:
         state.teardown()
+
+
+def test_saxpy_on_words_whose_product_overflows_matches_the_fused_multiply_add():
+    # found by the state machine: the model rounded alpha * x to float32 (inf) before adding y,
+    # where the kernel's fused multiply-add rounds once (a finite result)
+    state = DriverStateMachine()
+    try:
+        state.first_buffers(buffers=[(72, False)], seed=0)
+        state.launch(a=0, b=0, kernel="saxpy", local_size=32, n=1558, out=0, seed=67043328)
+    finally:
+        state.teardown()
