@@ -40,7 +40,8 @@ class KGSLError(HalError):
 
     def __init__(self, ioctl: str, code: int | None, detail: str = "") -> None:
         self.ioctl = ioctl
-        name = _errno.errorcode.get(code or 0, str(code))
+        # errno.errorcode names EDEADLK by its alias EDEADLOCK; KGSL's sources say EDEADLK
+        name = "EDEADLK" if code == _errno.EDEADLK else _errno.errorcode.get(code or 0, str(code))
         meaning = _MEANINGS.get(code or 0, "")
         text = f"{ioctl} failed: {name}"
         if detail:

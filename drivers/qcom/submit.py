@@ -83,6 +83,15 @@ class Submitter:
         self.last_timestamp = timestamp
         return timestamp
 
+    def done(self) -> bool:
+        """Whether everything submitted retired (a faulted context raises ContextFaulted)."""
+        if not self.last_timestamp:
+            return True
+        if not kgsl.wait_timestamp(self.device.os, self.device.fd, self.context_id,
+                                   self.last_timestamp, 1):
+            return False
+        return True
+
     def retired(self) -> int:
         return kgsl.read_timestamp(self.device.os, self.device.fd, self.context_id)
 

@@ -13,8 +13,9 @@ Type-4 writes land in a register file (`registers`); the type-7 packets the copy
 use are executed (CP_NOP, CP_MEM_WRITE, CP_EVENT_WRITE, CP_MEMCPY, CP_WAIT_FOR_IDLE,
 CP_WAIT_MEM_WRITES, CP_INDIRECT_BUFFER, CP_WAIT_REG_MEM on memory, CP_REG_TO_MEM with the always-on
 counter). A CP_WAIT_REG_MEM whose condition does not hold raises `Stalled`: the submission then
-never completes, like a CP waiting for a value nothing writes. Any other opcode raises `UnsupportedPacket`, naming it,
-so the mock never pretends to have run work it does not model (compute dispatch among them).
+never completes, like a CP waiting for a value nothing writes. Any other opcode raises
+`UnsupportedPacket`, naming it, so the mock never pretends to have run work it does not model
+(compute dispatch among them).
 
 Header layout facts: Mesa src/freedreno/common/freedreno_pm4.h (pkt4/pkt7 and their parity) and
 src/freedreno/registers/adreno/adreno_pm4.xml (packet payloads).

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import errno
 import mmap
-import time
 from dataclasses import dataclass, field
 
 from autogen.qcom import kgsl
@@ -199,6 +198,8 @@ class KGSLFile(MockFile):
     def _getproperty(self, arg: memoryview) -> int:
         param = kgsl.kgsl_device_getproperty.from_buffer(arg)
         if param.type == kgsl.KGSL_PROP_DEVICE_INFO:
+            # adreno.c adreno_getproperty KGSL_PROP_DEVICE_INFO: device_id is the device's id + 1
+            # (the 3D device is the first), mmu_enabled whether the MMU pages (always on a6xx)
             value = kgsl.kgsl_devinfo(device_id=1, chip_id=self.driver.gpu.chip_id, mmu_enabled=1,
                                       gmem_gpubaseaddr=self.driver.gpu.gmem_base,
                                       gpu_id=self.driver.gpu.gpu_id,
@@ -436,8 +437,8 @@ class KGSLFile(MockFile):
             # adreno_drawctxt_wait: 0 waits forever; this simulation cannot, and says so
             raise RuntimeError(f"mock KGSL: an unbounded wait on context {context.id} timestamp "
                                f"{param.timestamp} that will never retire")
-        time.sleep(min(param.timeout, 50) / 1000)
-        self.driver.machine.run_due_events()
+        # the caller sleeps for the whole timeout (milliseconds), scheduled device events running
+        self.driver.machine.os.sleep(param.timeout / 1000)
         if _passed(context.retired, param.timestamp):
             return 0
         raise OSError(errno.ETIMEDOUT, f"context {context.id} timestamp {param.timestamp} "
