@@ -106,12 +106,16 @@ NV_CONTROLS = ("ctrl0000/ctrl0000client.h", "ctrl0000/ctrl0000gpu.h", "ctrl0000/
 # as trixie's Sources index and the .dsc give it). Unpacked: Adreno's register database and ir3 ISA
 # XML (read by autogen/xml_regs.py and autogen/ir3_isa.py), the isaspec format description they
 # follow, the KGSL uapi header turnip carries, and nouveau's NVIDIA class headers (QMD layouts).
+# Mesa's ir3 disassembler test: instruction words with the text its disassembler prints, per GPU
+# (read by tests/qcom/test_ir3_isa.py, not by a generator)
+MESA_IR3_TEST_VECTORS = "src/freedreno/ir3/tests/disasm.c"
 MESA_25_0 = Package(
     "mesa", "25.0.7-2+deb13u1", "MIT (per-file notices apply)", suite="trixie",
     layout="source", orig_sha256="592272df3cf01e85e7db300c449df5061092574d099da275d19e97ef0510f8a6",
     top="mesa-25.0.7",
     members=("src/freedreno/registers", "src/freedreno/isa", "src/compiler/isaspec",
-             "src/freedreno/vulkan/msm_kgsl.h", "src/nouveau/headers/nvidia/classes"),
+             "src/freedreno/vulkan/msm_kgsl.h", "src/nouveau/headers/nvidia/classes",
+             MESA_IR3_TEST_VECTORS),
 )
 MESA_FREEDRENO_REGS = "src/freedreno/registers/adreno"
 # msm_kgsl.h includes <linux/types.h> and <linux/ioctl.h>, which the Mesa tree does not ship: these

@@ -337,12 +337,54 @@ def _sub_values(field: Field, context: Context, text: str, position: int,
         for form in _forms_of(leaf_name):
             for match in _match_form(form, context, text, position, 0, {}, {}, {}, field.params,
                                      parent):
-                for value in _candidate_words(form, match.fields):
+                for value in _candidate_words(form, match.fields, match.shown):
                     yield match.position, value, match.outer
 
 
-def _candidate_words(form: Form, values: dict[str, int]) -> Iterator[int]:
+# derived values the text shows, computed from fields by these expression shapes (as the generated
+# EXPRESSIONS write them), give those fields back: a value split over two fields, a count minus one
+_SPLIT = re.compile(r'^\(F\("(\w+)"\) (?:<< (\d+)|\* 2)\) \| F\("(\w+)"\)$')
+_SPLIT_LOW_FIRST = re.compile(r'^F\("(\w+)"\) \| \(F\("(\w+)"\) << (\d+)\)$')
+_PLUS = re.compile(r'^F\("(\w+)"\) \+ (\d+)$')
+_POWER = re.compile(r'^2 << F\("(\w+)"\)$')
+_TIMES = re.compile(r'^\(F\("(\w+)"\) \+ 1\) \* (\d+)$')
+
+
+def _inverted(form: Form, shown: dict[str, int]) -> dict[str, int]:
+    """Field values that make each shown derived value, where its expression has a known shape."""
+    found: dict[str, int] = {}
+    for name, value in shown.items():
+        field = _lookup(form, name)
+        if field is None or field.expression is None:
+            continue
+        expression = ir3_isa.EXPRESSIONS.get(field.expression, "")
+        split = _SPLIT.match(expression)
+        low_first = _SPLIT_LOW_FIRST.match(expression)
+        plus = _PLUS.match(expression)
+        power = _POWER.match(expression)
+        times = _TIMES.match(expression)
+        if split:
+            shift = int(split.group(2) or 1)
+            found[split.group(1)] = value >> shift
+            found[split.group(3)] = value & ((1 << shift) - 1)
+        elif low_first:
+            shift = int(low_first.group(3))
+            found[low_first.group(1)] = value & ((1 << shift) - 1)
+            found[low_first.group(2)] = value >> shift
+        elif plus:
+            found[plus.group(1)] = value - int(plus.group(2))
+        elif power and value >= 2 and value & (value - 1) == 0:
+            found[power.group(1)] = value.bit_length() - 2
+        elif times and value % int(times.group(2)) == 0:
+            found[times.group(1)] = value // int(times.group(2)) - 1
+    return found
+
+
+def _candidate_words(form: Form, values: dict[str, int],
+                     shown: dict[str, int] | None = None) -> Iterator[int]:
     """Words for `form` with `values` in their fields, then the unshown bits searched."""
+    if shown:
+        values = {**_inverted(form, shown), **values}
     leaf = form.leaf
     word = leaf.match
     used = leaf.mask
@@ -394,7 +436,7 @@ def encode_line(line: str, position: int = 0, labels: dict[str, int] | None = No
             for match in _match_form(form, context, text, 0, 0, {}, {}, {}, ()):
                 if match.position != len(text):
                     continue
-                for word in _candidate_words(form, match.fields):
+                for word in _candidate_words(form, match.fields, match.shown):
                     try:
                         decoded = decode_word(word, position, branch_text)
                     except DecodeError:
