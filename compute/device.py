@@ -34,18 +34,33 @@ SIGNAL_PAGE = 4096  # host memory for signals is taken a page at a time
 
 
 _mock_factory: Callable[[int], object] | None = None
+_mock_factories: dict[str, Callable] = {}  # other kinds of mock machine ("nv"), by kind
 
 
-def register_mock_factory(factory: Callable[[int], object] | None) -> None:
+def register_mock_factory(factory: Callable[[int], object] | None, kind: str = "amd") -> None:
     """Let "mock:N" device strings build machines with `factory(N)`, which returns an object with
     `os` (the machine's OS seam), `device` (the hal device string of its GPU), `firmware_dir`,
     the model as `machine`, and `close()`. The compute layer never imports the mock itself:
     tools and tests register `tools.mock_machines.navi31`."""
     global _mock_factory
+    if kind != "amd":
+        # "mock:nv[:gpu]" (compute/nv/device.py): factory(gpu) returns an object with `os`,
+        # `register_program(binary, name, sm)` and `close()` (tools.mock_machines.nvidia_compute)
+        if factory is None:
+            _mock_factories.pop(kind, None)
+        else:
+            _mock_factories[kind] = factory
+        return
     _mock_factory = factory
 
 
-def mock_factory() -> Callable[[int], object]:
+def mock_factory(kind: str = "amd") -> Callable:
+    if kind != "amd":
+        if kind not in _mock_factories:
+            raise BackendUnavailable(f"mock:{kind} devices need a mock machine factory: call "
+                                     f"compute.device.register_mock_factory(tools.mock_machines."
+                                     f"nvidia_compute, kind={kind!r}) first")
+        return _mock_factories[kind]
     if _mock_factory is None:
         raise BackendUnavailable("mock:N devices need a mock machine factory: call "
                                  "compute.device.register_mock_factory(tools.mock_machines.navi31) "
@@ -54,7 +69,11 @@ def mock_factory() -> Callable[[int], object]:
 
 
 def open_backend(device: str, **options):
-    """The backend for a device string: "qcom:0" an Adreno through KGSL, else AMD."""
+    """The backend for a device string: NVIDIA for "nv:N" and "mock:nv[:gpu]", else AMD."""
+    if device.startswith(("nv:", "mock:nv")):
+        from compute.nv.device import NVBackend
+
+        return NVBackend(device, **options)
     if device.startswith("qcom:"):
         # Adreno through KGSL (compute/qcom/device.py); a mock machine's seam comes as os=
         from compute.qcom.device import QCOMBackend
