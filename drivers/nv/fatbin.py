@@ -1,4 +1,5 @@
-"""The CUDA fatbinary container: nvcc's `-fatbin` output, and the `.nv_fatbin` section of a host object.
+"""The CUDA fatbinary container, as nvcc's `-fatbin` writes it (a host object's `.nv_fatbin` section
+holds the same containers).
 
 `parse(data)` returns a FatBinary: its entries, each a PTX text or an ELF cubin for one SM
 architecture. `FatBinary.ptx(arch)` is the PTX a GPU of that architecture would JIT (the highest

@@ -71,9 +71,11 @@ _SPACES = ("param", "global", "shared", "local", "const", "generic")
 # Modifiers that only steer caches, ordering or scope: no effect on a sequential model.
 _IGNORED = {"ca", "cg", "cs", "lu", "cv", "wb", "wt", "nc", "volatile", "relaxed", "acquire",
             "release", "acq_rel", "sc", "weak", "cta", "gpu", "sys", "cluster", "uni", "aligned",
-            "ftz", "approx", "full", "L1::evict_last", "L1::evict_first", "L1::no_allocate",
-            "L2::64B", "L2::128B", "L2::256B", "L2::cache_hint", "noftz"}
+            "ftz", "approx", "full", "noftz"}
 _SPECIALS = ("tid", "ntid", "ctaid", "nctaid")
+# PTX ISA 10 "Special Registers" that the interpreter provides.
+_SPECIAL_NAMES = frozenset([f"%{name}.{axis}" for name in _SPECIALS for axis in "xyz"]
+                           + ["%laneid", "%warpid", "%nwarpid", "%smid", "%gridid"])
 
 
 class MemoryFault(HalError):
@@ -396,7 +398,10 @@ class _Compiler:
         self.kernel = kernel
         self.instruction = instruction
         self.line = instruction.line
-        self.mods = [m for m in instruction.modifiers if m not in _IGNORED]
+        # Cache eviction priorities and prefetch sizes (L1::..., L2::...) do not change results;
+        # L2::cache_hint does, by adding an operand, so it stays and is refused.
+        self.mods = [m for m in instruction.modifiers if m not in _IGNORED
+                     and not (m.startswith(("L1::", "L2::")) and m != "L2::cache_hint")]
 
     def unsupported(self, why: str = "") -> UnsupportedInstruction:
         detail = f" ({why})" if why else ""
@@ -446,8 +451,7 @@ class _Compiler:
             name = operand.name
             if name in ("%tid", "%ntid", "%ctaid", "%nctaid"):
                 raise self.unsupported(f"vector special register {name}")
-            if name.split(".")[0] in {f"%{s}" for s in _SPECIALS} or name in (
-                    "%laneid", "%warpid", "%nwarpid", "%smid", "%gridid"):
+            if name in _SPECIAL_NAMES:
                 return lambda cta: _typed(cta.special[name], dtype)
             if name.startswith("%clock") or name.startswith("%globaltimer"):
                 return lambda cta: np.full(cta.lanes, cta.steps, dtype=dtype)
@@ -458,7 +462,7 @@ class _Compiler:
             return lambda cta: constant
         if isinstance(operand, Symbol):
             address = self.symbol_address(operand)
-            constant = np.array(address, dtype=_UNSIGNED[8]).astype(dtype)
+            constant = np.array(address & (2**64 - 1), dtype=_UNSIGNED[8]).astype(dtype)
             return lambda cta: constant
         raise self.unsupported(f"operand {operand!r}")
 
@@ -513,15 +517,14 @@ class _Compiler:
         return put
 
     def simple(self, compute: Callable[..., np.ndarray], ptx_type: str,
-               source_types: tuple[str, ...] | None = None) -> Step:
-        """An instruction `op d, a, b, ...`: d = compute(a, b, ...) for the masked threads."""
+               source_types: tuple[str, ...] | None = None, arity: int = 2) -> Step:
+        """An instruction `op d, a, b, ...`: d = compute(a, b, ...) for the masked threads; the
+        sources have `source_types`, else `arity` sources of `ptx_type`."""
         operands = self.instruction.operands
-        if len(operands) < 2:
-            raise self.unsupported("too few operands")
+        types = source_types or (ptx_type,) * arity
+        if len(operands) != len(types) + 1:
+            raise self.unsupported(f"{len(operands)} operands where {len(types) + 1} are expected")
         put = self.destination(operands[0])
-        types = source_types or (ptx_type,) * (len(operands) - 1)
-        if len(types) != len(operands) - 1:
-            raise self.unsupported(f"{len(operands) - 1} source operands")
         sources = [self.source(op, t) for op, t in zip(operands[1:], types)]
 
         def step(cta: _CTA, mask: np.ndarray) -> None:
@@ -540,7 +543,7 @@ class _Compiler:
         if len(operands) == 2 and isinstance(operands[0], Vector):
             return self.unpack(ptx_type, operands[0], operands[1])
         dtype = _DTYPES[ptx_type]
-        return self.simple(lambda a: np.asarray(a).astype(dtype, copy=False), ptx_type)
+        return self.simple(lambda a: np.asarray(a).astype(dtype, copy=False), ptx_type, arity=1)
 
     def pack(self, ptx_type: str, target: object, vector: Vector) -> Step:
         total = _DTYPES[ptx_type].itemsize
@@ -601,7 +604,7 @@ class _Compiler:
             if space == "generic":
                 address += SHARED_WINDOW if base.name in self.kernel.shared_offsets else 0
                 address += LOCAL_WINDOW if base.name in self.kernel.local_offsets else 0
-            constant = np.array(address, dtype=np.uint64)
+            constant = np.array(address & (2**64 - 1), dtype=np.uint64)
             return lambda cta: np.broadcast_to(constant, (cta.lanes,))
         name = base.name
         storage = self.kernel.register_dtypes[name]
@@ -680,8 +683,8 @@ class _Compiler:
         dtype = _DTYPES[ptx_type]
         delta = np.array(window, dtype=np.uint64).astype(dtype)
         if to:
-            return self.simple(lambda a: a - delta, ptx_type)
-        return self.simple(lambda a: a + delta, ptx_type)
+            return self.simple(lambda a: a - delta, ptx_type, arity=1)
+        return self.simple(lambda a: a + delta, ptx_type, arity=1)
 
     # integer and float arithmetic --------------------------------------------------------------
 
@@ -738,15 +741,15 @@ class _Compiler:
             return self.simple(lambda a, b, c: a.astype(wide_dtype) * b.astype(wide_dtype) + c, wide,
                                (ptx_type, ptx_type, wide))
         if mode == "hi":
-            return self.simple(lambda a, b, c: _mul_hi(a, b, ptx_type) + c, ptx_type)
-        return self.simple(lambda a, b, c: a * b + c, ptx_type)
+            return self.simple(lambda a, b, c: _mul_hi(a, b, ptx_type) + c, ptx_type, arity=3)
+        return self.simple(lambda a, b, c: a * b + c, ptx_type, arity=3)
 
     def _op_fma(self) -> Step:
         ptx_type = self.type_of()
         self.check_rounding(ptx_type)
         if ptx_type == "f64":
             # Exact fused multiply-add in double precision.
-            return self.simple(_fma64, ptx_type)
+            return self.simple(_fma64, ptx_type, arity=3)
         if ptx_type != "f32":
             raise self.unsupported(f"fma of .{ptx_type}")
 
@@ -754,8 +757,8 @@ class _Compiler:
             product = np.asarray(a, dtype=np.float64) * np.asarray(b, dtype=np.float64)
             return (product + np.asarray(c, dtype=np.float64)).astype(np.float32)
         if "sat" in self.mods:
-            return self.simple(lambda a, b, c: np.clip(fused(a, b, c), 0.0, 1.0), ptx_type)
-        return self.simple(fused, ptx_type)
+            return self.simple(lambda a, b, c: np.clip(fused(a, b, c), 0.0, 1.0), ptx_type, arity=3)
+        return self.simple(fused, ptx_type, arity=3)
 
     def _op_div(self) -> Step:
         ptx_type = self.type_of()
@@ -779,10 +782,10 @@ class _Compiler:
         return self.simple(np.fmax if ptx_type in _FLOATS else np.maximum, ptx_type)
 
     def _op_abs(self) -> Step:
-        return self.simple(np.abs, self.type_of())
+        return self.simple(np.abs, self.type_of(), arity=1)
 
     def _op_neg(self) -> Step:
-        return self.simple(np.negative, self.type_of())
+        return self.simple(np.negative, self.type_of(), arity=1)
 
     def _op_and(self) -> Step:
         return self.simple(np.bitwise_and, self.type_of())
@@ -794,12 +797,12 @@ class _Compiler:
         return self.simple(np.bitwise_xor, self.type_of())
 
     def _op_not(self) -> Step:
-        return self.simple(np.invert, self.type_of())
+        return self.simple(np.invert, self.type_of(), arity=1)
 
     def _op_cnot(self) -> Step:
         ptx_type = self.type_of()
         dtype = _DTYPES[ptx_type]
-        return self.simple(lambda a: (a == 0).astype(dtype), ptx_type)
+        return self.simple(lambda a: (a == 0).astype(dtype), ptx_type, arity=1)
 
     def _op_shl(self) -> Step:
         ptx_type = self.type_of()
@@ -848,6 +851,8 @@ class _Compiler:
             raise self.unsupported("comparison")
         combine = next((m for m in mods[1:] if m in ("and", "or", "xor")), None)
         operands = self.instruction.operands
+        if len(operands) != (4 if combine else 3):
+            raise self.unsupported("setp operand count")
         first = operands[0]
         if isinstance(first, PredicatePair):
             put_true = self.destination(first.first)
@@ -858,8 +863,6 @@ class _Compiler:
         a = self.source(operands[1], ptx_type)
         b = self.source(operands[2], ptx_type)
         c = self.source(operands[3], "pred") if combine else None
-        if (combine is None) != (len(operands) == 3):
-            raise self.unsupported("setp operand count")
 
         def step(cta: _CTA, mask: np.ndarray) -> None:
             if mask.any():
@@ -931,7 +934,7 @@ class _Compiler:
             raise self.unsupported(f".{ptx_type}")
         self.check_rounding(ptx_type)
         dtype = _DTYPES[ptx_type]
-        return self.simple(lambda a: function(a).astype(dtype), ptx_type)
+        return self.simple(lambda a: function(a).astype(dtype), ptx_type, arity=1)
 
     def _op_rcp(self) -> Step:
         return self.unary_float(lambda a: np.divide(a.dtype.type(1), a))

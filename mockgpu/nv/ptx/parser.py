@@ -23,11 +23,11 @@ _TOKEN = re.compile(r"""
   | (?P<string>"[^"\n]*")
   | (?P<float32>0[fF][0-9a-fA-F]{8})
   | (?P<float64>0[dD][0-9a-fA-F]{16})
-  | (?P<hex>0[xX][0-9a-fA-F]+U?)
+  | (?P<hex>0[xX][0-9a-fA-F]+U?|0[bB][01]+U?)
   | (?P<decimal>\d+\.\d*(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+)
   | (?P<integer>\d+U?)
   | (?P<directive>\.[A-Za-z_][\w]*)
-  | (?P<name>[A-Za-z_$%][\w$]*(?:\.[\w$]+)*)
+  | (?P<name>[A-Za-z_$%][\w$]*(?:\.[\w$]+(?:::[\w$]+)*)*)
   | (?P<punct>[{}()\[\],;:+\-<>|!@=])
 """, re.VERBOSE)
 
@@ -48,6 +48,22 @@ _PERFORMANCE = {".maxntid", ".reqntid", ".minnctapersm", ".maxnctapersm", ".maxn
 
 class PTXSyntaxError(BadBinary):
     """PTX text the parser cannot read; the message names the line."""
+
+
+def integer_value(token: Token) -> int:
+    """An integer constant (PTX ISA 4.5.1): hexadecimal 0x.., binary 0b.., octal 0.., decimal; an
+    optional U suffix."""
+    text = token.text.rstrip("U")
+    try:
+        if text[:2] in ("0x", "0X"):
+            return int(text[2:], 16)
+        if text[:2] in ("0b", "0B"):
+            return int(text[2:], 2)
+        if len(text) > 1 and text[0] == "0":
+            return int(text[1:], 8)
+        return int(text, 10)
+    except ValueError:
+        raise PTXSyntaxError(f"PTX line {token.line}: {token.text!r} is not an integer constant") from None
 
 
 @dataclass(frozen=True)
@@ -248,7 +264,7 @@ class _Reader:
         token = self.next("a number")
         if token.kind not in ("integer", "hex"):
             raise PTXSyntaxError(f"PTX line {token.line}: expected an integer, found {token.text!r}")
-        value = int(token.text.rstrip("U"), 0)
+        value = integer_value(token)
         return -value if negative else value
 
 
@@ -391,7 +407,7 @@ def _parse_function(reader: _Reader, kind_token: Token) -> Function:
         while reader.peek() is not None and reader.peek().kind in ("integer", "hex", "string"):
             item = reader.next()
             if item.kind != "string":
-                values.append(int(item.text.rstrip("U"), 0))
+                values.append(integer_value(item))
             if not reader.accept(","):
                 break
         reader.accept(";")
@@ -527,6 +543,8 @@ def _parse_instruction(reader: _Reader, first: Token) -> Instruction:
 
 
 def _operand(tokens: list[Token], line: int) -> object:
+    if not tokens:
+        raise PTXSyntaxError(f"PTX line {line}: an operand is missing")
     first = tokens[0]
     if first.text == "{":
         if tokens[-1].text != "}":
@@ -553,8 +571,9 @@ def _operand(tokens: list[Token], line: int) -> object:
         return Immediate(-value.value, value.float_bits)
     if len(tokens) == 1:
         return _single(first, line)
-    if first.kind == "name" and len(tokens) == 3 and tokens[1].text in ("+", "-"):
-        offset = int(tokens[2].text.rstrip("U"), 0)
+    if (first.kind == "name" and len(tokens) == 3 and tokens[1].text in ("+", "-")
+            and tokens[2].kind in ("integer", "hex")):
+        offset = integer_value(tokens[2])
         return Symbol(first.text, offset if tokens[1].text == "+" else -offset)
     raise PTXSyntaxError(f"PTX line {line}: cannot read operand {' '.join(t.text for t in tokens)!r}")
 
@@ -563,7 +582,7 @@ def _single(token: Token, line: int) -> object:
     if token.kind == "name":
         return Register(token.text) if token.text.startswith("%") else Symbol(token.text)
     if token.kind in ("integer", "hex"):
-        return Immediate(int(token.text.rstrip("U"), 0))
+        return Immediate(integer_value(token))
     if token.kind == "float32":
         return Immediate(int(token.text[2:], 16), 32)
     if token.kind == "float64":
@@ -596,7 +615,7 @@ def _address(tokens: list[Token], line: int) -> Address:
         elif token.text == "-":
             sign = -sign
         elif token.kind in ("integer", "hex"):
-            offset += sign * int(token.text.rstrip("U"), 0)
+            offset += sign * integer_value(token)
             sign = 1
         else:
             raise PTXSyntaxError(f"PTX line {line}: unexpected {token.text!r} in an address")
