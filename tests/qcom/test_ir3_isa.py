@@ -92,6 +92,15 @@ def test_decoder_agrees_with_mesas_disassembler(word):
     assert isa.decode_word(word) == MESA_VECTORS[word]
 
 
+def test_structured_decode_gives_the_form_and_its_fields():
+    instruction = isa.decode(ADD_S)
+    assert instruction.leaf.name == "add.s"
+    assert instruction.field_value("FULL") == 1
+    assert instruction.field_value("DST") == 1  # r0.y: register 0, component y
+    assert instruction.field_value("DST_HALF") == 0  # derived from FULL and DST_CONV
+    assert instruction.render() == "add.s r0.y, r0.x, r1.x"
+
+
 def test_a_word_no_form_matches_is_a_decode_error():
     with pytest.raises(isa.DecodeError, match="no form"):
         isa.decode_word(0xFFFFFFFFFFFFFFFF)

@@ -247,6 +247,12 @@ def half_or_single(value: int, width: int) -> float:
     return struct.unpack("<f", value.to_bytes(4, "little"))[0]
 
 
+def decode(word: int, position: int = 0) -> Scope:
+    """The decoded instruction: `.leaf.name` is its form (`add.s`, `ldg.a`, `end`), `.field_value(NAME)`
+    any field as the decoder resolves it (derived ones computed), `.render()` its text."""
+    return Scope(find_leaf(ir3_isa.ROOT, word), word, None, (), position, None)
+
+
 def decode_word(word: int, position: int = 0,
                 branch_text: Callable[[int], str] | None = None) -> str:
     """One instruction word as text (Mesa's disassembler syntax)."""
