@@ -435,20 +435,26 @@ class DriverStateMachine(RuleBasedStateMachine):
     @rule(value=st.integers(1, (1 << 63) - 2), high=st.booleans())
     @bounded
     def signal_across_queues(self, value: int, high: bool) -> None:
-        """The copy queue waits for a value the compute queue writes later, then answers; a value
-        above 32 bits arrives whole."""
-        if not high:
-            value &= 0x7FFFFFFF
-            value = max(value, 1)
+        """The copy queue waits for a value the compute queue writes later, then answers; with
+        `high`, a value above 32 bits then arrives whole. GPU-side waits compare the low 32 bits
+        (docs/compute.md, as amdgpu's fences), so the handshake uses a 31-bit value."""
+        low = value & 0x7FFFFFFF or 1
         signal = self.dev.new_signal("fuzz")
-        self.dev.copy_queue.wait(signal, value).signal(signal, value + 1)
+        self.dev.copy_queue.wait(signal, low).signal(signal, low + 1)
         copy_done = self.dev.copy_queue.submit(ordered=False)
-        self.dev.compute_queue.signal(signal, value)
+        self.dev.compute_queue.signal(signal, low)
         self.dev.compute_queue.submit(ordered=False)
-        signal.wait(value + 1)
+        signal.wait(low + 1)
         self.dev.timeline.wait(copy_done)
-        if signal.value != value + 1:
-            raise ModelMismatch(f"signal holds {signal.value:#x}, expected {value + 1:#x}")
+        if signal.value != low + 1:
+            raise ModelMismatch(f"signal holds {signal.value:#x}, expected {low + 1:#x}")
+        if high:
+            wide = value | 1 << 32
+            self.dev.compute_queue.signal(signal, wide)
+            self.dev.compute_queue.submit()
+            signal.wait(wide)
+            if signal.value != wide:
+                raise ModelMismatch(f"signal holds {signal.value:#x}, expected {wide:#x}")
 
     @rule()
     @bounded

@@ -30,6 +30,9 @@ def test_every_rule_and_fault_kind_runs_against_the_model():
         state.copy_gpu(dst=0, src=2, dst_start=3, src_start=10, count=200)
         state.graph_replay(a=0, b=1, c=2, n=257)
         state.signal_across_queues(value=(1 << 40) + 7, high=True)
+        # low 32 bits zero: the GPU-side wait compares those only (found by the machine: the rule
+        # waited for the whole value and timed out)
+        state.signal_across_queues(value=1 << 42, high=True)
         for kind in fuzz_model.MISUSES:
             state.misuse(kind=kind, slot=0)
         for kind in fuzz_model.FAULTS:
