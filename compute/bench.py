@@ -27,6 +27,9 @@ from compute.graph import Graph
 NAME = "launch"
 PREBUILT = pathlib.Path(__file__).resolve().parent / "amd" / "kernels" / "prebuilt"
 KERNEL = ("vector_add.co", "vector_add_f32")
+# NVIDIA devices (nv:N, mock:nv) run the CUDA library's fatbinary of the same kernel
+NV_PREBUILT = pathlib.Path(__file__).resolve().parent / "nv" / "kernels" / "prebuilt"
+NV_KERNEL = ("vector_add.fatbin", "vector_add_f32")
 ELEMENTS = 64  # a one work-group launch: the figure is the driver's, not the kernel's
 BATCH = 100  # launches timed while the engine is held
 GRAPH_KERNELS = 100  # the graph of 100 launches
@@ -54,7 +57,10 @@ def _held(device, pause: Callable, work: Callable[[], None]) -> float:
 def run_launch(device_factory: Callable, pause: Callable) -> dict[str, float]:
     device = device_factory()
     try:
-        program = device.load(PREBUILT / KERNEL[0], KERNEL[1])
+        if device.name.startswith(("nv:", "mock:nv")):
+            program = device.load(NV_PREBUILT / NV_KERNEL[0], NV_KERNEL[1])
+        else:
+            program = device.load(PREBUILT / KERNEL[0], KERNEL[1])
         a, b = device.allocate(4 * ELEMENTS), device.allocate(4 * ELEMENTS)
 
         def batch() -> None:

@@ -24,7 +24,10 @@ BENCHMARKS: dict[str, str] = {
     "boot": "drivers.am.bench",
     "launch": "compute.bench",
     "copy": "compute.bench",
+    "launch_nv": "compute.bench",  # the same benchmarks on the mock NVIDIA H100 ("mock:nv")
+    "copy_nv": "compute.bench",
     "interp": "tools.interp_bench",
+    "ptx": "tools.ptx_bench",
     "remote": "tools.remote_bench",
     "trace": "tools.trace_bench",
     "usb": "hal.usb.bench",
@@ -147,6 +150,28 @@ class _MockComputeDevice:
         self._module.register_mock_factory(None)
 
 
+class _MockNVComputeDevice:
+    """Opens compute Devices on "mock:nv" (a mock H100) for launch_nv/copy_nv; `pause` holds the
+    mock GPU's fetching (mockgpu.nv.gpu.GPUModel.hold)."""
+
+    def __init__(self) -> None:
+        from compute import device as compute_device
+        from tools import mock_machines
+
+        self._module = compute_device
+        compute_device.register_mock_factory(mock_machines.nvidia_compute, kind="nv")
+
+    def __call__(self):
+        return self._module.Device("mock:nv")
+
+    @staticmethod
+    def pause(device, held: bool) -> None:
+        device.backend.machine.driver.gpu_model.hold(held)
+
+    def close(self) -> None:
+        self._module.register_mock_factory(None, kind="nv")
+
+
 def run_benchmark(name: str) -> dict:
     module = importlib.import_module(BENCHMARKS[name])
     kwargs = {}
@@ -163,6 +188,9 @@ def run_benchmark(name: str) -> dict:
     if name in ("launch", "copy"):
         mock_regions = _MockComputeDevice()
         kwargs.update(device_factory=mock_regions, pause=mock_regions.pause, which=name)
+    if name in ("launch_nv", "copy_nv"):
+        mock_regions = _MockNVComputeDevice()
+        kwargs.update(device_factory=mock_regions, pause=mock_regions.pause, which=name[:-3])
     start = time.perf_counter()
     try:
         figures = module.run(**kwargs)

@@ -1,7 +1,8 @@
-"""`python -m tools.selftest [DEVICE] [--mock] [--json] [--timeout S]`: bring a GPU up, prove it
-computes.
+"""`python -m tools.selftest [DEVICE] [--mock [amd|nv]] [--json] [--timeout S]`: bring a GPU up,
+prove it computes.
 
-Picks the device: DEVICE when given, the mock machine's GPU ("mock:0") with --mock, otherwise the
+Picks the device: DEVICE when given, the mock machine's GPU ("mock:0") with --mock ("mock:nv", a
+simulated H100 behind the NVIDIA kernel driver, with --mock nv; nv:N for a real one), otherwise the
 first AMD GPU that hal's discovery says a backend can open (and the mock, saying why, when there is
 none). Then it brings the device up through compute.Device and runs the checks: copy round trips of
 random data (host -> VRAM -> host, VRAM -> VRAM), signals handed across the copy and compute queues,
@@ -28,7 +29,10 @@ from compute import device as compute_device
 from hal.errors import HalError
 
 KERNELS = pathlib.Path(__file__).resolve().parents[1] / "compute" / "amd" / "kernels" / "prebuilt"
+# the CUDA library's fatbinaries (docs/nv-programs.md): the same kernels, file "<name>.fatbin"
+NV_KERNELS = pathlib.Path(__file__).resolve().parents[1] / "compute" / "nv" / "kernels" / "prebuilt"
 MOCK_DEVICE = "mock:0"
+MOCK_NV_DEVICE = "mock:nv"
 AMD_VENDOR_ID = 0x1002  # include/linux/pci_ids.h PCI_VENDOR_ID_ATI (AMD GPUs)
 LOCAL = 256  # work-group size for the 1-D kernels (their max flat work-group size allows it)
 REDUCE_WG = 256  # compute/amd/kernels/reduce.cl REDUCE_WG (its reqd_work_group_size)
@@ -79,8 +83,11 @@ class Progress:
         self.thread.join()
 
 
-def choose_device(device: str | None, mock: bool) -> tuple[str, str]:
-    """The device string to open and a note saying how it was chosen."""
+def choose_device(device: str | None, mock: bool | str) -> tuple[str, str]:
+    """The device string to open and a note saying how it was chosen (`mock` True or "amd": the
+    mock Navi31, "nv": the mock NVIDIA H100)."""
+    if mock == "nv":
+        return MOCK_NV_DEVICE, "the mock machine (--mock nv): a simulated H100, not a real GPU"
     if mock:
         return MOCK_DEVICE, "the mock machine (--mock): a simulated Navi31, not a real GPU"
     if device:
@@ -133,7 +140,11 @@ class Checks:
     def program(self, file: str, name: str):
         key = (file, name)
         if key not in self.programs:
-            self.programs[key] = self.dev.load(KERNELS / file, name)
+            if self.dev.name.startswith(("nv:", "mock:nv")):
+                path = NV_KERNELS / file.replace(".co", ".fatbin")
+            else:
+                path = KERNELS / file
+            self.programs[key] = self.dev.load(path, name)
         return self.programs[key]
 
     def size(self, base: int, multiple: int = LOCAL) -> int:
@@ -330,6 +341,7 @@ def run(device: str | None = None, mock: bool = False, *, timeout_s: float | Non
     rng = np.random.default_rng(seed)
     options = {} if timeout_s is None else {"timeout_s": timeout_s}
     compute_device.register_mock_factory(mock_factory or mock_machines.navi31)
+    compute_device.register_mock_factory(mock_machines.nvidia_compute, kind="nv")
     opened = []
     try:
         def bring_up() -> str:
@@ -351,6 +363,7 @@ def run(device: str | None = None, mock: bool = False, *, timeout_s: float | Non
                 report.checks.append({"name": "close", "ok": False, "detail": str(exc),
                                       "seconds": 0.0})
         compute_device.register_mock_factory(None)
+        compute_device.register_mock_factory(None, kind="nv")
     return report
 
 
@@ -375,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.selftest", description=__doc__.split(
         "\n")[0])
     parser.add_argument("device", nargs="?", help="device string (pci:..., vfio:..., mock:0)")
-    parser.add_argument("--mock", action="store_true", help="use the mock machine's GPU")
+    parser.add_argument("--mock", nargs="?", const="amd", choices=("amd", "nv"), default=None,
+                        help="use a mock machine's GPU: amd (a Navi31, the default) or nv (an H100)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                         help="bound on each wait for the GPU (default: compute's)")

@@ -24,8 +24,8 @@ Copy (subchannel 4, the generation's copy class; clc6b5.h methods, the same in c
 - copy: OFFSET_IN/OUT, LINE_LENGTH_IN and LAUNCH_DMA (non-pipelined, pitch to pitch, one line,
   flush) per chunk of at most COPY_CHUNK bytes.
 
-Timestamps are not recorded yet: a semaphore release with timestamp writes payload and time
-together (16 bytes), which the compute layer's signal layout has no room for.
+- timestamp: SEM_EXECUTE REDUCTION IOR of 0 on the 64-bit value (unchanged) with
+  RELEASE_TIMESTAMP, which puts the GPU time (ns) in the 8 bytes after it: the signal's timestamp.
 """
 from __future__ import annotations
 
@@ -55,6 +55,19 @@ SEM_RELEASE = (cl.NVC56F_SEM_EXECUTE_OPERATION_RELEASE
 SEM_ACQUIRE = (cl.NVC56F_SEM_EXECUTE_OPERATION_ACQ_CIRC_GEQ
                | cl.NVC56F_SEM_EXECUTE_ACQUIRE_SWITCH_TSG_EN << SEM_ACQUIRE_SWITCH_TSG_SHIFT
                | cl.NVC56F_SEM_EXECUTE_PAYLOAD_SIZE_64BIT << SEM_PAYLOAD_SIZE_SHIFT)
+# a timestamp without touching the value: a 64-bit REDUCTION IOR with payload 0 leaves the value
+# as it is, and RELEASE_TIMESTAMP writes the time after it (the signal's layout: value at 0,
+# timestamp at 8). clc56f.h SEM_EXECUTE: REDUCTION 30:27, REDUCTION_FORMAT 31:31, RELEASE_TIMESTAMP
+# 25:25. That the host writes the timestamp for a reduction is NOT verified on hardware yet.
+SEM_REDUCTION_SHIFT = 27
+SEM_REDUCTION_FORMAT_SHIFT = 31
+SEM_RELEASE_TIMESTAMP_SHIFT = 25
+SEM_TIMESTAMP = (cl.NVC56F_SEM_EXECUTE_OPERATION_REDUCTION
+                 | cl.NVC56F_SEM_EXECUTE_RELEASE_WFI_EN << SEM_RELEASE_WFI_SHIFT
+                 | cl.NVC56F_SEM_EXECUTE_PAYLOAD_SIZE_64BIT << SEM_PAYLOAD_SIZE_SHIFT
+                 | cl.NVC56F_SEM_EXECUTE_RELEASE_TIMESTAMP_EN << SEM_RELEASE_TIMESTAMP_SHIFT
+                 | cl.NVC56F_SEM_EXECUTE_REDUCTION_IOR << SEM_REDUCTION_SHIFT
+                 | cl.NVC56F_SEM_EXECUTE_REDUCTION_FORMAT_UNSIGNED << SEM_REDUCTION_FORMAT_SHIFT)
 # clc6b5.h LAUNCH_DMA fields: DATA_TRANSFER_TYPE 1:0, FLUSH_ENABLE 2:2, SRC_MEMORY_LAYOUT 7:7,
 # DST_MEMORY_LAYOUT 8:8
 LAUNCH_DMA_COPY = (cl.NVC6B5_LAUNCH_DMA_DATA_TRANSFER_TYPE_NON_PIPELINED
@@ -115,6 +128,9 @@ class NVQueue(Queue):
 
     def _emit_signal(self, signal: "Signal", value: int) -> list[int]:
         return semaphore_words(self.subchannel, signal.value_address, value, SEM_RELEASE)
+
+    def _emit_timestamp(self, signal: "Signal") -> list[int]:
+        return semaphore_words(self.subchannel, signal.value_address, 0, SEM_TIMESTAMP)
 
     def _emit_indirect(self, address: int, dwords: int) -> list:
         return [Indirect(address, dwords)]

@@ -13,7 +13,7 @@
 The generation is resolved once from NV2080_CTRL_CMD_MC_GET_ARCH_INFO into the classes to use
 (`Generation`); nothing below asks again. `alloc_memory` makes VRAM or system memory, maps it for
 the CPU (NV_ESC_RM_MAP_MEMORY + mmap) and into the GPU VA space through UVM (external range + map
-external allocation). Submission (GPFIFO entries, doorbell writes) and QMD launches are a later slice.
+external allocation). Submission (GPFIFO entries, doorbell writes) is drivers/nv/gpfifo.py's.
 """
 from __future__ import annotations
 

@@ -518,7 +518,7 @@ class UVMFile(MockFile):
             raise RMStatus(st.NV_ERR_INVALID_CHANNEL, f"channel {params.hChannel:#x} is not registered")
 
     def gpu_translate(self, address: int) -> tuple[RMObject, int] | None:
-        """(memory, offset) behind a GPU virtual address, for the GPU model of a later slice."""
+        """(memory, offset) behind a GPU virtual address (mockgpu/nv/gpu.py reads through it)."""
         for start, (length, offset, memory) in self.mappings.items():
             if start <= address < start + length:
                 return memory, offset + address - start

@@ -10,7 +10,8 @@ once; clc56f.h "dma method formats") and executes the methods at once:
 - host methods (below 0x100, any subchannel; clc56f.h/clc86f.h): SET_OBJECT binds a subchannel to
   the channel's engine class (another class is a PBDMA error), SEM_ADDR_LO/HI + SEM_PAYLOAD_LO/HI +
   SEM_EXECUTE (release with 32/64-bit payload and optional timestamp after the payload; acquire
-  STRICT_GEQ / CIRC_GEQ blocks the channel until memory satisfies it), NOP, WFI, MEM_OP_A..D,
+  STRICT_GEQ / CIRC_GEQ blocks the channel until memory satisfies it; REDUCTION IMIN/IMAX unsigned,
+  IXOR/IAND/IOR/IADD, with the timestamp after the value when asked), NOP, WFI, MEM_OP_A..D,
   NON_STALL_INTERRUPT (no effect here); an unknown host method is a PBDMA error;
 - compute class (clc6c0.h ...): SEND_PCAS_A (the QMD's address >> 8) and SEND_SIGNALING_PCAS2_B
   (action SCHEDULE or INVALIDATE_COPY_SCHEDULE) launch the QMD (drivers.nv.qmd's layout, checked
@@ -33,7 +34,8 @@ mockgpu.nv.ptx, reading the parameters from constant bank 0 at the offset the cu
 EIATTR_PARAM_CBANK gives. SASS the registry does not know is an illegal instruction (a GR
 exception).
 
-Fault hooks: `inject("rc")` fails the next launch with a GR exception, `inject("mmu")` faults the
+`hold(True)` stops fetching (doorbells are noted) until `hold(False)`, so a benchmark can time the
+driver alone. Fault hooks: `inject("rc")` fails the next launch with a GR exception, `inject("mmu")` faults the
 next launch's first memory access, `inject("hang")` makes the next semaphore acquire never succeed.
 """
 from __future__ import annotations
@@ -66,6 +68,16 @@ _GP_LENGTH_MASK = 0x1FFFFF
 _SEM_OPERATION_MASK = 0x7
 _SEM_PAYLOAD_SIZE_SHIFT = 24
 _SEM_TIMESTAMP_SHIFT = 25
+# clc56f.h SEM_EXECUTE_REDUCTION 30:27 and REDUCTION_FORMAT 31:31; the reductions modelled
+_SEM_REDUCTION_SHIFT = 27
+_SEM_REDUCTION_MASK = 0xF
+_SEM_FORMAT_SHIFT = 31
+_REDUCTIONS = {cl.NVC56F_SEM_EXECUTE_REDUCTION_IMIN: min, cl.NVC56F_SEM_EXECUTE_REDUCTION_IMAX: max,
+               cl.NVC56F_SEM_EXECUTE_REDUCTION_IXOR: lambda a, b: a ^ b,
+               cl.NVC56F_SEM_EXECUTE_REDUCTION_IAND: lambda a, b: a & b,
+               cl.NVC56F_SEM_EXECUTE_REDUCTION_IOR: lambda a, b: a | b,
+               cl.NVC56F_SEM_EXECUTE_REDUCTION_IADD: lambda a, b: a + b}
+_ORDERED_REDUCTIONS = (cl.NVC56F_SEM_EXECUTE_REDUCTION_IMIN, cl.NVC56F_SEM_EXECUTE_REDUCTION_IMAX)
 # clc6b5.h LAUNCH_DMA fields: DATA_TRANSFER_TYPE 1:0, SEMAPHORE_TYPE 4:3, SRC_MEMORY_LAYOUT 7:7,
 # DST_MEMORY_LAYOUT 8:8, MULTI_LINE_ENABLE 9:9
 _DMA_TRANSFER_MASK = 0x3
@@ -230,12 +242,21 @@ class GPUModel:
         self.copies = 0
         self._inject: set[str] = set()
         self._running = False
+        self.held = False  # `hold(True)`: doorbells are noted, nothing runs (benchmarks of the driver)
 
     def inject(self, kind: str) -> None:
         """Arm a fault for the next launch ("rc", "mmu") or acquire ("hang")."""
         if kind not in ("rc", "mmu", "hang"):
             raise ValueError(f"unknown fault {kind!r}: rc, mmu or hang")
         self._inject.add(kind)
+
+    def hold(self, held: bool) -> None:
+        """Stop (True) or restart (False) fetching; on restart everything pending runs."""
+        self.held = held
+        if not held:
+            for state in list(self.channels.values()):
+                self.doorbell(state.obj.info["work_submit_token"])
+                break
 
     @staticmethod
     def clock_ns() -> int:
@@ -249,8 +270,8 @@ class GPUModel:
         if channel is None:
             log.warning("doorbell with unknown work-submit token %#x ignored", token)
             return
-        if self._running:
-            return  # a doorbell written from inside a kernel run: the loop below picks it up
+        if self._running or self.held:
+            return  # the running loop (or the restart after a hold) picks the work up
         self._running = True
         try:
             progress = True
@@ -440,6 +461,19 @@ class GPUModel:
                 satisfied = (current - payload) % (1 << bits) < 1 << (bits - 1)
             state.blocked = "" if satisfied else f"semaphore at {address:#x} >= {payload}"
             return satisfied
+        if operation == cl.NVC56F_SEM_EXECUTE_OPERATION_REDUCTION:
+            reduction = (value >> _SEM_REDUCTION_SHIFT) & _SEM_REDUCTION_MASK
+            unsigned = (value >> _SEM_FORMAT_SHIFT) & 1 == cl.NVC56F_SEM_EXECUTE_REDUCTION_FORMAT_UNSIGNED
+            if reduction not in _REDUCTIONS or (reduction in _ORDERED_REDUCTIONS and not unsigned):
+                raise ChannelFault(ROBUST_CHANNEL_PBDMA_ERROR, f"semaphore reduction {reduction} "
+                                   f"(unsigned {unsigned}) is not modelled")
+            current = int.from_bytes(self._read(address, size), "little")
+            result = _REDUCTIONS[reduction](current, payload) % (1 << (8 * size))
+            data = result.to_bytes(size, "little")
+            if (value >> _SEM_TIMESTAMP_SHIFT) & 1:
+                data = result.to_bytes(8, "little") + self.clock_ns().to_bytes(8, "little")
+            self._write(address, data)
+            return True
         raise ChannelFault(ROBUST_CHANNEL_PBDMA_ERROR, f"SEM_EXECUTE operation {operation} is not supported")
 
     # -- compute -------------------------------------------------------------------------------------

@@ -200,3 +200,36 @@ def test_rings_are_reclaimed_by_the_timeline(dev: Device) -> None:
     dev.synchronize()
     assert signal.value == 1499
     assert queue.entry_space.reclaimed > 0
+
+
+def test_timestamps_keep_the_value_and_write_the_time(dev: Device) -> None:
+    signal = dev.new_signal("stamped", value=41)
+    for queue in (dev.compute_queue, dev.copy_queue):
+        before = signal.timestamp
+        queue.timestamp(signal)
+        dev.timeline.wait(queue.submit())
+        assert signal.value == 41
+        assert signal.timestamp > before
+
+
+def test_selftest_on_the_mock_nv(capsys) -> None:
+    import json
+
+    from tools import selftest
+
+    assert selftest.main(["--mock", "nv", "--json", "--timeout", "5"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["device"] == "mock:nv" and report["ok"]
+    assert {check["name"] for check in report["checks"]} >= {"matmul_f32", "signals across queues"}
+
+
+def test_held_gpu_runs_nothing_until_released(dev: Device) -> None:
+    gpu = dev.backend.machine.driver.gpu_model
+    signal = dev.new_signal("held")
+    gpu.hold(True)
+    dev.compute_queue.signal(signal, 7)
+    value = dev.compute_queue.submit()
+    assert signal.value == 0 and dev.timeline.value < value
+    gpu.hold(False)
+    dev.timeline.wait(value)
+    assert signal.value == 7
