@@ -192,6 +192,9 @@ class Kernel:
         self.register_dtypes = _RegisterTypes(function)
         self.steps: list[Step] = []
         self.instructions = function.instructions
+        # Instructions executed in the last run, summed over the threads at them (a thread whose
+        # guard predicate is false counts too).
+        self.thread_instructions = 0
         for instruction in function.instructions:
             self.steps.append(_Compiler(self, instruction).compile())
 
@@ -224,7 +227,8 @@ class Kernel:
 
     def run(self, grid: tuple[int, ...] | int, block: tuple[int, ...] | int, params: bytes,
             memory: Memory, shared_bytes: int = 0, max_steps: int = DEFAULT_MAX_STEPS) -> int:
-        """Run the kernel over `grid` CTAs of `block` threads; return the number of steps taken."""
+        """Run the kernel over `grid` CTAs of `block` threads; return the number of steps taken
+        (a step is one instruction for the threads at one program counter)."""
         grid3 = _dims(grid, "grid")
         block3 = _dims(block, "block")
         lanes = block3[0] * block3[1] * block3[2]
@@ -244,6 +248,7 @@ class Kernel:
         param_array = np.frombuffer(bytes(params), dtype=np.uint8)
         shared_size = self.static_shared_size + shared_bytes
         total = 0
+        self.thread_instructions = 0
         with np.errstate(all="ignore"):
             for z in range(grid3[2]):
                 for y in range(grid3[1]):
@@ -271,6 +276,7 @@ class Kernel:
             steps[current](cta, at)
             taken += 1
             cta.steps = taken
+            self.thread_instructions += int(np.count_nonzero(at))
             if taken > max_steps:
                 instruction = self.instructions[current]
                 raise DeviceTimeout(f"{self.name}: CTA did not finish within {max_steps} steps (last "
