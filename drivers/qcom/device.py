@@ -70,11 +70,20 @@ class KGSLDevice:
                                      "(KGSL is the downstream msm kernel's driver; freedreno/msm "
                                      "kernels offer /dev/dri instead)", errno=exc.errno) from exc
             raise error from exc
-        self.scratch = kgsl.UserBuffer(self.os)
         self.contexts: list[int] = []
         self.buffers: dict[int, GPUBuffer] = {}
         self.user_maps: dict[int, int] = {}  # gpuaddr -> length
-        self.info = self._read_info()
+        try:
+            self.scratch = kgsl.UserBuffer(self.os)
+        except BaseException:
+            self.os.close(self.fd)
+            raise
+        try:
+            self.info = self._read_info()
+        except BaseException:
+            self.scratch.close()
+            self.os.close(self.fd)
+            raise
 
     def _read_info(self) -> DeviceInfo:
         devinfo = kgsl.get_property(self.os, self.fd, self.scratch, uapi.KGSL_PROP_DEVICE_INFO,

@@ -65,29 +65,31 @@ class KGSLTimeout(DeviceTimeout):
         self.retired = retired
 
 
-def _raise(name: str, exc: OSError, detail: str) -> None:
+def _error(name: str, exc: OSError, detail: str) -> Exception:
+    """The typed error for a failed ioctl `name` (the one place KGSL errnos are mapped)."""
     code = exc.errno
     if code == _errno.EDEADLK:
-        raise ContextFaulted(name, code, detail) from exc
+        return ContextFaulted(name, code, detail)
     if code in (_errno.EACCES, _errno.EPERM):
-        raise PermissionDenied(f"{name}: {exc.strerror or exc} (grant access to {DEVICE_PATH}: "
-                               "the video group, or run as root)", errno=code) from exc
+        return PermissionDenied(f"{name}: {exc.strerror or exc} (grant access to {DEVICE_PATH}: "
+                                "the video group, or run as root)", errno=code)
     if code == _errno.ENOTTY:
-        raise UnsupportedOperation(f"{name}: this kernel's KGSL does not know the ioctl "
-                                   f"(have an older msm_kgsl.h ABI)", errno=code) from exc
-    raise KGSLError(name, code, detail) from exc
+        return UnsupportedOperation(f"{name}: this kernel's KGSL does not know the ioctl "
+                                    "(have an older msm_kgsl.h ABI)", errno=code)
+    return KGSLError(name, code, detail)
 
 
 def ioctl(os: OS, fd: int, request: int, arg, name: str, detail: str = "") -> int:
     """Issue one KGSL ioctl; EINTR/EAGAIN are retried a few times, every other failure is typed."""
-    for attempt in range(RETRIES + 1):
+    attempt = 0
+    while True:
         try:
             return os.ioctl(fd, request, arg)
         except OSError as exc:
             if exc.errno in (_errno.EINTR, _errno.EAGAIN) and attempt < RETRIES:
+                attempt += 1
                 continue
-            _raise(name, exc, detail)
-    raise AssertionError("unreachable")  # the loop returns or raises
+            raise _error(name, exc, detail) from exc
 
 
 class UserBuffer:

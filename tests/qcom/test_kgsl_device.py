@@ -211,3 +211,23 @@ def test_eintr_is_retried_then_reported():
 def test_wait_of_zero_ms_is_refused(device):
     with pytest.raises(InvalidArgument, match="forever"):
         kgsl.wait_timestamp(device.os, device.fd, 1, 1, 0)
+
+
+def test_a_failed_open_leaves_no_fd_behind(mock, monkeypatch):
+    from mockgpu.qcom.kgsl import KGSLFile
+
+    def broken(self, arg):
+        raise OSError(errno.EIO, "property read failed")
+
+    monkeypatch.setattr(KGSLFile, "__init__", _with_broken_handlers(KGSLFile.__init__, broken))
+    before = list(mock.os.open_fds)
+    with pytest.raises(kgsl.KGSLError, match="EIO"):
+        KGSLDevice(mock.os)
+    assert list(mock.os.open_fds) == before
+
+
+def _with_broken_handlers(init, broken):
+    def patched(self, driver, path):
+        init(self, driver, path)
+        self.handlers[uapi.IOCTL_KGSL_DEVICE_GETPROPERTY] = lambda arg: broken(self, arg)
+    return patched
