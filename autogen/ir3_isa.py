@@ -22,7 +22,9 @@ The module holds (all tuples and dicts of literals):
   the bitset and all its parents, and `cases` is a tuple of (expression name or None, display or
   None, fields) with each field (name, low, high, type, display, params, expression, kind, value):
   kind "field", "derived" (value from the expression) or "assert" (`value` must be in the bits);
-- `LEAVES` {bitset type: leaf names under it, in XML order}: what a field of that type decodes to.
+- `LEAVES` {bitset type: leaf names under it, in XML order}: what a field of that type decodes to;
+- `FORCED` {bitset: {field: value}}: fields Mesa's encoder always sets (`<map force="true">` with a
+  number), such as stg's DST_OFF.
 Bitsets whose generation range excludes `GPU_ID` are left out (`SKIPPED` names them).
 """
 from __future__ import annotations
@@ -85,6 +87,7 @@ class Reader:
         self.bitsets: dict[str, dict[str, Any]] = {}
         self.order: list[str] = []
         self.extended: set[str] = set()
+        self.forced: dict[str, dict[str, int]] = {}
         self.skipped: list[tuple[str, str]] = []
         self._anonymous = 0
 
@@ -189,6 +192,14 @@ class Reader:
                 expression = self._inline_expression(override, name)
             cases.append(self._case(override, name, expression))
         cases.append(self._case(element, name, None))
+        forced = {}
+        for encode in element.findall("encode"):
+            for mapping in encode.findall("map"):
+                text = (mapping.text or "").strip()
+                if mapping.attrib.get("force") == "true" and re.fullmatch(r"\d+", text):
+                    forced[mapping.attrib["name"]] = int(text)
+        if forced:
+            self.forced[name] = forced
         if name in self.bitsets:
             raise ISAError(f"{file_name}: a second bitset {name} for GPU {self.gpu_id}")
         self.bitsets[name] = {"size": size, "extends": extends, "match": match, "dontcare": dontcare,
@@ -301,6 +312,11 @@ def _render(target: Any, reader: Reader, notice: list[str]) -> str:
             out += [f"            {field!r}," for field in fields]
             out.append("        )),")
         out.append("    )),")
+    out.append("}")
+    out.append("")
+    out.append("# fields the encoder always sets to a value (`<encode><map force=\"true\">`), per bitset")
+    out.append("FORCED: dict[str, dict[str, int]] = {")
+    out += [f"    {name!r}: {values!r}," for name, values in reader.forced.items() if name in reader.bitsets]
     out.append("}")
     out.append("")
     out.append("# bitset type -> the leaves under it (what a field of that type decodes to)")

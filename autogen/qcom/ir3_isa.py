@@ -2179,6 +2179,11 @@ BITSETS: dict[str, tuple] = {
     )),
 }
 
+# fields the encoder always sets to a value (`<encode><map force="true">`), per bitset
+FORCED: dict[str, dict[str, int]] = {
+    '#instruction-cat6-stg': {'DST_OFF': 1},
+}
+
 # bitset type -> the leaves under it (what a field of that type decodes to)
 LEAVES: dict[str, tuple[str, ...]] = {
     '#reg-gpr': (

@@ -6,9 +6,10 @@ then its parents') are matched against the line, field by field: an enum by its 
 bool by its display text, numbers by their type, a field whose type is another bitset hierarchy
 (a register, a source with its modifiers) by matching that hierarchy's own templates in turn. The
 matched fields, the form's pattern bits and the chosen case's asserted bits make a candidate word;
-bits that the template does not show (a precision flag a derived `h` implies, a nop count split over
-two bits) are searched, fewest set bits first. A candidate is accepted only when decoding it gives
-back the line, so every word the assembler writes disassembles to the text it was given.
+the fields Mesa's encoder always sets (FORCED) are set; bits that the template does not show (a
+precision flag a derived `h` implies, a nop count split over two bits) are searched, fewest set bits
+first. A candidate is accepted only when decoding it gives back the line, so every word the
+assembler writes disassembles to the text it was given.
 
 Labels: `name:` on its own line names the next instruction; a branch operand may name a label (the
 disassembler writes `lN`). Directives (the syntax of Mesa's computerator, src/freedreno/computerator):
@@ -385,6 +386,9 @@ def _candidate_words(form: Form, values: dict[str, int],
     """Words for `form` with `values` in their fields, then the unshown bits searched."""
     if shown:
         values = {**_inverted(form, shown), **values}
+    for level in chain(form.leaf.name):
+        for name, value in ir3_isa.FORCED.get(level.name, {}).items():
+            values.setdefault(name, value)
     leaf = form.leaf
     word = leaf.match
     used = leaf.mask

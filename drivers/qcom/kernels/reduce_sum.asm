@@ -3,7 +3,7 @@
 ; thread 0 adds the 64 words in a loop and writes the group's sum to out[wgid].
 ; Calling convention (docs/qcom.md, Programs): in at c0.xy, out at c1.xy; local invocation id in
 ; r0.x, work-group id in the shared register r48.x; 256 bytes of local memory.
-; footprint: max_reg=3 max_half_reg=-1 const_vec4s=2 local_memory=256 instructions=26
+; footprint: max_reg=3 max_half_reg=-1 const_vec4s=2 local_memory=256 instructions=27
 @localsize 64, 1, 1
 @buf 4096 (c0.x)        ; in
 @buf 64 (c1.x)          ; out
@@ -18,7 +18,7 @@ shl.b r1.x, r48.x, 6
 (rpt2)nop
 add.u r1.x, r1.x, r0.x
 shl.b r1.y, r0.x, 2
-(rpt2)nop
+(rpt4)nop
 ldg.a.u32 r3.x, g[r2.x+(r1.x)<<2], 1
 (sy)stl.u32 l[r1.y], r3.x, 1
 (sy)(ss)bar
@@ -27,6 +27,7 @@ cmps.u.ne p0.x, r0.x, 0
 br p0.x, #done
 mov.u32u32 r3.y, 0
 mov.u32u32 r3.z, 0
+(rpt5)nop
 loop:
 ldl.u32 r3.w, l[r3.z], 1
 (ss)add.u r3.y, r3.y, r3.w
