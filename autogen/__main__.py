@@ -36,6 +36,7 @@ GENERATORS = {
     manifest.KIND_AMD_REGS: ("autogen.gen_regs", "RegisterHeaderError"),
     manifest.KIND_XML_REGS: ("autogen.xml_regs", "RegisterXMLError"),
     manifest.KIND_ISASPEC: ("autogen.ir3_isa", "ISAError"),
+    manifest.KIND_NV_FIELDS: ("autogen.nv_fields", "FieldHeaderError"),
 }
 _DIFF_LINES_SHOWN = 12
 _WARNING_RULE = "!" * 100

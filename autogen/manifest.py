@@ -16,6 +16,7 @@ KIND_STRUCTS = "structs"
 KIND_AMD_REGS = "amd_regs"
 KIND_XML_REGS = "xml_regs"  # rules-ng-ng register XML (Mesa freedreno), autogen/xml_regs.py
 KIND_ISASPEC = "isaspec"  # Mesa isaspec instruction-set XML (ir3), autogen/ir3_isa.py
+KIND_NV_FIELDS = "nv_fields"  # NVIDIA "hi:lo" / MW(hi:lo) field macros, autogen/nv_fields.py
 
 UAPI_LICENCE = "GPL-2.0 WITH Linux-syscall-note"
 AMD_LICENCE = "MIT"  # AMD's permission notice, reproduced at the top of each header
@@ -269,6 +270,21 @@ TARGETS: tuple[Target, ...] = (
            "Adreno ir3 shader instruction set for A6XX (isaspec XML): bitsets with patterns, fields, "
            "display templates, expressions, enums.", output="autogen/qcom/ir3_isa.py",
            variant="A6XX", licence_override="MIT"),
+    # the method fields of the host, compute, copy and usermode classes ("hi:lo", which clang_gen skips)
+    Target("nv.r535.fields", KIND_NV_FIELDS, NVIDIA_OPEN_535,
+           tuple(f"{NV_SDK}/class/{name}.h" for name in ("clc56f", "clc86f", "clc6c0", "clc6b5", "clc361")),
+           "NVIDIA r535 method and GP-entry fields of the GPFIFO host (clc56f.h, clc86f.h), compute "
+           "(clc6c0.h), copy (clc6b5.h) and usermode (clc361.h) classes: bit ranges and values.",
+           output="autogen/nv/r535/fields.py",
+           domain_prefixes={"NVC56F_": "", "NVC86F_": "", "NVC6C0_": "", "NVC6B5_": "", "NVC361_": ""}),
+    # QMD 03_00 (Ampere and Ada compute) from nouveau's copy of NVIDIA's class headers
+    Target("nv.qmd", KIND_NV_FIELDS, MESA_25_0,
+           ("src/nouveau/headers/nvidia/classes/clc6c0qmd.h",
+            "src/nouveau/headers/nvidia/classes/clc7c0qmd.h"),
+           "NVIDIA QMD 03_00 (AMPERE_COMPUTE_A clc6c0qmd.h, AMPERE_COMPUTE_B clc7c0qmd.h): the launch "
+           "descriptor's fields as bit ranges of the 256-byte QMD, and their values.",
+           output="autogen/nv/qmd.py", licence_override="MIT",
+           domain_prefixes={"NVC6C0_QMDV03_00_": "", "NVC7C0_QMDV03_00_": ""}),
 )
 
 BY_NAME: dict[str, Target] = {target.name: target for target in TARGETS}

@@ -27,17 +27,29 @@ import dataclasses
 import struct
 
 from autogen.nv.r535 import classes as cl
+from autogen.nv.r535 import fields
 from hal.errors import HalError, InvalidArgument
 from hal.region import Region
 
-# clc56f.h dma method formats (bit ranges the generator leaves out as "hi:lo")
-METHOD_ADDRESS_MASK = 0xFFF  # NVC56F_DMA_METHOD_ADDRESS 11:0
-SUBCHANNEL_SHIFT = 13  # NVC56F_DMA_METHOD_SUBCHANNEL 15:13
-SUBCHANNEL_MASK = 0x7
-COUNT_SHIFT = 16  # NVC56F_DMA_METHOD_COUNT 28:16
-COUNT_MASK = 0x1FFF
-IMMEDIATE_MASK = 0x1FFF  # NVC56F_DMA_IMMD_DATA 28:16
-SEC_OP_SHIFT = 29  # NVC56F_DMA_SEC_OP 31:29
+# clc56f.h dma method formats, from the generated bit ranges (autogen.nv.r535.fields)
+_ADDRESS = fields.FIELDS["NVC56F_DMA_METHOD_ADDRESS"]
+_SUBCHANNEL = fields.FIELDS["NVC56F_DMA_METHOD_SUBCHANNEL"]
+_COUNT = fields.FIELDS["NVC56F_DMA_METHOD_COUNT"]
+_IMMEDIATE = fields.FIELDS["NVC56F_DMA_IMMD_DATA"]
+_SEC_OP = fields.FIELDS["NVC56F_DMA_SEC_OP"]
+
+
+def _mask(field: tuple[int, int]) -> int:
+    return (1 << (field[0] - field[1] + 1)) - 1
+
+
+METHOD_ADDRESS_MASK = _mask(_ADDRESS)
+SUBCHANNEL_SHIFT = _SUBCHANNEL[1]
+SUBCHANNEL_MASK = _mask(_SUBCHANNEL)
+COUNT_SHIFT = _COUNT[1]
+COUNT_MASK = _mask(_COUNT)
+IMMEDIATE_MASK = _mask(_IMMEDIATE)
+SEC_OP_SHIFT = _SEC_OP[1]
 SEC_OP_INC = cl.NVC56F_DMA_SEC_OP_INC_METHOD
 SEC_OP_NON_INC = cl.NVC56F_DMA_SEC_OP_NON_INC_METHOD
 SEC_OP_IMMEDIATE = cl.NVC56F_DMA_SEC_OP_IMMD_DATA_METHOD
@@ -45,12 +57,12 @@ SEC_OP_ONE_INC = cl.NVC56F_DMA_SEC_OP_ONE_INC
 SEC_OP_END_SEGMENT = cl.NVC56F_DMA_SEC_OP_END_PB_SEGMENT
 HOST_METHOD_LIMIT = 0x100  # methods below this byte offset belong to the host class (clc56f.h: 0x0-0xfc)
 
-# clc56f.h GP entry fields
+# clc56f.h GP entry fields (generated)
 GP_ENTRY_SIZE = cl.NVC86F_GP_ENTRY__SIZE
-GP_ENTRY1_LENGTH_SHIFT = 10  # NVC56F_GP_ENTRY1_LENGTH 30:10
-GP_ENTRY1_LENGTH_MASK = 0x1FFFFF
-GP_ENTRY1_GET_HI_MASK = 0xFF  # NVC56F_GP_ENTRY1_GET_HI 7:0
-GP_ENTRY1_LEVEL_SHIFT = 9  # NVC56F_GP_ENTRY1_LEVEL 9:9
+GP_ENTRY1_LENGTH_SHIFT = fields.FIELDS["NVC56F_GP_ENTRY1_LENGTH"][1]
+GP_ENTRY1_LENGTH_MASK = _mask(fields.FIELDS["NVC56F_GP_ENTRY1_LENGTH"])
+GP_ENTRY1_GET_HI_MASK = _mask(fields.FIELDS["NVC56F_GP_ENTRY1_GET_HI"])
+GP_ENTRY1_LEVEL_SHIFT = fields.FIELDS["NVC56F_GP_ENTRY1_LEVEL"][1]
 GP_ENTRY_ADDRESS_LIMIT = 1 << 40  # GET 31:2 + GET_HI 7:0
 
 # clc86f.h Nvc86fControl_struct (USERD): GPGet at 0x88, GPPut at 0x8c, from the generated layout

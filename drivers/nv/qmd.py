@@ -1,10 +1,9 @@
 """QMD (queue meta data): the 256-byte launch descriptor a compute class reads for one grid.
 
 Layout: QMD version 03_00, the fields this driver sets or the mock checks, as bit ranges of the
-256-byte block. Source: Mesa 25.0.7 (pinned in autogen/manifest.py as MESA_25_0),
-src/nouveau/headers/nvidia/classes/clc6c0qmd.h (NVC6C0_QMDV03_00_*, AMPERE_COMPUTE_A) and
-clc7c0qmd.h (NVC7C0_QMDV03_00_*, the same layout for AMPERE_COMPUTE_B/ADA_COMPUTE_A). The table is
-written by hand: the generator has no front end for the MW(hi:lo) field macros yet.
+256-byte block, from autogen.nv.qmd (generated from Mesa 25.0.7's
+src/nouveau/headers/nvidia/classes/clc6c0qmd.h, NVC6C0_QMDV03_00_* for AMPERE_COMPUTE_A, and
+clc7c0qmd.h, NVC7C0_QMDV03_00_*, the same layout for AMPERE_COMPUTE_B/ADA_COMPUTE_A).
 
 Hopper (HOPPER_COMPUTE_A) is driven with QMD 03_00 too. Whether GH100 accepts 03_00 or needs its
 own 04_00 layout is NOT verified: no Debian-packaged source carries a Hopper QMD header (Mesa
@@ -17,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from autogen.nv import qmd as qmd_layout
 from hal.errors import InvalidArgument
 
 QMD_SIZE = 256  # clc6c0qmd.h: the QMD's highest field ends at bit 2047
@@ -24,44 +24,28 @@ QMD_ALIGNMENT = 256  # clc6c0.h NVC6C0_SEND_PCAS_A_QMD_ADDRESS_SHIFTED8: the add
 VERSION_MAJOR = 3
 VERSION_MINOR = 0
 
-# name -> (high bit, low bit), clc6c0qmd.h NVC6C0_QMDV03_00_<name> MW(high:low)
-FIELDS: dict[str, tuple[int, int]] = {
-    "SM_GLOBAL_CACHING_ENABLE": (134, 134),
-    "INVALIDATE_TEXTURE_HEADER_CACHE": (186, 186),
-    "INVALIDATE_TEXTURE_SAMPLER_CACHE": (187, 187),
-    "INVALIDATE_TEXTURE_DATA_CACHE": (188, 188),
-    "INVALIDATE_SHADER_DATA_CACHE": (189, 189),
-    "INVALIDATE_INSTRUCTION_CACHE": (190, 190),
-    "INVALIDATE_SHADER_CONSTANT_CACHE": (191, 191),
-    "CWD_MEMBAR_TYPE": (369, 368),
-    "API_VISIBLE_CALL_LIMIT": (378, 378),
-    "SAMPLER_INDEX": (382, 382),
-    "CTA_RASTER_WIDTH": (415, 384),
-    "CTA_RASTER_HEIGHT": (431, 416),
-    "CTA_RASTER_DEPTH": (463, 448),
-    "SHARED_MEMORY_SIZE": (561, 544),
-    "MIN_SM_CONFIG_SHARED_MEM_SIZE": (567, 562),
-    "MAX_SM_CONFIG_SHARED_MEM_SIZE": (574, 569),
-    "QMD_VERSION": (579, 576),
-    "QMD_MAJOR_VERSION": (583, 580),
-    "CTA_THREAD_DIMENSION0": (607, 592),
-    "CTA_THREAD_DIMENSION1": (623, 608),
-    "CTA_THREAD_DIMENSION2": (639, 624),
-    "CONSTANT_BUFFER_VALID0": (640, 640),  # CONSTANT_BUFFER_VALID(i): bit 640 + i
-    "REGISTER_COUNT_V": (656, 648),
-    "TARGET_SM_CONFIG_SHARED_MEM_SIZE": (662, 657),
-    "SHADER_LOCAL_MEMORY_LOW_SIZE": (759, 736),
-    "BARRIER_COUNT": (767, 763),
-    "CONSTANT_BUFFER_ADDR_LOWER0": (1055, 1024),  # CONSTANT_BUFFER_ADDR_LOWER(i): + 64 i
-    "CONSTANT_BUFFER_ADDR_UPPER0": (1072, 1056),
-    "CONSTANT_BUFFER_SIZE_SHIFTED4_0": (1087, 1075),
-    "PROGRAM_ADDRESS_LOWER": (1567, 1536),
-    "PROGRAM_ADDRESS_UPPER": (1584, 1568),
-    "SHADER_LOCAL_MEMORY_HIGH_SIZE": (1623, 1600),
-}
-CWD_MEMBAR_TYPE_L1_SYSMEMBAR = 1  # clc6c0qmd.h NVC6C0_QMDV03_00_CWD_MEMBAR_TYPE_L1_SYSMEMBAR
-API_VISIBLE_CALL_LIMIT_NO_CHECK = 1  # clc6c0qmd.h NVC6C0_QMDV03_00_API_VISIBLE_CALL_LIMIT_NO_CHECK
-SAMPLER_INDEX_VIA_HEADER_INDEX = 1  # clc6c0qmd.h NVC6C0_QMDV03_00_SAMPLER_INDEX_VIA_HEADER_INDEX
+# the fields used, from the generated tables (autogen.nv.qmd: FIELDS and, for the per-bank fields,
+# INDEXED at bank 0); name -> (high bit, low bit)
+_PREFIX = "NVC6C0_QMDV03_00_"
+_SCALAR = ("SM_GLOBAL_CACHING_ENABLE", "INVALIDATE_TEXTURE_HEADER_CACHE",
+           "INVALIDATE_TEXTURE_SAMPLER_CACHE", "INVALIDATE_TEXTURE_DATA_CACHE",
+           "INVALIDATE_SHADER_DATA_CACHE", "INVALIDATE_INSTRUCTION_CACHE",
+           "INVALIDATE_SHADER_CONSTANT_CACHE", "CWD_MEMBAR_TYPE", "API_VISIBLE_CALL_LIMIT", "SAMPLER_INDEX",
+           "CTA_RASTER_WIDTH", "CTA_RASTER_HEIGHT", "CTA_RASTER_DEPTH", "SHARED_MEMORY_SIZE",
+           "MIN_SM_CONFIG_SHARED_MEM_SIZE", "MAX_SM_CONFIG_SHARED_MEM_SIZE", "QMD_VERSION",
+           "QMD_MAJOR_VERSION", "CTA_THREAD_DIMENSION0", "CTA_THREAD_DIMENSION1", "CTA_THREAD_DIMENSION2",
+           "REGISTER_COUNT_V", "TARGET_SM_CONFIG_SHARED_MEM_SIZE", "SHADER_LOCAL_MEMORY_LOW_SIZE",
+           "BARRIER_COUNT", "PROGRAM_ADDRESS_LOWER", "PROGRAM_ADDRESS_UPPER",
+           "SHADER_LOCAL_MEMORY_HIGH_SIZE")
+_BANK0 = {"CONSTANT_BUFFER_VALID0": "CONSTANT_BUFFER_VALID",
+          "CONSTANT_BUFFER_ADDR_LOWER0": "CONSTANT_BUFFER_ADDR_LOWER",
+          "CONSTANT_BUFFER_ADDR_UPPER0": "CONSTANT_BUFFER_ADDR_UPPER",
+          "CONSTANT_BUFFER_SIZE_SHIFTED4_0": "CONSTANT_BUFFER_SIZE_SHIFTED4"}
+FIELDS: dict[str, tuple[int, int]] = {name: qmd_layout.FIELDS[_PREFIX + name] for name in _SCALAR}
+FIELDS.update({short: qmd_layout.INDEXED[_PREFIX + name][:2] for short, name in _BANK0.items()})
+CWD_MEMBAR_TYPE_L1_SYSMEMBAR = qmd_layout.NVC6C0_QMDV03_00_CWD_MEMBAR_TYPE_L1_SYSMEMBAR
+API_VISIBLE_CALL_LIMIT_NO_CHECK = qmd_layout.NVC6C0_QMDV03_00_API_VISIBLE_CALL_LIMIT_NO_CHECK
+SAMPLER_INDEX_VIA_HEADER_INDEX = qmd_layout.NVC6C0_QMDV03_00_SAMPLER_INDEX_VIA_HEADER_INDEX
 CONSTANT_BUFFER_MAX = 1 << 16  # CONSTANT_BUFFER_SIZE_SHIFTED4 is 13 bits of 16-byte units: 64 KiB
 # the SM shared-memory carve-out fields count 4 KiB steps plus one (tinygrad's ops_nv.py
 # smem_config: KiB // 4 + 1), from the configurations Ampere..Hopper offer

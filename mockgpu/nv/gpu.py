@@ -35,7 +35,8 @@ EIATTR_PARAM_CBANK gives. SASS the registry does not know is an illegal instruct
 exception).
 
 `hold(True)` stops fetching (doorbells are noted) until `hold(False)`, so a benchmark can time the
-driver alone. Fault hooks: `inject("rc")` fails the next launch with a GR exception, `inject("mmu")` faults the
+driver alone. Fault hooks: `inject("rc")` fails the next launch with a GR exception, `inject("mmu")`
+faults the
 next launch's first memory access, `inject("hang")` makes the next semaphore acquire never succeed.
 """
 from __future__ import annotations
@@ -45,6 +46,7 @@ import logging
 import struct
 import time
 
+from autogen.nv import qmd as qmd_layout
 from autogen.nv.r535 import classes as cl
 from hal.errors import HalError
 from mockgpu.nv.ptx import Kernel
@@ -99,17 +101,17 @@ ROBUST_CHANNEL_CE0_ERROR = 39
 # value the RM uses for channel errors (cl003e.h / cl0040.h)
 NOTIFICATION_STATUS_ERROR = cl.NV03E_NOTIFICATION_STATUS_ERROR_PROTECTION_FAULT
 NOTIFICATION_SIZE = 16
-# clc6c0qmd.h (drivers/nv/qmd.py): QMD 03_00, 256 bytes; fields checked below
+# QMD 03_00 (autogen.nv.qmd, from Mesa's clc6c0qmd.h): 256 bytes; the fields checked below
 QMD_SIZE = 256
-QMD_FIELDS = {
-    "CTA_RASTER_WIDTH": (415, 384), "CTA_RASTER_HEIGHT": (431, 416), "CTA_RASTER_DEPTH": (463, 448),
-    "SHARED_MEMORY_SIZE": (561, 544), "QMD_VERSION": (579, 576), "QMD_MAJOR_VERSION": (583, 580),
-    "CTA_THREAD_DIMENSION0": (607, 592), "CTA_THREAD_DIMENSION1": (623, 608),
-    "CTA_THREAD_DIMENSION2": (639, 624), "CONSTANT_BUFFER_VALID0": (640, 640),
-    "REGISTER_COUNT_V": (656, 648), "CONSTANT_BUFFER_ADDR_LOWER0": (1055, 1024),
-    "CONSTANT_BUFFER_ADDR_UPPER0": (1072, 1056), "CONSTANT_BUFFER_SIZE_SHIFTED4_0": (1087, 1075),
-    "PROGRAM_ADDRESS_LOWER": (1567, 1536), "PROGRAM_ADDRESS_UPPER": (1584, 1568),
-}
+_QMD = "NVC6C0_QMDV03_00_"
+QMD_FIELDS = {name: qmd_layout.FIELDS[_QMD + name] for name in (
+    "CTA_RASTER_WIDTH", "CTA_RASTER_HEIGHT", "CTA_RASTER_DEPTH", "SHARED_MEMORY_SIZE", "QMD_VERSION",
+    "QMD_MAJOR_VERSION", "CTA_THREAD_DIMENSION0", "CTA_THREAD_DIMENSION1", "CTA_THREAD_DIMENSION2",
+    "REGISTER_COUNT_V", "PROGRAM_ADDRESS_LOWER", "PROGRAM_ADDRESS_UPPER")}
+QMD_FIELDS.update({f"{name}0": qmd_layout.INDEXED[_QMD + name][:2] for name in (
+    "CONSTANT_BUFFER_VALID", "CONSTANT_BUFFER_ADDR_LOWER", "CONSTANT_BUFFER_ADDR_UPPER")})
+_BANK_SIZE = qmd_layout.INDEXED[_QMD + "CONSTANT_BUFFER_SIZE_SHIFTED4"]
+QMD_FIELDS["CONSTANT_BUFFER_SIZE_SHIFTED4_0"] = _BANK_SIZE[:2]
 # CUDA C++ Programming Guide, "Technical Specifications per Compute Capability": threads per block
 # 1024, block dimensions (1024, 1024, 64), grid (2**31 - 1, 65535, 65535), 255 registers per thread
 MAX_THREADS_PER_BLOCK = 1024
