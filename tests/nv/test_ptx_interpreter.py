@@ -326,3 +326,15 @@ def test_undeclared_registers_name_the_line() -> None:
         _kernel("mov.u32 %q1, 1;")
     with pytest.raises(PTXSyntaxError, match=r"PTX line 16: register %p9 is not declared"):
         _kernel("@%p9 bra END;\nEND:")
+
+
+def test_array_element_addresses() -> None:
+    kernel = _kernel("""
+    mov.u64 %rd5, words[3];
+    mov.u32 %r2, bytes[5];
+    cvt.u32.u64 %r3, %rd5;
+    add.u32 %r4, %r3, %r2;
+    st.global.u32 [%rd3], %r4;""", registers=".shared .align 4 .b32 words[4];\n"
+                                               ".shared .align 1 .b8 bytes[8];")
+    # words at 0 (element 3 at byte 12), bytes at 16 (element 5 at byte 21)
+    assert (_run(kernel, lanes=4) == 12 + 21).all()

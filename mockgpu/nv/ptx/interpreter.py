@@ -189,6 +189,7 @@ class Kernel:
         self.shared_offsets, self.static_shared_size, self.dynamic_shared = _shared_layout(
             module.variables + function.variables)
         self.local_offsets, self.local_size = _local_layout(function.variables)
+        self.variables = {v.name: v for v in module.variables + function.variables}
         self.register_dtypes = _RegisterTypes(function)
         self.steps: list[Step] = []
         self.instructions = function.instructions
@@ -498,6 +499,12 @@ class _Compiler:
     def symbol_address(self, symbol: Symbol) -> int:
         kernel = self.kernel
         name = symbol.name
+        if symbol.index is not None:
+            variable = kernel.variables.get(name)
+            if variable is None:
+                raise self.unsupported(f"{name}[{symbol.index}]: {name} is no variable")
+            element = max(parser.TYPE_BITS[variable.type] // 8, 1)
+            symbol = Symbol(name, symbol.offset + symbol.index * element)
         if name in kernel.shared_offsets:
             return kernel.shared_offsets[name] + symbol.offset
         if name in kernel.local_offsets:

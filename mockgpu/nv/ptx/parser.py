@@ -90,10 +90,12 @@ class Immediate:
 
 @dataclass(frozen=True)
 class Symbol:
-    """A label, variable or parameter name, optionally plus a byte offset."""
+    """A label, variable or parameter name, optionally plus a byte offset; `a[i]` (PTX ISA 6.4.3,
+    "Arrays as Operands": the address of element i) has `index` i."""
 
     name: str
     offset: int = 0
+    index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -571,6 +573,9 @@ def _operand(tokens: list[Token], line: int) -> object:
         return Immediate(-value.value, value.float_bits)
     if len(tokens) == 1:
         return _single(first, line)
+    if (first.kind == "name" and len(tokens) == 4 and tokens[1].text == "[" and tokens[3].text == "]"
+            and tokens[2].kind in ("integer", "hex")):
+        return Symbol(first.text, 0, integer_value(tokens[2]))
     if (first.kind == "name" and len(tokens) == 3 and tokens[1].text in ("+", "-")
             and tokens[2].kind in ("integer", "hex")):
         offset = integer_value(tokens[2])
