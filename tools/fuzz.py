@@ -198,14 +198,18 @@ def run_input_target(name: str, seed: int, examples: int, out: pathlib.Path,
     try:
         test()
     except Exception as error:  # noqa: BLE001
+        what = _describe(_leaves(error)[0])
         if not found:
-            return [Failure("input", name, _describe(error))]
+            return [Failure("input", name, what)]
         label, data = found[-1]
-        script = (f'"""Reproducer from python -m tools.fuzz --seed {seed}: {_describe(error)[:200]}"""\n'
+        flaky = "Flaky" in type(error).__name__
+        rerun = (f"\n\nIt failed after earlier inputs on the same mock GPU and may pass alone: run the "
+                 f"round again with python -m tools.fuzz --seed {seed}") if flaky else ""
+        script = (f'"""Reproducer from python -m tools.fuzz --seed {seed}: {what[:200]}{rerun}"""\n'
                   f"from tools import fuzz_inputs\n\n"
                   f"fuzz_inputs.check(fuzz_inputs.TARGETS[{name!r}], {label!r},\n"
                   f"                  {data!r})\n")
-        return [Failure("input", name, _describe(error), _save(out, f"input-{name}", script))]
+        return [Failure("input", name, what, _save(out, f"input-{name}", script))]
     return []
 
 

@@ -86,6 +86,8 @@ EXCEPTION_UNSUPPORTED = 3
 # packet lengths in dwords (sdma_v6_0_0_pkt_open.h: the dwords of each SDMA_PKT_* struct)
 COPY_LINEAR_DWORDS = 7
 COPY_CHUNK_BYTES = 1 << 20  # this model's choice: how much of a COPY_LINEAR it holds at once
+# sdma_v6_0_0_pkt_open.h SDMA_PKT_TIMESTAMP: the counter's value is two dwords (64 bits)
+TIMESTAMP_MASK = (1 << 64) - 1
 WRITE_HEADER_DWORDS = 4  # header, address lo/hi, count; then count + 1 data dwords
 INDIRECT_DWORDS = 6
 FENCE_DWORDS = 4
@@ -550,7 +552,8 @@ class SDMAModel:
 
     def gpu_clock(self) -> int:
         """The GPU clock counter TIMESTAMP reads (TIMESTAMP_HZ ticks since the model started)."""
-        return (time.monotonic_ns() * TIMESTAMP_HZ // 1_000_000_000) + self._clock_offset
+        ticks = time.monotonic_ns() * TIMESTAMP_HZ // 1_000_000_000 + self._clock_offset
+        return ticks & TIMESTAMP_MASK  # a 64-bit counter wraps (a SET near 2^64 is legal)
 
     def _timestamp(self, fetch, sub_op: int, vmid: int) -> int:
         words = fetch(TIMESTAMP_DWORDS)

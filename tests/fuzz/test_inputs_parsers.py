@@ -38,6 +38,9 @@ def test_mutated_inputs_get_a_result_or_a_typed_error(name):
 # a COPY_LINEAR whose COUNT asks for 16 MiB: the mock SDMA read the whole source into one bytes
 # object before writing it (a COUNT of 2^30 would have allocated 1 GiB); it streams now
 @example(("copy", bytes.fromhex("01000000ff0f00010000000000b098008000000000c0980080000000")))
+# TIMESTAMP SET to 2^64 - 1, then GET_GLOBAL: the model's counter went past 64 bits and writing it
+# raised OverflowError; the counter wraps now
+@example(("timestamp", bytes.fromhex("0d000000ffffffffffffffff" "0d02000008000000ff7f0000")))
 @FUZZ
 @given(fuzz_inputs.inputs(fuzz_inputs.TARGETS["sdma"]))
 def test_sdma_packets_get_a_result_or_the_engines_packet_error(item):
