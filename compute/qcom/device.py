@@ -6,17 +6,18 @@ queues and signals.
 - Memory: "VRAM" and host buffers are both KGSL GPU objects in the shared system memory, mapped
   for the CPU (the GPU has no memory of its own).
 - Queues: compute and copy, each a KGSL context (compute/qcom/queues.py).
-- Programs: not yet; kernel dispatch (CP_EXEC_CS) is still to come, so `load_program` refuses.
+- Programs: ir3 kernels launched with CP_EXEC_CS (compute/qcom/program.py).
 - Sleeping until the GPU progresses: a short sleep (the queues' own waits sleep in the kernel).
 """
 from __future__ import annotations
 
 import re
 
+from compute.qcom.program import QCOMProgram
 from compute.qcom.queues import QCOMQueue
 from drivers.qcom.device import KGSLDevice
 from drivers.qcom.kgsl import DEVICE_PATH, wait_timestamp
-from hal.errors import DeviceNotFound, UnsupportedOperation
+from hal.errors import DeviceNotFound
 
 DEVICE_PATTERN = re.compile(r"qcom:(\d+)$")
 SCRATCH_BYTES = 4096  # one page for the dword cache flushes write
@@ -68,8 +69,9 @@ class QCOMBackend:
         return queue
 
     def load_program(self, device, binary: bytes, name: str):
-        raise UnsupportedOperation(f"{name}: kernels on Adreno need the CP_EXEC_CS dispatch path, "
-                                   "which this version does not have yet (copies and signals work)")
+        """An ir3 kernel: the library's `name` for an empty binary, else ir3 assembly text
+        (compute/qcom/program.py; vendor binaries through program.load_vendor)."""
+        return QCOMProgram.from_binary(device, binary, name)
 
     def sleep_for_progress(self, timeout_s: float) -> None:
         """Sleep in KGSL's timestamp wait of the first queue with work outstanding (woken when it

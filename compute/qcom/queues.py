@@ -82,6 +82,12 @@ class QCOMQueue(Queue):
             stream.memcpy(dst + first * DWORD, src + first * DWORD, count)
         return _stream_words(stream)
 
+    def _emit_exec(self, launch) -> list[int]:
+        """The dispatch's CP stream (compute/qcom/program.py, drivers/qcom/dispatch.py)."""
+        if self.kind != "compute":
+            raise InvalidArgument(f"{self.name} queue: kernels run on the compute queue")
+        return list(launch.words)
+
     def _emit_barrier(self) -> list[int]:
         stream = CommandStream().wait_for_idle().cache_flush(self._flush_scratch()).cache_invalidate()
         return _stream_words(stream)

@@ -12,10 +12,10 @@ the context bad):
 Type-4 writes land in a register file (`registers`); the type-7 packets the copy and signal paths
 use are executed (CP_NOP, CP_MEM_WRITE, CP_EVENT_WRITE, CP_MEMCPY, CP_WAIT_FOR_IDLE,
 CP_WAIT_MEM_WRITES, CP_INDIRECT_BUFFER, CP_WAIT_REG_MEM on memory, CP_REG_TO_MEM with the always-on
-counter). A CP_WAIT_REG_MEM whose condition does not hold raises `Stalled`: the submission then
+counter), and compute dispatch: CP_LOAD_STATE6_* of the compute shader and constants, CP_SET_MARKER
+and CP_EXEC_CS, which runs the kernel on the ir3 interpreter (mockgpu/qcom/compute.py). A CP_WAIT_REG_MEM whose condition does not hold raises `Stalled`: the submission then
 never completes, like a CP waiting for a value nothing writes. Any other opcode raises
-`UnsupportedPacket`, naming it, so the mock never pretends to have run work it does not model
-(compute dispatch among them).
+`UnsupportedPacket`, naming it, so the mock never pretends to have run work it does not model.
 
 Header layout facts: Mesa src/freedreno/common/freedreno_pm4.h (pkt4/pkt7 and their parity) and
 src/freedreno/registers/adreno/adreno_pm4.xml (packet payloads).
@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 
 from autogen.qcom import a6xx, pm4
+from mockgpu.qcom import compute
 
 DWORD = 4
 # freedreno_pm4.h: the packet type in the top nibble
@@ -157,6 +158,11 @@ class CommandProcessor:
         self.started = time.monotonic()
         self.events: list[int] = []  # CP_EVENT_WRITE events in order (cache flushes, invalidates)
         self.packets_executed = 0
+        # CP_LOAD_STATE6 of the compute block: the const file (dwords) and the shader's address
+        self.cs_consts: list[int] = []
+        self.cs_shader: tuple[int, int] | None = None  # (GPU address, 128-byte units)
+        self.kernels_run = 0
+        self.instructions_executed = 0
 
     def execute(self, space: GPUAddressSpace, gpuaddr: int, size: int, level: int = 1) -> None:
         """Run the IB of `size` bytes at `gpuaddr`."""
@@ -262,10 +268,27 @@ class CommandProcessor:
             values = [self.read_register(fields["REG"] + index) for index in range(count)]
             space.write(address, struct.pack(f"<{len(values)}I", *values))
             return
+        if opcode in (pm4.CP_LOAD_STATE6_FRAG, pm4.CP_LOAD_STATE6_GEOM, pm4.CP_LOAD_STATE6):
+            self._load_state6(space, opcode, payload, where)
+            return
+        if opcode == pm4.CP_SET_MARKER:
+            # adreno_pm4.xml CP_SET_MARKER: a render-mode hint for the CP's preemption; no state here
+            return
+        if opcode == pm4.CP_EXEC_CS:
+            self._need(opcode, payload, 4, where)
+            groups = tuple(payload[1:4])
+            compute.exec_cs(self, space, groups, where)
+            return
         name = pm4.ENUMS.get("adreno_pm4_type3_packets", {})
         names = [key for key, value in name.items() if value == opcode]
         raise UnsupportedPacket(f"type-7 packet {names[0] if names else hex(opcode)} at {where:#x} "
                                 "is not modelled by the mock CP")
+
+    def _load_state6(self, space: GPUAddressSpace, opcode: int, payload: tuple[int, ...],
+                     where: int) -> None:
+        """CP_LOAD_STATE6_* (adreno_pm4.xml): the compute block's shader and constants."""
+        self._need(opcode, payload, 3, where)
+        compute.load_state6(self, space, payload, where)
 
     def read_register(self, offset: int) -> int:
         """A register as the CP reads it: the always-on counter counts, the rest hold what was

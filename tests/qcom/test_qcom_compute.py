@@ -1,6 +1,6 @@
 """compute.Device on the mock Adreno 630 ("qcom:0" over the mock KGSL seam): buffers, copies on
 both queues, signals across queues, GPU timestamps, ordering through the timeline, faults and the
-refusal to load kernels before dispatch exists."""
+refusal of a kernel binary that is not ir3 text."""
 from __future__ import annotations
 
 import time
@@ -10,7 +10,7 @@ import pytest
 
 from compute.device import Device
 from drivers.qcom import kgsl
-from hal.errors import DeviceTimeout, InvalidArgument, UnsupportedOperation
+from hal.errors import BadBinary, DeviceTimeout, InvalidArgument
 from tools.mock_machines import qcom
 
 
@@ -102,10 +102,10 @@ def test_unaligned_copies_are_refused(rig):
         device.copy_queue.copy(buffer.gpu_address, buffer.gpu_address + 1, 8)
 
 
-def test_kernels_are_refused_until_dispatch_exists(rig):
+def test_a_binary_that_is_not_ir3_text_is_refused(rig):
     machine, device = rig
-    with pytest.raises(UnsupportedOperation, match="CP_EXEC_CS"):
-        device.load(b"\0" * 16, "vector_add")
+    with pytest.raises(BadBinary, match="load_vendor"):
+        device.load(b"\xff" * 16, "vector_add")
 
 
 def test_only_qcom_0_exists():

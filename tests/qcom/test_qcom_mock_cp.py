@@ -79,9 +79,9 @@ def test_unmodelled_packet_is_named():
     space = GPUAddressSpace()
     memory = bytearray(PAGE_SIZE)
     space.add(Mapping(0x10000, PAGE_SIZE, memoryview(memory)))
-    stream = CommandStream().packet(pm4.CP_EXEC_CS, 0, 1, 1, 1).to_bytes()
+    stream = CommandStream().packet(pm4.CP_DRAW_INDX_OFFSET, 0, 1, 1).to_bytes()
     memory[:len(stream)] = stream
-    with pytest.raises(UnsupportedPacket, match="CP_EXEC_CS"):
+    with pytest.raises(UnsupportedPacket, match="CP_DRAW_INDX_OFFSET"):
         CommandProcessor().execute(space, 0x10000, len(stream))
 
 
