@@ -18,9 +18,9 @@ BASE = 0x2000_0000
 LANES = 32
 SLOT = 0x1000
 _REG = {"u32": "%w", "s32": "%w", "b32": "%w", "u64": "%x", "s64": "%x", "b64": "%x",
-        "f32": "%f", "f64": "%fd", "pred": "%p"}
+        "f16": "%h", "f32": "%f", "f64": "%fd", "pred": "%p"}
 _NP = {"u32": np.uint32, "s32": np.int32, "b32": np.uint32, "u64": np.uint64, "s64": np.int64,
-       "b64": np.uint64, "f32": np.float32, "f64": np.float64}
+       "b64": np.uint64, "f16": np.float16, "f32": np.float32, "f64": np.float64}
 
 
 def _kernel(instruction: str, dst: str, sources: tuple[str, ...]) -> Kernel:
@@ -39,7 +39,7 @@ def _kernel(instruction: str, dst: str, sources: tuple[str, ...]) -> Kernel:
 .visible .entry k(.param .u64 out, .param .u64 a, .param .u64 b, .param .u64 c)
 {{
 .reg .b32 %r<8>; .reg .b64 %rd<20>; .reg .b32 %w<8>; .reg .b64 %x<8>;
-.reg .f32 %f<8>; .reg .f64 %fd<8>; .reg .pred %p<4>;
+.reg .f16 %h<8>; .reg .f32 %f<8>; .reg .f64 %fd<8>; .reg .pred %p<4>;
 ld.param.u64 %rd1, [out]; ld.param.u64 %rd2, [a]; ld.param.u64 %rd3, [b]; ld.param.u64 %rd4, [c];
 mov.u32 %r0, %tid.x;
 {chr(10).join(loads)}
@@ -59,7 +59,7 @@ def _run(instruction: str, dst: str, sources: tuple[str, ...], *columns: list) -
     addresses = []
     for index, (ptx_type, values) in enumerate(zip(sources, columns)):
         array = np.array(values, dtype=object)
-        if ptx_type in ("f32", "f64"):
+        if ptx_type in ("f16", "f32", "f64"):
             data = np.array(values, dtype=_NP[ptx_type])
         else:
             bits = np.dtype(_NP[ptx_type]).itemsize * 8
@@ -232,3 +232,26 @@ def test_double_fma_rounds_once(a: list[float], b: list[float]) -> None:
     # x * y - round(x * y) is the rounding error of the product: zero only for an exact product.
     assert [float(v) for v in fused] == [float(Fraction(x) * Fraction(y) + Fraction(z))
                                          for x, y, z in zip(a, b, c)]
+
+
+_half_bits = st.lists(st.integers(0, 0xFFFF), min_size=LANES, max_size=LANES)
+
+
+def _halves(bits: list[int]) -> list[float]:
+    """Finite halves from bit patterns (infinities and NaNs become 1.0)."""
+    values = np.array(bits, dtype=np.uint16).view(np.float16).astype(np.float64)
+    return [float(v) if math.isfinite(v) else 1.0 for v in values]
+
+
+@settings(max_examples=20, deadline=None)
+@given(a_bits=_half_bits, b_bits=_half_bits, c_bits=_half_bits)
+def test_half_fma_and_conversions(a_bits: list[int], b_bits: list[int], c_bits: list[int]) -> None:
+    a, b, c = _halves(a_bits), _halves(b_bits), _halves(c_bits)
+    fused = _run("fma.rn.f16", "f16", ("f16", "f16", "f16"), a, b, c)
+    # A product and sum of halves is exact in double precision: one rounding to half.
+    with np.errstate(over="ignore"):
+        expected = np.array([float(Fraction(x) * Fraction(y) + Fraction(z))
+                             for x, y, z in zip(a, b, c)]).astype(np.float16)
+    np.testing.assert_array_equal(fused, expected)
+    widened = _run("cvt.f32.f16", "f32", ("f16",), a)
+    assert [float(v) for v in widened] == a

@@ -131,3 +131,19 @@ def test_softmax_chain() -> None:
     shifted = a.astype(np.float64) - a.max(axis=1, keepdims=True)
     expected = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(out.reshape(16, 100), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_half_precision() -> None:
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal(777).astype(np.float32)
+
+    def build():
+        x = Tensor.empty(777, dtype=dtypes.float32)
+        half = x.cast(dtypes.half)
+        return [x], [(half * half + half).maximum(half).cast(dtypes.float32)]
+    (out,) = _run(build, [a])
+    # tinygrad computes h * h + h as one fma.rn.f32 on the halves widened to float, rounds the
+    # result to half (cvt.rn.f16.f32) and takes max.f16 with h (.f16 registers and instructions)
+    h = a.astype(np.float16)
+    fused = (h.astype(np.float64) * h + h).astype(np.float32).astype(np.float16)
+    np.testing.assert_array_equal(out, np.maximum(fused, h).astype(np.float32))

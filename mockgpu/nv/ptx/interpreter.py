@@ -61,12 +61,12 @@ _DTYPES = {
     "b16": np.dtype(np.uint16), "u16": np.dtype(np.uint16), "s16": np.dtype(np.int16),
     "b32": np.dtype(np.uint32), "u32": np.dtype(np.uint32), "s32": np.dtype(np.int32),
     "b64": np.dtype(np.uint64), "u64": np.dtype(np.uint64), "s64": np.dtype(np.int64),
-    "f32": np.dtype(np.float32), "f64": np.dtype(np.float64),
+    "f16": np.dtype(np.float16), "f32": np.dtype(np.float32), "f64": np.dtype(np.float64),
 }
 _UNSIGNED = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16), 4: np.dtype(np.uint32),
              8: np.dtype(np.uint64)}
 _SIGNED = {1: np.dtype(np.int8), 2: np.dtype(np.int16), 4: np.dtype(np.int32), 8: np.dtype(np.int64)}
-_FLOATS = ("f32", "f64")
+_FLOATS = ("f16", "f32", "f64")
 _SPACES = ("param", "global", "shared", "local", "const", "generic")
 # Modifiers that only steer caches, ordering or scope: no effect on a sequential model.
 _IGNORED = {"ca", "cg", "cs", "lu", "cv", "wb", "wt", "nc", "volatile", "relaxed", "acquire",
@@ -763,12 +763,15 @@ class _Compiler:
         if ptx_type == "f64":
             # Exact fused multiply-add in double precision.
             return self.simple(_fma64, ptx_type, arity=3)
-        if ptx_type != "f32":
+        if ptx_type not in ("f16", "f32"):
             raise self.unsupported(f"fma of .{ptx_type}")
+        dtype = _DTYPES[ptx_type]
 
         def fused(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+            # The f16 sum is exact in double precision (a single rounding to half); f32 may round
+            # twice in rare cases (module docstring).
             product = np.asarray(a, dtype=np.float64) * np.asarray(b, dtype=np.float64)
-            return (product + np.asarray(c, dtype=np.float64)).astype(np.float32)
+            return (product + np.asarray(c, dtype=np.float64)).astype(dtype)
         if "sat" in self.mods:
             return self.simple(lambda a, b, c: np.clip(fused(a, b, c), 0.0, 1.0), ptx_type, arity=3)
         return self.simple(fused, ptx_type, arity=3)
