@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Sequence
 from compute.buffer import Buffer
 from drivers.nv import cubin as cubin_format
 from drivers.nv import fatbin as fatbin_format
-from drivers.nv.qmd import QMD, QMD_ALIGNMENT
+from drivers.nv.qmd import QMD, QMD_ALIGNMENT, with_constant0
 from hal.errors import BadBinary, InvalidArgument
 
 if TYPE_CHECKING:
@@ -112,6 +112,7 @@ class NVProgram:
         if kernel.frame_size:
             backend.ensure_local_memory(kernel.frame_size)
         self.ptx = ptx
+        self._qmds: dict[tuple, bytes] = {}  # (blocks, block shape) -> QMD with bank 0 at 0
 
     # -- arguments ---------------------------------------------------------------------------------
     def explicit_args(self) -> list[_Param]:
@@ -171,13 +172,21 @@ class NVProgram:
         return bytes(bank)
 
     def qmd(self, constant0_address: int, global_size, local_size) -> bytes:
-        kernel = self.kernel
-        backend = self.device.backend
-        return QMD(program_address=self.code_address, grid=self.layout(global_size, local_size),
-                   block=tuple(local_size), constant0_address=constant0_address,
-                   constant0_size=self.constant0_size, registers=max(kernel.registers, 1),
-                   shared_bytes=kernel.shared_size, local_bytes_per_thread=kernel.frame_size,
-                   shared_limit_kib=backend.shared_limit_kib).build()
+        """The QMD of one launch: built once per grid and block shape, then only constant bank 0's
+        address changes (the launch's Python cost)."""
+        groups = self.layout(global_size, local_size)
+        key = (groups, tuple(local_size))
+        template = self._qmds.get(key)
+        if template is None:
+            kernel = self.kernel
+            backend = self.device.backend
+            template = QMD(program_address=self.code_address, grid=groups, block=tuple(local_size),
+                           constant0_address=0, constant0_size=self.constant0_size,
+                           registers=max(kernel.registers, 1), shared_bytes=kernel.shared_size,
+                           local_bytes_per_thread=kernel.frame_size,
+                           shared_limit_kib=backend.shared_limit_kib).build()
+            self._qmds[key] = template
+        return with_constant0(template, constant0_address)
 
     def dispatch_packet(self, global_size, local_size, kernarg_address: int) -> bytes:
         """Room for what `prepare_in` places besides the parameters (compute.graph sizes its memory

@@ -68,10 +68,21 @@ def _put(data: bytearray, name: str, value: int) -> None:
     width = high - low + 1
     if not 0 <= value < 1 << width:
         raise InvalidArgument(f"QMD field {name}: {value:#x} does not fit {width} bits")
-    whole = int.from_bytes(data, "little")
-    whole &= ~(((1 << width) - 1) << low)
-    whole |= value << low
-    data[:] = whole.to_bytes(QMD_SIZE, "little")
+    first = low // 8  # only the bytes the field spans are read and written
+    last = high // 8 + 1
+    shift = low - 8 * first
+    span = int.from_bytes(data[first:last], "little")
+    span &= ~(((1 << width) - 1) << shift)
+    span |= value << shift
+    data[first:last] = span.to_bytes(last - first, "little")
+
+
+def with_constant0(template: bytes, address: int) -> bytes:
+    """`template` (a built QMD) with constant bank 0 at `address` instead."""
+    data = bytearray(template)
+    _put(data, "CONSTANT_BUFFER_ADDR_LOWER0", address & 0xFFFFFFFF)
+    _put(data, "CONSTANT_BUFFER_ADDR_UPPER0", address >> 32)
+    return bytes(data)
 
 
 def field(data: bytes, name: str) -> int:

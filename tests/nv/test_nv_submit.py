@@ -84,3 +84,11 @@ def test_qmd_refuses_what_does_not_fit() -> None:
         qmd.QMD(**{**base, "constant0_address": 0x2010}).build()
     with pytest.raises(InvalidArgument, match="CTA_RASTER_HEIGHT"):
         qmd.QMD(**{**base, "grid": (1, 1 << 16, 1)}).build()
+
+
+def test_a_qmd_with_another_constant_bank_is_the_one_built_with_it() -> None:
+    base = dict(program_address=0x1000, grid=(3, 2, 1), block=(64, 2, 1), constant0_size=0x230,
+                registers=24, shared_bytes=1024, local_bytes_per_thread=0, shared_limit_kib=228)
+    template = qmd.QMD(constant0_address=0, **base).build()
+    for address in (0x20_0000_0100, 0x1_FFFF_FF00, 0x1FFFF_0000_0000):
+        assert qmd.with_constant0(template, address) == qmd.QMD(constant0_address=address, **base).build()
