@@ -9,7 +9,11 @@ ownership lock, handing the device back to its kernel driver, and releasing ever
 
 Losing the device: a config or MMIO read of all ones followed by a read of all ones from a config
 register that reaches the function (the vendor ID; the class/revision dword under VFIO, which
-virtualises the IDs) raises DeviceLost; every later access raises it at once.
+virtualises the IDs) raises DeviceLost; so does a backend that finds its transport gone (a USB
+bridge unplugged, a remote socket closed). Either way the device remembers it: every later access
+(config, BARs reached through callbacks, DMA buffers, interrupts) raises DeviceLost at once without
+reaching the backend. Mapped BARs and host DMA memory are plain loads and stores and keep their
+fast path (a device gone there reads all ones, which the watch catches).
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ from hal.errors import (DeviceLost, DeviceTimeout, HalError, InvalidArgument, Un
 from hal.lock import OwnershipLock
 from hal.os import OS
 from hal.pci.sysfs import SysfsPCI
-from hal.region import Region, watch_all_ones
+from hal.region import Region, guard, watch_all_ones
 from hal.reset import SavedConfig
 
 log = logging.getLogger(__name__)
@@ -82,9 +86,19 @@ class PCIDevice:
             raise DeviceLost(self._lost)
 
     def _mark_lost(self, error: DeviceLost) -> DeviceLost:
-        self._lost = str(error)
-        log.error("%s", error)
+        if self._lost is None:
+            self._lost = str(error)
+            log.error("%s", error)
         return error
+
+    def _ensure_not_lost(self) -> None:
+        if self._lost is not None:
+            raise DeviceLost(self._lost)
+
+    def _guard(self, region: Region) -> Region:
+        """`region` as handed out: callback regions (a transport behind them) check liveness first
+        and remember a DeviceLost; memory regions are returned as they are (the fast path)."""
+        return guard(region, self._ensure_not_lost, self._mark_lost)
 
     def check_alive(self, what: str = "a register") -> None:
         """Raise DeviceLost when the function stopped answering (called when `what` read all ones).
@@ -94,10 +108,14 @@ class PCIDevice:
         so there the class/revision dword is read. Under VFIO a request from the kernel to give
         the device back (it is being unbound or removed) also counts as lost; a reported PCIe error
         is named in the message."""
-        events = self.backend.device_events()
+        if self._lost is not None:
+            raise DeviceLost(self._lost)
         offset, width = self.backend.presence_register
         try:
+            events = self.backend.device_events()
             value = self.backend.config_read(offset, width)
+        except DeviceLost as error:
+            raise self._mark_lost(error) from None
         except OSError as exc:
             raise self._mark_lost(DeviceLost(
                 f"{self.bdf}: config read failed while checking liveness: {exc}", errno=exc.errno)) from exc
@@ -138,6 +156,8 @@ class PCIDevice:
         self._check_config_access(offset, width)
         try:
             value = self.backend.config_read(offset, width)
+        except DeviceLost as error:
+            raise self._mark_lost(error) from None
         except OSError as exc:
             raise from_oserror(exc, f"reading config offset {offset:#x} of {self.bdf} "
                                     f"through {self.backend.name}") from exc
@@ -152,6 +172,8 @@ class PCIDevice:
             raise InvalidArgument(f"{value:#x} does not fit a {width}-byte config register")
         try:
             self.backend.config_write(offset, width, value)
+        except DeviceLost as error:
+            raise self._mark_lost(error) from None
         except OSError as exc:
             raise from_oserror(exc, f"writing config offset {offset:#x} of {self.bdf} "
                                     f"through {self.backend.name}") from exc
@@ -260,7 +282,11 @@ class PCIDevice:
                                       f"{', '.join(f'BAR{i}' for i in sorted(resources)) or 'none'})")
             self._require_decoding(index)
             raw = self.backend.map_bar(index)
-            region = watch_all_ones(raw, lambda what, bar=index: self.check_alive(f"BAR{bar} {what}"))
+
+            def probe(what: str, bar: int = index) -> None:
+                self.check_alive(f"BAR{bar} {what}")
+
+            region = watch_all_ones(self._guard(raw), probe)
             self._raw_bars[index] = raw
             self._bars[index] = region
         if region.size < min_size:
@@ -334,7 +360,11 @@ class PCIDevice:
         self._ensure_usable()
         if size <= 0:
             raise InvalidArgument(f"DMA buffer size must be positive, not {size}")
-        buffer = self.backend.alloc_dma(size)
+        try:
+            buffer = self.backend.alloc_dma(size)
+        except DeviceLost as error:
+            raise self._mark_lost(error) from None
+        buffer.region = self._guard(buffer.region)
         self._dma.append(buffer)
         return buffer
 
@@ -367,12 +397,18 @@ class PCIDevice:
         if count < 1:
             raise InvalidArgument(f"interrupt vector count must be >= 1, not {count}")
         self.disable_interrupts()
-        self._irq_fds = self.backend.enable_interrupts(kind, count)
+        try:
+            self._irq_fds = self.backend.enable_interrupts(kind, count)
+        except DeviceLost as error:
+            raise self._mark_lost(error) from None
         self._irq_kind = kind
 
     def disable_interrupts(self) -> None:
         if self._irq_fds:
-            self.backend.disable_interrupts()
+            try:
+                self.backend.disable_interrupts()
+            except DeviceLost as error:
+                raise self._mark_lost(error) from None
         self._irq_fds = []
         self._irq_kind = None
 

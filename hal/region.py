@@ -16,12 +16,16 @@ the method call, with the same single-access guarantee.
 
 `watch_all_ones(region, on_all_ones)` wraps a BAR so a read of all ones (what a device that fell
 off the bus returns) calls a probe that decides whether the device is gone (raising DeviceLost).
+`guard(region, usable, on_lost)` gives, for a region that reaches a transport (callbacks: USB
+bridge, remote socket), one that checks `usable()` before every access and hands the DeviceLost the
+transport raises to `on_lost`, so a device known lost is not asked again; memory regions are
+returned unchanged (no cost on the fast path).
 """
 from __future__ import annotations
 
 from typing import Callable
 
-from hal.errors import InvalidArgument, UnsupportedOperation
+from hal.errors import DeviceLost, InvalidArgument, UnsupportedOperation
 
 # an offset with any of these bits set is negative or not 4/8-byte aligned (Python ints are
 # two's complement for &, so bit 63 is set for every negative offset); folded into one constant
@@ -323,3 +327,72 @@ class SubRegion(Region):
     def write(self, off: int, data) -> None:
         self._check(off, len(data))
         self._parent.write(self._off + off, data)
+
+
+class GuardedRegion(Region):
+    """Any Region whose every access first calls `usable()` (which raises when the device is known
+    gone) and hands a DeviceLost from the region to `on_lost(error)`, raising what it returns."""
+
+    def __init__(self, inner: Region, usable: Callable[[], None],
+                 on_lost: Callable[[DeviceLost], DeviceLost]) -> None:
+        self.size = inner.size
+        self.addr = inner.addr
+        self._inner = inner
+        self._usable = usable
+        self._on_lost = on_lost
+
+    def _call(self, method, *args):
+        self._usable()
+        try:
+            return method(*args)
+        except DeviceLost as error:
+            raise self._on_lost(error) from None
+
+    def read32(self, off: int) -> int:
+        return self._call(self._inner.read32, off)
+
+    def write32(self, off: int, value: int) -> None:
+        self._call(self._inner.write32, off, value)
+
+    def read64(self, off: int) -> int:
+        return self._call(self._inner.read64, off)
+
+    def write64(self, off: int, value: int) -> None:
+        self._call(self._inner.write64, off, value)
+
+    def read(self, off: int, n: int) -> bytes:
+        return self._call(self._inner.read, off, n)
+
+    def write(self, off: int, data) -> None:
+        self._call(self._inner.write, off, data)
+
+    def view(self, off: int = 0, size: int | None = None) -> memoryview:
+        return self._inner.view(off, size)
+
+
+def guard(region: Region, usable: Callable[[], None],
+          on_lost: Callable[[DeviceLost], DeviceLost]) -> Region:
+    """`region` checked by `usable()` before each access, a DeviceLost it raises handed to
+    `on_lost` (see the module docstring). A CallbackRegion stays one (its callbacks guarded); a
+    MemoryRegion is returned as it is."""
+    if isinstance(region, MemoryRegion):
+        return region
+    if isinstance(region, CallbackRegion):
+        read_cb, write_cb = region._read_cb, region._write_cb
+
+        def read(off: int, n: int) -> bytes:
+            usable()
+            try:
+                return read_cb(off, n)
+            except DeviceLost as error:
+                raise on_lost(error) from None
+
+        def write(off: int, data: bytes) -> None:
+            usable()
+            try:
+                write_cb(off, data)
+            except DeviceLost as error:
+                raise on_lost(error) from None
+
+        return CallbackRegion(region.size, read, write)
+    return GuardedRegion(region, usable, on_lost)

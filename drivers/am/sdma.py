@@ -18,8 +18,9 @@ What it owns:
   FENCE with the next 32-bit sequence number; `wait(seq)`; `fence_value()`;
 - host <-> VRAM: `copy_to_vram(buffer, data, offset)` / `copy_from_vram(buffer, size, offset)` stage
   through one hal DMA buffer mapped in the GART (AMDGPU_GTT_MAX_TRANSFER_SIZE pages, as amdgpu's
-  transfer windows), made at first use and freed at hw_fini; each chunk is copied and waited for
-  before the staging buffer is reused;
+  transfer windows; three quarters of a scarce DMA window), made at first use and freed at
+  hw_fini; copies into VRAM alternate between its two halves (the host fills one while the engine
+  copies the other; a half is filled again only after the fence of the copy that read it);
 - errors: every wait also reads the queue's CONTEXT_STATUS (MMIO: all ones is DeviceLost at once);
   an EXCEPTION there means the engine stopped on a packet: SDMAError names the packet's opcode and
   where it sits;
@@ -75,7 +76,9 @@ TEST_SLOT = 24
 # amdgpu_ttm.h AMDGPU_GTT_MAX_TRANSFER_SIZE: 512 GPU pages per transfer window (2 MiB)
 STAGING_PAGE = 4096  # amdgpu_gart.h AMDGPU_GPU_PAGE_SIZE
 STAGING_SIZE = 512 * STAGING_PAGE
-STAGING_WINDOW_SHARE = 2  # this driver's choice: half of a scarce DMA window stages host copies
+# this driver's choice: three quarters of a scarce DMA window stage host copies (two halves of
+# 192 KiB in a USB bridge's 512 KiB SRAM), the rest is left to the other buffers the GPU must reach
+STAGING_WINDOW_SHARE = (3, 4)
 
 _OPCODE_NAMES = {value: name for name, value in vars(pkt).items()
                  if name.startswith("SDMA_OP_") and not name.startswith("SDMA_OP_AQL")}
@@ -140,7 +143,9 @@ class SDMAv6_0(IPBlock):
         if window is not None:
             # DMA memory is scarce (a USB bridge's SRAM window): stage through a share of it and
             # leave the rest to the other buffers the GPU must reach in system memory
-            self.staging_bytes = min(self.staging_bytes, window // STAGING_WINDOW_SHARE)
+            numerator, denominator = STAGING_WINDOW_SHARE
+            share = window * numerator // denominator // (2 * STAGING_PAGE) * (2 * STAGING_PAGE)
+            self.staging_bytes = min(self.staging_bytes, share)
         if self.staging_bytes <= 0 or self.staging_bytes % STAGING_PAGE:
             raise InvalidArgument(f"SDMA0 staging size {self.staging_bytes} must be whole "
                                   f"{STAGING_PAGE}-byte pages")
@@ -342,20 +347,39 @@ class SDMAv6_0(IPBlock):
             raise InvalidArgument(f"SDMA0 {what}: [{offset:#x}, +{size:#x}) is not inside the "
                                   f"{buffer.size:#x}-byte VRAM buffer")
 
+    def _staging_half(self) -> int:
+        """Bytes of each half of the staging buffer (copies alternate between the halves)."""
+        return max(self.staging_bytes // 2 // STAGING_PAGE, 1) * STAGING_PAGE
+
     def copy_to_vram(self, buffer, data: bytes, offset: int = 0) -> None:
-        """Copy host bytes `data` into VRAMBuffer `buffer` at `offset`, through the staging buffer."""
+        """Copy host bytes `data` into VRAMBuffer `buffer` at `offset`, through the staging buffer.
+
+        Double buffered: chunk i goes into one half while the engine copies chunk i - 1 out of
+        the other, so the copy's packets, doorbell and fence read travel with chunk i's bytes. A
+        half is written again only after the fence of the copy that read it."""
         self._check_span(buffer, offset, len(data), "copy to VRAM")
         staging, mapping, _ = self._staging_buffer()
+        half = self._staging_half()
         view = memoryview(data)
+        pending = None  # (VRAM address, staging address, bytes) written but not yet copied
         done = 0
+        index = 0
         while done < len(data):
-            chunk = min(self.staging_bytes, len(data) - done)
-            staging.region.write(0, bytes(view[done:done + chunk]))
-            self.wait(self.copy(buffer.mc_address + offset + done, mapping.va, chunk))
+            chunk = min(half, len(data) - done)
+            slot = index % 2 * half
+            sequence = self.copy(*pending) if pending is not None else None
+            staging.region.write(slot, view[done:done + chunk])
+            if sequence is not None:
+                self.wait(sequence)
+            pending = (buffer.mc_address + offset + done, mapping.va + slot, chunk)
             done += chunk
+            index += 1
+        self.wait(self.copy(*pending))
 
     def copy_from_vram(self, buffer, size: int, offset: int = 0) -> bytes:
-        """`size` bytes of VRAMBuffer `buffer` from `offset`, copied out through the staging buffer."""
+        """`size` bytes of VRAMBuffer `buffer` from `offset`, copied out through the staging buffer
+        (whole: the host must read the fence before it reads the chunk, so halves would not
+        overlap anything)."""
         self._check_span(buffer, offset, size, "copy from VRAM")
         staging, mapping, _ = self._staging_buffer()
         out = bytearray()

@@ -30,8 +30,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from hal.errors import DeviceLost, DeviceTimeout, HalError, InvalidArgument, UnsupportedOperation
-from hal.usb.transport import (ENDPOINT_IN, RECIPIENT_DEVICE, REQUEST_TYPE_VENDOR, ShortTransfer,
-                               Transfer, USBTransport)
+from hal.usb.transport import (CONTROL, ENDPOINT_IN, RECIPIENT_DEVICE, REQUEST_TYPE_VENDOR,
+                               ShortTransfer, Transfer, USBTransport)
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +249,7 @@ class ASM24xxBridge(ABC):
         self.timeout_s = timeout_s
         self.path = transport.identity.path
         self._posted: list[Transfer] = []
+        self._sram_posted: list[Transfer] = []  # an SRAM write in flight: (arm,) bulk
         self.max_posted = UAS_MAX_STREAMS
 
     # -- XDATA -------------------------------------------------------------------------------------
@@ -311,11 +312,24 @@ class ASM24xxBridge(ABC):
             self.flush()
 
     def flush(self) -> None:
-        """Wait for every posted write still in flight (a read never passes a posted write)."""
-        if not self._posted:
+        """Wait for every posted write still in flight, TLPs and SRAM (a read never passes a
+        posted write)."""
+        if self._posted:
+            pending, self._posted = self._posted, []
+            self.transport.reap(pending, self.timeout_s)
+        self._settle_sram()
+
+    def _settle_sram(self) -> None:
+        """Wait for an SRAM write still in flight. A write TLP waits for it first (it may be the
+        doorbell that makes the device read that SRAM), and so does the next SRAM transfer."""
+        if not self._sram_posted:
             return
-        pending, self._posted = self._posted, []
+        pending, self._sram_posted = self._sram_posted, []
         self.transport.reap(pending, self.timeout_s)
+        bulk = pending[-1]
+        if bulk.actual != bulk.length:
+            raise ShortTransfer(f"{self.path}: SRAM write moved {bulk.actual} of {bulk.length} bytes",
+                                endpoint=bulk.endpoint, expected=bulk.length, actual=bulk.actual)
 
     # -- SRAM ------------------------------------------------------------------------------------------
     @abstractmethod
@@ -351,9 +365,16 @@ class CustomFirmwareBridge(ASM24xxBridge):
 
     firmware = CUSTOM
     stream_max_bytes = 0x10000  # bytes per F0 streaming transfer (a bulk transfer of 64 KiB)
+    # this host's choice: shorter writes go as single posted TLPs (control transfers only), so
+    # they leave the bulk OUT pipe, which an SRAM write shares, to the window
+    stream_min_bytes = 0x40
+    # this host's choice: posted control transfers kept in flight (an SDMA submission with its
+    # fence is about 20 one-dword TLPs)
+    posted_in_flight = 32
 
     def __init__(self, transport: USBTransport, timeout_s: float = 1.0) -> None:
         super().__init__(transport, timeout_s)
+        self.max_posted = self.posted_in_flight
         self._vendor_out = REQUEST_TYPE_VENDOR | RECIPIENT_DEVICE
         self._vendor_in = REQUEST_TYPE_VENDOR | RECIPIENT_DEVICE | ENDPOINT_IN
 
@@ -378,6 +399,8 @@ class CustomFirmwareBridge(ASM24xxBridge):
                                              mode, payload, self.timeout_s)
 
     def tlp(self, fmt_type: int, address: int, enables: int, value: int | None = None) -> Completion | None:
+        if fmt_type & TLP_FMT_HAS_DATA:
+            self._settle_sram()
         setup = self._tlp_setup(fmt_type, address, enables, TLP_MODE_SINGLE, value or 0)
         if is_posted(fmt_type):
             self._post([setup])
@@ -423,6 +446,10 @@ class CustomFirmwareBridge(ASM24xxBridge):
         return bytes(out)
 
     def memory_write(self, address: int, data: bytes) -> None:
+        if len(data) < self.stream_min_bytes:
+            super().memory_write(address, data)
+            return
+        self._settle_sram()
         view = memoryview(data)
         transfers = []
         for start in range(0, len(data), self.stream_max_bytes):
@@ -433,6 +460,8 @@ class CustomFirmwareBridge(ASM24xxBridge):
         self._post(transfers)
 
     def sram_write(self, offset: int, data: bytes) -> None:
+        """Posted: the arm and the bulk transfer stay in flight (with the TLPs posted before them)
+        until a write TLP, the next SRAM transfer, a flush or close waits for them."""
         self._sram_transfer(offset, len(data), data)
 
     def sram_read(self, offset: int, size: int) -> bytes:
@@ -443,7 +472,11 @@ class CustomFirmwareBridge(ASM24xxBridge):
         if offset % SRAM_SLOT_SIZE:
             raise InvalidArgument(f"custom firmware SRAM DMA starts at a {SRAM_SLOT_SIZE:#x}-byte slot "
                                   f"(offset {offset:#x})")
-        self.flush()
+        # the SRAM transfer may overtake posted one-dword TLPs (the host reads a fence before it
+        # touches SRAM the device uses); a posted stream shares the bulk pipe, so it finishes first
+        if any(transfer.kind != CONTROL for transfer in self._posted):
+            self.flush()
+        self._settle_sram()
         slots = -(-size // SRAM_SLOT_SIZE)
         sectors = size // SECTOR_SIZE
         value = sectors | (SRAM_DMA_BULK_IN if data is None else 0)
@@ -453,6 +486,8 @@ class CustomFirmwareBridge(ASM24xxBridge):
             bulk = self.transport.submit_bulk(EP_DATA_IN, size, self.timeout_s)
         else:
             bulk = self.transport.submit_bulk(EP_DATA_OUT, data, self.timeout_s)
+            self._sram_posted = [arm, bulk]
+            return b""
         self.transport.reap([arm, bulk], self.timeout_s)
         if bulk.actual != size:
             raise ShortTransfer(f"{self.path}: SRAM DMA moved {bulk.actual} of {size} bytes",
@@ -538,6 +573,12 @@ class StockFirmwareBridge(ASM24xxBridge):
         self._tag = 0
         self._cache: dict[int, int] = {}
         self._queued: list[ScsiCommand] = []
+        # XDATA commands repeat (the same registers, the same values): their encodings are kept
+        self._xdata_write_cdbs: dict[tuple[int, int], bytes] = {}
+        self._command_ius: dict[tuple[int, bytes], bytes] = {}
+        self._good_status = {
+            tag: SENSE_IU_HEADER.pack(IU_ID_STATUS, 0, tag, 0, SCSI_STATUS_GOOD, bytes(7), 0)
+            for tag in range(1, self.max_streams + 1)}
 
     # -- SCSI transport ------------------------------------------------------------------------------
     def execute(self, commands: list[ScsiCommand]) -> None:
@@ -609,7 +650,13 @@ class StockFirmwareBridge(ASM24xxBridge):
                 data = transport.submit_bulk(EP_DATA_IN, command.data_in, self.timeout_s, stream=tag)
             elif command.data_out is not None:
                 data = transport.submit_bulk(EP_DATA_OUT, command.data_out, self.timeout_s, stream=tag)
-            cmd = transport.submit_bulk(EP_COMMAND_OUT, encode_command_iu(tag, command.cdb), self.timeout_s)
+            cdb = command.cdb
+            iu = self._command_ius.get((tag, cdb))
+            if iu is None:
+                iu = encode_command_iu(tag, cdb)
+                if cdb[0] in (SCSI_XDATA_READ, SCSI_XDATA_WRITE):
+                    self._command_ius[(tag, cdb)] = iu
+            cmd = transport.submit_bulk(EP_COMMAND_OUT, iu, self.timeout_s)
             transfers += [t for t in (status, cmd) if t is not None]
             if data is not None and not command.data_in:
                 transfers.append(data)
@@ -623,7 +670,10 @@ class StockFirmwareBridge(ASM24xxBridge):
                     transport.cancel(data)
             raise
         failure = None
+        good = self._good_status
         for tag, (command, status, data) in by_tag.items():
+            if data is None and status.result == good[tag]:
+                continue  # the common answer, exactly: GOOD for this tag, no data phase
             got_tag, scsi_status, sense = decode_sense_iu(status.result)
             if got_tag != tag:
                 failure = failure or HalError(f"{self.path}: status IU for tag {got_tag} on stream {tag}; "
@@ -654,7 +704,10 @@ class StockFirmwareBridge(ASM24xxBridge):
             where = address + index
             if cached and self._cache.get(where) == byte:
                 continue
-            self._queued.append(ScsiCommand(xdata_write_cdb(where, byte)))
+            cdb = self._xdata_write_cdbs.get((where, byte))
+            if cdb is None:
+                cdb = self._xdata_write_cdbs[(where, byte)] = xdata_write_cdb(where, byte)
+            self._queued.append(ScsiCommand(cdb))
             self._cache[where] = byte
 
     def flush(self) -> None:

@@ -37,6 +37,7 @@ def _sram_figures(pci, prefix: str) -> dict[str, float]:
     start = transport.link_time_s()
     for _ in range(SRAM_ROUNDS):
         bridge.sram_write(0, data)
+    bridge.flush()  # the last write may still be in flight
     write_s = transport.link_time_s() - start
     start = transport.link_time_s()
     for _ in range(SRAM_ROUNDS):

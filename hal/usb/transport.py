@@ -77,7 +77,7 @@ class Setup:
         return bool(self.request_type & ENDPOINT_IN)
 
 
-@dataclass
+@dataclass(slots=True)
 class Transfer:
     """One submitted transfer. `endpoint` 0 is the control pipe; `data` is what goes out (OUT) or
     None (IN, `length` bytes asked); `stream` is the bulk stream id (0: none). After `reap`,

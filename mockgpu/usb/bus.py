@@ -15,7 +15,9 @@ latency and N times their bytes.
 
 Faults (`USBFaults`, armed on the bus): a STALL on the next transfer to an endpoint, a transfer
 that never completes (the transport gives up at its timeout, in simulated time), a short bulk IN,
-and unplugging the device (every later transfer fails with DeviceLost).
+and unplugging the device (every later transfer fails with DeviceLost). `USBBus.requests` counts
+every transfer and standard request the host started, refused ones included (a device known lost
+should not be asked again).
 """
 from __future__ import annotations
 
@@ -23,9 +25,9 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 
-from hal.errors import DeviceNotFound
-from hal.usb.transport import (CONTROL, DeviceIdentity, ShortTransfer, Transfer, USBTransport, lost,
-                               stalled, timed_out)
+from hal.errors import DeviceNotFound, HalError
+from hal.usb.transport import (CONTROL, ENDPOINT_IN, DeviceIdentity, ShortTransfer, Transfer,
+                               USBTransport, lost, stalled, timed_out)
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +152,14 @@ class MockTransport(USBTransport):
         return min(count, self.model.max_streams)
 
     def _alive(self, what: str) -> None:
+        self.bus.requests += 1
         if self.closed:
             raise lost(self.path, f"{what} after close")
         if self.bus.faults.unplugged:
             raise lost(self.path, what)
 
     def _submit(self, transfer: Transfer) -> None:
+        self.bus.requests += 1
         if self.closed or self.bus.faults.unplugged:
             self._alive(transfer.what())
         self._pending.append((transfer, self.link.clock_s))
@@ -186,6 +190,8 @@ class MockTransport(USBTransport):
     def _run(self, transfer: Transfer, submitted: float, timeout_s: float | None) -> bool:
         """Try to complete one transfer; False when the device has nothing for it yet."""
         faults = self.bus.faults
+        if not (faults.unplugged or faults.hang or faults.stall or faults.short):
+            return self._run_unfaulted(transfer, submitted)
         if faults.unplugged:
             transfer.fail(lost(self.path, transfer.what()))
             return True
@@ -234,6 +240,30 @@ class MockTransport(USBTransport):
         self.link.advance(done_at)
         return True
 
+    def _run_unfaulted(self, transfer: Transfer, submitted: float) -> bool:
+        """`_run` with no fault armed: the same steps without looking for faults."""
+        model = self.model
+        try:
+            if transfer.kind == CONTROL:
+                result = model.control(transfer)
+                size = len(result) if transfer.is_in else transfer.length
+                transfer.complete(result if transfer.is_in else b"", size)
+            elif transfer.endpoint & ENDPOINT_IN:
+                result = model.bulk_in(transfer)
+                size = len(result)
+                transfer.complete(result)
+            else:
+                size = model.bulk_out(transfer)
+                transfer.complete(b"", size)
+        except NotReady:
+            return False
+        except HalError as exc:  # the model refused: a STALL on the wire (or a short transfer)
+            transfer.fail(exc)
+            return True
+        link = self.bus.link
+        link.advance(link.schedule(transfer, size, submitted))
+        return True
+
     def link_time_s(self) -> float:
         return self.link.clock_s
 
@@ -251,6 +281,7 @@ class USBBus:
         self.faults = USBFaults()
         self.link = LinkModel()
         self.opened: set[str] = set()
+        self.requests = 0  # transfers and standard requests the host started, refused ones too
 
     def plug(self, path: str, model: USBDeviceModel) -> USBDeviceModel:
         """Connect `model` at port `path` ("BUS-PORT[.PORT...]"); the bus names it by that path."""

@@ -93,6 +93,7 @@ def test_dma_buffers_live_in_the_sram_window(usb):
         assert proto.SRAM_PCIE_ADDRESS < second.bus_address < proto.SRAM_PCIE_ADDRESS + proto.SRAM_SIZE
         data = os.urandom(8192)
         second.region.write(0, data)
+        pci.backend.bridge.flush()  # custom firmware: the SRAM write is posted
         offset = second.bus_address - proto.SRAM_PCIE_ADDRESS
         assert bytes(bridge.sram[offset:offset + 8192]) == data
         second.region.write32(12, 0xA5A5A5A5)  # a partial update keeps the bytes around it

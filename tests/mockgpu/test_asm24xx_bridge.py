@@ -118,6 +118,8 @@ def test_sram_dma_both_personalities_and_the_xdata_alias(machine):
     model, _, bridge = custom_bridge(machine)
     data = bytes(range(256)) * 128
     bridge.sram_write(proto.SRAM_SLOT_SIZE, data)
+    assert not model.sram.strip(b"\0")  # posted: still in flight
+    bridge.flush()
     assert bytes(model.sram[proto.SRAM_SLOT_SIZE:proto.SRAM_SLOT_SIZE + len(data)]) == data
     assert bridge.sram_read(proto.SRAM_SLOT_SIZE, len(data)) == data
     model.sram[:4] = b"\xaa\xbb\xcc\xdd"
@@ -157,6 +159,28 @@ def test_link_time_overlaps_latency_of_transfers_in_flight(machine):
     assert link.clock_s - start == pytest.approx(link.control_latency_s)
     start = link.clock_s
     bridge.sram_write(0, bytes(proto.SRAM_SIZE))
+    bridge.flush()  # posted until now
     # one arm, one bulk transfer: the bytes at the Gen 2 payload rate dominate
     assert link.clock_s - start == pytest.approx(link.control_latency_s + link.bulk_latency_s
                                                  + proto.SRAM_SIZE / link.bytes_per_s, rel=0.05)
+
+
+def test_custom_sram_write_is_posted_until_a_write_tlp_that_may_start_dma_from_it(machine):
+    model, _, bridge = custom_bridge(machine)
+    data = bytes(range(256)) * 64
+    bridge.sram_write(0, data)
+    assert not model.sram.strip(b"\0")  # in flight: the host did not wait for it
+    # a write TLP may be the doorbell that makes the device read that SRAM: the data lands first
+    bridge.memory_write32(proto.SRAM_PCIE_ADDRESS - 0x1000, 1)
+    assert bytes(model.sram[:len(data)]) == data
+    assert len(bridge._posted) == 1  # the TLP itself stays posted
+    bridge.flush()
+    # the next SRAM transfer also waits for the one in flight; short writes go as single TLPs,
+    # leaving the bulk OUT pipe to the window
+    bridge.sram_write(proto.SRAM_SLOT_SIZE, data)
+    before = model.tlps
+    bridge.memory_write(proto.SRAM_PCIE_ADDRESS - 0x1000, bytes(16))
+    assert bytes(model.sram[proto.SRAM_SLOT_SIZE:proto.SRAM_SLOT_SIZE + len(data)]) == data
+    assert all(transfer.kind == "control" for transfer in bridge._posted)
+    bridge.flush()
+    assert model.tlps - before == 4
