@@ -76,3 +76,29 @@ def test_mapped_bars_keep_the_memoryview_fast_path(machine):
         region = pci.bar(0)
         assert type(region) is WatchedMemoryRegion  # no guard layer on loads and stores
         assert type(pci.alloc_dma(4096).region) is MemoryRegion  # host memory: untouched
+
+
+def test_a_remote_server_that_goes_away_is_remembered(monkeypatch):
+    from tools import gpu_server
+
+    token = "sticky-token"
+    running = gpu_server.serve(listen="tcp:127.0.0.1:0", mock=True, token=token.encode())
+    monkeypatch.setenv("GPUHAL_REMOTE_TOKEN", token)
+    try:
+        pci = hal.open(f"remote:{running.target}")
+        mmio = pci.bar(REGISTER_BAR)
+        buffer = pci.alloc_dma(4096)  # over TCP: a callback region, each access a request
+        running.server.stop()
+        with pytest.raises(DeviceLost):
+            mmio.read32(0)
+        assert pci.lost
+        trips = pci.backend.round_trips
+        for call in (lambda: mmio.read32(0), lambda: pci.cfg_read16(0),
+                     lambda: buffer.region.write(0, bytes(8)), lambda: buffer.region.read(0, 8),
+                     lambda: pci.alloc_dma(4096)):
+            with pytest.raises(DeviceLost):
+                call()
+        assert pci.backend.round_trips == trips  # nothing more was sent
+        pci.close()
+    finally:
+        running.close()
