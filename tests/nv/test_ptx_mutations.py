@@ -91,3 +91,14 @@ def test_cache_eviction_qualifiers_are_read_and_ignored() -> None:
     memory.write(BASE, (41).to_bytes(4, "little"))
     kernel.run((1,), (1,), kernel.pack_params(BASE), memory)
     assert memory.read(BASE, 4) == (42).to_bytes(4, "little")
+
+
+def test_constant_and_module_global_variables_are_refused_at_load() -> None:
+    from mockgpu.nv.ptx import UnsupportedInstruction
+
+    declared = _HEADER + ".const .align 4 .u32 limit;\n.global .align 4 .u32 counter;\n"
+    body = ".visible .entry k()\n{\n.reg .b32 %r<2>;\n"
+    with pytest.raises(UnsupportedInstruction, match=r"PTX line 9: 'ld.const.u32 %r1, \[limit\]'"):
+        Kernel.from_ptx(declared + body + "ld.const.u32 %r1, [limit];\nret;\n}\n", "k")
+    with pytest.raises(UnsupportedInstruction, match="the address of counter"):
+        Kernel.from_ptx(declared + body + "ld.global.u32 %r1, [counter];\nret;\n}\n", "k")

@@ -635,6 +635,8 @@ class _Compiler:
     def load(self) -> Step:
         ptx_type = self.type_of()
         space = self.space_of()
+        if space == "const":
+            raise self.unsupported(".const variables")
         width = self.vector_width()
         operands = self.instruction.operands
         if len(operands) != 2:
@@ -665,8 +667,8 @@ class _Compiler:
         operands = self.instruction.operands
         if len(operands) != 2:
             raise self.unsupported("st takes an address and a value")
-        if space == "param":
-            raise self.unsupported("st.param (calls)")
+        if space in ("param", "const"):
+            raise self.unsupported(f"st.{space}")
         values = operands[1].elements if isinstance(operands[1], Vector) else (operands[1],)
         if len(values) != width:
             raise self.unsupported(f"{len(values)} values for .v{width}")
