@@ -8,6 +8,10 @@ graph of GRAPH_KERNELS launches whose input buffer changes at every replay (the 
 part of the figure). Targets: under 20 us per single launch, under 2 us per kernel in a replayed
 graph.
 
+On an Adreno (`qcom_device_factory`, the mock Adreno 630 from tools.bench) `launch` adds
+`qcom_prepare_us` (building one dispatch's CP stream) and `qcom_launch_waited_us` (one launch waited
+for, the mock's execution included: its KGSL runs a submission at once and cannot be held).
+
 `copy`: copy-in and copy-out of COPY_BYTES between host memory and VRAM through the staging
 pipeline, wall time with the modelled copy engine included (on the mock its copies are Python too),
 as MiB per second and microseconds per MiB, and how often the pipeline waited for a staging buffer.
@@ -30,6 +34,8 @@ KERNEL = ("vector_add.co", "vector_add_f32")
 # NVIDIA devices (nv:N, mock:nv) run the CUDA library's fatbinary of the same kernel
 NV_PREBUILT = pathlib.Path(__file__).resolve().parent / "nv" / "kernels" / "prebuilt"
 NV_KERNEL = ("vector_add.fatbin", "vector_add_f32")
+# Adreno (qcom:0) runs the ir3 library's vector add (drivers/qcom/kernels, local size 64)
+QCOM_KERNEL = "vector_add"
 ELEMENTS = 64  # a one work-group launch: the figure is the driver's, not the kernel's
 BATCH = 100  # launches timed while the engine is held
 GRAPH_KERNELS = 100  # the issue's graph of 100 launches
@@ -123,10 +129,43 @@ def run_copy(device_factory: Callable) -> dict[str, float]:
     }
 
 
-def run(device_factory: Callable, pause: Callable | None = None, which: str = "launch") -> dict[str, float]:
-    """The `launch` or the `copy` benchmark (`which`); see the module docstring."""
+def run_launch_qcom(device_factory: Callable) -> dict[str, float]:
+    """The Adreno launch: the driver's Python time to build a dispatch (`prepare`: the const file and
+    the CP stream of drivers.qcom.dispatch) and, separately, a launch waited for (enqueue, submit
+    through KGSL and, on the mock, the ir3 interpreter running the group). The mock KGSL runs a
+    submission inside GPU_COMMAND, so it cannot be held like the other engines."""
+    device = device_factory()
+    try:
+        program = device.load(b"", QCOM_KERNEL)
+        a, b = device.allocate(4 * ELEMENTS), device.allocate(4 * ELEMENTS)
+        queue = device.compute_queue
+        prepares = []
+        launches = []
+        for _ in range(ROUNDS):
+            start = time.perf_counter()
+            for _ in range(BATCH):
+                program.prepare((a, b, b, ELEMENTS), ELEMENTS, 1, queue)
+            prepares.append((time.perf_counter() - start) / BATCH)
+            start = time.perf_counter()
+            program(a, b, b, ELEMENTS, global_size=ELEMENTS, wait=True)
+            launches.append(time.perf_counter() - start)
+    finally:
+        device.close()
+    return {
+        "qcom_prepare_us": min(prepares) * 1e6,
+        "qcom_launch_waited_us": min(launches) * 1e6,
+    }
+
+
+def run(device_factory: Callable, pause: Callable | None = None, which: str = "launch",
+        qcom_device_factory: Callable | None = None) -> dict[str, float]:
+    """The `launch` or the `copy` benchmark (`which`); see the module docstring. With
+    `qcom_device_factory`, `launch` adds the Adreno figures (run_launch_qcom)."""
     if which == "copy":
         return run_copy(device_factory)
     if pause is None:
         raise ValueError("the launch benchmark needs pause(device, held) to exclude GPU execution")
-    return run_launch(device_factory, pause)
+    figures = run_launch(device_factory, pause)
+    if qcom_device_factory is not None:
+        figures.update(run_launch_qcom(qcom_device_factory))
+    return figures

@@ -150,6 +150,32 @@ class _MockComputeDevice:
         self._module.register_mock_factory(None)
 
 
+class _MockQCOMComputeDevice:
+    """Opens compute Devices on "qcom:0" of a mock Adreno 630 (tools.mock_machines.qcom) for the
+    launch benchmark's Adreno figures; the machine closes with the device. `owner.close` is left
+    to the owner (the mock Navi31 factory this rides along with)."""
+
+    def __init__(self, owner) -> None:
+        self.owner = owner
+
+    def __call__(self):
+        from compute import device as compute_device
+        from tools import mock_machines
+
+        machine = mock_machines.qcom()
+        device = compute_device.Device("qcom:0", os=machine.os)
+        close = device.close
+
+        def close_both() -> None:
+            try:
+                close()
+            finally:
+                machine.close()
+
+        device.close = close_both
+        return device
+
+
 class _MockNVComputeDevice:
     """Opens compute Devices on "mock:nv" (a mock H100) for launch_nv/copy_nv; `pause` holds the
     mock GPU's fetching (mockgpu.nv.gpu.GPUModel.hold)."""
@@ -188,6 +214,8 @@ def run_benchmark(name: str) -> dict:
     if name in ("launch", "copy"):
         mock_regions = _MockComputeDevice()
         kwargs.update(device_factory=mock_regions, pause=mock_regions.pause, which=name)
+        if name == "launch":
+            kwargs["qcom_device_factory"] = _MockQCOMComputeDevice(mock_regions)
     if name in ("launch_nv", "copy_nv"):
         mock_regions = _MockNVComputeDevice()
         kwargs.update(device_factory=mock_regions, pause=mock_regions.pause, which=name[:-3])

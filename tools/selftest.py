@@ -1,8 +1,9 @@
-"""`python -m tools.selftest [DEVICE] [--mock [amd|nv]] [--json] [--timeout S]`: bring a GPU up,
+"""`python -m tools.selftest [DEVICE] [--mock [amd|nv|qcom]] [--json] [--timeout S]`: bring a GPU up,
 prove it computes.
 
 Picks the device: DEVICE when given, the mock machine's GPU ("mock:0") with --mock ("mock:nv", a
-simulated H100 behind the NVIDIA kernel driver, with --mock nv; nv:N for a real one), otherwise the
+simulated H100 behind the NVIDIA kernel driver, with --mock nv; nv:N for a real one; "qcom:0" on a
+simulated Adreno 630 behind KGSL with --mock qcom, whose kernels are the ir3 library), otherwise the
 first AMD GPU that hal's discovery says a backend can open (and the mock, saying why, when there is
 none). Then it brings the device up through compute.Device and runs the checks: copy round trips of
 random data (host -> VRAM -> host, VRAM -> VRAM), signals handed across the copy and compute queues,
@@ -33,6 +34,9 @@ KERNELS = pathlib.Path(__file__).resolve().parents[1] / "compute" / "amd" / "ker
 NV_KERNELS = pathlib.Path(__file__).resolve().parents[1] / "compute" / "nv" / "kernels" / "prebuilt"
 MOCK_DEVICE = "mock:0"
 MOCK_NV_DEVICE = "mock:nv"
+QCOM_DEVICE = "qcom:0"
+# drivers/qcom/kernels/*.asm: @localsize 64, 1, 1 (reduce_sum sums 64 inputs per group)
+QCOM_LOCAL = 64
 AMD_VENDOR_ID = 0x1002  # include/linux/pci_ids.h PCI_VENDOR_ID_ATI (AMD GPUs)
 LOCAL = 256  # work-group size for the 1-D kernels (their max flat work-group size allows it)
 REDUCE_WG = 256  # compute/amd/kernels/reduce.cl REDUCE_WG (its reqd_work_group_size)
@@ -88,6 +92,8 @@ def choose_device(device: str | None, mock: bool | str) -> tuple[str, str]:
     mock Navi31, "nv": the mock NVIDIA H100)."""
     if mock == "nv":
         return MOCK_NV_DEVICE, "the mock machine (--mock nv): a simulated H100, not a real GPU"
+    if mock == "qcom":
+        return QCOM_DEVICE, "the mock machine (--mock qcom): a simulated Adreno 630, not a real GPU"
     if mock:
         return MOCK_DEVICE, "the mock machine (--mock): a simulated Navi31, not a real GPU"
     if device:
@@ -317,6 +323,114 @@ class Checks:
         ]
 
 
+class QCOMChecks(Checks):
+    """The checks on an Adreno: copies and signals as everywhere, the ir3 kernel library
+    (drivers/qcom/kernels) against numpy."""
+
+    def size(self, base: int, multiple: int = QCOM_LOCAL) -> int:
+        """`base` plus a random remainder of whole dwords (CP_MEMCPY moves dwords), never a
+        multiple of the work group."""
+        return base + 4 * int(self.rng.integers(1, max(2, multiple // 4)))
+
+    def signals_across_queues(self) -> str:
+        # the mock KGSL runs each submission to its end at once, so the compute queue signals
+        # first; the copy queue's wait is then met when it runs
+        signal = self.dev.new_signal("selftest")
+        self.dev.compute_queue.signal(signal, 1)
+        self.dev.compute_queue.submit(ordered=False)
+        self.dev.copy_queue.wait(signal, 1).signal(signal, 2).timestamp(signal)
+        copy_value = self.dev.copy_queue.submit(ordered=False)
+        signal.wait(2)
+        self.dev.timeline.wait(copy_value)
+        large = (1 << 32) + 3
+        self.dev.compute_queue.signal(signal, large)
+        self.dev.compute_queue.submit()
+        signal.wait(large)
+        if signal.value != large:
+            raise AssertionError(f"64-bit value: got {signal.value:#x}, want {large:#x}")
+        return "copy waited for compute, 64-bit values and a timestamp"
+
+    def library(self, name: str):
+        key = ("ir3", name)
+        if key not in self.programs:
+            self.programs[key] = self.dev.load(b"", name)
+        return self.programs[key]
+
+    def vector_add_f32(self) -> str:
+        n = self.size(4 * QCOM_LOCAL)
+        a = self.rng.standard_normal(n).astype(np.float32)
+        b = self.rng.standard_normal(n).astype(np.float32)
+        out = self.dev.allocate(a.nbytes)
+        self.library("vector_add")(self._upload(a), self._upload(b), out, n, global_size=n, wait=True)
+        return _compare("vector_add", self._download(out, np.float32, n), a + b)
+
+    def saxpy(self) -> str:
+        n = self.size(4 * QCOM_LOCAL)
+        alpha = float(np.float32(self.rng.standard_normal()))
+        x = self.rng.standard_normal(n).astype(np.float32)
+        y = self.rng.standard_normal(n).astype(np.float32)
+        y_buffer = self._upload(y)
+        self.library("saxpy")(self._upload(x), y_buffer, n, alpha, global_size=n, wait=True)
+        want = np.float32(alpha) * x + y
+        return _compare("saxpy", self._download(y_buffer, np.float32, n), want, exact=False)
+
+    def memset(self) -> str:
+        n = self.size(4 * QCOM_LOCAL)
+        guard = 7
+        fill = np.full(n + guard, 0xA5A5A5A5, dtype=np.uint32)
+        buffer = self._upload(fill)
+        value = int(self.rng.integers(0, 2**32, dtype=np.uint64))
+        self.library("memset")(buffer, n, value, global_size=n, wait=True)
+        want = fill.copy()
+        want[:n] = value
+        _compare("memset", self._download(buffer, np.uint32, n + guard), want)
+        return f"{n} words set, the {guard} after them untouched"
+
+    def copy_kernel(self) -> str:
+        n = self.size(4 * QCOM_LOCAL)
+        src = self.rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
+        dst = self.dev.allocate(src.nbytes)
+        self.library("copy")(self._upload(src), dst, n, global_size=n, wait=True)
+        return _compare("copy", self._download(dst, np.uint32, n), src)
+
+    def reduce(self) -> str:
+        groups = int(self.rng.integers(2, 9))
+        data = self.rng.integers(0, 2**24, groups * QCOM_LOCAL, dtype=np.uint32)
+        sums = self.dev.allocate(4 * groups)
+        self.library("reduce_sum")(self._upload(data), sums, global_size=groups * QCOM_LOCAL,
+                                   wait=True)
+        want = data.reshape(groups, QCOM_LOCAL).sum(axis=1, dtype=np.uint32)
+        _compare("reduce_sum", self._download(sums, np.uint32, groups), want)
+        return f"{groups} work-group sums of {QCOM_LOCAL} match numpy"
+
+    def launch_latency(self) -> str:
+        buffer = self.dev.allocate(4)
+        program = self.library("memset")
+        times = []
+        for value in range(1, 11):
+            start = time.perf_counter()
+            program(buffer, 1, value, global_size=1, wait=True)
+            times.append(time.perf_counter() - start)
+        got = self._download(buffer, np.uint32, 1)[0]
+        if got != 10:
+            raise AssertionError(f"the last of 10 launches left {got}, want 10")
+        self.report.figures["launch_latency_us"] = round(1e6 * float(np.median(times)), 1)
+        return "10 one-work-item launches, each waited for"
+
+    def all(self) -> list[tuple[str, Callable[[], str]]]:
+        return [
+            ("copy host->vram->host", self.copy_host_vram_host),
+            ("copy vram->vram", self.copy_vram_vram),
+            ("signals across queues", self.signals_across_queues),
+            ("vector_add", self.vector_add_f32),
+            ("saxpy", self.saxpy),
+            ("memset", self.memset),
+            ("copy", self.copy_kernel),
+            ("reduce_sum", self.reduce),
+            ("launch latency", self.launch_latency),
+        ]
+
+
 def _run_step(report: Report, name: str, step: Callable[[], str]) -> bool:
     start = time.perf_counter()
     try:
@@ -343,6 +457,10 @@ def run(device: str | None = None, mock: bool = False, *, timeout_s: float | Non
     compute_device.register_mock_factory(mock_factory or mock_machines.navi31)
     compute_device.register_mock_factory(mock_machines.nvidia_compute, kind="nv")
     opened = []
+    machines = []
+    if mock == "qcom":
+        machines.append(mock_machines.qcom())
+        options["os"] = machines[0].os
     try:
         def bring_up() -> str:
             start = time.perf_counter()
@@ -352,7 +470,8 @@ def run(device: str | None = None, mock: bool = False, *, timeout_s: float | Non
 
         if not _run_step(report, "bring-up", bring_up):
             return report
-        checks = Checks(opened[0], rng, report)
+        kind = QCOMChecks if name.startswith("qcom:") else Checks
+        checks = kind(opened[0], rng, report)
         for check_name, step in checks.all():
             _run_step(report, check_name, step)
     finally:
@@ -364,6 +483,8 @@ def run(device: str | None = None, mock: bool = False, *, timeout_s: float | Non
                                       "seconds": 0.0})
         compute_device.register_mock_factory(None)
         compute_device.register_mock_factory(None, kind="nv")
+        for machine in machines:
+            machine.close()
     return report
 
 
@@ -388,8 +509,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.selftest", description=__doc__.split(
         "\n")[0])
     parser.add_argument("device", nargs="?", help="device string (pci:..., vfio:..., mock:0)")
-    parser.add_argument("--mock", nargs="?", const="amd", choices=("amd", "nv"), default=None,
-                        help="use a mock machine's GPU: amd (a Navi31, the default) or nv (an H100)")
+    parser.add_argument("--mock", nargs="?", const="amd", choices=("amd", "nv", "qcom"), default=None,
+                        help="use a mock machine's GPU: amd (a Navi31, the default), nv (an H100) or "
+                             "qcom (an Adreno 630)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                         help="bound on each wait for the GPU (default: compute's)")

@@ -10,7 +10,7 @@ from autogen.qcom import a6xx, pm4
 from compute.device import Device
 from compute.qcom.program import load_vendor
 from drivers.qcom import kernels
-from drivers.qcom.cp import CommandStream
+from drivers.qcom.cp import CommandStream, pkt4_header
 from drivers.qcom.dispatch import ComputeDispatch, emit_dispatch
 from drivers.qcom.ir3.asm import assemble_program
 from drivers.qcom.kgsl import ContextFaulted
@@ -54,7 +54,8 @@ def test_library_kernels_match_numpy(rig, seed):
     y = upload(device, b)
     alpha = float(rng.standard_normal())
     device.load(b"", "saxpy")(upload(device, a), y, n, alpha, global_size=n, wait=True)
-    expected = (np.float64(np.float32(alpha)) * a.astype(np.float64) + b).astype(np.float32)  # mad: one rounding
+    # mad.f32: one rounding of alpha * x + y
+    expected = (np.float64(np.float32(alpha)) * a.astype(np.float64) + b).astype(np.float32)
     np.testing.assert_array_equal(download(y, n, np.float32), expected)
 
     target = device.allocate(4 * n + 4)
@@ -161,9 +162,7 @@ def test_the_mock_rejects_a_local_size_past_1024(rig):
     launch = ComputeDispatch(code_address=image.gpu_address, instructions=1, max_reg=0,
                              max_half_reg=-1, consts=[], local_size=(64, 1, 1), groups=(1, 1, 1))
     emit_dispatch(stream, launch, device.backend.scratch.gpuaddr)
-    ndrange_header = stream.dwords.index(
-        next(word for word in stream.dwords if (word >> 8) & 0x3FFFF == a6xx.REG_A6XX_HLSQ_CS_NDRANGE_0.offset
-             and word >> 28 == pm4.CP_TYPE4_PKT >> 28))
+    ndrange_header = stream.dwords.index(pkt4_header(a6xx.REG_A6XX_HLSQ_CS_NDRANGE_0.offset, 7))
     stream.dwords[ndrange_header + 1] = a6xx.REG_A6XX_HLSQ_CS_NDRANGE_0.encode(
         KERNELDIM=3, LOCALSIZEX=1023, LOCALSIZEY=1, LOCALSIZEZ=0)
     device.compute_queue._words += stream.dwords
@@ -177,3 +176,33 @@ def test_the_mock_rejects_a_local_size_past_1024(rig):
         emit_dispatch(CommandStream(), ComputeDispatch(
             code_address=image.gpu_address, instructions=1, max_reg=0, max_half_reg=-1, consts=[],
             local_size=(1024, 2, 1), groups=(1, 1, 1)), 0)
+
+
+def test_selftest_mock_qcom_every_check_ok(capsys):
+    import json
+
+    from tools import selftest
+
+    status = selftest.main(["--mock", "qcom", "--json", "--timeout", "5"])
+    report = json.loads(capsys.readouterr().out)
+    assert status == 0, report
+    names = [check["name"] for check in report["checks"]]
+    assert {"vector_add", "saxpy", "memset", "copy", "reduce_sum"} <= set(names)
+    assert all(check["ok"] for check in report["checks"])
+    assert report["figures"]["launch_latency_us"] > 0
+
+
+def test_launch_benchmark_has_the_adreno_figures():
+    from compute import bench
+
+    def factory():
+        machine = qcom()
+        device = Device("qcom:0", os=machine.os)
+        factory.machines.append(machine)
+        return device
+
+    factory.machines = []
+    figures = bench.run_launch_qcom(factory)
+    for machine in factory.machines:
+        machine.close()
+    assert figures["qcom_prepare_us"] > 0 and figures["qcom_launch_waited_us"] > 0
