@@ -185,3 +185,21 @@ def test_pushbuffer_decoding_of_every_header_kind() -> None:
         nvgpu.GPUModel._decode(struct.pack("<I", gpfifo.incrementing(0, 0x400, 1, 2)[0]))
     with pytest.raises(nvgpu.ChannelFault, match="SEC_OP 7"):
         nvgpu.GPUModel._decode(struct.pack("<I", 7 << 29 | 1))
+
+
+@pytest.mark.parametrize("words, why", [
+    (gpfifo.incrementing(1, 0, 0xC9C0), "SET_OBJECT 0xc9c0 on a channel"),  # not the channel's class
+    (gpfifo.incrementing(1, 0xF0, 1), "host method 0xf0"),
+    (gpfifo.incrementing(6, 0x400, 1), "subchannel 6, which no SET_OBJECT bound"),
+])
+def test_methods_the_host_refuses_are_pbdma_errors(words, why) -> None:
+    dev = Device("mock:nv")
+    try:
+        queue = dev.compute_queue
+        queue._words += words
+        with pytest.raises(ChannelError, match="ROBUST_CHANNEL_PBDMA_ERROR"):
+            dev.timeline.wait(queue.submit())
+        assert why in dev.backend.machine.driver.gpu_model.errors[0][1]
+    finally:
+        dev.closed = True
+        dev.backend.close()
