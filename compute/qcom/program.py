@@ -30,7 +30,7 @@ from drivers.qcom.dispatch import (INSTRUCTION_BYTES, UNIT_BYTES, ComputeDispatc
 from drivers.qcom.ir3.asm import Buffer as BufferDirective
 from drivers.qcom.ir3.asm import Program as IR3Program
 from drivers.qcom.ir3.asm import assemble_program
-from hal.errors import BadBinary, InvalidArgument
+from hal.errors import BadBinary, InvalidArgument, UnsupportedOperation
 
 if TYPE_CHECKING:
     from compute.device import Device
@@ -136,6 +136,13 @@ class QCOMProgram:
             branch_stack=1 if kernel.labels else 0)
         stream = emit_dispatch(CommandStream(), launch, queue.backend.scratch.gpuaddr)
         return QCOMLaunch(self, stream.dwords, groups, local)
+
+
+    def pack_kernargs(self, args: Sequence) -> bytes:
+        """compute.graph's hook: Adreno launches carry their const file inline in the CP stream,
+        which a graph cannot patch at replay yet."""
+        raise UnsupportedOperation(f"kernel {self.name!r}: graphs of Adreno kernels are not "
+                                   "supported yet (launch it directly; graphs of copies work)")
 
 
 def _regid(value: int | None) -> int:

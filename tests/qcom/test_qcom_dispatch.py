@@ -14,7 +14,7 @@ from drivers.qcom.cp import CommandStream, pkt4_header
 from drivers.qcom.dispatch import ComputeDispatch, emit_dispatch
 from drivers.qcom.ir3.asm import assemble_program
 from drivers.qcom.kgsl import ContextFaulted
-from hal.errors import InvalidArgument
+from hal.errors import InvalidArgument, UnsupportedOperation
 from tools.mock_machines import qcom
 
 
@@ -206,3 +206,13 @@ def test_launch_benchmark_has_the_adreno_figures():
     for machine in factory.machines:
         machine.close()
     assert figures["qcom_prepare_us"] > 0 and figures["qcom_launch_waited_us"] > 0
+
+
+def test_a_graph_of_kernels_is_refused_clearly(rig):
+    from compute.graph import Graph
+
+    machine, device = rig
+    out = device.allocate(256)
+    graph = Graph(device).launch(device.load(b"", "memset"), out, 64, 1, global_size=64)
+    with pytest.raises(UnsupportedOperation, match="graphs of Adreno kernels"):
+        graph.build()
