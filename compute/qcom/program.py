@@ -15,6 +15,8 @@ kernels compute their index with it), so a different `local_size` is refused. Th
 to whole groups; the kernels guard their index.
 
 A launch is a CP command stream (drivers.qcom.dispatch.emit_dispatch) that the compute queue inserts.
+In a graph (compute.graph) the const file is placed in the graph's memory and loaded indirectly, so a
+replay patches inputs there (explicit_args / pack_arg / pack_kernargs / prepare_in).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from compute.program import Program, dimensions
 from drivers.qcom import kernels
 from drivers.qcom.cp import CommandStream
 from drivers.qcom.dispatch import (INSTRUCTION_BYTES, UNIT_BYTES, ComputeDispatch, REGID_UNUSED,
-                                   emit_dispatch, pack_consts)
+                                   dword_of, emit_dispatch, pack_consts)
 from drivers.qcom.ir3.asm import Buffer as BufferDirective
 from drivers.qcom.ir3.asm import Program as IR3Program
 from drivers.qcom.ir3.asm import assemble_program
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from compute.device import Device
 
 DEFAULT_LOCAL_SIZE = (1, 1, 1)
+CONST_VEC4_BYTES = 16
 
 
 class QCOMLaunch:
@@ -87,14 +90,16 @@ class QCOMProgram:
                             "compute.qcom.program.load_vendor and its footprint") from None
         return cls(device, assemble_program(text), name)
 
-    def _consts(self, args: Sequence, groups: tuple[int, int, int]) -> list[int]:
+    def _consts(self, args: Sequence, groups) -> list[int]:
         buffers = self.kernel.buffers
         if len(args) < len(buffers) or len(args) > len(buffers) + len(self.scalar_slots):
             raise InvalidArgument(f"kernel {self.name!r} takes {len(buffers)} buffers and up to "
                                   f"{len(self.scalar_slots)} scalars, not {len(args)} arguments")
         addresses = {}
         for directive, value in zip(buffers, args):
-            if not isinstance(value, Buffer):
+            if isinstance(value, int) and value == 0:  # compute.graph's placeholder for an input
+                value = _NULL_BUFFER
+            if not isinstance(value, (Buffer, _NullBuffer)):
                 raise InvalidArgument(f"kernel {self.name!r}: argument for c{directive.const} is a "
                                       f"buffer, not {value!r}")
             addresses[directive.const] = value.gpu_address
@@ -121,28 +126,85 @@ class QCOMProgram:
 
     def prepare(self, queue, args: Sequence, global_size: tuple[int, int, int],
                 local_size: tuple[int, int, int]) -> QCOMLaunch:
+        groups = self._groups(global_size, local_size)
+        return self._launch(self._consts(args, groups), global_size, local_size, None)
+
+    def _groups(self, global_size, local_size) -> tuple[int, int, int]:
         kernel = self.kernel
         if local_size not in (DEFAULT_LOCAL_SIZE, kernel.local_size):
             raise InvalidArgument(f"kernel {self.name!r} runs with its @localsize {kernel.local_size}, "
                                   f"not {local_size}")
+        return tuple(-(-g // size) for g, size in zip(global_size, kernel.local_size))
+
+    def _launch(self, consts: list[int], global_size, local_size, consts_address) -> QCOMLaunch:
+        kernel = self.kernel
         local = kernel.local_size
-        groups = tuple(-(-g // size) for g, size in zip(global_size, local))
+        groups = self._groups(global_size, local_size)
         launch = ComputeDispatch(
             code_address=self.image.gpu_address, instructions=self.instructions,
             max_reg=kernel.max_reg, max_half_reg=kernel.max_half_reg,
-            consts=self._consts(args, groups), local_size=local, groups=groups,
+            consts=consts, local_size=local, groups=groups, consts_address=consts_address,
             local_id_regid=_regid(kernel.invocation_id_reg),
             workgroup_id_regid=_regid(kernel.workgroup_id_reg), local_memory=kernel.local_memory,
             branch_stack=1 if kernel.labels else 0)
-        stream = emit_dispatch(CommandStream(), launch, queue.backend.scratch.gpuaddr)
+        stream = emit_dispatch(CommandStream(), launch, self.device.backend.scratch.gpuaddr)
         return QCOMLaunch(self, stream.dwords, groups, local)
 
 
+    # -- compute.graph's hooks: the const file in the graph's memory, loaded with SS6_INDIRECT ----
+    def explicit_args(self) -> list["_Arg"]:
+        args = [_Arg(f"c{d.const}", CONST_VEC4_BYTES * d.const, 8, "buffer")
+                for d in self.kernel.buffers]
+        args += [_Arg(f"c{index}.{'xyzw'[component]}",
+                      CONST_VEC4_BYTES * index + 4 * component, 4,
+                      "float" if isinstance(default, float) else "int")
+                 for index, component, default in self.scalar_slots]
+        return args
+
+    def pack_arg(self, arg: "_Arg", value) -> bytes:
+        if arg.value_kind == "buffer":
+            address = value.gpu_address if isinstance(value, Buffer) else value
+            return int(address).to_bytes(8, "little")
+        return dword_of(float(value) if arg.value_kind == "float" else int(value)).to_bytes(4, "little")
+
     def pack_kernargs(self, args: Sequence) -> bytes:
-        """compute.graph's hook: Adreno launches carry their const file inline in the CP stream,
-        which a graph cannot patch at replay yet."""
-        raise UnsupportedOperation(f"kernel {self.name!r}: graphs of Adreno kernels are not "
-                                   "supported yet (launch it directly; graphs of copies work)")
+        """The const file for `args` (0 stands for a buffer the graph patches in)."""
+        if self.kernel.num_workgroups_const is not None:
+            raise UnsupportedOperation(f"kernel {self.name!r} reads @numwg; a graph cannot launch it")
+        consts = self._consts(args, (1, 1, 1))
+        return b"".join(word.to_bytes(4, "little") for word in consts)
+
+    def dispatch_packet(self, global_size, local_size, address: int) -> bytes:
+        return b""  # the dispatch itself is CP state in the graph's IB
+
+    def prepare_in(self, place, kernargs: bytes, global_size, local_size):
+        address = place(kernargs, CONST_VEC4_BYTES)
+        launch = self._launch(kernargs_words(kernargs), global_size, local_size, address)
+        return launch, address
+
+
+class _Arg:
+    """An argument as compute.graph sees one: where it sits in the const file."""
+
+    __slots__ = ("name", "offset", "size", "value_kind", "type_name")
+
+    def __init__(self, name: str, offset: int, size: int, value_kind: str) -> None:
+        self.name = name
+        self.offset = offset
+        self.size = size
+        self.value_kind = value_kind
+        self.type_name = value_kind
+
+
+class _NullBuffer:
+    gpu_address = 0
+
+
+_NULL_BUFFER = _NullBuffer()
+
+
+def kernargs_words(data: bytes) -> list[int]:
+    return [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data), 4)]
 
 
 def _regid(value: int | None) -> int:

@@ -88,6 +88,11 @@ class QCOMQueue(Queue):
             raise InvalidArgument(f"{self.name} queue: kernels run on the compute queue")
         return list(launch.words)
 
+    def _emit_indirect(self, address: int, dwords: int) -> list[int]:
+        """CP_INDIRECT_BUFFER: run `dwords` dwords at `address` as an IB2 (a graph's commands)."""
+        return _stream_words(CommandStream().packet(pm4.CP_INDIRECT_BUFFER, address & WORD_MASK,
+                                                    address >> 32, dwords))
+
     def _emit_barrier(self) -> list[int]:
         stream = CommandStream().wait_for_idle().cache_flush(self._flush_scratch()).cache_invalidate()
         return _stream_words(stream)

@@ -64,6 +64,8 @@ class ComputeDispatch:
     workgroup_id_regid: int = REGID_UNUSED
     local_memory: int = 0
     branch_stack: int = 0
+    # the const file from memory (SS6_INDIRECT) instead of inline: its GPU address (16-byte aligned)
+    consts_address: int | None = None
 
     @property
     def instrlen(self) -> int:
@@ -112,6 +114,13 @@ def _hi(value: int) -> int:
     return (value >> 32) & 0xFFFFFFFF
 
 
+def _ext_src(address: int) -> tuple[int, int]:
+    """CP_LOAD_STATE6_1/2: EXT_SRC_ADDR holds the address shifted right by 2 (FIELD_SHR)."""
+    shift = pm4.FIELD_SHR["CP_LOAD_STATE6_1.EXT_SRC_ADDR"]
+    low = pm4.CP_LOAD_STATE6_1.encode(EXT_SRC_ADDR=_lo(address) >> shift)
+    return low, pm4.CP_LOAD_STATE6_2.encode(EXT_SRC_ADDR_HI=_hi(address))
+
+
 def emit_dispatch(stream: CommandStream, launch: ComputeDispatch, scratch: int) -> CommandStream:
     """Append `launch` to `stream` (the order of the module docstring); `scratch` is a dword the
     closing cache flush writes."""
@@ -141,8 +150,16 @@ def emit_dispatch(stream: CommandStream, launch: ComputeDispatch, scratch: int) 
                                               STATE_SRC=_STATE_SRC["SS6_INDIRECT"],
                                               STATE_BLOCK=_STATE_BLOCK["SB6_CS_SHADER"],
                                               NUM_UNIT=launch.instrlen),
-                  _lo(launch.code_address), _hi(launch.code_address))
-    if launch.consts:
+                  *_ext_src(launch.code_address))
+    if launch.consts_address is not None:
+        # a graph's launch: the const file lives in memory that replays patch
+        stream.packet(pm4.CP_LOAD_STATE6_FRAG,
+                      pm4.CP_LOAD_STATE6_0.encode(DST_OFF=0, STATE_TYPE=_STATE_TYPE["ST6_CONSTANTS"],
+                                                  STATE_SRC=_STATE_SRC["SS6_INDIRECT"],
+                                                  STATE_BLOCK=_STATE_BLOCK["SB6_CS_SHADER"],
+                                                  NUM_UNIT=-(-len(launch.consts) // VEC4_DWORDS)),
+                      *_ext_src(launch.consts_address))
+    elif launch.consts:
         consts = list(launch.consts) + [0] * (-len(launch.consts) % VEC4_DWORDS)
         # fd6_const.cc fd6_emit_const_user: CONSTANTS inline (SS6_DIRECT); the two address
         # dwords are zero

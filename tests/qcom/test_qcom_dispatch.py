@@ -208,11 +208,23 @@ def test_launch_benchmark_has_the_adreno_figures():
     assert figures["qcom_prepare_us"] > 0 and figures["qcom_launch_waited_us"] > 0
 
 
-def test_a_graph_of_kernels_is_refused_clearly(rig):
+def test_a_graph_of_kernels_replays_with_patched_inputs(rig):
     from compute.graph import Graph
 
     machine, device = rig
-    out = device.allocate(256)
-    graph = Graph(device).launch(device.load(b"", "memset"), out, 64, 1, global_size=64)
-    with pytest.raises(UnsupportedOperation, match="graphs of Adreno kernels"):
-        graph.build()
+    n = 150
+    first = np.arange(n, dtype=np.float32)
+    second = np.full(n, 3.0, dtype=np.float32)
+    a, b = upload(device, first), upload(device, second)
+    out, y = device.allocate(4 * n), upload(device, np.ones(n, dtype=np.float32))
+    graph = Graph(device)
+    x = graph.input("x")
+    graph.launch(device.load(b"", "vector_add"), x, b, out, n, global_size=n)
+    graph.launch(device.load(b"", "saxpy"), x, y, n, 2.0, global_size=n)
+    device.timeline.wait(graph.replay(x=a))
+    np.testing.assert_array_equal(download(out, n, np.float32), first + second)
+    np.testing.assert_array_equal(download(y, n, np.float32), 2 * first + 1)
+    device.timeline.wait(graph.replay(x=b))
+    np.testing.assert_array_equal(download(out, n, np.float32), 2 * second)
+    np.testing.assert_array_equal(download(y, n, np.float32), 2 * first + 1 + 2 * second)
+    graph.free()
