@@ -8,15 +8,17 @@ is bounded in time.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from hal.errors import BackendUnavailable, DeviceTimeout, HalError
+from compute.kernel_build import CompileError, cache_dir, content_key, run_tool, store
+from hal.errors import BackendUnavailable
+
+__all__ = ["CompileError", "Toolchain", "cache_dir", "cache_key", "compile_file", "compile_source",
+           "find_toolchain"]
 
 KERNELS_DIR = Path(__file__).resolve().parent / "kernels"
 PREBUILT_DIR = KERNELS_DIR / "prebuilt"
@@ -39,9 +41,6 @@ LINK_FLAGS: tuple[str, ...] = ("-shared", "--build-id=none")
 TOOL_TIMEOUT_S = 120.0
 
 
-class CompileError(HalError):
-    """The compiler rejected a source, or the linker failed; the message carries its diagnostics."""
-
 
 @dataclass(frozen=True)
 class Toolchain:
@@ -61,28 +60,16 @@ def find_toolchain() -> Toolchain:
         raise BackendUnavailable(f"{', '.join(missing)} not found on PATH: the AMD kernel compiler "
                                  f"needs them ({INSTALL_HINT}); the prebuilt code objects in "
                                  f"{PREBUILT_DIR} need no compiler")
-    result = _run([clang, "--version"], "clang-16 --version")
+    result = _run_tool([clang, "--version"], "clang-16 --version")
     version = result.stdout.decode(errors="replace").splitlines()[0].strip()
     return Toolchain(clang=clang, lld=lld, version=version)
-
-
-def cache_dir() -> Path:
-    """Where compiled code objects are cached: $GPUHAL_CACHE/kernels, default ~/.cache/gpuhal/kernels."""
-    root = os.environ.get("GPUHAL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "gpuhal")
-    return Path(root) / "kernels"
 
 
 def cache_key(source: str, flags: tuple[str, ...], version: str, includes: tuple[Path, ...] = ()) -> str:
     """The sha256 naming a code object: source, prelude, extra headers, flags and compiler version,
     each length-framed."""
-    digest = hashlib.sha256()
     headers = tuple(Path(header).read_text() for header in includes)
-    parts = (source, PRELUDE.read_text(), *headers, "\0".join(flags), version)
-    for part in parts:
-        data = part.encode()
-        digest.update(len(data).to_bytes(8, "little"))
-        digest.update(data)
-    return digest.hexdigest()
+    return content_key((source, PRELUDE.read_text(), *headers, "\0".join(flags), version))
 
 
 def compile_source(source: str, *, extra_flags: tuple[str, ...] = (), use_cache: bool = True,
@@ -101,12 +88,12 @@ def compile_source(source: str, *, extra_flags: tuple[str, ...] = (), use_cache:
         out = Path(work) / "kernel.co"
         src.write_text(source)
         headers = [arg for header in includes for arg in ("-include", str(header))]
-        _run([tools.clang, *COMPILE_FLAGS, *extra_flags, "-include", str(PRELUDE), *headers,
+        _run_tool([tools.clang, *COMPILE_FLAGS, *extra_flags, "-include", str(PRELUDE), *headers,
               "-c", str(src), "-o", str(obj)], "clang-16 (compile)")
-        _run([tools.lld, *LINK_FLAGS, str(obj), "-o", str(out)], "ld.lld-16 (link)")
+        _run_tool([tools.lld, *LINK_FLAGS, str(obj), "-o", str(out)], "ld.lld-16 (link)")
         blob = out.read_bytes()
     if use_cache:
-        _store(cached, blob)
+        store(cached, blob)
     return blob
 
 
@@ -115,25 +102,6 @@ def compile_file(path: str | os.PathLike[str], **kwargs: object) -> bytes:
     return compile_source(Path(path).read_text(), **kwargs)  # type: ignore[arg-type]
 
 
-def _store(path: Path, blob: bytes) -> None:
-    """Write a cache entry atomically (a rename), so a concurrent reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(blob)
-    os.replace(tmp, path)
-
-
-def _run(argv: list[str], what: str) -> subprocess.CompletedProcess[bytes]:
-    """Run a tool with a time bound; a non-zero exit becomes CompileError with its diagnostics."""
-    try:
-        result = subprocess.run(argv, capture_output=True, timeout=TOOL_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise DeviceTimeout(f"{what} did not finish within {TOOL_TIMEOUT_S:.0f} s") from exc
-    except OSError as exc:
-        raise BackendUnavailable(f"{what} could not start: {exc} ({INSTALL_HINT})",
-                                 errno=exc.errno) from exc
-    if result.returncode != 0:
-        diagnostics = result.stderr.decode(errors="replace").strip()
-        raise CompileError(f"{what} failed (exit {result.returncode}):\n{diagnostics}")
-    return result
+def _run_tool(argv: list[str], what: str, cwd: str | None = None):
+    """A compiler tool run bounded by TOOL_TIMEOUT_S (compute.kernel_build.run_tool)."""
+    return run_tool(argv, what, timeout_s=TOOL_TIMEOUT_S, install_hint=INSTALL_HINT, cwd=cwd)

@@ -9,15 +9,17 @@ stale binary. Every compiler run is bounded in time.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from hal.errors import BackendUnavailable, DeviceTimeout, HalError
+from compute.kernel_build import CompileError, cache_dir, content_key, run_tool, store
+from hal.errors import BackendUnavailable
+
+__all__ = ["CompileError", "Toolchain", "cache_dir", "cache_key", "compile_file", "compile_source",
+           "find_toolchain"]
 
 KERNELS_DIR = Path(__file__).resolve().parent / "kernels"
 PREBUILT_DIR = KERNELS_DIR / "prebuilt"
@@ -40,9 +42,6 @@ COMPILE_FLAGS: tuple[str, ...] = ("-fatbin", "-O3", "--no-compress", *GENCODE)
 # One compile of a library kernel takes about a second; this bounds a wedged tool.
 TOOL_TIMEOUT_S = 120.0
 
-
-class CompileError(HalError):
-    """nvcc rejected a source; the message carries its diagnostics."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ def find_toolchain() -> Toolchain:
         raise BackendUnavailable(f"nvcc not found on PATH nor in {', '.join(NVCC_FALLBACKS)}: the "
                                  f"NVIDIA kernel compiler needs it ({INSTALL_HINT}); the prebuilt "
                                  f"fatbinaries in {PREBUILT_DIR} need no compiler")
-    result = _run([nvcc, "--version"], "nvcc --version")
+    result = _run_tool([nvcc, "--version"], "nvcc --version")
     lines = result.stdout.decode(errors="replace").strip().splitlines()
     # The last two lines name the release and the build ("Cuda compilation tools, release 13.0,
     # V13.0.88" / "Build cuda_13.0.r13.0/compiler.36424714_0"); the lines above carry a build date.
@@ -79,20 +78,9 @@ def find_toolchain() -> Toolchain:
     return Toolchain(nvcc=nvcc, version=version)
 
 
-def cache_dir() -> Path:
-    """Where compiled fatbinaries are cached: $GPUHAL_CACHE/kernels, default ~/.cache/gpuhal/kernels."""
-    root = os.environ.get("GPUHAL_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "gpuhal")
-    return Path(root) / "kernels"
-
-
 def cache_key(source: str, flags: tuple[str, ...], version: str) -> str:
     """The sha256 naming a fatbinary: source, flags and nvcc version, each length-framed."""
-    digest = hashlib.sha256()
-    for part in ("nvcc", source, "\0".join(flags), version):
-        data = part.encode()
-        digest.update(len(data).to_bytes(8, "little"))
-        digest.update(data)
-    return digest.hexdigest()
+    return content_key(("nvcc", source, "\0".join(flags), version))
 
 
 def compile_source(source: str, *, extra_flags: tuple[str, ...] = (), use_cache: bool = True,
@@ -108,10 +96,10 @@ def compile_source(source: str, *, extra_flags: tuple[str, ...] = (), use_cache:
         src = Path(work) / "kernel.cu"
         out = Path(work) / "kernel.fatbin"
         src.write_text(source)
-        _run([tools.nvcc, *flags, "-o", str(out), str(src)], "nvcc (compile)", cwd=work)
+        _run_tool([tools.nvcc, *flags, "-o", str(out), str(src)], "nvcc (compile)", cwd=work)
         blob = out.read_bytes()
     if use_cache:
-        _store(cached, blob)
+        store(cached, blob)
     return blob
 
 
@@ -120,25 +108,6 @@ def compile_file(path: str | os.PathLike[str], **kwargs: object) -> bytes:
     return compile_source(Path(path).read_text(), **kwargs)  # type: ignore[arg-type]
 
 
-def _store(path: Path, blob: bytes) -> None:
-    """Write a cache entry atomically (a rename), so a concurrent reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(blob)
-    os.replace(tmp, path)
-
-
-def _run(argv: list[str], what: str, cwd: str | None = None) -> subprocess.CompletedProcess[bytes]:
-    """Run a tool with a time bound; a non-zero exit becomes CompileError with its diagnostics."""
-    try:
-        result = subprocess.run(argv, capture_output=True, timeout=TOOL_TIMEOUT_S, check=False, cwd=cwd)
-    except subprocess.TimeoutExpired as exc:
-        raise DeviceTimeout(f"{what} did not finish within {TOOL_TIMEOUT_S:.0f} s") from exc
-    except OSError as exc:
-        raise BackendUnavailable(f"{what} could not start: {exc} ({INSTALL_HINT})",
-                                 errno=exc.errno) from exc
-    if result.returncode != 0:
-        diagnostics = (result.stderr or result.stdout).decode(errors="replace").strip()
-        raise CompileError(f"{what} failed (exit {result.returncode}):\n{diagnostics}")
-    return result
+def _run_tool(argv: list[str], what: str, cwd: str | None = None):
+    """A compiler tool run bounded by TOOL_TIMEOUT_S (compute.kernel_build.run_tool)."""
+    return run_tool(argv, what, timeout_s=TOOL_TIMEOUT_S, install_hint=INSTALL_HINT, cwd=cwd)
