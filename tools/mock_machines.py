@@ -25,13 +25,11 @@ from mockgpu import GPU_AUDIO_BDF, GPU_BDF, Machine
 from mockgpu.amd.firmware_images import write_navi31_set
 
 
-@dataclass
-class MockNavi31:
-    """A default mock machine and what a driver needs to open its GPU."""
+class _ScratchMachine:
+    """What every mock machine here shares: the OS seam of its `machine`, and `close()` removing
+    its `scratch` directory (lock files, firmware)."""
 
     machine: Machine
-    device: str
-    firmware_dir: str
     scratch: str
 
     @property
@@ -40,6 +38,16 @@ class MockNavi31:
 
     def close(self) -> None:
         shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+@dataclass
+class MockNavi31(_ScratchMachine):
+    """A default mock machine and what a driver needs to open its GPU."""
+
+    machine: Machine
+    device: str
+    firmware_dir: str
+    scratch: str
 
 
 def navi31(index: int = 0, backend: str = "pci") -> MockNavi31:
@@ -83,16 +91,12 @@ def navi31_usb(index: int = 0, firmware: str = "custom") -> MockNavi31:
 
 
 @dataclass
-class MockNVIDIA:
+class MockNVIDIA(_ScratchMachine):
     """A mock machine with the simulated NVIDIA kernel driver loaded; `driver` is its kernel side."""
 
     machine: Machine
     driver: object
     scratch: str
-
-    @property
-    def os(self):
-        return self.machine.os
 
     def register_program(self, binary: bytes, name: str, sm: int) -> None:
         """Tell the mock GPU the SASS and PTX of kernel `name` of a fatbinary (or cubin), so a
@@ -107,9 +111,6 @@ class MockNVIDIA:
         kernel = cubin_format.parse(cubin_bytes)[name]
         self.driver.gpu_model.programs.add(name, kernel.code, ptx, kernel.param_bank_offset,
                                            kernel.param_size, kernel.shared_size)
-
-    def close(self) -> None:
-        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def nvidia_compute(gpu: str | None = None) -> MockNVIDIA:
@@ -132,19 +133,12 @@ def nvidia(gpu: str = "h100", version: str | None = None) -> MockNVIDIA:
 
 
 @dataclass
-class MockQCOM:
+class MockQCOM(_ScratchMachine):
     """A mock machine with the simulated KGSL driver loaded; `driver` is its kernel side."""
 
     machine: Machine
     driver: object
     scratch: str
-
-    @property
-    def os(self):
-        return self.machine.os
-
-    def close(self) -> None:
-        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def qcom(gpu: str = "a630") -> MockQCOM:
