@@ -10,8 +10,10 @@ Execution: all threads of one work group are numpy lanes. Each lane has its own 
 the instruction at the lowest counter among the live lanes runs for the lanes that are there (the
 usual way a SIMT machine reconverges after a branch), so divergent branches and loops run as the
 hardware runs them. `(rptN)` repeats an ALU instruction N more times, the destination and the
-sources marked `(r)` one register further each time (Mesa ir3.h, IR3_REG_R). `(sy)`/`(ss)` need no
-action: loads complete before the next instruction here. Registers: 256 register ids per lane
+sources marked `(r)` one register further each time (Mesa ir3.h, IR3_REG_R). A register a global load
+(ldg) writes may be read only after an instruction flagged `(sy)`, one a local load (ldl) writes only
+after `(ss)` (Mesa ir3.h is_sy_producer / is_ss_producer): reading it earlier is a fault, since the
+hardware would hand out the old value. Registers: 256 register ids per lane
 (regid = 4 * N + component: r0.x..r47.w the per-thread file, r48 and up shared, a0.x 244, p0.x 248;
 Mesa ir3.h regid/REG_A0/REG_P0).
 
@@ -253,6 +255,11 @@ class Workgroup:
         self.local = np.zeros(local_memory, dtype=np.uint8)
         self.footprint = footprint  # full registers r0..r(footprint - 1) are allocated
         self.pc = np.zeros(lanes, dtype=np.int64)
+        # registers a load writes are not ready until an instruction flagged (sy) (global loads) or
+        # (ss) (local loads) waits for them (Mesa ir3.h is_sy_producer / is_ss_producer)
+        self.waiting = {"sy": np.zeros((REGISTER_IDS, lanes), dtype=bool),
+                        "ss": np.zeros((REGISTER_IDS, lanes), dtype=bool)}
+        self.active = np.ones(lanes, dtype=bool)
         self.alive = np.ones(lanes, dtype=bool)
 
 
@@ -301,6 +308,11 @@ class Interpreter:
 
     def _gpr(self, group: Workgroup, regid: int, pc: int) -> np.ndarray:
         self._check_gpr(group, regid, pc)
+        for flag, waiting in group.waiting.items():
+            if (waiting[regid] & group.active).any():
+                raise IR3Fault(f"r{regid // COMPONENTS}.{'xyzw'[regid % COMPONENTS]} is read before "
+                               f"a ({flag}) waits for the load writing it (its value is not there yet "
+                               "on the hardware)", pc)
         return group.regs[regid]
 
     def _const(self, group: Workgroup, index: int, pc: int) -> np.ndarray:
@@ -341,6 +353,10 @@ class Interpreter:
         handler = _HANDLERS.get(category[:len("#instruction-catN")])
         if handler is None:
             raise IR3Fault(f"instruction {name} is not modelled by the mock's ir3 interpreter", pc)
+        group.active = active
+        for flag, waiting in group.waiting.items():
+            if ins.has(flag.upper()) and ins.field(flag.upper()):
+                waiting[:, active] = False
         next_pc = handler(self, group, ins, pc, active)
         group.pc = np.where(active, next_pc if next_pc is not None else pc + 1, group.pc)
 
@@ -487,6 +503,7 @@ class Interpreter:
             for component in range(size):
                 values = self._local(group, addresses + 4 * component, active, pc)
                 self._set(group, ins.field("DST") + component, values, active, pc)
+                group.waiting["ss"][ins.field("DST") + component, active] = True
             return None
         if name == "stl":
             offset = ins.signed("OFF")
@@ -505,6 +522,7 @@ class Interpreter:
             data[:, lane] = np.frombuffer(raw, dtype="<u4")
         for component in range(size):
             self._set(group, destination + component, data[component], active, pc)
+            group.waiting["sy"][destination + component, active] = True
 
     def _store_global(self, group, source: int, addresses, size: int, active, pc: int) -> None:
         values = np.stack([self._gpr(group, source + component, pc) for component in range(size)])

@@ -184,3 +184,16 @@ def test_a_kernel_that_never_ends_is_a_hang(monkeypatch):
     monkeypatch.setattr(ir3interp, "MAX_STEPS", 1000)
     with pytest.raises(ir3interp.IR3Fault, match="hang"):
         run("loop:\njump #loop", np.zeros(4, dtype=np.uint32))
+
+
+def test_reading_a_loaded_register_before_sy_or_ss_is_a_fault():
+    consts = np.array([256, 0, 0, 0], dtype=np.uint32)
+    with pytest.raises(ir3interp.IR3Fault, match=r"r2.x is read before a \(sy\)"):
+        run("mov.u32u32 r1.x, c0.x\nmov.u32u32 r1.y, c0.y\nldg.a.u32 r2.x, g[r1.x+(r0.x)<<2], 1\n"
+            "add.u r2.y, r2.x, 1", consts)
+    with pytest.raises(ir3interp.IR3Fault, match=r"r2.x is read before a \(ss\)"):
+        run("shl.b r1.x, r0.x, 2\nldl.u32 r2.x, l[r1.x], 1\n(sy)add.u r2.y, r2.x, 1", consts,
+            local_memory=1024)
+    regs = run("shl.b r1.x, r0.x, 2\nldl.u32 r2.x, l[r1.x], 1\n(ss)add.u r2.y, r2.x, 1", consts,
+               local_memory=1024)
+    assert (regs[9] == 1).all()
