@@ -162,6 +162,11 @@ def repin(names: list[str]) -> int:
     outputs: dict[str, str] = {}
     moved = []
     for package in packages:
+        if package.layout == "git":
+            raise sources.SourceUnavailable(
+                f"{package.name} is pinned to commit {package.version} of {package.repository}, not to "
+                f"a Debian package: edit its commit and sha256 in {MANIFEST_PATH}",
+                package=package.name, version=package.version)
         served = sources.served_versions(package)
         if not served:
             raise sources.SourceUnavailable(

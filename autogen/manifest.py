@@ -119,6 +119,16 @@ MESA_25_0 = Package(
              MESA_IR3_TEST_VECTORS),
 )
 MESA_FREEDRENO_REGS = "src/freedreno/registers/adreno"
+# Hopper's QMD (04_00): no Debian package reachable here carries clcbc0qmd.h (Mesa 25.0.7 stops at
+# Ada; newer mesa source packages are listed but their files are not served), so it is pinned to a
+# commit of NVIDIA's own documentation repository (MIT, LICENSE.md there). The file is placed in the
+# cache by hand (sources.py, layout "git") and checked against this sha256; it is never committed.
+OPEN_GPU_DOC_QMD = "classes/compute/clcbc0qmd.h"
+OPEN_GPU_DOC = Package(
+    "open-gpu-doc", "c8607fe576b53ff821ffcf97e7548d2de11c4eaf", "MIT", layout="git",
+    repository="NVIDIA/open-gpu-doc",
+    file_sha256=((OPEN_GPU_DOC_QMD, "ff8d1dc4a5e6b37914e5e6ed5e3d728bc003dfb7e12202feb08ba71c27074d38"),),
+)
 # msm_kgsl.h includes <linux/types.h> and <linux/ioctl.h>, which the Mesa tree does not ship: these
 # stand-ins give the x86-64/arm64 LP64 types and the generic ioctl number layout
 # (include/uapi/asm-generic/ioctl.h: nr bits 0-7, type 8-15, size 16-29, direction 30-31 with
@@ -285,6 +295,11 @@ TARGETS: tuple[Target, ...] = (
            "descriptor's fields as bit ranges of the 256-byte QMD, and their values.",
            output="autogen/nv/qmd.py", licence_override="MIT",
            domain_prefixes={"NVC6C0_QMDV03_00_": "", "NVC7C0_QMDV03_00_": ""}),
+    # QMD 04_00 (Hopper compute) from NVIDIA's clcbc0qmd.h at a pinned open-gpu-doc commit
+    Target("nv.qmd_v04", KIND_NV_FIELDS, OPEN_GPU_DOC, (OPEN_GPU_DOC_QMD,),
+           "NVIDIA QMD 04_00 (HOPPER_COMPUTE_A clcbc0qmd.h, NVCBC0_QMDV04_00_*): the launch descriptor's "
+           "fields as bit ranges of the 384-byte QMD, and their values.",
+           output="autogen/nv/qmd_v04.py", domain_prefixes={"NVCBC0_QMDV04_00_": ""}),
 )
 
 BY_NAME: dict[str, Target] = {target.name: target for target in TARGETS}

@@ -79,6 +79,9 @@ class Package:
     layout "source": `name` is a Debian source package; its upstream tarball
     (`<name>_<upstream version>.orig.tar.*`, whose sha256 must be `orig_sha256`) is unpacked with
     its top directory `top` stripped; only the `members` subtrees are unpacked.
+    layout "git": files of a public git repository (`repository`, "owner/name") at commit `version`,
+    placed by hand in the cache (`$GPUHAL_CACHE/src/<name>_<commit>/<path>`) and checked against
+    `file_sha256` ((path, sha256) pairs); never downloaded: SourceUnavailable says how to place them.
     `suite` and `component` say where in the archive the pinned version lives; only that one index
     is downloaded.
     """
@@ -93,6 +96,8 @@ class Package:
     members: tuple[str, ...] = ()
     orig_sha256: str = ""
     top: str = ""
+    repository: str = ""  # layout "git": "owner/name" of the repository
+    file_sha256: tuple[tuple[str, str], ...] = ()  # layout "git": (path, sha256) of each file used
 
     @property
     def key(self) -> str:
@@ -147,6 +152,8 @@ def source_root(package: Package, paths: Iterable[str], *, download: bool = True
     """A directory where every one of `paths` (inside the package) exists; see the module docstring."""
     paths = tuple(paths)
     cached = unpacked_dir(package)
+    if package.layout == "git":
+        return _git_files(package, paths, target_names)
     if _has_paths(cached, paths):
         return cached
     deb = cached_deb(package)
@@ -169,6 +176,31 @@ def source_root(package: Package, paths: Iterable[str], *, download: bool = True
                                 package=package.name, version=package.version)
     raise SourceUnavailable(_missing_message(package, target_names), package=package.name,
                             version=package.version)
+
+
+def _git_files(package: Package, paths: tuple[str, ...], target_names: Iterable[str]) -> pathlib.Path:
+    """The cache directory holding `paths` of a "git" layout package, each with its pinned sha256."""
+    cached = unpacked_dir(package)
+    pinned = dict(package.file_sha256)
+    for path in paths:
+        file = cached / path
+        if path not in pinned:
+            raise SourceUnavailable(f"{package.name} {package.version}: {path} has no pinned sha256 in "
+                                    f"the manifest", package=package.name, version=package.version)
+        if not file.is_file():
+            raise SourceUnavailable(
+                f"{path} of {package.repository} at commit {package.version} is not in the cache "
+                f"({file}); it is never downloaded by the generator. Place it with:\n"
+                f"  git clone https://github.com/{package.repository} /tmp/{package.name}\n"
+                f"  mkdir -p {file.parent}\n"
+                f"  git -C /tmp/{package.name} show {package.version}:{path} > {file}\n"
+                f"then run: {fetch_command(target_names)}", package=package.name, version=package.version)
+        digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        if digest != pinned[path]:
+            raise SourceUnavailable(f"{file}: sha256 {digest}, the manifest pins {pinned[path]} "
+                                    f"({package.repository} at {package.version}); place that commit's "
+                                    f"file there", package=package.name, version=package.version)
+    return cached
 
 
 def _missing_message(package: Package, target_names: Iterable[str]) -> str:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Sequence
 from compute.buffer import Buffer
 from drivers.nv import cubin as cubin_format
 from drivers.nv import fatbin as fatbin_format
-from drivers.nv.qmd import QMD, QMD_ALIGNMENT, with_constant0
+from drivers.nv.qmd import MAX_QMD_SIZE, QMD, QMD_ALIGNMENT, layout_for, with_constant0
 from hal.errors import BadBinary, InvalidArgument
 
 if TYPE_CHECKING:
@@ -113,6 +113,8 @@ class NVProgram:
             backend.ensure_local_memory(kernel.frame_size)
         self.ptx = ptx
         self._qmds: dict[tuple, bytes] = {}  # (blocks, block shape) -> QMD with bank 0 at 0
+        # the QMD version the compute class reads (03_00 Ampere/Ada, 04_00 Hopper)
+        self._qmd_layout = layout_for(device.backend.nv.generation.compute_class)
 
     # -- arguments ---------------------------------------------------------------------------------
     def explicit_args(self) -> list[_Param]:
@@ -184,14 +186,15 @@ class NVProgram:
                            constant0_address=0, constant0_size=self.constant0_size,
                            registers=max(kernel.registers, 1), shared_bytes=kernel.shared_size,
                            local_bytes_per_thread=kernel.frame_size,
-                           shared_limit_kib=backend.shared_limit_kib).build()
+                           shared_limit_kib=backend.shared_limit_kib,
+                           layout=self._qmd_layout).build()
             self._qmds[key] = template
-        return with_constant0(template, constant0_address)
+        return with_constant0(template, constant0_address, self._qmd_layout)
 
     def dispatch_packet(self, global_size, local_size, kernarg_address: int) -> bytes:
         """Room for what `prepare_in` places besides the parameters (compute.graph sizes its memory
         with this): constant bank 0 and the QMD, with their alignment."""
-        return bytes(self.constant0_size + CONSTANT0_ALIGNMENT + 2 * QMD_ALIGNMENT)
+        return bytes(self.constant0_size + CONSTANT0_ALIGNMENT + QMD_ALIGNMENT + MAX_QMD_SIZE)
 
     def prepare(self, queue, args: Sequence, global_size, local_size) -> NVLaunch:
         arena = self.device.kernargs

@@ -1,32 +1,30 @@
-"""QMD (queue meta data): the 256-byte launch descriptor a compute class reads for one grid.
+"""QMD (queue meta data): the launch descriptor a compute class reads for one grid, per generation.
 
-Layout: QMD version 03_00, the fields this driver sets or the mock checks, as bit ranges of the
-256-byte block, from autogen.nv.qmd (generated from Mesa 25.0.7's
-src/nouveau/headers/nvidia/classes/clc6c0qmd.h, NVC6C0_QMDV03_00_* for AMPERE_COMPUTE_A, and
-clc7c0qmd.h, NVC7C0_QMDV03_00_*, the same layout for AMPERE_COMPUTE_B/ADA_COMPUTE_A).
+Two layouts, each as the bit ranges of the fields this driver sets or the mock checks:
+- QMD 03_00 (`V03_00`, 256 bytes) for Ampere and Ada, from autogen.nv.qmd (Mesa 25.0.7's
+  src/nouveau/headers/nvidia/classes/clc6c0qmd.h, NVC6C0_QMDV03_00_* for AMPERE_COMPUTE_A, and
+  clc7c0qmd.h, NVC7C0_QMDV03_00_*, the same layout for AMPERE_COMPUTE_B/ADA_COMPUTE_A);
+- QMD 04_00 (`V04_00`, 384 bytes) for Hopper (HOPPER_COMPUTE_A), from autogen.nv.qmd_v04 (NVIDIA's
+  classes/compute/clcbc0qmd.h, NVCBC0_QMDV04_00_*, at a pinned NVIDIA/open-gpu-doc commit).
+`layout_for(compute_class)` picks one. Fields are named by their 03_00 names (`FIELD_NAMES`); a
+layout maps each to its own header name (04_00 calls the grid GRID_WIDTH.., the minor version
+QMD_MINOR_VERSION, the register count REGISTER_COUNT, and holds constant bank addresses >> 6).
 
-Hopper (HOPPER_COMPUTE_A) is driven with QMD 03_00 too. Whether GH100 accepts 03_00 or needs its
-own 04_00 layout is NOT verified: no Debian-packaged source carries a Hopper QMD header (Mesa
-25.0.7 stops at Ada; the r535 open kernel modules carry no *qmd.h). Until a real H100 says
-otherwise, the mock accepts 03_00 on every generation; docs/nv.md says so.
-
-`QMD.build(...)` returns the bytes; `field(data, name)` reads one field back (the mock's decoder).
+`QMD(...).build()` returns the bytes; `field(data, name, layout)` reads one field back and
+`constant0_address(data, layout)` the bank 0 address (tests decode with them).
 """
 from __future__ import annotations
 
 import dataclasses
 
 from autogen.nv import qmd as qmd_layout
+from autogen.nv import qmd_v04 as qmd_v04_layout
+from autogen.nv.r535 import classes as cl
 from hal.errors import InvalidArgument
 
-QMD_SIZE = 256  # clc6c0qmd.h: the QMD's highest field ends at bit 2047
 QMD_ALIGNMENT = 256  # clc6c0.h NVC6C0_SEND_PCAS_A_QMD_ADDRESS_SHIFTED8: the address >> 8
-VERSION_MAJOR = 3
-VERSION_MINOR = 0
 
-# the fields used, from the generated tables (autogen.nv.qmd: FIELDS and, for the per-bank fields,
-# INDEXED at bank 0); name -> (high bit, low bit)
-_PREFIX = "NVC6C0_QMDV03_00_"
+# the fields used, by their 03_00 names; the per-bank fields are bank 0 of INDEXED
 _SCALAR = ("SM_GLOBAL_CACHING_ENABLE", "INVALIDATE_TEXTURE_HEADER_CACHE",
            "INVALIDATE_TEXTURE_SAMPLER_CACHE", "INVALIDATE_TEXTURE_DATA_CACHE",
            "INVALIDATE_SHADER_DATA_CACHE", "INVALIDATE_INSTRUCTION_CACHE",
@@ -41,16 +39,89 @@ _BANK0 = {"CONSTANT_BUFFER_VALID0": "CONSTANT_BUFFER_VALID",
           "CONSTANT_BUFFER_ADDR_LOWER0": "CONSTANT_BUFFER_ADDR_LOWER",
           "CONSTANT_BUFFER_ADDR_UPPER0": "CONSTANT_BUFFER_ADDR_UPPER",
           "CONSTANT_BUFFER_SIZE_SHIFTED4_0": "CONSTANT_BUFFER_SIZE_SHIFTED4"}
-FIELDS: dict[str, tuple[int, int]] = {name: qmd_layout.FIELDS[_PREFIX + name] for name in _SCALAR}
-FIELDS.update({short: qmd_layout.INDEXED[_PREFIX + name][:2] for short, name in _BANK0.items()})
-CWD_MEMBAR_TYPE_L1_SYSMEMBAR = qmd_layout.NVC6C0_QMDV03_00_CWD_MEMBAR_TYPE_L1_SYSMEMBAR
-API_VISIBLE_CALL_LIMIT_NO_CHECK = qmd_layout.NVC6C0_QMDV03_00_API_VISIBLE_CALL_LIMIT_NO_CHECK
-SAMPLER_INDEX_VIA_HEADER_INDEX = qmd_layout.NVC6C0_QMDV03_00_SAMPLER_INDEX_VIA_HEADER_INDEX
+FIELD_NAMES = _SCALAR + tuple(_BANK0)
+# clcbc0qmd.h renames these in 04_00 (SM_GLOBAL_CACHING_ENABLE is gone: None)
+_V04_NAMES = {"CTA_RASTER_WIDTH": "GRID_WIDTH", "CTA_RASTER_HEIGHT": "GRID_HEIGHT",
+              "CTA_RASTER_DEPTH": "GRID_DEPTH", "QMD_VERSION": "QMD_MINOR_VERSION",
+              "REGISTER_COUNT_V": "REGISTER_COUNT", "SM_GLOBAL_CACHING_ENABLE": None}
+_V04_BANK0 = {"CONSTANT_BUFFER_ADDR_LOWER0": "CONSTANT_BUFFER_ADDR_LOWER_SHIFTED6",
+              "CONSTANT_BUFFER_ADDR_UPPER0": "CONSTANT_BUFFER_ADDR_UPPER_SHIFTED6"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """One QMD version: its size, version numbers, field bit ranges and the values written."""
+
+    name: str
+    major: int
+    minor: int
+    size: int
+    fields: dict  # 03_00 field name -> (high bit, low bit); absent when the version has no such field
+    constant_shift: int  # constant bank addresses are stored >> this
+    membar_l1_sysmembar: int
+    call_limit_no_check: int
+    sampler_via_header: int
+    header: str  # where the layout comes from
+
+    def bits(self, name: str) -> tuple[int, int]:
+        try:
+            return self.fields[name]
+        except KeyError:
+            raise InvalidArgument(f"QMD {self.name} has no field {name}") from None
+
+
+def _v03_00() -> Layout:
+    prefix = "NVC6C0_QMDV03_00_"
+    fields = {name: qmd_layout.FIELDS[prefix + name] for name in _SCALAR}
+    fields.update({short: qmd_layout.INDEXED[prefix + name][:2] for short, name in _BANK0.items()})
+    return Layout("03_00", 3, 0, 256, fields, 0,  # clc6c0qmd.h: the highest field ends at bit 2047
+                  qmd_layout.NVC6C0_QMDV03_00_CWD_MEMBAR_TYPE_L1_SYSMEMBAR,
+                  qmd_layout.NVC6C0_QMDV03_00_API_VISIBLE_CALL_LIMIT_NO_CHECK,
+                  qmd_layout.NVC6C0_QMDV03_00_SAMPLER_INDEX_VIA_HEADER_INDEX, "clc6c0qmd.h QMDV03_00")
+
+
+def _v04_00() -> Layout:
+    prefix = "NVCBC0_QMDV04_00_"
+    fields = {}
+    for name in _SCALAR:
+        renamed = _V04_NAMES.get(name, name)
+        if renamed is not None:
+            fields[name] = qmd_v04_layout.FIELDS[prefix + renamed]
+    for short, name in _BANK0.items():
+        fields[short] = qmd_v04_layout.INDEXED[prefix + _V04_BANK0.get(short, name)][:2]
+    # clcbc0qmd.h: the highest 04_00 field (a reserved one) ends at bit 3071
+    size = (max(high for high, _ in qmd_v04_layout.FIELDS.values()) + 1) // 8
+    return Layout("04_00", 4, 0, size, fields, 6,  # CONSTANT_BUFFER_ADDR_*_SHIFTED6
+                  qmd_v04_layout.NVCBC0_QMDV04_00_CWD_MEMBAR_TYPE_L1_SYSMEMBAR,
+                  qmd_v04_layout.NVCBC0_QMDV04_00_API_VISIBLE_CALL_LIMIT_NO_CHECK,
+                  qmd_v04_layout.NVCBC0_QMDV04_00_SAMPLER_INDEX_VIA_HEADER_INDEX, "clcbc0qmd.h QMDV04_00")
+
+
+V03_00 = _v03_00()
+V04_00 = _v04_00()
+# which QMD each compute class reads: the newest version its class header defines (clc6c0qmd.h and
+# clc7c0qmd.h: 03_00; clcbc0qmd.h, HOPPER_COMPUTE_A's: 04_00, beside an older 03_00)
+_BY_CLASS = {cl.AMPERE_COMPUTE_A: V03_00, cl.AMPERE_COMPUTE_B: V03_00, cl.ADA_COMPUTE_A: V03_00,
+             cl.HOPPER_COMPUTE_A: V04_00}
+QMD_SIZE = V03_00.size
+MAX_QMD_SIZE = max(layout.size for layout in _BY_CLASS.values())
+VERSION_MAJOR = V03_00.major
+VERSION_MINOR = V03_00.minor
+FIELDS: dict[str, tuple[int, int]] = V03_00.fields  # the 03_00 table (tests and tools read it)
 CONSTANT_BUFFER_MAX = 1 << 16  # CONSTANT_BUFFER_SIZE_SHIFTED4 is 13 bits of 16-byte units: 64 KiB
 # the SM shared-memory carve-out fields count 4 KiB steps plus one (tinygrad's ops_nv.py
 # smem_config: KiB // 4 + 1), from the configurations Ampere..Hopper offer
 SM_CONFIG_STEP = 4096
 SM_CONFIG_KIB = (8, 16, 32, 64, 100, 132, 164, 196, 228)
+
+
+def layout_for(compute_class: int) -> Layout:
+    """The QMD layout `compute_class` reads."""
+    layout = _BY_CLASS.get(compute_class)
+    if layout is None:
+        raise InvalidArgument(f"compute class {compute_class:#x} has no QMD layout here "
+                              f"(known: {', '.join(hex(c) for c in _BY_CLASS)})")
+    return layout
 
 
 def sm_config(shared_bytes: int, limit_kib: int) -> tuple[int, int]:
@@ -63,11 +134,11 @@ def sm_config(shared_bytes: int, limit_kib: int) -> tuple[int, int]:
     return needed * 1024 // SM_CONFIG_STEP + 1, usable[-1] * 1024 // SM_CONFIG_STEP + 1
 
 
-def _put(data: bytearray, name: str, value: int) -> None:
-    high, low = FIELDS[name]
+def _put(data: bytearray, name: str, value: int, layout: Layout = V03_00) -> None:
+    high, low = layout.bits(name)
     width = high - low + 1
     if not 0 <= value < 1 << width:
-        raise InvalidArgument(f"QMD field {name}: {value:#x} does not fit {width} bits")
+        raise InvalidArgument(f"QMD {layout.name} field {name}: {value:#x} does not fit {width} bits")
     first = low // 8  # only the bytes the field spans are read and written
     last = high // 8 + 1
     shift = low - 8 * first
@@ -77,23 +148,35 @@ def _put(data: bytearray, name: str, value: int) -> None:
     data[first:last] = span.to_bytes(last - first, "little")
 
 
-def with_constant0(template: bytes, address: int) -> bytes:
-    """`template` (a built QMD) with constant bank 0 at `address` instead."""
+def _put_constant0(data: bytearray, address: int, layout: Layout) -> None:
+    stored = address >> layout.constant_shift
+    _put(data, "CONSTANT_BUFFER_ADDR_LOWER0", stored & 0xFFFFFFFF, layout)
+    _put(data, "CONSTANT_BUFFER_ADDR_UPPER0", stored >> 32, layout)
+
+
+def with_constant0(template: bytes, address: int, layout: Layout = V03_00) -> bytes:
+    """`template` (a QMD built in `layout`) with constant bank 0 at `address` instead."""
     data = bytearray(template)
-    _put(data, "CONSTANT_BUFFER_ADDR_LOWER0", address & 0xFFFFFFFF)
-    _put(data, "CONSTANT_BUFFER_ADDR_UPPER0", address >> 32)
+    _put_constant0(data, address, layout)
     return bytes(data)
 
 
-def field(data: bytes, name: str) -> int:
-    """The value of QMD field `name` in a 256-byte QMD."""
-    high, low = FIELDS[name]
-    return (int.from_bytes(data[:QMD_SIZE], "little") >> low) & ((1 << (high - low + 1)) - 1)
+def field(data: bytes, name: str, layout: Layout = V03_00) -> int:
+    """The value of QMD field `name` (its 03_00 name) in a QMD of `layout`."""
+    high, low = layout.bits(name)
+    return (int.from_bytes(data[:layout.size], "little") >> low) & ((1 << (high - low + 1)) - 1)
+
+
+def constant0_address(data: bytes, layout: Layout = V03_00) -> int:
+    """Constant bank 0's address in a QMD of `layout` (04_00 stores it >> 6)."""
+    stored = (field(data, "CONSTANT_BUFFER_ADDR_LOWER0", layout)
+              | field(data, "CONSTANT_BUFFER_ADDR_UPPER0", layout) << 32)
+    return stored << layout.constant_shift
 
 
 @dataclasses.dataclass
 class QMD:
-    """What one launch needs; `build()` lays it out."""
+    """What one launch needs; `build()` lays it out in `layout` (`layout_for(compute_class)`)."""
 
     program_address: int
     grid: tuple[int, int, int]
@@ -105,42 +188,48 @@ class QMD:
     local_bytes_per_thread: int
     shared_limit_kib: int
     barriers: int = 1
+    layout: Layout = V03_00
 
     def build(self) -> bytes:
-        data = bytearray(QMD_SIZE)
-        _put(data, "QMD_MAJOR_VERSION", VERSION_MAJOR)
-        _put(data, "QMD_VERSION", VERSION_MINOR)
-        _put(data, "SM_GLOBAL_CACHING_ENABLE", 1)
+        layout = self.layout
+        data = bytearray(layout.size)
+
+        def put(name: str, value: int) -> None:
+            _put(data, name, value, layout)
+
+        put("QMD_MAJOR_VERSION", layout.major)
+        put("QMD_VERSION", layout.minor)
+        if "SM_GLOBAL_CACHING_ENABLE" in layout.fields:  # 03_00 only
+            put("SM_GLOBAL_CACHING_ENABLE", 1)
         # every cache the kernel may read stale is invalidated before it starts
         for name in ("INVALIDATE_TEXTURE_HEADER_CACHE", "INVALIDATE_TEXTURE_SAMPLER_CACHE",
                      "INVALIDATE_TEXTURE_DATA_CACHE", "INVALIDATE_SHADER_DATA_CACHE",
                      "INVALIDATE_INSTRUCTION_CACHE", "INVALIDATE_SHADER_CONSTANT_CACHE"):
-            _put(data, name, 1)
-        _put(data, "CWD_MEMBAR_TYPE", CWD_MEMBAR_TYPE_L1_SYSMEMBAR)
-        _put(data, "API_VISIBLE_CALL_LIMIT", API_VISIBLE_CALL_LIMIT_NO_CHECK)
-        _put(data, "SAMPLER_INDEX", SAMPLER_INDEX_VIA_HEADER_INDEX)
+            put(name, 1)
+        put("CWD_MEMBAR_TYPE", layout.membar_l1_sysmembar)
+        put("API_VISIBLE_CALL_LIMIT", layout.call_limit_no_check)
+        put("SAMPLER_INDEX", layout.sampler_via_header)
         for name, value in zip(("CTA_RASTER_WIDTH", "CTA_RASTER_HEIGHT", "CTA_RASTER_DEPTH"), self.grid):
-            _put(data, name, value)
+            put(name, value)
         for index, value in enumerate(self.block):
-            _put(data, f"CTA_THREAD_DIMENSION{index}", value)
+            put(f"CTA_THREAD_DIMENSION{index}", value)
         # the shared memory size is in bytes, 256-byte granular (as tinygrad's ops_nv.py rounds it)
         shared = -(-self.shared_bytes // 256) * 256
-        _put(data, "SHARED_MEMORY_SIZE", shared)
+        put("SHARED_MEMORY_SIZE", shared)
         target, maximum = sm_config(shared, self.shared_limit_kib)
-        _put(data, "MIN_SM_CONFIG_SHARED_MEM_SIZE", target)
-        _put(data, "TARGET_SM_CONFIG_SHARED_MEM_SIZE", target)
-        _put(data, "MAX_SM_CONFIG_SHARED_MEM_SIZE", maximum)
-        _put(data, "REGISTER_COUNT_V", self.registers)
-        _put(data, "BARRIER_COUNT", self.barriers)
-        _put(data, "SHADER_LOCAL_MEMORY_LOW_SIZE", -(-self.local_bytes_per_thread // 16) * 16)
-        _put(data, "SHADER_LOCAL_MEMORY_HIGH_SIZE", 0)
+        put("MIN_SM_CONFIG_SHARED_MEM_SIZE", target)
+        put("TARGET_SM_CONFIG_SHARED_MEM_SIZE", target)
+        put("MAX_SM_CONFIG_SHARED_MEM_SIZE", maximum)
+        put("REGISTER_COUNT_V", self.registers)
+        put("BARRIER_COUNT", self.barriers)
+        put("SHADER_LOCAL_MEMORY_LOW_SIZE", -(-self.local_bytes_per_thread // 16) * 16)
+        put("SHADER_LOCAL_MEMORY_HIGH_SIZE", 0)
         if self.constant0_address % 256 or self.constant0_size % 16:
             raise InvalidArgument(f"constant bank 0 at {self.constant0_address:#x} "
                                   f"(+{self.constant0_size:#x}): 256-byte aligned, 16-byte granular")
-        _put(data, "CONSTANT_BUFFER_VALID0", 1)
-        _put(data, "CONSTANT_BUFFER_ADDR_LOWER0", self.constant0_address & 0xFFFFFFFF)
-        _put(data, "CONSTANT_BUFFER_ADDR_UPPER0", self.constant0_address >> 32)
-        _put(data, "CONSTANT_BUFFER_SIZE_SHIFTED4_0", self.constant0_size >> 4)
-        _put(data, "PROGRAM_ADDRESS_LOWER", self.program_address & 0xFFFFFFFF)
-        _put(data, "PROGRAM_ADDRESS_UPPER", self.program_address >> 32)
+        put("CONSTANT_BUFFER_VALID0", 1)
+        _put_constant0(data, self.constant0_address, layout)
+        put("CONSTANT_BUFFER_SIZE_SHIFTED4_0", self.constant0_size >> 4)
+        put("PROGRAM_ADDRESS_LOWER", self.program_address & 0xFFFFFFFF)
+        put("PROGRAM_ADDRESS_UPPER", self.program_address >> 32)
         return bytes(data)

@@ -14,8 +14,9 @@ once; clc56f.h "dma method formats") and executes the methods at once:
   IXOR/IAND/IOR/IADD, with the timestamp after the value when asked), NOP, WFI, MEM_OP_A..D,
   NON_STALL_INTERRUPT (no effect here); an unknown host method is a PBDMA error;
 - compute class (clc6c0.h ...): SEND_PCAS_A (the QMD's address >> 8) and SEND_SIGNALING_PCAS2_B
-  (action SCHEDULE or INVALIDATE_COPY_SCHEDULE) launch the QMD (drivers.nv.qmd's layout, checked
-  as the hardware would reject it: `check_qmd`); other methods are stored;
+  (action SCHEDULE or INVALIDATE_COPY_SCHEDULE) launch the QMD in the version the channel's compute
+  class reads (03_00 for Ampere/Ada, 04_00 for Hopper: `QMD_VERSION_OF_CLASS`; another version is
+  a GR exception), checked as the hardware would reject it: `check_qmd`; other methods are stored;
 - copy class (clc6b5.h ...): OFFSET_IN/OUT, LINE_LENGTH_IN, LINE_COUNT, SET_SEMAPHORE_*, LAUNCH_DMA
   (pitch-linear, one line; a one-word or four-word semaphore release after it).
 
@@ -47,6 +48,7 @@ import struct
 import time
 
 from autogen.nv import qmd as qmd_layout
+from autogen.nv import qmd_v04 as qmd_v04_layout
 from autogen.nv.r535 import classes as cl
 from hal.errors import HalError
 from mockgpu.nv.ptx import Kernel
@@ -104,14 +106,51 @@ NOTIFICATION_SIZE = 16
 # QMD 03_00 (autogen.nv.qmd, from Mesa's clc6c0qmd.h): 256 bytes; the fields checked below
 QMD_SIZE = 256
 _QMD = "NVC6C0_QMDV03_00_"
-QMD_FIELDS = {name: qmd_layout.FIELDS[_QMD + name] for name in (
-    "CTA_RASTER_WIDTH", "CTA_RASTER_HEIGHT", "CTA_RASTER_DEPTH", "SHARED_MEMORY_SIZE", "QMD_VERSION",
-    "QMD_MAJOR_VERSION", "CTA_THREAD_DIMENSION0", "CTA_THREAD_DIMENSION1", "CTA_THREAD_DIMENSION2",
-    "REGISTER_COUNT_V", "PROGRAM_ADDRESS_LOWER", "PROGRAM_ADDRESS_UPPER")}
-QMD_FIELDS.update({f"{name}0": qmd_layout.INDEXED[_QMD + name][:2] for name in (
-    "CONSTANT_BUFFER_VALID", "CONSTANT_BUFFER_ADDR_LOWER", "CONSTANT_BUFFER_ADDR_UPPER")})
-_BANK_SIZE = qmd_layout.INDEXED[_QMD + "CONSTANT_BUFFER_SIZE_SHIFTED4"]
-QMD_FIELDS["CONSTANT_BUFFER_SIZE_SHIFTED4_0"] = _BANK_SIZE[:2]
+_QMD_CHECKED = ("CTA_RASTER_WIDTH", "CTA_RASTER_HEIGHT", "CTA_RASTER_DEPTH", "SHARED_MEMORY_SIZE",
+                "QMD_VERSION", "QMD_MAJOR_VERSION", "CTA_THREAD_DIMENSION0", "CTA_THREAD_DIMENSION1",
+                "CTA_THREAD_DIMENSION2", "REGISTER_COUNT_V", "PROGRAM_ADDRESS_LOWER",
+                "PROGRAM_ADDRESS_UPPER")
+_QMD_BANK0 = ("CONSTANT_BUFFER_VALID", "CONSTANT_BUFFER_ADDR_LOWER", "CONSTANT_BUFFER_ADDR_UPPER",
+              "CONSTANT_BUFFER_SIZE_SHIFTED4")
+QMD_FIELDS = {name: qmd_layout.FIELDS[_QMD + name] for name in _QMD_CHECKED}
+QMD_FIELDS.update({f"{name}0": qmd_layout.INDEXED[_QMD + name][:2] for name in _QMD_BANK0})
+QMD_FIELDS["CONSTANT_BUFFER_SIZE_SHIFTED4_0"] = QMD_FIELDS.pop("CONSTANT_BUFFER_SIZE_SHIFTED40")
+# QMD 04_00 (autogen.nv.qmd_v04, from NVIDIA's clcbc0qmd.h): the same fields under their 04_00
+# names (the grid is GRID_*, the minor version QMD_MINOR_VERSION, the register count REGISTER_COUNT,
+# and constant bank addresses are stored >> 6: CONSTANT_BUFFER_ADDR_*_SHIFTED6)
+_QMD4 = "NVCBC0_QMDV04_00_"
+_QMD4_NAMES = {"CTA_RASTER_WIDTH": "GRID_WIDTH", "CTA_RASTER_HEIGHT": "GRID_HEIGHT",
+               "CTA_RASTER_DEPTH": "GRID_DEPTH", "QMD_VERSION": "QMD_MINOR_VERSION",
+               "REGISTER_COUNT_V": "REGISTER_COUNT",
+               "CONSTANT_BUFFER_ADDR_LOWER": "CONSTANT_BUFFER_ADDR_LOWER_SHIFTED6",
+               "CONSTANT_BUFFER_ADDR_UPPER": "CONSTANT_BUFFER_ADDR_UPPER_SHIFTED6"}
+QMD4_FIELDS = {name: qmd_v04_layout.FIELDS[_QMD4 + _QMD4_NAMES.get(name, name)] for name in _QMD_CHECKED}
+QMD4_FIELDS.update({f"{name}0": qmd_v04_layout.INDEXED[_QMD4 + _QMD4_NAMES.get(name, name)][:2]
+                    for name in _QMD_BANK0})
+QMD4_FIELDS["CONSTANT_BUFFER_SIZE_SHIFTED4_0"] = QMD4_FIELDS.pop("CONSTANT_BUFFER_SIZE_SHIFTED40")
+
+
+@dataclasses.dataclass(frozen=True)
+class QMDVersion:
+    """A QMD layout a compute class reads: its version, size and the fields the model checks."""
+
+    major: int
+    minor: int
+    size: int
+    fields: dict
+    constant_shift: int  # constant bank addresses are stored >> this
+    header: str
+
+
+QMD_V03_00 = QMDVersion(3, 0, QMD_SIZE, QMD_FIELDS, 0, "clc6c0qmd.h QMDV03_00")
+# clcbc0qmd.h: the highest 04_00 field ends at bit 3071, so the engine reads 384 bytes
+QMD_V04_00 = QMDVersion(4, 0, (max(high for high, _ in qmd_v04_layout.FIELDS.values()) + 1) // 8,
+                        QMD4_FIELDS, 6, "clcbc0qmd.h QMDV04_00")
+# the QMD version each compute class reads: clc6c0qmd.h/clc7c0qmd.h define 03_00 for Ampere and
+# Ada; Hopper's clcbc0qmd.h adds 04_00. clcbc0qmd.h still carries 03_00 definitions too; whether
+# GH100 would run a 03_00 QMD is not verified on hardware, so the model refuses it.
+QMD_VERSION_OF_CLASS = {cl.AMPERE_COMPUTE_A: QMD_V03_00, cl.AMPERE_COMPUTE_B: QMD_V03_00,
+                        cl.ADA_COMPUTE_A: QMD_V03_00, cl.HOPPER_COMPUTE_A: QMD_V04_00}
 # CUDA C++ Programming Guide, "Technical Specifications per Compute Capability": threads per block
 # 1024, block dimensions (1024, 1024, 64), grid (2**31 - 1, 65535, 65535), 255 registers per thread
 MAX_THREADS_PER_BLOCK = 1024
@@ -224,11 +263,6 @@ class GPUMemory:
             backing, offset, run = self._translate(address + done, len(data) - done)
             backing[offset:offset + run] = data[done:done + run]
             done += run
-
-
-def _qmd_field(data: bytes, name: str) -> int:
-    high, low = QMD_FIELDS[name]
-    return (int.from_bytes(data, "little") >> low) & ((1 << (high - low + 1)) - 1)
 
 
 class GPUModel:
@@ -484,15 +518,16 @@ class GPUModel:
             action = value & _PCAS_ACTION_MASK
             if action in _PCAS_LAUNCH_ACTIONS:
                 address = state.state.get(cl.NVC6C0_SEND_PCAS_A, 0) << 8
-                self._launch(address)
+                self._launch(address, state.engine_class)
 
-    def _launch(self, address: int) -> None:
-        qmd = self._read(address, QMD_SIZE)
+    def _launch(self, address: int, compute_class: int) -> None:
+        version = QMD_VERSION_OF_CLASS[compute_class]
+        qmd = self._read(address, version.size)
         if "rc" in self._inject:
             self._inject.discard("rc")
             raise ChannelFault(ROBUST_CHANNEL_GR_EXCEPTION, "injected graphics exception")
         limit = MAX_SHARED_PER_BLOCK[self.driver.gpu.chip]
-        grid, block, cb0, cb0_size, program, shared = check_qmd(qmd, limit)
+        grid, block, cb0, cb0_size, program, shared = check_qmd(qmd, limit, compute_class)
         for start, size in ((cb0, cb0_size), (program, 32)):
             self._read(start, size)  # an unmapped bank or program is an MMU fault at launch
         kernel = self.programs.find(lambda offset, n: self._read(program + offset, n))
@@ -562,16 +597,25 @@ class GPUModel:
         notifier.backing[:NOTIFICATION_SIZE] = record
 
 
-def check_qmd(qmd: bytes, max_shared: int) -> tuple:
-    """Refuse what the compute engine would: returns grid, block, constant bank 0 address and size,
-    program address and shared memory size. A bad field is a GR exception naming it."""
+def check_qmd(qmd: bytes, max_shared: int, compute_class: int = cl.AMPERE_COMPUTE_A) -> tuple:
+    """Refuse what the compute engine of `compute_class` would: returns grid, block, constant bank 0
+    address and size, program address and shared memory size. A bad field is a GR exception naming
+    it; a QMD of another version than the class reads is one too (03_00 and 04_00 both hold the
+    major version in bits 583:580 and the minor in 579:576, so the engine reads the version first)."""
     def bad(why: str) -> ChannelFault:
         return ChannelFault(ROBUST_CHANNEL_GR_EXCEPTION, f"QMD: {why}")
 
+    version = QMD_VERSION_OF_CLASS[compute_class]
+
+    def _qmd_field(data: bytes, name: str) -> int:
+        high, low = version.fields[name]
+        return (int.from_bytes(data[:version.size], "little") >> low) & ((1 << (high - low + 1)) - 1)
+
     major = _qmd_field(qmd, "QMD_MAJOR_VERSION")
     minor = _qmd_field(qmd, "QMD_VERSION")
-    if (major, minor) != (3, 0):
-        raise bad(f"version {major}.{minor}, the compute class reads 3.0 (clc6c0qmd.h QMDV03_00)")
+    if (major, minor) != (version.major, version.minor):
+        raise bad(f"version {major}.{minor}, compute class {compute_class:#x} reads "
+                  f"{version.major}.{version.minor} ({version.header})")
     grid = tuple(_qmd_field(qmd, name)
                  for name in ("CTA_RASTER_WIDTH", "CTA_RASTER_HEIGHT", "CTA_RASTER_DEPTH"))
     block = tuple(_qmd_field(qmd, f"CTA_THREAD_DIMENSION{i}") for i in range(3))
@@ -592,7 +636,7 @@ def check_qmd(qmd: bytes, max_shared: int) -> tuple:
     if not _qmd_field(qmd, "CONSTANT_BUFFER_VALID0"):
         raise bad("constant buffer 0 is not valid (the kernel parameters live there)")
     cb0 = (_qmd_field(qmd, "CONSTANT_BUFFER_ADDR_LOWER0")
-           | _qmd_field(qmd, "CONSTANT_BUFFER_ADDR_UPPER0") << 32)
+           | _qmd_field(qmd, "CONSTANT_BUFFER_ADDR_UPPER0") << 32) << version.constant_shift
     cb0_size = _qmd_field(qmd, "CONSTANT_BUFFER_SIZE_SHIFTED4_0") << 4
     if cb0 % 256 or not 0 < cb0_size <= CONSTANT_BANK_MAX:
         raise bad(f"constant buffer 0 at {cb0:#x} size {cb0_size} (256-byte aligned, 1..64 KiB)")

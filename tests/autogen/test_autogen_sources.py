@@ -108,7 +108,13 @@ def test_a_package_without_a_suite_cannot_be_downloaded():
 
 def test_every_pinned_package_names_its_suite():
     from autogen import manifest
-    assert all(target.source.suite for target in manifest.TARGETS)
+    debian = [target for target in manifest.TARGETS if target.source.layout != "git"]
+    assert all(target.source.suite for target in debian)
+    # a git-pinned file names its repository and the sha256 of every path used
+    for target in manifest.TARGETS:
+        if target.source.layout == "git":
+            assert target.source.repository
+            assert set(target.paths) <= set(dict(target.source.file_sha256))
 
 
 def _fake_archive(monkeypatch, served: list[str]) -> list[str]:
