@@ -14,9 +14,10 @@ once; clc56f.h "dma method formats") and executes the methods at once:
   IXOR/IAND/IOR/IADD, with the timestamp after the value when asked), NOP, WFI, MEM_OP_A..D,
   NON_STALL_INTERRUPT (no effect here); an unknown host method is a PBDMA error;
 - compute class (clc6c0.h ...): SEND_PCAS_A (the QMD's address >> 8) and SEND_SIGNALING_PCAS2_B
-  (action SCHEDULE or INVALIDATE_COPY_SCHEDULE) launch the QMD in the version the channel's compute
-  class reads (03_00 for Ampere/Ada, 04_00 for Hopper: `QMD_VERSION_OF_CLASS`; another version is
-  a GR exception), checked as the hardware would reject it: `check_qmd`; other methods are stored;
+  (action SCHEDULE or INVALIDATE_COPY_SCHEDULE) launch the QMD in a version the channel's compute
+  class reads (03_00 for Ampere/Ada, 04_00 or 03_00 for Hopper: `QMD_VERSIONS_OF_CLASS`; another
+  version is a GR exception), checked as the hardware would reject it: `check_qmd`; other methods
+  are stored;
 - copy class (clc6b5.h ...): OFFSET_IN/OUT, LINE_LENGTH_IN, LINE_COUNT, SET_SEMAPHORE_*, LAUNCH_DMA
   (pitch-linear, one line; a one-word or four-word semaphore release after it).
 
@@ -146,11 +147,14 @@ QMD_V03_00 = QMDVersion(3, 0, QMD_SIZE, QMD_FIELDS, 0, "clc6c0qmd.h QMDV03_00")
 # clcbc0qmd.h: the highest 04_00 field ends at bit 3071, so the engine reads 384 bytes
 QMD_V04_00 = QMDVersion(4, 0, (max(high for high, _ in qmd_v04_layout.FIELDS.values()) + 1) // 8,
                         QMD4_FIELDS, 6, "clcbc0qmd.h QMDV04_00")
-# the QMD version each compute class reads: clc6c0qmd.h/clc7c0qmd.h define 03_00 for Ampere and
-# Ada; Hopper's clcbc0qmd.h adds 04_00. clcbc0qmd.h still carries 03_00 definitions too; whether
-# GH100 would run a 03_00 QMD is not verified on hardware, so the model refuses it.
-QMD_VERSION_OF_CLASS = {cl.AMPERE_COMPUTE_A: QMD_V03_00, cl.AMPERE_COMPUTE_B: QMD_V03_00,
-                        cl.ADA_COMPUTE_A: QMD_V03_00, cl.HOPPER_COMPUTE_A: QMD_V04_00}
+# the QMD versions each compute class reads, as its class's QMD header defines them (the model
+# decodes 03_00 and 04_00): clc6c0qmd.h/clc7c0qmd.h define 02_03, 02_04 and 03_00 for Ampere and Ada;
+# Hopper's clcbc0qmd.h defines 03_00 and 04_00. The first is the class's newest, which the driver sends.
+QMD_VERSIONS_OF_CLASS = {cl.AMPERE_COMPUTE_A: (QMD_V03_00,), cl.AMPERE_COMPUTE_B: (QMD_V03_00,),
+                         cl.ADA_COMPUTE_A: (QMD_V03_00,), cl.HOPPER_COMPUTE_A: (QMD_V04_00, QMD_V03_00)}
+# older versions the class headers define but the model does not decode: refused as not modelled
+QMD_UNMODELLED_VERSIONS = {cl.AMPERE_COMPUTE_A: ((2, 3), (2, 4)), cl.AMPERE_COMPUTE_B: ((2, 3), (2, 4)),
+                           cl.ADA_COMPUTE_A: ((2, 3), (2, 4))}
 # CUDA C++ Programming Guide, "Technical Specifications per Compute Capability": threads per block
 # 1024, block dimensions (1024, 1024, 64), grid (2**31 - 1, 65535, 65535), 255 registers per thread
 MAX_THREADS_PER_BLOCK = 1024
@@ -521,8 +525,12 @@ class GPUModel:
                 self._launch(address, state.engine_class)
 
     def _launch(self, address: int, compute_class: int) -> None:
-        version = QMD_VERSION_OF_CLASS[compute_class]
-        qmd = self._read(address, version.size)
+        # every QMD version keeps its version in bits 583:576 (see check_qmd): read the shortest
+        # layout first, then the rest the version it names needs
+        qmd = self._read(address, QMD_V03_00.size)
+        version = qmd_version_of(qmd, compute_class)
+        if version is not None and version.size > len(qmd):
+            qmd = self._read(address, version.size)
         if "rc" in self._inject:
             self._inject.discard("rc")
             raise ChannelFault(ROBUST_CHANNEL_GR_EXCEPTION, "injected graphics exception")
@@ -597,6 +605,27 @@ class GPUModel:
         notifier.backing[:NOTIFICATION_SIZE] = record
 
 
+def _qmd_version_bits(qmd: bytes) -> tuple[int, int]:
+    """(major, minor) of a QMD of any version: 03_00 and 04_00 both hold them in bits 583:580 and
+    579:576 (clc6c0qmd.h QMD_MAJOR_VERSION/QMD_VERSION, clcbc0qmd.h QMD_MAJOR_VERSION/QMD_MINOR_VERSION)."""
+    word = int.from_bytes(qmd[:QMD_V03_00.size], "little")
+
+    def bits(name: str) -> int:
+        high, low = QMD_V03_00.fields[name]
+        return (word >> low) & ((1 << (high - low + 1)) - 1)
+
+    return bits("QMD_MAJOR_VERSION"), bits("QMD_VERSION")
+
+
+def qmd_version_of(qmd: bytes, compute_class: int) -> QMDVersion | None:
+    """The layout of `qmd` among those `compute_class` reads and the model decodes; None if none."""
+    major, minor = _qmd_version_bits(qmd)
+    for version in QMD_VERSIONS_OF_CLASS[compute_class]:
+        if (version.major, version.minor) == (major, minor):
+            return version
+    return None
+
+
 def check_qmd(qmd: bytes, max_shared: int, compute_class: int = cl.AMPERE_COMPUTE_A) -> tuple:
     """Refuse what the compute engine of `compute_class` would: returns grid, block, constant bank 0
     address and size, program address and shared memory size. A bad field is a GR exception naming
@@ -605,17 +634,20 @@ def check_qmd(qmd: bytes, max_shared: int, compute_class: int = cl.AMPERE_COMPUT
     def bad(why: str) -> ChannelFault:
         return ChannelFault(ROBUST_CHANNEL_GR_EXCEPTION, f"QMD: {why}")
 
-    version = QMD_VERSION_OF_CLASS[compute_class]
+    version = qmd_version_of(qmd, compute_class)
+    if version is None:
+        major, minor = _qmd_version_bits(qmd)
+        reads = ", ".join(f"{v.major}.{v.minor} ({v.header})" for v in QMD_VERSIONS_OF_CLASS[compute_class])
+        if (major, minor) in QMD_UNMODELLED_VERSIONS.get(compute_class, ()):
+            raise bad(f"version {major}.{minor} is one compute class {compute_class:#x} reads, but this "
+                      f"model decodes only {reads}")
+        raise bad(f"version {major}.{minor}, compute class {compute_class:#x} reads {reads}")
+    if len(qmd) < version.size:
+        raise bad(f"{len(qmd)} bytes, version {version.major}.{version.minor} is {version.size}")
 
     def _qmd_field(data: bytes, name: str) -> int:
         high, low = version.fields[name]
         return (int.from_bytes(data[:version.size], "little") >> low) & ((1 << (high - low + 1)) - 1)
-
-    major = _qmd_field(qmd, "QMD_MAJOR_VERSION")
-    minor = _qmd_field(qmd, "QMD_VERSION")
-    if (major, minor) != (version.major, version.minor):
-        raise bad(f"version {major}.{minor}, compute class {compute_class:#x} reads "
-                  f"{version.major}.{version.minor} ({version.header})")
     grid = tuple(_qmd_field(qmd, name)
                  for name in ("CTA_RASTER_WIDTH", "CTA_RASTER_HEIGHT", "CTA_RASTER_DEPTH"))
     block = tuple(_qmd_field(qmd, f"CTA_THREAD_DIMENSION{i}") for i in range(3))
