@@ -42,6 +42,7 @@ import logging
 import os as _os
 import sys
 import weakref
+from abc import ABC, abstractmethod
 from typing import Iterator
 
 from autogen.linux import pci_regs
@@ -143,7 +144,7 @@ class _DMAState:
         return changes
 
 
-class _TrackedDMARegion(Region):
+class _TrackedDMARegion(Region, ABC):
     """A DMA buffer's CPU view that keeps its `_DMAState` current. Subclasses say where the bytes
     live (`_load`, `_store`). No memoryview: every access must be seen."""
 
@@ -152,11 +153,13 @@ class _TrackedDMARegion(Region):
         self.size = size
         self.addr = addr
 
+    @abstractmethod
     def _load(self, offset: int, width: int, word: bool) -> bytes:
-        raise NotImplementedError
+        """`width` bytes at `offset` of the buffer (`word`: one aligned 4- or 8-byte access)."""
 
+    @abstractmethod
     def _store(self, offset: int, data: bytes, word: bool) -> None:
-        raise NotImplementedError
+        """Write `data` at `offset` of the buffer (`word`: one aligned 4- or 8-byte access)."""
 
     def read32(self, off: int) -> int:
         self._check(off, 4, 4)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from hal.errors import DeviceNotFound, HalError
@@ -92,28 +93,30 @@ class NotReady(Exception):
     status of a command not yet received); the transport retries it after the others."""
 
 
-class USBDeviceModel:
+class USBDeviceModel(ABC):
     """What a simulated USB device implements (mockgpu.usb.asm24xx.ASM24xxModel)."""
 
     identity: DeviceIdentity
 
+    @abstractmethod
     def configuration_descriptor(self) -> bytes:
-        raise NotImplementedError
+        """The configuration descriptor with its interfaces and endpoints."""
 
+    @abstractmethod
     def set_interface(self, interface: int, alt_setting: int) -> None:
-        raise NotImplementedError
+        """The host selected `alt_setting` of `interface`."""
 
+    @abstractmethod
     def control(self, transfer: Transfer) -> bytes:
         """Answer a control transfer (IN: the data); raise TransferStall to refuse it."""
-        raise NotImplementedError
 
+    @abstractmethod
     def bulk_out(self, transfer: Transfer) -> int:
         """Take an OUT transfer's data; returns the bytes accepted. NotReady to be asked later."""
-        raise NotImplementedError
 
+    @abstractmethod
     def bulk_in(self, transfer: Transfer) -> bytes:
         """Data for an IN transfer; NotReady while none is ready."""
-        raise NotImplementedError
 
     def reset(self) -> None:
         """The host reset the device (after an unplug, at the next open)."""
