@@ -77,7 +77,7 @@ AMD_DIR = "drivers/gpu/drm/amd"
 # package nvidia-open-kernel-source carries only kernel-open/ (no RM API headers: nvos.h, the class
 # and control headers, nv_escape.h), so the Debian source package is pinned instead: only its upstream
 # tarball (12.5 MB) is fetched, checked against the sha256 of bookworm's Sources index.
-# trixie carries 550.163.01-2 (docs/nv.md: why r550 has no target yet).
+# trixie carries 550.163.01-2 (docs/nv.md: why r550 has no target; r570 is pinned below).
 NVIDIA_OPEN_535 = Package(
     "nvidia-open-gpu-kernel-modules", "535.261.03-1", "MIT", suite="bookworm", component="contrib",
     layout="source", orig_sha256="14f64f53694d4a580ea68a561db02c2a8847790087a86f50fd2f40eac3eebb8f",
@@ -102,6 +102,119 @@ NV_CONTROLS = ("ctrl0000/ctrl0000client.h", "ctrl0000/ctrl0000gpu.h", "ctrl0000/
                "ctrl0080/ctrl0080gpu.h", "ctrl0080/ctrl0080fifo.h", "ctrl2080/ctrl2080gpu.h",
                "ctrl2080/ctrl2080fb.h", "ctrl2080/ctrl2080gr.h", "ctrl2080/ctrl2080mc.h",
                "ctrla06c.h", "ctrlc36f.h", "ctrl90f1.h")
+
+# Branch r570 (H200 and newer machines run 570 or later; Debian's 550 source package is not served
+# here): NVIDIA's open-gpu-kernel-modules repository at the commit of its tag 570.211.01, the newest
+# 570 release there. The same header files as r535 (same paths), placed in the cache by hand
+# (sources.py, layout "git"; the four member folders, so that their includes resolve) and checked
+# against these sha256; never committed.
+NVIDIA_OPEN_570_TAG = "570.211.01"
+NVIDIA_OPEN_570 = Package(
+    "open-gpu-kernel-modules", "498793d5e2a86c981b83c1bfb31f1f4a082d0f7b", "MIT", layout="git",
+    repository="NVIDIA/open-gpu-kernel-modules",
+    file_sha256=(
+        (f"{NV_KERNEL_INC}/nv-ioctl-numbers.h",
+         "7f449a019521f2f858a2d485eed1ee0fa4a8ffc82c9aecd484be5d3f6821f87d"),
+        (f"{NV_KERNEL_INC}/nv-ioctl.h",
+         "5b3838e454ae4ded4d2cd120622681ba56bf296c3701a4f1b832b6b9e3b534df"),
+        (f"{NV_UNIX}/nv_escape.h",
+         "12850ee7368dbfeba1e2392f9ff7fb44563d88ed12cbf478d0c0f61a03763570"),
+        (f"{NV_SDK}/nvos.h",
+         "a0dc58498fda0d9a02d302899efd24d3c5794565ee1b6b04a11f240bb01a5a1d"),
+        (f"{NV_UNIX}/nv-unix-nvos-params-wrappers.h",
+         "d3ff263781baae28ade28d5fd7a9f69d2019e8f4ca7bfb5675fa280be77792e5"),
+        (f"{NV_SDK}/nvstatus.h",
+         "e8267172a1f7a56420d612c6734b3554b9ff6a3d33fdda21b1371ff4ce4b8675"),
+        (f"{NV_SDK}/class/cl0000.h",
+         "2f8c158b1e0d55fb425497054539e9dcb24002ec5e4949dd56b9b2b8e17d0208"),
+        (f"{NV_SDK}/class/cl0005.h",
+         "4946d20304410bd72d97cb2bcc649a225b0eccc5aafa6dc9ac975d6180865ebd"),
+        (f"{NV_SDK}/class/cl9067.h",
+         "d2266b0ba4b84897c4c3d1b0f5047c72a9d5247c61c5bf0bfcbb7812e0b53654"),
+        (f"{NV_SDK}/class/cl003e.h",
+         "4870b6c5592fe481075143a0724d5767fb745ae5a04a15fc62fc2246dfba6c47"),
+        (f"{NV_SDK}/class/cl0040.h",
+         "8e6fef4c77c91a352b862767d7292951fe44f5a4b2271fa5bbc7b03b3c7bd414"),
+        (f"{NV_SDK}/class/cl0070.h",
+         "6617fb96ec110b5d3cad0ecff9f1aac20fa824eb3134b3fefe5615e35c1ea01f"),
+        (f"{NV_SDK}/class/cl0071.h",
+         "eb25c028642197fafa6c5c51dfceb081363dec65d50331d05de4d0140ee9e0eb"),
+        (f"{NV_SDK}/class/cl0080.h",
+         "8829ae3793aaad80dc8e9b560882d4e900565de7ce7832c0ea0ceffe7fe12b08"),
+        (f"{NV_SDK}/class/cl00b1.h",
+         "8d5912a50293e9cf54450bfa898f53b16b6b45d501ed89462f5857bddf2a3862"),
+        (f"{NV_SDK}/class/cl00fd.h",
+         "ea0f1405ffcb230ffa34f3e1bfd364781b6a62ce7eb2add67b389aa08cba700a"),
+        (f"{NV_SDK}/class/cl2080.h",
+         "6f0c32970e6ba7e56dec28c44594b41570237bf74b1ea33ab5e8bcd139805351"),
+        (f"{NV_SDK}/class/cl90f1.h",
+         "c1bd28c0a38f74b3e92c6a0b52b2e76bd6782ca6b112593dc69eda88913600b9"),
+        (f"{NV_SDK}/class/cla06c.h",
+         "30846382b0e34e930ce16d4ea9f31245b561509171a7df1bf1c0560a7b101053"),
+        (f"{NV_SDK}/class/clc361.h",
+         "65c33030f555713c63d3e8aba43f09738c46823bab141a9a07145ca22dc9f06b"),
+        (f"{NV_SDK}/class/clc461.h",
+         "b0bc3bad11a680f3a61b3cd98a3f84f46ffb164ff308351951dd807f1a5db047"),
+        (f"{NV_SDK}/class/clc561.h",
+         "a755fbb2c34063ca9a3bb707d5bf2481e92e28a0d3bdc7430937f5ee3dba8d43"),
+        (f"{NV_SDK}/class/clc661.h",
+         "6e9ff50400d4175448ed7348524eb2634f8536680b594989b9b08757df590393"),
+        (f"{NV_SDK}/class/clc56f.h",
+         "8b7a6d6d5d5e3538f2f3e3b975d00c4aa94bd2480008c49aefcfc2566e3f658e"),
+        (f"{NV_SDK}/class/clc86f.h",
+         "e80fb75a988bf99b6998e6436c701478764eadd30152d0a8f819c591af4cb849"),
+        (f"{NV_SDK}/class/clc6c0.h",
+         "2e8352bf73e395b827282af96535778bf43832186870ed2306a7db818d38da42"),
+        (f"{NV_SDK}/class/clc7c0.h",
+         "4cc2a76fd66d9124b962adaa68ceadcf8928a2589f0e195dd1d73db260234d0c"),
+        (f"{NV_SDK}/class/clc9c0.h",
+         "abdfdcfdd2dd5e0a9c823cde3894beceebba79322dc0bbc0a82c15da81e1804a"),
+        (f"{NV_SDK}/class/clcbc0.h",
+         "0e969c1329b339ee4551cf12095aa4aed9084c7d0095444eea34fcf80214d365"),
+        (f"{NV_SDK}/class/clc6b5.h",
+         "38caaf7efa2c9a58849ebf688c042eb43a4e6b1c670155df412e1e82ea580b71"),
+        (f"{NV_SDK}/class/clc7b5.h",
+         "9e8dbda2d6741abeb2d2c81bb92cb621445aac7facf8c8113f3cb3d12f1c7660"),
+        (f"{NV_SDK}/class/clc8b5.h",
+         "d915f6fe0ed27c6a66a7be92fd14ebddd2853ff03b653f233b8b4c76d0bd7f2b"),
+        (f"{NV_SDK}/class/cl2080_notification.h",
+         "d8ca340a170461423cf8f969dd8c3ee5cb2c599d311b78bab3ce5c0abe96c3cf"),
+        (f"{NV_SDK}/alloc/alloc_channel.h",
+         "f0211fbc8bf3f80841f699bf4ccb776d32517308782dfb3c8e99c7652986b5ab"),
+        (f"{NV_SDK}/ctrl/ctrl0000/ctrl0000client.h",
+         "3df9e7a953a2e766423119514a032e1069a1c9ee766c43a048b2b98c95b311e4"),
+        (f"{NV_SDK}/ctrl/ctrl0000/ctrl0000gpu.h",
+         "15ed060d451c0b7d95153b0c1133a51b959a00c1b4441c47dfa4a89459e3ea2b"),
+        (f"{NV_SDK}/ctrl/ctrl0000/ctrl0000system.h",
+         "99e477db7db5b9527960149f11681c62819c1fd60fb4f3fc5363b8e5ef78132f"),
+        (f"{NV_SDK}/ctrl/ctrl0080/ctrl0080gpu.h",
+         "e7830130949ae2d972bb56a55289e098c29e54322d04dae494fcde9bcca5ce31"),
+        (f"{NV_SDK}/ctrl/ctrl0080/ctrl0080fifo.h",
+         "8c2b460e55ea2bd597393bb5662160361c004a98e0e8eed3f1278071eb60d701"),
+        (f"{NV_SDK}/ctrl/ctrl2080/ctrl2080gpu.h",
+         "10b0d06c3c30ecee747406a45495b2742fbfbdd9e59e2624ef1017149a9e8535"),
+        (f"{NV_SDK}/ctrl/ctrl2080/ctrl2080fb.h",
+         "2287392595b9bc697999a79f33fa9169c92e3d1796105f6a8358cea397489b44"),
+        (f"{NV_SDK}/ctrl/ctrl2080/ctrl2080gr.h",
+         "d2a8f921cf3ad987ffb2af3b35b88b17620cfb0e9bece47715978ea0f1a692ec"),
+        (f"{NV_SDK}/ctrl/ctrl2080/ctrl2080mc.h",
+         "bd0f8273076c3dbc75275ba9c596d87aad9ee4a9f63bf35f74eb84f34ec7fd7b"),
+        (f"{NV_SDK}/ctrl/ctrla06c.h",
+         "4b27624d4d9c21d884e1b56418493a5aecad60748be2611eadaf36663adc7c1d"),
+        (f"{NV_SDK}/ctrl/ctrlc36f.h",
+         "c67efacd419f3ac55ae2a94c2c8b611e9973ef300dd6e1bd762d0dcc7992b896"),
+        (f"{NV_SDK}/ctrl/ctrl90f1.h",
+         "ed30642e8648456affe5923c9c6284d7c61964b56bab67ccb0d7f4dc595967a9"),
+        (f"{NV_UVM}/uvm_types.h",
+         "9dca5caf658e3220e071a28d18a5df2efe3e127c0bc6d65e74ada5586b234e3a"),
+        (f"{NV_UVM}/uvm_linux_ioctl.h",
+         "0ffb5cf3679fb5e150745e54b72fab861e319823e419f36376468a60862c2748"),
+        (f"{NV_UVM}/uvm_ioctl.h",
+         "ccf361c8a7f375f963ba11efa3e70dd14dc3451c9cf542a23fd931f37a18f181"),
+        (f"{NV_UVM}/ctrl2080mc.h",
+         "6f587cb59870e501eecae754d01aec77e9b98a433b5ba5aced0508957ac7d34f"),
+    ),
+)
 
 # Mesa as Debian 13 (trixie/main) builds it: the source package's upstream tarball (46.8 MB, sha256
 # as trixie's Sources index and the .dsc give it). Unpacked: Adreno's register database and ir3 ISA
@@ -191,9 +304,37 @@ def _amd(name: str, path: str, description: str, prelude: str = KERNEL_PRELUDE, 
 
 
 def _nv535(name: str, paths: tuple[str, ...], description: str, **extra) -> Target:
-    return Target(f"nv.r535.{name}", KIND_STRUCTS, NVIDIA_OPEN_535, paths, description,
-                  output=f"autogen/nv/r535/{name}.py", include_dirs=NV_INCLUDE_DIRS, prelude=NV_PRELUDE,
+    return _nv_branch("535", NVIDIA_OPEN_535, name, paths, description, **extra)
+
+
+def _nv_branch(branch: str, package: Package, name: str, paths: tuple[str, ...], description: str,
+               **extra) -> Target:
+    return Target(f"nv.r{branch}.{name}", KIND_STRUCTS, package, paths, description,
+                  output=f"autogen/nv/r{branch}/{name}.py", include_dirs=NV_INCLUDE_DIRS, prelude=NV_PRELUDE,
                   **extra)
+
+
+def _nv_set(branch: str, package: Package, release: str) -> tuple[Target, ...]:
+    """The RM and UVM binding targets of one driver branch (the same headers for every branch)."""
+    def one(name: str, paths: tuple[str, ...], what: str) -> Target:
+        return _nv_branch(branch, package, name, paths, f"NVIDIA r{branch} ({release}) {what}")
+    return (
+        one("escape", (f"{NV_KERNEL_INC}/nv-ioctl-numbers.h", f"{NV_KERNEL_INC}/nv-ioctl.h",
+                       f"{NV_UNIX}/nv_escape.h"),
+            "OS and RM escapes on /dev/nvidiactl and /dev/nvidiaN: numbers, OS-escape structs."),
+        one("nvos", (f"{NV_SDK}/nvos.h", f"{NV_UNIX}/nv-unix-nvos-params-wrappers.h"),
+            "RM API parameters (nvos.h): alloc, control, free, map memory, memory flags."),
+        one("status", (f"{NV_SDK}/nvstatus.h",), "NV_STATUS codes (nvstatus.h, nvstatuscodes.h)."),
+        one("classes", (*(f"{NV_SDK}/class/{name}.h" for name in NV_CLASSES),
+                        f"{NV_SDK}/class/cl2080_notification.h", f"{NV_SDK}/alloc/alloc_channel.h"),
+            "RM classes: numbers and allocation parameters (class/cl*.h, alloc_channel.h)."),
+        one("ctrl", tuple(f"{NV_SDK}/ctrl/{path}" for path in NV_CONTROLS),
+            "RM control commands and parameters (ctrl/ctrl*.h)."),
+        one("uvm", (f"{NV_UVM}/uvm_types.h", f"{NV_UVM}/uvm_linux_ioctl.h", f"{NV_UVM}/uvm_ioctl.h",
+                    f"{NV_UVM}/ctrl2080mc.h"),
+            "UVM ioctls on /dev/nvidia-uvm (uvm_types.h, uvm_ioctl.h, uvm_linux_ioctl.h) and the "
+            "architecture ids UVM uses (its ctrl2080mc.h)."),
+    )
 
 
 def _amd_regs(ip: str, folder: str) -> Target:
@@ -256,6 +397,7 @@ TARGETS: tuple[Target, ...] = (
                    f"{NV_UVM}/ctrl2080mc.h"),
            "NVIDIA r535 UVM ioctls on /dev/nvidia-uvm (uvm_types.h, uvm_ioctl.h, uvm_linux_ioctl.h) and the "
            "architecture ids UVM uses (its ctrl2080mc.h)."),
+    *_nv_set("570", NVIDIA_OPEN_570, NVIDIA_OPEN_570_TAG),
     Target("qcom.kgsl", KIND_STRUCTS, MESA_25_0, ("src/freedreno/vulkan/msm_kgsl.h",),
            "Qualcomm KGSL uapi (msm_kgsl.h as Mesa's turnip carries it): ioctls, structs, property "
            "ids, memory, context and command flags.", output="autogen/qcom/kgsl.py",
@@ -286,6 +428,12 @@ TARGETS: tuple[Target, ...] = (
            "NVIDIA r535 method and GP-entry fields of the GPFIFO host (clc56f.h, clc86f.h), compute "
            "(clc6c0.h), copy (clc6b5.h) and usermode (clc361.h) classes: bit ranges and values.",
            output="autogen/nv/r535/fields.py",
+           domain_prefixes={"NVC56F_": "", "NVC86F_": "", "NVC6C0_": "", "NVC6B5_": "", "NVC361_": ""}),
+    Target("nv.r570.fields", KIND_NV_FIELDS, NVIDIA_OPEN_570,
+           tuple(f"{NV_SDK}/class/{name}.h" for name in ("clc56f", "clc86f", "clc6c0", "clc6b5", "clc361")),
+           f"NVIDIA r570 ({NVIDIA_OPEN_570_TAG}) method and GP-entry fields of the GPFIFO host (clc56f.h, "
+           "clc86f.h), compute (clc6c0.h), copy (clc6b5.h) and usermode (clc361.h) classes: bit ranges and "
+           "values.", output="autogen/nv/r570/fields.py",
            domain_prefixes={"NVC56F_": "", "NVC86F_": "", "NVC6C0_": "", "NVC6B5_": "", "NVC361_": ""}),
     # QMD 03_00 (Ampere and Ada compute) from nouveau's copy of NVIDIA's class headers
     Target("nv.qmd", KIND_NV_FIELDS, MESA_25_0,

@@ -119,7 +119,8 @@ def nvidia_compute(gpu: str | None = None) -> MockNVIDIA:
 
 
 def nvidia(gpu: str = "h100", version: str | None = None) -> MockNVIDIA:
-    """A machine whose NVIDIA driver (`version`, default the r535 build the bindings come from)
+    """A machine whose NVIDIA driver (`version`, default the r535 build the bindings come from;
+    "570.211.01" for the r570 ABI)
     drives one GPU: "h100" (GH100, default), "h200", "a100" (GA100), "rtx3090" (GA102), "rtx4090" (AD102)."""
     from mockgpu.nv import driver as nv_driver
     from mockgpu.nv.gpus import GPUS

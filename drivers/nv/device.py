@@ -166,34 +166,35 @@ class NVDevice:
         self.pci_device_id = card.pci_info.device_id
         # an open /dev/nvidiaN keeps the GPU initialised while the objects live
         self.device_fd = rm.open_device(self.minor)
-        self.device = rm.alloc(rm.root, cl.NV01_DEVICE_0, cl.NV0080_ALLOC_PARAMETERS(
+        self.device = rm.alloc(rm.root, cl.NV01_DEVICE_0, rm.abi.classes.NV0080_ALLOC_PARAMETERS(
             deviceId=self.index, hClientShare=rm.root.handle,
             vaMode=nvos.NV_DEVICE_ALLOCATION_VAMODE_MULTIPLE_VASPACES), name="device")
-        self.subdevice = rm.alloc(self.device, cl.NV20_SUBDEVICE_0, cl.NV2080_ALLOC_PARAMETERS(),
+        self.subdevice = rm.alloc(self.device, cl.NV20_SUBDEVICE_0, rm.abi.classes.NV2080_ALLOC_PARAMETERS(),
                                   name="subdevice")
         arch = rm.control(self.subdevice, ctrl.NV2080_CTRL_CMD_MC_GET_ARCH_INFO,
-                          ctrl.NV2080_CTRL_MC_GET_ARCH_INFO_PARAMS())
+                          rm.abi.ctrl.NV2080_CTRL_MC_GET_ARCH_INFO_PARAMS())
         self.generation = resolve_generation(arch.architecture, arch.implementation)
         generation = self.generation
         self.usermode = rm.alloc(self.subdevice, generation.usermode_class, name="usermode")
         self.doorbell = rm.map_to_cpu(self.subdevice, self.usermode, cl.NVC361_NV_USERMODE__SIZE, self.minor)
-        self.vaspace = rm.alloc(self.device, cl.FERMI_VASPACE_A, nvos.NV_VASPACE_ALLOCATION_PARAMETERS(
+        blocks = rm.abi.nvos  # the parameter blocks of the driver's branch
+        self.vaspace = rm.alloc(self.device, cl.FERMI_VASPACE_A, blocks.NV_VASPACE_ALLOCATION_PARAMETERS(
             vaBase=VA_BASE, vaSize=VA_SIZE,
             flags=nvos.NV_VASPACE_ALLOCATION_FLAGS_ENABLE_PAGE_FAULTING
             | nvos.NV_VASPACE_ALLOCATION_FLAGS_IS_EXTERNALLY_OWNED), name="VA space")
-        gid_query = ctrl.NV2080_CTRL_GPU_GET_GID_INFO_PARAMS(
-            flags=ctrl.NV2080_GPU_CMD_GPU_GET_GID_FLAGS_FORMAT_BINARY, length=uvm_abi.nv_uuid.SIZE)
+        gid_query = rm.abi.ctrl.NV2080_CTRL_GPU_GET_GID_INFO_PARAMS(
+            flags=ctrl.NV2080_GPU_CMD_GPU_GET_GID_FLAGS_FORMAT_BINARY, length=rm.abi.uvm.nv_uuid.SIZE)
         gid = rm.control(self.subdevice, ctrl.NV2080_CTRL_CMD_GPU_GET_GID_INFO, gid_query)
         self.uuid = bytes(gid.data[:gid.length])
-        self.uvm = UVM.open(self.os)
+        self.uvm = UVM.open(self.os, rm.branch)
         self.uvm.register_gpu(self.uuid)
         self.uvm_gpu_registered = True
         self.uvm.register_gpu_va_space(self.uuid, rm.ctl_fd, rm.root.handle, self.vaspace.handle)
         self.channel_group = rm.alloc(self.device, cl.KEPLER_CHANNEL_GROUP_A,
-                                      nvos.NV_CHANNEL_GROUP_ALLOCATION_PARAMETERS(
+                                      rm.abi.nvos.NV_CHANNEL_GROUP_ALLOCATION_PARAMETERS(
                                           engineType=cl.NV2080_ENGINE_TYPE_GRAPHICS), name="channel group")
         self.context_share = rm.alloc(self.channel_group, cl.FERMI_CONTEXT_SHARE_A,
-                                      nvos.NV_CTXSHARE_ALLOCATION_PARAMETERS(
+                                      rm.abi.nvos.NV_CTXSHARE_ALLOCATION_PARAMETERS(
                                           hVASpace=self.vaspace.handle,
                                           flags=nvos.NV_CTXSHARE_ALLOCATION_FLAGS_SUBCONTEXT_ASYNC),
                                       name="context share")
@@ -201,7 +202,7 @@ class NVDevice:
         self.compute = self._channel(generation.compute_class, "compute")
         self.copy = self._channel(generation.copy_class, "copy")
         rm.control(self.channel_group, ctrl.NVA06C_CTRL_CMD_GPFIFO_SCHEDULE,
-                   ctrl.NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS(bEnable=1))
+                   rm.abi.ctrl.NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS(bEnable=1))
         log.info("NVIDIA GPU %d (%#06x, %s) up through the RM, driver %s", self.index, self.pci_device_id,
                  generation.name, rm.version)
 
@@ -209,16 +210,17 @@ class NVDevice:
         rm = self.rm
         ring = self.alloc_memory(GPFIFO_AREA, location="vram", name=f"{name} GPFIFO + USERD")
         userd_offset = GPFIFO_ENTRIES * GPFIFO_ENTRY_SIZE
-        params = cl.NV_CHANNEL_ALLOC_PARAMS(hObjectError=self.notifier.obj.handle,
-                                            hObjectBuffer=ring.obj.handle, gpFifoOffset=ring.gpu_va,
-                                            gpFifoEntries=GPFIFO_ENTRIES,
-                                            hContextShare=self.context_share.handle)
+        params = rm.abi.classes.NV_CHANNEL_ALLOC_PARAMS(hObjectError=self.notifier.obj.handle,
+                                                        hObjectBuffer=ring.obj.handle,
+                                                        gpFifoOffset=ring.gpu_va,
+                                                        gpFifoEntries=GPFIFO_ENTRIES,
+                                                        hContextShare=self.context_share.handle)
         params.hUserdMemory[0] = ring.obj.handle
         params.userdOffset[0] = userd_offset
         channel = rm.alloc(self.channel_group, self.generation.gpfifo_class, params, name=f"{name} channel")
         engine = rm.alloc(channel, engine_class, name=f"{name} engine")
         token = rm.control(channel, ctrl.NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN,
-                           ctrl.NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN_PARAMS())
+                           rm.abi.ctrl.NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN_PARAMS())
         # UVM maps the channel's context buffers in this VA space, so faults on it can be serviced
         base = self._next_channel_va
         self._next_channel_va += CHANNEL_VA_SIZE
@@ -245,7 +247,7 @@ class NVDevice:
                 attr |= ATTR_PAGE_SIZE_HUGE << ATTR_PAGE_SIZE_SHIFT
         else:
             attr |= ATTR_COHERENCY_CACHED << ATTR_COHERENCY_SHIFT
-        params = nvos.NV_MEMORY_ALLOCATION_PARAMS(
+        params = self.rm.abi.nvos.NV_MEMORY_ALLOCATION_PARAMS(
             owner=self.rm.root.handle, type=nvos.NVOS32_TYPE_IMAGE, attr=attr,
             attr2=ATTR2_GPU_CACHEABLE_YES << ATTR2_GPU_CACHEABLE_SHIFT,
             flags=nvos.NVOS32_ALLOC_FLAGS_ALIGNMENT_FORCE, size=size,

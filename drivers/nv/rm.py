@@ -22,6 +22,7 @@ from autogen.nv.r535 import classes as cl
 from autogen.nv.r535 import escape as esc
 from autogen.nv.r535 import nvos
 from autogen.nv.r535 import status as nv_status
+from drivers.nv import abi as nv_abi
 from drivers.nv.errors import RMError, UnsupportedDriver
 from hal.errors import DeviceNotFound, HalError, InvalidArgument, from_oserror
 from hal.os import O_CLOEXEC, O_RDWR, OS, PAGE_SIZE
@@ -32,8 +33,8 @@ log = logging.getLogger(__name__)
 CTL_PATH = "/dev/nvidiactl"
 DEVICE_PATH = "/dev/nvidia{minor}"
 VERSION_PATH = "/proc/driver/nvidia/version"
-# branches with bindings here (autogen/nv/r<branch>/): the major version of the running driver
-SUPPORTED_BRANCHES = ("535",)
+# branches with bindings (autogen/nv/r<branch>/, drivers/nv/abi.py): the running driver's major version
+SUPPORTED_BRANCHES = nv_abi.SUPPORTED_BRANCHES
 # kernel-open/nvidia/nv-procfs.c nv_procfs_read_version: "NVRM version: NVIDIA UNIX ... Kernel
 # Module for <arch>  <version>  Release Build ..."
 _VERSION_LINE = re.compile(r"NVRM version:.*?Kernel Module(?: for \S+)?\s+(\d+\.\d+(?:\.\d+)?)")
@@ -143,6 +144,7 @@ class RM:
         self.os = os
         self.version = version
         self.branch = branch
+        self.abi = nv_abi.for_branch(branch)  # the branch's parameter-block layouts
         self.ctl_fd = ctl_fd
         self.arena = arena
         self.objects: list[RMObject] = []  # allocation order; freed ones removed
@@ -182,7 +184,7 @@ class RM:
 
     def confirm_version(self) -> None:
         """NV_ESC_CHECK_VERSION_STR query: the RM's own version must be the one /proc reported."""
-        query = esc.nv_ioctl_rm_api_version(cmd=esc.NV_RM_API_VERSION_CMD_QUERY)
+        query = self.abi.escape.nv_ioctl_rm_api_version(cmd=esc.NV_RM_API_VERSION_CMD_QUERY)
         self.escape(self.ctl_fd, esc.NV_ESC_CHECK_VERSION_STR, query, "version query")
         reported = bytes(query.versionString).split(b"\0")[0].decode(errors="replace")
         if query.reply != esc.NV_RM_API_VERSION_REPLY_RECOGNIZED or reported != self.version:
@@ -192,16 +194,17 @@ class RM:
 
     def card_info(self) -> list:
         """The GPUs the driver has probed (NV_ESC_CARD_INFO), valid entries only."""
-        cards = bytearray(esc.nv_ioctl_card_info.SIZE * MAX_CARDS)
+        cards = bytearray(self.abi.escape.nv_ioctl_card_info.SIZE * MAX_CARDS)
         request = escape_request(esc.NV_ESC_CARD_INFO, len(cards))
         try:
             self.os.ioctl(self.ctl_fd, request, cards)
         except OSError as exc:
             raise from_oserror(exc, "card info (NV_ESC_CARD_INFO)") from exc
         found = []
-        size = esc.nv_ioctl_card_info.SIZE
+        size = self.abi.escape.nv_ioctl_card_info.SIZE
         for index in range(MAX_CARDS):
-            info = esc.nv_ioctl_card_info.from_bytes(bytes(cards[index * size:(index + 1) * size]))
+            record = bytes(cards[index * size:(index + 1) * size])
+            info = self.abi.escape.nv_ioctl_card_info.from_bytes(record)
             if info.valid:
                 found.append(info)
         return found
@@ -221,7 +224,7 @@ class RM:
         except OSError as exc:
             raise from_oserror(exc, f"opening {path}") from exc
         try:
-            self.escape(fd, esc.NV_ESC_REGISTER_FD, esc.nv_ioctl_register_fd(ctl_fd=self.ctl_fd),
+            self.escape(fd, esc.NV_ESC_REGISTER_FD, self.abi.escape.nv_ioctl_register_fd(ctl_fd=self.ctl_fd),
                         f"registering {path}")
         except BaseException:
             self.os.close(fd)
@@ -234,9 +237,9 @@ class RM:
         """NV_ESC_RM_ALLOC of class `cls` under `parent` (None: a root client); RMError on failure."""
         root = self.root.handle if self.root is not None else 0
         parent_handle = parent.handle if parent is not None else 0
-        block = nvos.NVOS21_PARAMETERS(hRoot=root, hObjectParent=parent_handle, hObjectNew=handle,
-                                       hClass=cls, pAllocParms=self.arena.place(params),
-                                       paramsSize=type(params).SIZE if params is not None else 0)
+        block = self.abi.nvos.NVOS21_PARAMETERS(hRoot=root, hObjectParent=parent_handle, hObjectNew=handle,
+                                                hClass=cls, pAllocParms=self.arena.place(params),
+                                                paramsSize=type(params).SIZE if params is not None else 0)
         what = f"allocating class {cls:#x}" + (f" ({name})" if name else "") + f" under {parent_handle:#x}"
         self.escape(self.ctl_fd, esc.NV_ESC_RM_ALLOC, block, what)
         self.arena.read_back(params)
@@ -251,8 +254,9 @@ class RM:
 
     def control(self, obj: RMObject, cmd: int, params) -> object:
         """NV_ESC_RM_CONTROL `cmd` on `obj` with `params` (updated in place and returned)."""
-        block = nvos.NVOS54_PARAMETERS(hClient=self.root.handle, hObject=obj.handle, cmd=cmd,
-                                       params=self.arena.place(params), paramsSize=type(params).SIZE)
+        block = self.abi.nvos.NVOS54_PARAMETERS(hClient=self.root.handle, hObject=obj.handle, cmd=cmd,
+                                                params=self.arena.place(params),
+                                                paramsSize=type(params).SIZE)
         what = f"control {cmd:#010x} on {obj}"
         self.escape(self.ctl_fd, esc.NV_ESC_RM_CONTROL, block, what)
         self.arena.read_back(params)
@@ -267,7 +271,8 @@ class RM:
         for mapping in [m for m in self.mappings if _below(m.memory, obj)]:
             self.unmap(mapping)
         parent = obj.parent.handle if obj.parent is not None else 0
-        block = nvos.NVOS00_PARAMETERS(hRoot=self.root.handle, hObjectParent=parent, hObjectOld=obj.handle)
+        block = self.abi.nvos.NVOS00_PARAMETERS(hRoot=self.root.handle, hObjectParent=parent,
+                                                hObjectOld=obj.handle)
         self.escape(self.ctl_fd, esc.NV_ESC_RM_FREE, block, f"freeing {obj}")
         if block.status != nv_status.NV_OK:
             raise RMError(f"freeing {obj}", block.status)
@@ -291,9 +296,10 @@ class RM:
         which maps system memory (nv-mmap.c nvidia_mmap_helper, osapi.c RmCreateMmapContextLocked)."""
         fd = self.open_control() if system else self.open_device(minor)
         try:
-            params = nvos.NVOS33_PARAMETERS(hClient=self.root.handle, hDevice=device.handle,
-                                            hMemory=memory.handle, offset=offset, length=size, flags=flags)
-            block = nvos.nv_ioctl_nvos33_parameters_with_fd(params=params, fd=fd)
+            params = self.abi.nvos.NVOS33_PARAMETERS(hClient=self.root.handle, hDevice=device.handle,
+                                                     hMemory=memory.handle, offset=offset, length=size,
+                                                     flags=flags)
+            block = self.abi.nvos.nv_ioctl_nvos33_parameters_with_fd(params=params, fd=fd)
             what = f"mapping {size:#x} bytes of {memory} at {offset:#x}"
             self.escape(self.ctl_fd, esc.NV_ESC_RM_MAP_MEMORY, block, what)
             if block.params.status != nv_status.NV_OK:
@@ -316,9 +322,9 @@ class RM:
         try:
             self.os.munmap(mapping.region)
         finally:
-            block = nvos.NVOS34_PARAMETERS(hClient=self.root.handle, hDevice=mapping.device.handle,
-                                           hMemory=mapping.memory.handle,
-                                           pLinearAddress=mapping.linear_address)
+            block = self.abi.nvos.NVOS34_PARAMETERS(hClient=self.root.handle, hDevice=mapping.device.handle,
+                                                    hMemory=mapping.memory.handle,
+                                                    pLinearAddress=mapping.linear_address)
             try:
                 if not mapping.memory.freed:
                     self.escape(self.ctl_fd, esc.NV_ESC_RM_UNMAP_MEMORY, block,
@@ -330,7 +336,8 @@ class RM:
 
     def alloc_os_event(self, device: RMObject, fd: int) -> None:
         """NV_ESC_ALLOC_OS_EVENT: `fd` receives the events of `device` for this client."""
-        block = esc.nv_ioctl_alloc_os_event(hClient=self.root.handle, hDevice=device.handle, fd=fd)
+        block = self.abi.escape.nv_ioctl_alloc_os_event(hClient=self.root.handle, hDevice=device.handle,
+                                                        fd=fd)
         self.escape(self.ctl_fd, esc.NV_ESC_ALLOC_OS_EVENT, block, f"OS event on {device}")
         if block.Status != nv_status.NV_OK:
             raise RMError(f"OS event on {device}", block.Status)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from autogen.nv.r535 import status as nv_status
 from autogen.nv.r535 import uvm
+from drivers.nv import abi as nv_abi
 from drivers.nv.errors import RMError
 from hal.errors import from_oserror
 from hal.os import O_CLOEXEC, O_RDWR, OS
@@ -19,20 +20,21 @@ UVM_PATH = "/dev/nvidia-uvm"
 class UVM:
     """An initialised /dev/nvidia-uvm fd (one UVM VA space)."""
 
-    def __init__(self, os: OS, fd: int) -> None:
+    def __init__(self, os: OS, fd: int, branch: str = "535") -> None:
         self.os = os
         self.fd = fd
+        self.layouts = nv_abi.for_branch(branch).uvm  # the driver branch's parameter blocks
         self.ranges: dict[int, int] = {}  # base -> length of the external ranges made here
 
     @classmethod
-    def open(cls, os: OS) -> "UVM":
+    def open(cls, os: OS, branch: str = "535") -> "UVM":
         try:
             fd = os.open(UVM_PATH, O_RDWR | O_CLOEXEC)
         except OSError as exc:
             raise from_oserror(exc, f"opening {UVM_PATH} (is nvidia-uvm loaded?)") from exc
-        session = cls(os, fd)
+        session = cls(os, fd, branch)
         try:
-            session.call(uvm.UVM_INITIALIZE, uvm.UVM_INITIALIZE_PARAMS(), "UVM_INITIALIZE")
+            session.call(uvm.UVM_INITIALIZE, session.layouts.UVM_INITIALIZE_PARAMS(), "UVM_INITIALIZE")
         except BaseException:
             os.close(fd)
             raise
@@ -48,30 +50,31 @@ class UVM:
         return params
 
     def register_gpu(self, uuid: bytes, ctl_fd: int = -1) -> None:
-        params = uvm.UVM_REGISTER_GPU_PARAMS(rmCtrlFd=ctl_fd)
+        params = self.layouts.UVM_REGISTER_GPU_PARAMS(rmCtrlFd=ctl_fd)
         params.gpu_uuid.uuid = uuid
         self.call(uvm.UVM_REGISTER_GPU, params, f"UVM_REGISTER_GPU {uuid.hex()}")
 
     def unregister_gpu(self, uuid: bytes) -> None:
-        params = uvm.UVM_UNREGISTER_GPU_PARAMS()
+        params = self.layouts.UVM_UNREGISTER_GPU_PARAMS()
         params.gpu_uuid.uuid = uuid
         self.call(uvm.UVM_UNREGISTER_GPU, params, f"UVM_UNREGISTER_GPU {uuid.hex()}")
 
     def register_gpu_va_space(self, uuid: bytes, ctl_fd: int, client: int, va_space: int) -> None:
-        params = uvm.UVM_REGISTER_GPU_VASPACE_PARAMS(rmCtrlFd=ctl_fd, hClient=client, hVaSpace=va_space)
+        params = self.layouts.UVM_REGISTER_GPU_VASPACE_PARAMS(rmCtrlFd=ctl_fd, hClient=client,
+                                                              hVaSpace=va_space)
         params.gpuUuid.uuid = uuid
         self.call(uvm.UVM_REGISTER_GPU_VASPACE, params, f"UVM_REGISTER_GPU_VASPACE {va_space:#x}")
 
     def create_external_range(self, base: int, length: int) -> None:
-        params = uvm.UVM_CREATE_EXTERNAL_RANGE_PARAMS(base=base, length=length)
+        params = self.layouts.UVM_CREATE_EXTERNAL_RANGE_PARAMS(base=base, length=length)
         self.call(uvm.UVM_CREATE_EXTERNAL_RANGE, params, f"UVM_CREATE_EXTERNAL_RANGE {base:#x}+{length:#x}")
         self.ranges[base] = length
 
     def map_external_allocation(self, base: int, length: int, uuid: bytes, ctl_fd: int, client: int,
                                 memory: int, offset: int = 0) -> None:
-        params = uvm.UVM_MAP_EXTERNAL_ALLOCATION_PARAMS(base=base, length=length, offset=offset,
-                                                         gpuAttributesCount=1, rmCtrlFd=ctl_fd,
-                                                         hClient=client, hMemory=memory)
+        params = self.layouts.UVM_MAP_EXTERNAL_ALLOCATION_PARAMS(base=base, length=length, offset=offset,
+                                                                 gpuAttributesCount=1, rmCtrlFd=ctl_fd,
+                                                                 hClient=client, hMemory=memory)
         params.perGpuAttributes[0].gpuUuid.uuid = uuid
         params.perGpuAttributes[0].gpuMappingType = uvm.UvmGpuMappingTypeReadWriteAtomic
         self.call(uvm.UVM_MAP_EXTERNAL_ALLOCATION, params,
@@ -80,18 +83,18 @@ class UVM:
     def register_channel(self, uuid: bytes, ctl_fd: int, client: int, channel: int, base: int,
                          length: int) -> None:
         """UVM_REGISTER_CHANNEL: UVM maps the channel's context buffers at [base, base + length)."""
-        params = uvm.UVM_REGISTER_CHANNEL_PARAMS(rmCtrlFd=ctl_fd, hClient=client, hChannel=channel,
-                                                 base=base, length=length)
+        params = self.layouts.UVM_REGISTER_CHANNEL_PARAMS(rmCtrlFd=ctl_fd, hClient=client, hChannel=channel,
+                                                          base=base, length=length)
         params.gpuUuid.uuid = uuid
         self.call(uvm.UVM_REGISTER_CHANNEL, params, f"UVM_REGISTER_CHANNEL {channel:#x} at {base:#x}")
 
     def unregister_channel(self, uuid: bytes, client: int, channel: int) -> None:
-        params = uvm.UVM_UNREGISTER_CHANNEL_PARAMS(hClient=client, hChannel=channel)
+        params = self.layouts.UVM_UNREGISTER_CHANNEL_PARAMS(hClient=client, hChannel=channel)
         params.gpuUuid.uuid = uuid
         self.call(uvm.UVM_UNREGISTER_CHANNEL, params, f"UVM_UNREGISTER_CHANNEL {channel:#x}")
 
     def free(self, base: int, length: int) -> None:
-        params = uvm.UVM_FREE_PARAMS(base=base, length=length)
+        params = self.layouts.UVM_FREE_PARAMS(base=base, length=length)
         self.call(uvm.UVM_FREE, params, f"UVM_FREE {base:#x}+{length:#x}")
         self.ranges.pop(base, None)
 

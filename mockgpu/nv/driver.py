@@ -1,5 +1,6 @@
 """The simulated NVIDIA kernel driver: /dev/nvidiactl, /dev/nvidia0, /dev/nvidia-uvm and
-/proc/driver/nvidia/version on a mock Machine, answering the escapes and UVM ioctls with the r535 ABI.
+/proc/driver/nvidia/version on a mock Machine, answering the escapes and UVM ioctls with the ABI of
+the version's branch (r535 or r570, mockgpu.nv.branch).
 
 `install(machine, gpu=..., version=...)` adds the files (Machine.extra_files) and returns the
 `NVKernelDriver`, which tests inspect (its `rm`, `uvm_spaces`). The escape layer follows
@@ -25,6 +26,7 @@ from autogen.nv.r535 import uvm
 from hal.os import PAGE_SIZE
 from hal.region import CallbackRegion, MemoryRegion, Region
 from mockgpu.files import MockFile
+from mockgpu.nv import branch as nv_branch
 from mockgpu.nv.gpus import H100_SXM, NVIDIA_VENDOR_ID, GPUIdentity
 from mockgpu.nv.rm import MmapContext, ResourceManager, RMObject, RMStatus
 from mockgpu.sysfs import Attr, Special
@@ -53,14 +55,15 @@ GPU_ID = PCI_BUS << 8
 # escape.c RmIoctl: the RM escapes, the block each must be (dataSize), and which node may issue it
 _CTL = "ctl"
 _DEVICE = "device"
+# (the structs are r535 names; their sizes are those of the driver's branch: mockgpu.nv.branch)
 RM_ESCAPES = {
-    esc.NV_ESC_RM_ALLOC: ((nvos.NVOS21_PARAMETERS.SIZE, nvos.NVOS64_PARAMETERS.SIZE), _CTL),
-    esc.NV_ESC_RM_FREE: ((nvos.NVOS00_PARAMETERS.SIZE,), _CTL),
-    esc.NV_ESC_RM_CONTROL: ((nvos.NVOS54_PARAMETERS.SIZE,), _CTL),
-    esc.NV_ESC_RM_MAP_MEMORY: ((nvos.nv_ioctl_nvos33_parameters_with_fd.SIZE,), _CTL),
-    esc.NV_ESC_RM_UNMAP_MEMORY: ((nvos.NVOS34_PARAMETERS.SIZE,), _CTL),
-    esc.NV_ESC_ALLOC_OS_EVENT: ((esc.nv_ioctl_alloc_os_event.SIZE,), None),
-    esc.NV_ESC_REGISTER_FD: ((esc.nv_ioctl_register_fd.SIZE,), _DEVICE),
+    esc.NV_ESC_RM_ALLOC: ((nvos.NVOS21_PARAMETERS, nvos.NVOS64_PARAMETERS), _CTL),
+    esc.NV_ESC_RM_FREE: ((nvos.NVOS00_PARAMETERS,), _CTL),
+    esc.NV_ESC_RM_CONTROL: ((nvos.NVOS54_PARAMETERS,), _CTL),
+    esc.NV_ESC_RM_MAP_MEMORY: ((nvos.nv_ioctl_nvos33_parameters_with_fd,), _CTL),
+    esc.NV_ESC_RM_UNMAP_MEMORY: ((nvos.NVOS34_PARAMETERS,), _CTL),
+    esc.NV_ESC_ALLOC_OS_EVENT: ((esc.nv_ioctl_alloc_os_event,), None),
+    esc.NV_ESC_REGISTER_FD: ((esc.nv_ioctl_register_fd,), _DEVICE),
 }
 
 
@@ -86,7 +89,9 @@ class NVKernelDriver:
         self.machine = machine
         self.gpu = gpu
         self.version = version
-        self.rm = ResourceManager(gpu, self._read_user, self._write_user)
+        # the parameter-block layouts of the branch this version belongs to (mockgpu.nv.branch)
+        self.branch = nv_branch.abi_branch(version)
+        self.rm = ResourceManager(gpu, self._read_user, self._write_user, self.branch)
         self.open_files: list[MockFile] = []
         self.uvm_spaces: list["UVMFile"] = []
         self.gpu_model = None  # mockgpu.nv.gpu.GPUModel, set by install()
@@ -152,7 +157,8 @@ class NVFile(MockFile):
         if entry is None:
             # escape.c RmIoctl default: "unknown NVRM ioctl command" -> nvidia_ioctl's EINVAL
             raise OSError(errno.EINVAL, f"{self.path}: escape {nr:#x} is not one this driver models")
-        sizes, node = entry
+        structs, node = entry
+        sizes = tuple(self.layout(struct).SIZE for struct in structs)
         block = _block(arg, size)
         if node is not None and node != self.kind:
             # escape.c NV_CTL_DEVICE_ONLY / NV_ACTUAL_DEVICE_ONLY: the wrong node
@@ -169,15 +175,19 @@ class NVFile(MockFile):
         handler(block)
         return 0
 
+    def layout(self, struct: type) -> type:
+        """`struct` (an r535 type) as the driver's branch lays it out."""
+        return nv_branch.layout(struct, self.driver.branch)
+
     def _card_info(self, block: memoryview) -> int:
         # nv.c NV_ESC_CARD_INFO (NV_CTL_DEVICE_ONLY): an array of nv_ioctl_card_info_t, as many as fit
         if self.kind != _CTL:
             raise OSError(errno.EINVAL, "NV_ESC_CARD_INFO is served on /dev/nvidiactl")
-        count = len(block) // esc.nv_ioctl_card_info.SIZE
+        count = len(block) // self.layout(esc.nv_ioctl_card_info).SIZE
         block[:] = bytes(len(block))
         if count == 0:
             return 0
-        info = esc.nv_ioctl_card_info.from_buffer(block)
+        info = self.layout(esc.nv_ioctl_card_info).from_buffer(block)
         gpu = self.driver.gpu
         info.valid = 1
         info.pci_info.vendor_id = NVIDIA_VENDOR_ID
@@ -195,9 +205,9 @@ class NVFile(MockFile):
         # nv.c NV_ESC_CHECK_VERSION_STR -> osapi.c RmPerformVersionCheck
         if self.kind != _CTL:
             raise OSError(errno.EINVAL, "NV_ESC_CHECK_VERSION_STR is served on /dev/nvidiactl")
-        if len(block) != esc.nv_ioctl_rm_api_version.SIZE:
+        if len(block) != self.layout(esc.nv_ioctl_rm_api_version).SIZE:
             raise OSError(errno.EINVAL, f"version block of {len(block)} bytes")
-        params = esc.nv_ioctl_rm_api_version.from_buffer(block)
+        params = self.layout(esc.nv_ioctl_rm_api_version).from_buffer(block)
         params.reply = esc.NV_RM_API_VERSION_REPLY_RECOGNIZED
         ours = self.driver.version.encode()
         if params.cmd == esc.NV_RM_API_VERSION_CMD_QUERY:
@@ -215,7 +225,7 @@ class NVFile(MockFile):
         return 0
 
     def _alloc(self, block: memoryview) -> None:
-        params = nvos.NVOS21_PARAMETERS.from_buffer(block)
+        params = self.layout(nvos.NVOS21_PARAMETERS).from_buffer(block)
         try:
             handle = self.driver.rm.alloc(params.hRoot, params.hObjectParent, params.hObjectNew,
                                           params.hClass, params.pAllocParms)
@@ -228,7 +238,7 @@ class NVFile(MockFile):
             self.clients.add(handle)
 
     def _free(self, block: memoryview) -> None:
-        params = nvos.NVOS00_PARAMETERS.from_buffer(block)
+        params = self.layout(nvos.NVOS00_PARAMETERS).from_buffer(block)
         try:
             self.driver.rm.free(params.hRoot, params.hObjectParent, params.hObjectOld)
         except RMStatus as failure:
@@ -239,7 +249,7 @@ class NVFile(MockFile):
         params.status = st.NV_OK
 
     def _control(self, block: memoryview) -> None:
-        params = nvos.NVOS54_PARAMETERS.from_buffer(block)
+        params = self.layout(nvos.NVOS54_PARAMETERS).from_buffer(block)
         try:
             self.driver.rm.control(params.hClient, params.hObject, params.cmd, params.params,
                                    params.paramsSize)
@@ -249,7 +259,7 @@ class NVFile(MockFile):
         params.status = st.NV_OK
 
     def _map_memory(self, block: memoryview) -> None:
-        wrapper = nvos.nv_ioctl_nvos33_parameters_with_fd.from_buffer(block)
+        wrapper = self.layout(nvos.nv_ioctl_nvos33_parameters_with_fd).from_buffer(block)
         params = wrapper.params
         try:
             memory = self.driver.rm.map_memory(params.hClient, params.hDevice, params.hMemory, params.offset,
@@ -279,7 +289,7 @@ class NVFile(MockFile):
         params.status = st.NV_OK
 
     def _unmap_memory(self, block: memoryview) -> None:
-        params = nvos.NVOS34_PARAMETERS.from_buffer(block)
+        params = self.layout(nvos.NVOS34_PARAMETERS).from_buffer(block)
         try:
             client = self.driver.rm.client(params.hClient)
             self.driver.rm.object(client, params.hMemory)
@@ -290,7 +300,7 @@ class NVFile(MockFile):
 
     def _alloc_os_event(self, block: memoryview) -> None:
         # escape.c NV_ESC_ALLOC_OS_EVENT: the fd becomes an event sink for (hClient, hDevice)
-        params = esc.nv_ioctl_alloc_os_event.from_buffer(block)
+        params = self.layout(esc.nv_ioctl_alloc_os_event).from_buffer(block)
         try:
             client = self.driver.rm.client(params.hClient)
             self.driver.rm.object(client, params.hDevice)
@@ -301,7 +311,7 @@ class NVFile(MockFile):
 
     def _register_fd(self, block: memoryview) -> None:
         # escape.c NV_ESC_REGISTER_FD (NV_ACTUAL_DEVICE_ONLY): ties this GPU fd to a control fd, once
-        params = esc.nv_ioctl_register_fd.from_buffer(block)
+        params = self.layout(esc.nv_ioctl_register_fd).from_buffer(block)
         ctl = self.driver.file_of_fd(params.ctl_fd)
         if not isinstance(ctl, NVFile) or ctl.kind != _CTL:
             raise OSError(errno.EINVAL, f"fd {params.ctl_fd} is not /dev/nvidiactl")
@@ -377,6 +387,7 @@ class UVMFile(MockFile):
             # uvm.c uvm_ioctl: a command it does not route is -EINVAL
             raise OSError(errno.EINVAL, f"{self.path}: UVM command {request:#x} is not modelled")
         params_type, handler = entry
+        params_type = nv_branch.layout(params_type, self.driver.branch)
         params = params_type.from_buffer(_block(arg, params_type.SIZE))
         if request != uvm.UVM_INITIALIZE and not self.initialized:
             # uvm_api.h UVM_ROUTE_CMD_*_INIT_CHECK: the fd has no VA space yet

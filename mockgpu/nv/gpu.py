@@ -597,7 +597,7 @@ class GPUModel:
         state.methods = []
         self.errors.append((code, why))
         log.info("channel %#x: robust-channel error %d: %s", state.obj.handle, code, why)
-        params = cl.NV_CHANNEL_ALLOC_PARAMS.from_bytes(state.obj.params)
+        params = self.driver.rm.layout(cl.NV_CHANNEL_ALLOC_PARAMS).from_bytes(state.obj.params)
         notifier = self._client_of(state.obj).objects.get(params.hObjectError)
         if notifier is None or notifier.backing is None:
             return

@@ -16,6 +16,7 @@ from autogen.nv.r535 import ctrl
 from autogen.nv.r535 import nvos
 from autogen.nv.r535 import status as st
 from hal.os import PAGE_SIZE
+from mockgpu.nv import branch as nv_branch
 from mockgpu.nv.gpus import GPUIdentity
 
 # src/nvidia/inc/libraries/resserv/resserv.h RS_CLIENT_HANDLE_BASE: where the RM numbers clients
@@ -137,8 +138,9 @@ class ResourceManager:
     """The RM of one simulated machine with one GPU (instance 0)."""
 
     def __init__(self, gpu: GPUIdentity, read_user: Callable[[int, int], bytes | None],
-                 write_user: Callable[[int, bytes], bool]) -> None:
+                 write_user: Callable[[int, bytes], bool], branch: str = nv_branch.BASE_BRANCH) -> None:
         self.gpu = gpu
+        self.branch = branch  # whose parameter-block layouts this RM reads (mockgpu.nv.branch)
         self.read_user = read_user  # copy_from_user: None when the address is not mapped
         self.write_user = write_user
         self.clients: dict[int, Client] = {}
@@ -213,7 +215,7 @@ class ResourceManager:
                 raise RMStatus(st.NV_ERR_INVALID_ARGUMENT,
                                f"class {h_class:#x} needs allocation parameters and got NULL")
             return b""
-        data = self.read_user(params_ptr, rule.params.SIZE)
+        data = self.read_user(params_ptr, self.layout(rule.params).SIZE)
         if data is None:
             # rmapiParamsAcquire: the copy from the user pointer failed
             raise RMStatus(st.NV_ERR_INVALID_POINTER, f"allocation parameters at {params_ptr:#x} unreadable")
@@ -234,16 +236,16 @@ class ResourceManager:
     def _construct(self, client: Client, obj: RMObject, params: bytes, params_ptr: int) -> None:
         """The class's constructor: the checks and state this mock keeps per class."""
         if obj.cls == cl.NV01_DEVICE_0 and params:
-            device = cl.NV0080_ALLOC_PARAMETERS.from_bytes(params)
+            device = self.layout(cl.NV0080_ALLOC_PARAMETERS).from_bytes(params)
             if device.deviceId != 0:
                 # device.c deviceConstruct: no GPU at that device instance
                 raise RMStatus(st.NV_ERR_INVALID_ARGUMENT, f"no device instance {device.deviceId}")
         elif obj.cls == cl.NV20_SUBDEVICE_0 and params:
-            if cl.NV2080_ALLOC_PARAMETERS.from_bytes(params).subDeviceId != 0:
+            if self.layout(cl.NV2080_ALLOC_PARAMETERS).from_bytes(params).subDeviceId != 0:
                 # subdevice.c subdeviceConstruct: one subdevice per device here (no SLI)
                 raise RMStatus(st.NV_ERR_INVALID_ARGUMENT, "no such subdevice")
         elif obj.cls == cl.FERMI_VASPACE_A:
-            vaspace = nvos.NV_VASPACE_ALLOCATION_PARAMETERS.from_bytes(params)
+            vaspace = self.layout(nvos.NV_VASPACE_ALLOCATION_PARAMETERS).from_bytes(params)
             obj.info["va_base"] = vaspace.vaBase
             obj.info["va_size"] = vaspace.vaSize
         elif obj.cls in _MEMORIES:
@@ -255,14 +257,14 @@ class ResourceManager:
         elif obj.cls in _CHANNELS:
             self._construct_channel(client, obj, params)
         elif obj.cls == cl.FERMI_CONTEXT_SHARE_A:
-            share = nvos.NV_CTXSHARE_ALLOCATION_PARAMETERS.from_bytes(params)
+            share = self.layout(nvos.NV_CTXSHARE_ALLOCATION_PARAMETERS).from_bytes(params)
             vaspace = client.objects.get(share.hVASpace)
             if share.hVASpace and (vaspace is None or vaspace.cls != cl.FERMI_VASPACE_A):
                 # kernel_ctxshare.c kctxshareapiConstruct: hVASpace must name a VA space
                 raise RMStatus(st.NV_ERR_INVALID_OBJECT_HANDLE, f"{share.hVASpace:#x} is not a VA space")
 
     def _construct_memory(self, obj: RMObject, params: bytes, params_ptr: int) -> None:
-        alloc = nvos.NV_MEMORY_ALLOCATION_PARAMS.from_bytes(params)
+        alloc = self.layout(nvos.NV_MEMORY_ALLOCATION_PARAMS).from_bytes(params)
         if alloc.size == 0:
             # video_mem.c / system_mem.c: a zero-sized allocation is refused
             raise RMStatus(st.NV_ERR_INVALID_ARGUMENT, "memory allocation of size 0")
@@ -289,7 +291,7 @@ class ResourceManager:
         self.write_user(params_ptr, bytes(alloc))
 
     def _construct_channel(self, client: Client, obj: RMObject, params: bytes) -> None:
-        channel = cl.NV_CHANNEL_ALLOC_PARAMS.from_bytes(params)
+        channel = self.layout(cl.NV_CHANNEL_ALLOC_PARAMS).from_bytes(params)
         for name in ("hObjectError", "hObjectBuffer"):
             handle = getattr(channel, name)
             if handle and handle not in client.objects:
@@ -339,6 +341,10 @@ class ResourceManager:
         client.objects.pop(obj.handle, None)
         self.freed_log.append((obj.handle, obj.cls))
 
+    def layout(self, struct: type) -> type:
+        """`struct` (an r535 type) as this RM's driver branch lays it out."""
+        return nv_branch.layout(struct, self.branch)
+
     # -- controls ----------------------------------------------------------------------------------
     def control(self, h_client: int, h_object: int, cmd: int, params_ptr: int, params_size: int) -> None:
         """NV_ESC_RM_CONTROL (Nv04ControlWithSecInfo) for the commands this mock serves."""
@@ -349,6 +355,7 @@ class ResourceManager:
             # rs_resource.c resControlLookup: no such method on that class
             raise RMStatus(st.NV_ERR_NOT_SUPPORTED, f"control {cmd:#x} on class {obj.cls:#x}")
         owner_classes, params_type, handler = entry
+        params_type = self.layout(params_type)
         if params_size != params_type.SIZE:
             # rs_resource.c resControlLookup: paramsSize must equal the method's parameter size
             raise RMStatus(st.NV_ERR_INVALID_PARAM_STRUCT,

@@ -34,7 +34,7 @@ def test_unknown_branch_is_refused_naming_it_and_the_supported_ones(nv_machine):
 def test_check_branch_accepts_every_535_build():
     assert check_branch("535.113.01") == "535"
     with pytest.raises(UnsupportedDriver):
-        check_branch("570.86.15")
+        check_branch("575.64.05")
 
 
 def test_no_driver_loaded_says_so():
