@@ -60,6 +60,10 @@ def test_numbers_taken_from_r535_are_the_same_in_r570():
                     assert getattr(new, name) == value, f"{file.name}: {module}.{name}"
                     checked += 1
     assert checked > 100
+    # drivers/nv/gpfifo.py and qmd.py read method fields from r535's fields module: r570 keeps them all
+    from autogen.nv.r535 import fields as fields535
+    from autogen.nv.r570 import fields as fields570
+    assert {name: fields570.FIELDS.get(name) for name in fields535.FIELDS} == fields535.FIELDS
     # drivers/nv/gpfifo.py reads USERD offsets from r535's Nvc86fControl_struct
     assert repr(cl535.Nvc86fControl_struct.LAYOUT) == repr(cl570.Nvc86fControl_struct.LAYOUT)
 
