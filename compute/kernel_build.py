@@ -50,6 +50,19 @@ def store(path: Path, blob: bytes) -> None:
     os.replace(tmp, path)
 
 
+def cached_build(name: str, use_cache: bool, build: Callable[[Path], Path]) -> bytes:
+    """The binary cached as `cache_dir()/name`, else `build(work_dir)`'s output file (built in a
+    temporary directory, then stored when `use_cache`)."""
+    cached = cache_dir() / name
+    if use_cache and cached.is_file():
+        return cached.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="gpuhal-kernel-") as work:
+        blob = build(Path(work)).read_bytes()
+    if use_cache:
+        store(cached, blob)
+    return blob
+
+
 def run_tool(argv: list[str], what: str, *, timeout_s: float, install_hint: str,
              cwd: str | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run a compiler tool within `timeout_s`: a tool that cannot start is BackendUnavailable (with

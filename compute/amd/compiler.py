@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from compute.kernel_build import CompileError, cache_dir, content_key, run_tool, store
+from compute.kernel_build import CompileError, cache_dir, cached_build, content_key, run_tool
 from hal.errors import BackendUnavailable
 
 __all__ = ["CompileError", "Toolchain", "cache_dir", "cache_key", "compile_file", "compile_source",
@@ -79,23 +78,16 @@ def compile_source(source: str, *, extra_flags: tuple[str, ...] = (), use_cache:
     tools = toolchain or find_toolchain()
     flags = COMPILE_FLAGS + tuple(extra_flags) + LINK_FLAGS
     key = cache_key(source, flags, tools.version, tuple(includes))
-    cached = cache_dir() / f"{key}.co"
-    if use_cache and cached.is_file():
-        return cached.read_bytes()
-    with tempfile.TemporaryDirectory(prefix="gpuhal-cl-") as work:
-        src = Path(work) / "kernel.cl"
-        obj = Path(work) / "kernel.o"
-        out = Path(work) / "kernel.co"
+    def build(work: Path) -> Path:
+        src, obj, out = work / "kernel.cl", work / "kernel.o", work / "kernel.co"
         src.write_text(source)
         headers = [arg for header in includes for arg in ("-include", str(header))]
         _run_tool([tools.clang, *COMPILE_FLAGS, *extra_flags, "-include", str(PRELUDE), *headers,
-              "-c", str(src), "-o", str(obj)], "clang-16 (compile)")
+                   "-c", str(src), "-o", str(obj)], "clang-16 (compile)")
         _run_tool([tools.lld, *LINK_FLAGS, str(obj), "-o", str(out)], "ld.lld-16 (link)")
-        blob = out.read_bytes()
-    if use_cache:
-        store(cached, blob)
-    return blob
+        return out
 
+    return cached_build(f"{key}.co", use_cache, build)
 
 def compile_file(path: str | os.PathLike[str], **kwargs: object) -> bytes:
     """Compile the OpenCL C file at `path` (see compile_source)."""

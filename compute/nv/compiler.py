@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from compute.kernel_build import CompileError, cache_dir, content_key, run_tool, store
+from compute.kernel_build import CompileError, cache_dir, cached_build, content_key, run_tool
 from hal.errors import BackendUnavailable
 
 __all__ = ["CompileError", "Toolchain", "cache_dir", "cache_key", "compile_file", "compile_source",
@@ -89,19 +88,13 @@ def compile_source(source: str, *, extra_flags: tuple[str, ...] = (), use_cache:
     tools = toolchain or find_toolchain()
     flags = COMPILE_FLAGS + tuple(extra_flags)
     key = cache_key(source, flags, tools.version)
-    cached = cache_dir() / f"{key}.fatbin"
-    if use_cache and cached.is_file():
-        return cached.read_bytes()
-    with tempfile.TemporaryDirectory(prefix="gpuhal-cu-") as work:
-        src = Path(work) / "kernel.cu"
-        out = Path(work) / "kernel.fatbin"
+    def build(work: Path) -> Path:
+        src, out = work / "kernel.cu", work / "kernel.fatbin"
         src.write_text(source)
-        _run_tool([tools.nvcc, *flags, "-o", str(out), str(src)], "nvcc (compile)", cwd=work)
-        blob = out.read_bytes()
-    if use_cache:
-        store(cached, blob)
-    return blob
+        _run_tool([tools.nvcc, *flags, "-o", str(out), str(src)], "nvcc (compile)", cwd=str(work))
+        return out
 
+    return cached_build(f"{key}.fatbin", use_cache, build)
 
 def compile_file(path: str | os.PathLike[str], **kwargs: object) -> bytes:
     """Compile the CUDA C file at `path` (see compile_source)."""
