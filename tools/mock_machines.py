@@ -118,10 +118,11 @@ def nvidia_compute(gpu: str | None = None) -> MockNVIDIA:
     return nvidia(gpu or "h100")
 
 
-def nvidia(gpu: str = "h100", version: str | None = None) -> MockNVIDIA:
+def nvidia(gpu: str = "h100", version: str | None = None, proc_version: bool = True) -> MockNVIDIA:
     """A machine whose NVIDIA driver (`version`, default the r535 build the bindings come from;
     "570.211.01" for the r570 ABI)
-    drives one GPU: "h100" (GH100, default), "h200", "a100" (GA100), "rtx3090" (GA102), "rtx4090" (AD102)."""
+    drives one GPU: "h100" (GH100, default), "h200", "a100" (GA100), "rtx3090" (GA102), "rtx4090" (AD102).
+    `proc_version=False`: the machine has no /proc/driver/nvidia/version (a sandbox's view)."""
     from mockgpu.nv import driver as nv_driver
     from mockgpu.nv.gpus import GPUS
 
@@ -129,7 +130,7 @@ def nvidia(gpu: str = "h100", version: str | None = None) -> MockNVIDIA:
         raise DeviceNotFound(f"no mock NVIDIA GPU {gpu!r}; have {', '.join(GPUS)}")
     scratch = tempfile.mkdtemp(prefix="gpuhal-mock-nv-")
     machine = Machine(lock_dir=scratch)
-    loaded = nv_driver.install(machine, GPUS[gpu], version or nv_driver.DEFAULT_VERSION)
+    loaded = nv_driver.install(machine, GPUS[gpu], version or nv_driver.DEFAULT_VERSION, proc_version)
     return MockNVIDIA(machine, loaded, scratch)
 
 

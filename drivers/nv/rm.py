@@ -1,8 +1,9 @@
 """The NVIDIA kernel driver's RM interface: /dev/nvidiactl escapes, RM objects, CPU mappings.
 
-`RM.open(os)` reads the running driver's version (/proc/driver/nvidia/version, confirmed with the
-NV_ESC_CHECK_VERSION_STR query), refuses a branch without bindings, opens /dev/nvidiactl and allocates
-the root client. On it: `card_info()`, `alloc(parent, cls, params)`, `control(obj, cmd, params)`,
+`RM.open(os)` opens /dev/nvidiactl, asks the RM its version (the NV_ESC_CHECK_VERSION_STR query; the
+block's layout is the same in every branch), checks it against /proc/driver/nvidia/version where that
+file exists (a sandbox that proxies the device nodes may not show the host's procfs entry), refuses a
+branch without bindings and allocates the root client. On it: `card_info()`, `alloc(parent, cls, params)`, `control(obj, cmd, params)`,
 `free(obj)` (the RM frees the object's children with it), `map_to_cpu(device, memory, ...)` (an
 NV_ESC_RM_MAP_MEMORY on a fresh /dev/nvidiaN fd, then mmap of that fd), `register_fd`,
 `alloc_os_event`. `close()` frees what is left in reverse allocation order and reports leaks.
@@ -55,19 +56,37 @@ def escape_request(escape: int, size: int) -> int:
             | (esc.NV_IOCTL_MAGIC << _IOC_TYPE_SHIFT) | escape)
 
 
-def driver_version(os: OS) -> str:
-    """The running kernel driver's version ("535.261.03"), from /proc/driver/nvidia/version."""
+def driver_version(os: OS) -> str | None:
+    """The running kernel driver's version ("535.261.03") from /proc/driver/nvidia/version; None when
+    the file does not exist."""
     try:
         text = os.read_text(VERSION_PATH)
     except OSError as exc:
         if exc.errno == errno.ENOENT:
-            raise DeviceNotFound(f"{VERSION_PATH} does not exist: the NVIDIA kernel driver is not loaded "
-                                 f"(modprobe nvidia nvidia-uvm)", errno=exc.errno) from exc
+            return None
         raise from_oserror(exc, f"reading {VERSION_PATH}") from exc
     match = _VERSION_LINE.search(text)
     if match is None:
         raise HalError(f"{VERSION_PATH} has no 'NVRM version' line with a version: {text[:200]!r}")
     return match.group(1)
+
+
+def query_version(os: OS, ctl_fd: int) -> str:
+    """The RM's own version string: NV_ESC_CHECK_VERSION_STR with NV_RM_API_VERSION_CMD_QUERY (osapi.c
+    RmPerformVersionCheck copies NV_VERSION_STRING back and sets reply RECOGNIZED). The block is
+    nv_ioctl_rm_api_version of every supported branch (tests/nv/test_rm_version.py compares them), so
+    it is asked before the branch is known."""
+    query = esc.nv_ioctl_rm_api_version(cmd=esc.NV_RM_API_VERSION_CMD_QUERY)
+    request = escape_request(esc.NV_ESC_CHECK_VERSION_STR, type(query).SIZE)
+    try:
+        os.ioctl(ctl_fd, request, query.buffer)
+    except OSError as exc:
+        raise from_oserror(exc, f"version query (escape {esc.NV_ESC_CHECK_VERSION_STR:#x})") from exc
+    if query.reply != esc.NV_RM_API_VERSION_REPLY_RECOGNIZED:
+        raise UnsupportedDriver(f"the RM did not recognise the version query (reply {query.reply}): "
+                                f"the module behind {CTL_PATH} is not a driver this code knows",
+                                version="", branch="")
+    return bytes(query.versionString).split(b"\0")[0].decode(errors="replace")
 
 
 def check_branch(version: str) -> str:
@@ -153,18 +172,26 @@ class RM:
 
     @classmethod
     def open(cls, os: OS) -> "RM":
-        """Check the driver's version and branch, open /dev/nvidiactl, allocate the root client."""
-        version = driver_version(os)
-        branch = check_branch(version)
+        """Open /dev/nvidiactl, check the driver's version and branch, allocate the root client."""
+        proc_version = driver_version(os)
         try:
             ctl_fd = os.open(CTL_PATH, O_RDWR | O_CLOEXEC)
         except OSError as exc:
+            if exc.errno == errno.ENOENT and proc_version is None:
+                raise DeviceNotFound(f"neither {CTL_PATH} nor {VERSION_PATH} exists: the NVIDIA kernel "
+                                     f"driver is not loaded (modprobe nvidia nvidia-uvm)",
+                                     errno=exc.errno) from exc
             raise from_oserror(exc, f"opening {CTL_PATH}") from exc
         arena = None
         try:
+            version = query_version(os, ctl_fd)
+            if proc_version is not None and proc_version != version:
+                raise UnsupportedDriver(f"{VERSION_PATH} says {proc_version} but the RM answers {version!r}: "
+                                        f"the loaded module and /proc disagree; reload the driver",
+                                        version=version, branch=version.split(".")[0])
+            branch = check_branch(version)
             arena = ArgumentArena(os)
             rm = cls(os, version, branch, ctl_fd, arena)
-            rm.confirm_version()
             rm.root = rm.alloc(None, nvos.NV01_ROOT_CLIENT, name="root client")
         except BaseException:
             if arena is not None:
@@ -181,16 +208,6 @@ class RM:
             self.os.ioctl(fd, request, block.buffer)
         except OSError as exc:
             raise from_oserror(exc, f"{what} (escape {escape:#x})") from exc
-
-    def confirm_version(self) -> None:
-        """NV_ESC_CHECK_VERSION_STR query: the RM's own version must be the one /proc reported."""
-        query = self.abi.escape.nv_ioctl_rm_api_version(cmd=esc.NV_RM_API_VERSION_CMD_QUERY)
-        self.escape(self.ctl_fd, esc.NV_ESC_CHECK_VERSION_STR, query, "version query")
-        reported = bytes(query.versionString).split(b"\0")[0].decode(errors="replace")
-        if query.reply != esc.NV_RM_API_VERSION_REPLY_RECOGNIZED or reported != self.version:
-            raise UnsupportedDriver(f"{VERSION_PATH} says {self.version} but the RM answers {reported!r}: "
-                                    f"the loaded module and /proc disagree; reload the driver",
-                                    version=reported, branch=self.branch)
 
     def card_info(self) -> list:
         """The GPUs the driver has probed (NV_ESC_CARD_INFO), valid entries only."""

@@ -85,10 +85,14 @@ def _block(arg, size: int) -> memoryview:
 class NVKernelDriver:
     """nvidia.ko and nvidia-uvm.ko of one machine with one GPU."""
 
-    def __init__(self, machine, gpu: GPUIdentity = H100_SXM, version: str = DEFAULT_VERSION) -> None:
+    def __init__(self, machine, gpu: GPUIdentity = H100_SXM, version: str = DEFAULT_VERSION,
+                 proc_version: bool = True) -> None:
         self.machine = machine
         self.gpu = gpu
         self.version = version
+        # False: no /proc/driver/nvidia/version, as in a sandbox that proxies the device nodes but not
+        # the host's procfs; the RM still answers the version query on /dev/nvidiactl
+        self.proc_version = proc_version
         # the parameter-block layouts of the branch this version belongs to (mockgpu.nv.branch)
         self.branch = nv_branch.abi_branch(version)
         self.rm = ResourceManager(gpu, self._read_user, self._write_user, self.branch)
@@ -115,12 +119,14 @@ class NVKernelDriver:
                 f"(mockgpu)\nGCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n")
 
     def files(self) -> dict[str, object]:
-        return {
+        files: dict[str, object] = {
             CTL_PATH: Special(0o666, lambda path, flags: self._opened(NVFile(self, path, _CTL))),
             "/dev/nvidia0": Special(0o666, lambda path, flags: self._opened(NVFile(self, path, _DEVICE))),
             UVM_PATH: Special(0o666, lambda path, flags: self._opened(UVMFile(self, path))),
-            VERSION_PATH: Attr(0o444, self.version_text),
         }
+        if self.proc_version:
+            files[VERSION_PATH] = Attr(0o444, self.version_text)
+        return files
 
     def _opened(self, file: MockFile) -> MockFile:
         self.open_files.append(file)
@@ -559,12 +565,14 @@ def _doorbell_region(view: memoryview, gpu) -> Region:
     return CallbackRegion(len(view), read, write)
 
 
-def install(machine, gpu: GPUIdentity = H100_SXM, version: str = DEFAULT_VERSION) -> NVKernelDriver:
+def install(machine, gpu: GPUIdentity = H100_SXM, version: str = DEFAULT_VERSION,
+            proc_version: bool = True) -> NVKernelDriver:
     """Load the simulated nvidia and nvidia-uvm modules on `machine`; returns the driver (its
-    `gpu_model` is the simulated GPU, mockgpu.nv.gpu)."""
+    `gpu_model` is the simulated GPU, mockgpu.nv.gpu). `proc_version=False` leaves out
+    /proc/driver/nvidia/version."""
     from mockgpu.nv.gpu import GPUModel
 
-    driver = NVKernelDriver(machine, gpu, version)
+    driver = NVKernelDriver(machine, gpu, version, proc_version)
     driver.gpu_model = GPUModel(driver)
     machine.extra_files.update(driver.files())
     machine.nvidia = driver

@@ -8,11 +8,12 @@ from tools.mock_machines import nvidia
 
 @pytest.fixture
 def nv_machine():
-    """A factory: nv_machine(gpu="h100", version=None) -> MockNVIDIA, closed after the test."""
+    """A factory: nv_machine(gpu="h100", version=None, proc_version=True) -> MockNVIDIA, closed after
+    the test."""
     made = []
 
-    def make(gpu: str = "h100", version: str | None = None):
-        machine = nvidia(gpu, version)
+    def make(gpu: str = "h100", version: str | None = None, proc_version: bool = True):
+        machine = nvidia(gpu, version, proc_version)
         made.append(machine)
         return machine
 

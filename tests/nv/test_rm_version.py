@@ -8,9 +8,12 @@ import pytest
 
 from autogen.nv.r535 import escape as esc
 from drivers.nv.errors import UnsupportedDriver
+from drivers.nv import abi as nv_abi
 from drivers.nv.rm import RM, check_branch, driver_version, escape_request
 from hal.errors import DeviceNotFound
 from mockgpu.machine import Machine
+from mockgpu.nv.driver import VERSION_PATH
+from mockgpu.sysfs import Attr
 
 
 def test_version_is_read_from_proc(h100):
@@ -39,9 +42,45 @@ def test_check_branch_accepts_every_535_build():
 
 def test_no_driver_loaded_says_so():
     machine = Machine()
+    assert driver_version(machine.os) is None
     with pytest.raises(DeviceNotFound) as caught:
         RM.open(machine.os)
     assert "not loaded" in str(caught.value)
+
+
+def test_without_the_proc_file_the_rm_query_gives_the_version(nv_machine):
+    machine = nv_machine("h200", version="570.211.01", proc_version=False)
+    assert driver_version(machine.os) is None
+    rm = RM.open(machine.os)
+    assert (rm.version, rm.branch) == ("570.211.01", "570")
+    assert rm.abi is nv_abi.for_branch("570")
+    rm.close()
+
+
+def test_an_unknown_branch_is_refused_without_the_proc_file_too(nv_machine):
+    machine = nv_machine(version="999.1", proc_version=False)
+    with pytest.raises(UnsupportedDriver) as caught:
+        RM.open(machine.os)
+    assert "999.1" in str(caught.value) and caught.value.branch == "999"
+    assert machine.os.open_fds == []
+
+
+def test_proc_and_rm_disagreeing_is_refused(h100):
+    # /proc shows another build than the module that answers on /dev/nvidiactl
+    h100.machine.extra_files[VERSION_PATH] = Attr(0o444, lambda: (
+        "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  535.104.05  Release Build\n"))
+    with pytest.raises(UnsupportedDriver) as caught:
+        RM.open(h100.os)
+    assert "535.104.05" in str(caught.value) and "535.261.03" in str(caught.value)
+    assert h100.os.open_fds == []
+
+
+def test_the_version_block_is_the_same_in_every_branch():
+    # RM.open asks the version with r535's block before it knows the branch
+    base = nv_abi.for_branch("535").escape.nv_ioctl_rm_api_version
+    for branch in nv_abi.SUPPORTED_BRANCHES:
+        other = nv_abi.for_branch(branch).escape.nv_ioctl_rm_api_version
+        assert repr(other.LAYOUT) == repr(base.LAYOUT), branch
 
 
 def test_strict_version_check_escape(h100):
