@@ -9,13 +9,21 @@ are this project's: launch latency of a one-thread kernel waited for, copy-in/ou
 staging pipeline. The report names both and their ratio; only the selftest's checks decide the exit
 status (0 all passed, 1 a check failed, 2 no NVIDIA driver here). Nothing in this tool has run on a
 real GPU yet.
+
+The report starts with the machine's facts (kernel, Python, numpy, the driver's version as
+/proc/driver/nvidia/version and the RM's own query give it, whether drivers.nv has bindings for its
+branch, nvidia-smi's GPU line): on a refused or failing run they say why without another try.
+`--log FILE` writes every RM escape and UVM ioctl with its status, and each failed check's
+traceback, to FILE. tools/nv_hw_run.sh runs all of it as one command on a lent machine.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import pathlib
+import platform
 import subprocess
 import sys
 import tempfile
@@ -27,6 +35,53 @@ SOURCE = pathlib.Path(__file__).resolve().parent / "nv_cuda_bench.cu"
 BUILD_TIMEOUT_S = 180  # nvcc of one small file
 RUN_TIMEOUT_S = 120  # 1000 launches and 10 copies of 256 MiB
 FIGURES = ("launch_latency_us", "copy_in_MiB_s", "copy_out_MiB_s")
+SMI_TIMEOUT_S = 30  # one nvidia-smi query
+SMI_QUERY = "name,driver_version,pci.device_id,memory.total"  # nvidia-smi --help-query-gpu names
+LOGGERS = ("drivers.nv", "compute.nv", "tools.selftest")  # what --log records at DEBUG
+
+
+def environment(os_seam=None) -> dict:
+    """The facts a hardware report needs to be read without another run (`os_seam`: the host's)."""
+    import numpy
+
+    from drivers.nv import abi as nv_abi
+    from drivers.nv import rm as nv_rm
+    from hal.host_os import HostOS
+    from hal.os import O_CLOEXEC, O_RDWR
+
+    facts: dict = {"kernel": platform.release(), "python": platform.python_version(),
+                   "numpy": numpy.__version__, "supported_branches": list(nv_abi.SUPPORTED_BRANCHES)}
+    os_seam = os_seam or HostOS()
+    try:
+        facts["proc_version"] = nv_rm.driver_version(os_seam)
+    except Exception as exc:  # noqa: BLE001 - a fact we could not read is reported as such
+        facts["proc_version"] = f"{type(exc).__name__}: {exc}"
+    try:
+        fd = os_seam.open(nv_rm.CTL_PATH, O_RDWR | O_CLOEXEC)
+        try:
+            facts["rm_version"] = nv_rm.query_version(os_seam, fd)
+        finally:
+            os_seam.close(fd)
+        facts["branch_supported"] = facts["rm_version"].split(".")[0] in nv_abi.SUPPORTED_BRANCHES
+    except Exception as exc:  # noqa: BLE001
+        facts["rm_version"] = f"{type(exc).__name__}: {exc}"
+    try:
+        smi = subprocess.run(["nvidia-smi", f"--query-gpu={SMI_QUERY}", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=SMI_TIMEOUT_S)
+        facts["nvidia_smi"] = (smi.stdout or smi.stderr).strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        facts["nvidia_smi"] = f"{type(exc).__name__}: {exc}"
+    return facts
+
+
+def log_to(path: str) -> None:
+    """Send the driver's and the selftest's DEBUG records to `path`."""
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(relativeCreated)9.1f ms %(name)s: %(message)s"))
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(handler)
 
 
 def cuda_figures() -> dict:
@@ -51,6 +106,7 @@ def cuda_figures() -> dict:
 def check(device: str = "nv:0", timeout_s: float | None = None) -> dict:
     from tools import selftest
 
+    facts = environment()
     report = selftest.run(device, timeout_s=timeout_s)
     ours = {key: report.figures.get(key) for key in FIGURES}
     cuda = cuda_figures()
@@ -58,8 +114,8 @@ def check(device: str = "nv:0", timeout_s: float | None = None) -> dict:
     for key in FIGURES:
         if isinstance(ours.get(key), (int, float)) and isinstance(cuda.get(key), (int, float)) and cuda[key]:
             ratios[key] = round(ours[key] / cuda[key], 3)
-    return {"device": device, "ok": report.ok, "selftest": report.as_json(), "gpuhal": ours,
-            "cuda": cuda, "ratio_gpuhal_to_cuda": ratios}
+    return {"device": device, "ok": report.ok, "environment": facts, "selftest": report.as_json(),
+            "gpuhal": ours, "cuda": cuda, "ratio_gpuhal_to_cuda": ratios}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,11 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                         help="bound on each wait for the GPU (default: compute's)")
+    parser.add_argument("--log", metavar="FILE", help="write RM/UVM calls and failed checks' tracebacks here")
     args = parser.parse_args(argv)
     if not os.path.exists(CTL_PATH):
         print(f"nv_hw_check: {CTL_PATH} does not exist: no NVIDIA kernel driver is loaded here",
               file=sys.stderr)
         return 2
+    if args.log:
+        log_to(args.log)
     result = check(args.device, args.timeout)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -82,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
 
         selftest_report = Report(result["device"], result["selftest"]["note"], result["selftest"]["checks"],
                                  result["selftest"]["figures"])
+        for key, value in result["environment"].items():
+            print(f"{key}: {value}")
         print(selftest.format_report(selftest_report))
         print("against CUDA on the same GPU:")
         if "error" in result["cuda"]:

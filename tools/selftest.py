@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import pathlib
 import sys
 import threading
@@ -28,6 +29,8 @@ import numpy as np
 import hal
 from compute import device as compute_device
 from hal.errors import HalError
+
+log = logging.getLogger(__name__)
 
 KERNELS = pathlib.Path(__file__).resolve().parents[1] / "compute" / "amd" / "kernels" / "prebuilt"
 # the CUDA library's fatbinaries (docs/nv-programs.md): the same kernels, file "<name>.fatbin"
@@ -437,6 +440,7 @@ def _run_step(report: Report, name: str, step: Callable[[], str]) -> bool:
     except Exception as exc:  # noqa: BLE001 - any failure of a step is that check's verdict
         detail = f"{type(exc).__name__}: {exc}"
         ok = False
+        log.debug("check %s failed", name, exc_info=True)
     elapsed = time.perf_counter() - start
     report.checks.append({"name": name, "ok": ok, "detail": detail, "seconds": round(elapsed, 3)})
     return ok

@@ -24,7 +24,7 @@ from autogen.nv.r535 import escape as esc
 from autogen.nv.r535 import nvos
 from autogen.nv.r535 import status as nv_status
 from drivers.nv import abi as nv_abi
-from drivers.nv.errors import RMError, UnsupportedDriver
+from drivers.nv.errors import RMError, UnsupportedDriver, status_name
 from hal.errors import DeviceNotFound, HalError, InvalidArgument, from_oserror
 from hal.os import O_CLOEXEC, O_RDWR, OS, PAGE_SIZE
 from hal.region import Region
@@ -207,7 +207,11 @@ class RM:
         try:
             self.os.ioctl(fd, request, block.buffer)
         except OSError as exc:
+            log.debug("escape %#x %s: errno %d", escape, what, exc.errno)
             raise from_oserror(exc, f"{what} (escape {escape:#x})") from exc
+        if log.isEnabledFor(logging.DEBUG):
+            status = getattr(block, "status", nv_status.NV_OK)
+            log.debug("escape %#x %s: %s", escape, what, status_name(status))
 
     def card_info(self) -> list:
         """The GPUs the driver has probed (NV_ESC_CARD_INFO), valid entries only."""

@@ -7,12 +7,16 @@ RMError naming the status. The ioctl numbers are plain (uvm_linux_ioctl.h UVM_IO
 """
 from __future__ import annotations
 
+import logging
+
 from autogen.nv.r535 import status as nv_status
 from autogen.nv.r535 import uvm
 from drivers.nv import abi as nv_abi
-from drivers.nv.errors import RMError
+from drivers.nv.errors import RMError, status_name
 from hal.errors import from_oserror
 from hal.os import O_CLOEXEC, O_RDWR, OS
+
+log = logging.getLogger(__name__)
 
 UVM_PATH = "/dev/nvidia-uvm"
 
@@ -44,7 +48,9 @@ class UVM:
         try:
             self.os.ioctl(self.fd, request, params.buffer)
         except OSError as exc:
+            log.debug("%s: errno %d", what, exc.errno)
             raise from_oserror(exc, what) from exc
+        log.debug("%s: %s", what, status_name(params.rmStatus))
         if params.rmStatus != nv_status.NV_OK:
             raise RMError(what, params.rmStatus)
         return params

@@ -3,6 +3,7 @@ selftest through the RM path passes, and CUDA's own launch and copy figures were
 Without a driver the tool says so and exits 2 (that part runs everywhere)."""
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -24,3 +25,36 @@ def test_selftest_and_cuda_figures_on_a_real_gpu() -> None:
     assert not failed, failed
     assert "error" not in result["cuda"], result["cuda"]
     print(result["gpuhal"], result["cuda"], result["ratio_gpuhal_to_cuda"])
+
+
+def test_environment_reads_the_version_from_the_rm_without_proc(nv_machine) -> None:
+    machine = nv_machine("h200", version="570.211.01", proc_version=False)
+    facts = nv_hw_check.environment(machine.os)
+    assert facts["rm_version"] == "570.211.01" and facts["branch_supported"] is True
+    assert facts["proc_version"] is None
+    assert "570" in facts["supported_branches"] and facts["numpy"]
+    assert machine.os.open_fds == []
+
+
+def test_environment_names_an_unsupported_branch(nv_machine) -> None:
+    facts = nv_hw_check.environment(nv_machine(version="999.1").os)
+    assert (facts["proc_version"], facts["rm_version"], facts["branch_supported"]) == ("999.1", "999.1", False)
+
+
+def test_log_records_rm_escapes_with_their_status(nv_machine, tmp_path) -> None:
+    from drivers.nv.rm import RM
+
+    path = tmp_path / "nv.log"
+    nv_hw_check.log_to(str(path))
+    try:
+        rm = RM.open(nv_machine().os)
+        rm.close()
+    finally:
+        for name in nv_hw_check.LOGGERS:
+            logger = logging.getLogger(name)
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+                handler.close()
+            logger.setLevel(logging.NOTSET)
+    text = path.read_text()
+    assert "root client" in text and "NV_OK" in text
