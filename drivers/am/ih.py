@@ -225,6 +225,9 @@ class IHEntry:
 
     @classmethod
     def decode(cls, raw: bytes) -> "IHEntry":
+        """One ring entry of exactly ENTRY_BYTES; a shorter one is refused, never padded."""
+        if len(raw) != ENTRY_BYTES:
+            raise InvalidArgument(f"an IH ring entry is {ENTRY_BYTES} bytes, got {len(raw)}")
         words = [int.from_bytes(raw[i:i + DWORD_BYTES], "little")
                  for i in range(0, ENTRY_BYTES, DWORD_BYTES)]
         head = words[0]

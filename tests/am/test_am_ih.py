@@ -217,3 +217,12 @@ def test_a_ring_size_that_is_no_power_of_two_is_refused(machine):
     with hal.open(f"pci:{GPU_BDF}", os=machine.os, unbind=True) as pci:
         with pytest.raises(InvalidArgument, match="power of two"):
             bring_up(pci, gpu, ih_ring_size=3000)
+
+
+def test_a_short_ring_entry_is_refused_not_padded():
+    from drivers.am.ih import ENTRY_BYTES, IHEntry
+    from hal.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument, match=f"{ENTRY_BYTES} bytes, got 12"):
+        IHEntry.decode(bytes(12))
+    assert IHEntry.decode(bytes(ENTRY_BYTES)).client_id == 0
