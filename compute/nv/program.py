@@ -112,7 +112,8 @@ class NVProgram:
         if kernel.frame_size:
             backend.ensure_local_memory(kernel.frame_size)
         self.ptx = ptx
-        self._qmds: dict[tuple, bytes] = {}  # (blocks, block shape) -> QMD with bank 0 at 0
+        # (global size, local size) -> (grid, QMD with bank 0 at 0, constant bank 0 without parameters)
+        self._shapes: dict[tuple, tuple] = {}
         # the QMD version the compute class reads (03_00 Ampere/Ada, 04_00 Hopper)
         self._qmd_layout = layout_for(device.backend.nv.generation.compute_class)
 
@@ -147,6 +148,16 @@ class NVProgram:
 
     # -- launches ----------------------------------------------------------------------------------
     def layout(self, global_size, local_size) -> tuple[int, int, int]:
+        """The grid (blocks per dimension) of a launch, checked against the kernel's limits; a shape
+        seen before is answered from `_shapes` (the launch's Python cost)."""
+        key = (tuple(global_size), tuple(local_size))
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self._shapes[key] = self._check_layout(*key)
+        return shape[0]
+
+    def _check_layout(self, global_size, local_size) -> tuple:
+        """(grid, QMD template with bank 0 at 0, constant bank 0 without the parameters)."""
         threads = local_size[0] * local_size[1] * local_size[2]
         kernel = self.kernel
         limit = MAX_THREADS_PER_BLOCK
@@ -161,14 +172,22 @@ class NVProgram:
         for count, most in zip(groups, MAX_GRID):
             if count > most:
                 raise InvalidArgument(f"kernel {self.name!r}: {groups} blocks is too many")
-        return groups  # type: ignore[return-value]
-
-    def constant0(self, kernargs: bytes, global_size, local_size) -> bytes:
-        groups = self.layout(global_size, local_size)
         backend = self.device.backend
+        template = QMD(program_address=self.code_address, grid=groups, block=tuple(local_size),
+                       constant0_address=0, constant0_size=self.constant0_size,
+                       registers=max(kernel.registers, 1), shared_bytes=kernel.shared_size,
+                       local_bytes_per_thread=kernel.frame_size,
+                       shared_limit_kib=backend.shared_limit_kib, layout=self._qmd_layout).build()
+        # constant bank 0: block size (dwords 0-2), grid size (3-5), the shared and local windows (6-9)
         bank = bytearray(self.constant0_size)
         struct.pack_into("<6I", bank, 0, *local_size, *groups)
         struct.pack_into("<QQ", bank, 24, backend.shared_window, backend.local_window)
+        return groups, template, bytes(bank)
+
+    def constant0(self, kernargs: bytes, global_size, local_size) -> bytes:
+        """Constant bank 0 of one launch: the shape's bank with the parameters at the cubin's offset."""
+        self.layout(global_size, local_size)
+        bank = bytearray(self._shapes[(tuple(global_size), tuple(local_size))][2])
         offset = self.kernel.param_bank_offset
         bank[offset:offset + len(kernargs)] = kernargs
         return bytes(bank)
@@ -176,19 +195,8 @@ class NVProgram:
     def qmd(self, constant0_address: int, global_size, local_size) -> bytes:
         """The QMD of one launch: built once per grid and block shape, then only constant bank 0's
         address changes (the launch's Python cost)."""
-        groups = self.layout(global_size, local_size)
-        key = (groups, tuple(local_size))
-        template = self._qmds.get(key)
-        if template is None:
-            kernel = self.kernel
-            backend = self.device.backend
-            template = QMD(program_address=self.code_address, grid=groups, block=tuple(local_size),
-                           constant0_address=0, constant0_size=self.constant0_size,
-                           registers=max(kernel.registers, 1), shared_bytes=kernel.shared_size,
-                           local_bytes_per_thread=kernel.frame_size,
-                           shared_limit_kib=backend.shared_limit_kib,
-                           layout=self._qmd_layout).build()
-            self._qmds[key] = template
+        self.layout(global_size, local_size)
+        template = self._shapes[(tuple(global_size), tuple(local_size))][1]
         return with_constant0(template, constant0_address, self._qmd_layout)
 
     def dispatch_packet(self, global_size, local_size, kernarg_address: int) -> bytes:
@@ -209,10 +217,17 @@ class NVProgram:
     def prepare_in(self, place, kernargs: bytes, global_size, local_size) -> tuple[NVLaunch, int]:
         """A launch whose constant bank 0 and QMD `place(data, alignment) -> GPU address` puts in
         memory; returns it and the parameter block's GPU address (compute.graph patches there)."""
-        groups = self.layout(global_size, local_size)
-        bank = place(self.constant0(kernargs, global_size, local_size), CONSTANT0_ALIGNMENT)
-        qmd = place(self.qmd(bank, global_size, local_size), QMD_ALIGNMENT)
-        return NVLaunch(self, qmd, groups, tuple(local_size)), bank + self.kernel.param_bank_offset
+        key = (tuple(global_size), tuple(local_size))
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self._shapes[key] = self._check_layout(*key)
+        groups, _, bank_template = shape
+        offset = self.kernel.param_bank_offset
+        bank_data = bytearray(bank_template)
+        bank_data[offset:offset + len(kernargs)] = kernargs
+        bank = place(bank_data, CONSTANT0_ALIGNMENT)
+        qmd = place(self.qmd(bank, *key), QMD_ALIGNMENT)
+        return NVLaunch(self, qmd, groups, key[1]), bank + offset
 
     def free(self) -> None:
         self.image.free()
