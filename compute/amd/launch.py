@@ -188,6 +188,9 @@ class AMDProgram:
         self.wave32 = program.wavefront_size == 32
         self.needs_dispatch_packet = program.user_sgpr("dispatch_ptr") is not None
         self.prefixes: dict[tuple, list[int]] = {}  # (queue, local size) -> AMDLaunch._prefix
+        # (global size, local size) -> (work-group counts, COMPUTE_DISPATCH_INITIATOR), checked once
+        self._shapes: dict[tuple, tuple] = {}
+        self._explicit = [arg for arg in program.args if not arg.value_kind.startswith("hidden_")]
         per_wave = program.scratch_size * program.wavefront_size
         self.scratch_wave_bytes = -(-per_wave // SCRATCH_WAVESIZE_UNIT) * SCRATCH_WAVESIZE_UNIT
         self.scratch: Buffer | None = None
@@ -222,7 +225,7 @@ class AMDProgram:
 
     def explicit_args(self) -> list:
         """The kernel's arguments the caller passes (hidden ones stay zero)."""
-        return [arg for arg in self.program.args if not arg.value_kind.startswith("hidden_")]
+        return self._explicit
 
     def pack_arg(self, arg, value) -> bytes:
         """One explicit argument's bytes at its kernarg offset (`arg` from `explicit_args`)."""
@@ -239,7 +242,7 @@ class AMDProgram:
 
     def pack_kernargs(self, args: Sequence) -> bytes:
         program = self.program
-        explicit = self.explicit_args()
+        explicit = self._explicit
         if len(args) != len(explicit):
             names = ", ".join(arg.name for arg in explicit)
             raise InvalidArgument(f"kernel {program.name!r} takes {len(explicit)} arguments ({names}), "
@@ -251,7 +254,16 @@ class AMDProgram:
 
     def layout(self, global_size: tuple[int, int, int],
                local_size: tuple[int, int, int]) -> tuple[tuple[int, int, int], int]:
-        """Check the sizes; returns the work-group counts and COMPUTE_DISPATCH_INITIATOR."""
+        """Check the sizes; returns the work-group counts and COMPUTE_DISPATCH_INITIATOR (a shape seen
+        before is answered from `_shapes`: the launch's Python cost)."""
+        key = (global_size, local_size)
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self._shapes[key] = self._check_layout(global_size, local_size)
+        return shape
+
+    def _check_layout(self, global_size: tuple[int, int, int],
+                      local_size: tuple[int, int, int]) -> tuple[tuple[int, int, int], int]:
         program = self.program
         threads = local_size[0] * local_size[1] * local_size[2]
         limit = min(MAX_WORKGROUP_THREADS, program.metadata.max_flat_workgroup_size or MAX_WORKGROUP_THREADS)
