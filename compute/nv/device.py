@@ -8,12 +8,17 @@
 - Queues: compute and copy on the device's two GPFIFO channels (compute/nv/queues.py).
 - Programs: compute/nv/program.py. The SM version the cubin is chosen for comes from the
   generation: GA100 sm_80, GA10x sm_86, AD10x sm_89, GH100 sm_90 (CUDA compute capabilities).
-- Errors: the channels' error notifier (NvNotification, nvgputypes.h) is read before each
+- Errors: each channel's error notifier (NvNotification, nvgputypes.h) is read before each
   submission, while waiting and after synchronize; a robust-channel error is `ChannelError` naming
-  the nverror.h code (ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT for an MMU fault).
+  the nverror.h code (ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT for an MMU fault), the engine the
+  notifier names and the channels whose notifiers report it. It is TSG-wide: the RM stops both
+  channels (they share one channel group) and never runs that group again, so `reset_compute_queue`
+  frees the group and builds a new one (NVDevice.reset_channel_group), and both queues start
+  empty on the new channels: what they had not run is lost, as on AMD after a queue reset.
 """
 from __future__ import annotations
 
+import logging
 import re
 import struct
 
@@ -21,7 +26,10 @@ from compute.nv.program import NVProgram
 from compute.nv.queues import NVComputeQueue, NVCopyQueue
 from drivers.nv import device as nv_device
 from drivers.nv.gpfifo import ChannelError
-from hal.errors import DeviceNotFound, UnsupportedOperation
+from autogen.nv.r535 import classes as cl
+from hal.errors import DeviceNotFound
+
+log = logging.getLogger(__name__)
 
 DEVICE_PATTERN = re.compile(r"nv:(\d+)$")
 MOCK_PATTERN = re.compile(r"mock:nv(?::(\w+))?$")
@@ -42,6 +50,8 @@ CLOCK_HZ = 1_000_000_000  # semaphore timestamps count nanoseconds (nvgputypes.h
 # nverror.h robust-channel codes the error notifier reports (info32)
 ROBUST_CHANNEL_NAMES = {13: "ROBUST_CHANNEL_GR_EXCEPTION", 31: "ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT",
                         32: "ROBUST_CHANNEL_PBDMA_ERROR", 39: "ROBUST_CHANNEL_CE0_ERROR"}
+# NvNotification (nvgputypes.h): timeStamp 8 bytes, info32, info16, status
+NOTIFICATION_FORMAT = "<QIHH"
 
 
 class NVBackend:
@@ -81,7 +91,8 @@ class NVBackend:
         self.local_memory = None
         self.local_per_thread = 0
         self.compute = None
-        self.error = None  # the ChannelError already raised once, raised again until reopened
+        self.queues: list = []  # the compute and copy queues, moved to new channels by a reset
+        self.error = None  # the ChannelError already raised once, raised again until a reset
 
     def describe(self) -> str:
         kind = "mock NVIDIA GPU" if self.machine is not None else "NVIDIA GPU"
@@ -113,27 +124,47 @@ class NVBackend:
     # -- queues and programs -----------------------------------------------------------------------
     def compute_queue(self, device) -> NVComputeQueue:
         self.compute = NVComputeQueue(device, self)
+        self.queues.append(self.compute)
         return self.compute
 
     def copy_queue(self, device) -> NVCopyQueue:
-        return NVCopyQueue(device, self)
+        queue = NVCopyQueue(device, self)
+        self.queues.append(queue)
+        return queue
 
     def load_program(self, device, binary: bytes, name: str) -> NVProgram:
         return NVProgram(device, binary, name)
 
     # -- progress and errors -----------------------------------------------------------------------
     def check_errors(self) -> None:
-        """Raise the robust-channel error the RM wrote to the channels' error notifier, if any."""
+        """Raise the robust-channel error the RM wrote to the channels' error notifiers, if any.
+
+        For a TSG-wide error the RM writes the same record (info32 the code, info16 the NV2080
+        engine type that raised it) to every channel of the group (535.113.01
+        kernel_rc_notification.c krcErrorSetNotifier), so the notifiers do not say which channel
+        faulted; the engine type does say which engine, and each of our channels runs on one."""
         if self.error is not None:
             raise self.error
-        region = self.nv.notifier.cpu.region
-        time_ns, code, info16, status = struct.unpack("<QIHH", region.read(0, 16))
-        if status == 0 and code == 0:
+        reports = []
+        for channel in self.nv.channels:
+            record = channel.notifier.cpu.region.read(0, nv_device.NOTIFICATION_BYTES)
+            _time_ns, code, info16, status = struct.unpack(NOTIFICATION_FORMAT, record)
+            if status or code:
+                reports.append((channel.name, code, info16))
+        if not reports:
             return
+        _, code, engine_type = reports[0]
         name = ROBUST_CHANNEL_NAMES.get(code, f"robust-channel error {code}")
-        self.error = ChannelError(name, code, info16,
-                                  f"{self.describe()}: the RM stopped the channels with {name} ({code}); "
-                                  f"work after it is lost: close the device and open it again")
+        reported_by = tuple(channel for channel, _, _ in reports)
+        engine = engine_channel(engine_type)
+        on = f"the {engine} channel's engine" if engine else f"engine type {engine_type:#x}"
+        self.error = ChannelError(name, code, engine_type,
+                                  f"{self.describe()}: the RM stopped the channel group with {name} "
+                                  f"({code}) on {on}, reported by the {' and '.join(reported_by)} "
+                                  f"channel notifier(s); every channel of the group is stopped and "
+                                  f"what the compute and copy queues had not run is lost: "
+                                  f"reset_compute_queue() builds a new channel group",
+                                  reported_by, engine)
         raise self.error
 
     def sleep_for_progress(self, timeout_s: float) -> None:
@@ -142,8 +173,19 @@ class NVBackend:
         self.check_errors()
 
     def reset_compute_queue(self, why: str) -> None:
-        raise UnsupportedOperation(f"{self.describe()}: resetting one channel is not implemented "
-                                   f"({why}); close the device and open it again")
+        """Free the channel group and build a new one (NVDevice.reset_channel_group); the compute
+        and copy queues move to the new channels, empty. Both channels share the group, so the copy
+        queue's unfinished work is lost with the compute queue's (the RM tears the whole TSG down)."""
+        if self.queues:
+            device = self.queues[0].device
+            states = "; ".join(queue.hardware_state_unchecked() for queue in self.queues)
+            log.warning("%s: reset of the channel group (%s): the work of timeline values %d..%d that "
+                        "had not completed is dropped (%s)", self.describe(), why, device.timeline.value + 1,
+                        device.timeline_value - 1, states)
+        self.nv.reset_channel_group(why)
+        self.error = None
+        for queue in self.queues:
+            queue.attach(self.nv.compute if queue.kind == "compute" else self.nv.copy)
 
     # -- teardown ----------------------------------------------------------------------------------
     def close(self) -> None:
@@ -153,3 +195,13 @@ class NVBackend:
             if self.machine is not None:
                 self.machine.close()
 
+
+def engine_channel(engine_type: int) -> str:
+    """Which of our channels runs on the engine an error notifier's info16 names: compute on the
+    graphics engine, copy on a copy engine (NV2080_ENGINE_TYPE_*, autogen.nv.r535.classes); ""
+    for another engine."""
+    if engine_type == cl.NV2080_ENGINE_TYPE_GRAPHICS:
+        return "compute"
+    if cl.NV2080_ENGINE_TYPE_IS_COPY(engine_type):
+        return "copy"
+    return ""

@@ -26,6 +26,12 @@ Copy (subchannel 4, the generation's copy class; clc6b5.h methods, the same in c
 
 - timestamp: SEM_EXECUTE REDUCTION IOR of 0 on the 64-bit value (unchanged) with
   RELEASE_TIMESTAMP, which puts the GPU time (ns) in the 8 bytes after it: the signal's timestamp.
+  The host writes 16 bytes there and wants them 16-byte aligned (dev_pbdma.ref.txt); signals and
+  profile slots are 16-byte records from page-aligned memory, and an unaligned one is refused here.
+
+After a channel-group reset (compute/nv/device.py reset_compute_queue) `attach` moves a queue to
+its new channel: a fresh GP ring (GPPut 0) and the setup words (SET_OBJECT, windows, local memory)
+again, since the new channel's engine object starts unbound.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ from autogen.nv.r535 import classes as cl
 from compute.queue import Queue, RingSpace
 from drivers.nv import gpfifo
 from drivers.nv.gpfifo import SUBCHANNEL_COMPUTE, SUBCHANNEL_COPY, incrementing
+from hal.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from compute.device import Device
@@ -58,10 +65,14 @@ SEM_ACQUIRE = (cl.NVC56F_SEM_EXECUTE_OPERATION_ACQ_CIRC_GEQ
 # a timestamp without touching the value: a 64-bit REDUCTION IOR with payload 0 leaves the value
 # as it is, and RELEASE_TIMESTAMP writes the time after it (the signal's layout: value at 0,
 # timestamp at 8). clc56f.h SEM_EXECUTE: REDUCTION 30:27, REDUCTION_FORMAT 31:31, RELEASE_TIMESTAMP
-# 25:25. That the host writes the timestamp for a reduction is NOT verified on hardware yet.
+# 25:25. NVIDIA/open-gpu-doc c8607fe576b53ff821ffcf97e7548d2de11c4eaf manuals/ampere/ga100/
+# dev_pbdma.ref.txt documents it: "RELEASE and REDUCTION cause a semaphore release to occur, ...
+# causing a timestamp to be written if RELEASE_TIMESTAMP is EN", 16 bytes at a 16-byte aligned
+# address (payload, then the timer at +8). Not yet run on hardware.
 SEM_REDUCTION_SHIFT = 27
 SEM_REDUCTION_FORMAT_SHIFT = 31
 SEM_RELEASE_TIMESTAMP_SHIFT = 25
+SEM_TIMESTAMP_ALIGNMENT = 16  # dev_pbdma.ref.txt (same commit): else NV_PBDMA_INTR_0_SEMAPHORE
 SEM_TIMESTAMP = (cl.NVC56F_SEM_EXECUTE_OPERATION_REDUCTION
                  | cl.NVC56F_SEM_EXECUTE_RELEASE_WFI_EN << SEM_RELEASE_WFI_SHIFT
                  | cl.NVC56F_SEM_EXECUTE_PAYLOAD_SIZE_64BIT << SEM_PAYLOAD_SIZE_SHIFT
@@ -106,18 +117,23 @@ class NVQueue(Queue):
     def __init__(self, device: "Device", name: str, channel, backend) -> None:
         super().__init__(device, name)
         self.backend = backend
-        self.channel = channel
-        nv = backend.nv
-        ring = channel.gpfifo.cpu.region
-        userd_offset = channel.entries * gpfifo.GP_ENTRY_SIZE
-        self.gpfifo = gpfifo.GPFIFO(name, ring.sub(0, userd_offset), channel.entries,
-                                    ring.sub(userd_offset, ring.size - userd_offset), nv.doorbell.region,
-                                    channel.work_submit_token)
         self.pushbuffer = device.allocate(PUSHBUFFER_BYTES, host=True)
         self.words_space = RingSpace(f"{name} pushbuffer", PUSHBUFFER_BYTES // DWORD, device.timeline)
-        # GPPut == GPGet means empty, so one entry always stays free
-        self.entry_space = RingSpace(f"{name} GPFIFO", channel.entries, device.timeline, reserve_free=1)
         self.position = 0  # monotonic dword position in the pushbuffer
+        self.attach(channel)
+
+    def attach(self, channel) -> None:
+        """Submit to `channel` (a drivers.nv.device.NVChannel) from now on: its GP ring from entry 0
+        and the setup words first. The pushbuffer stays; its space returns with the timeline."""
+        self.channel = channel
+        ring = channel.gpfifo.cpu.region
+        userd_offset = channel.entries * gpfifo.GP_ENTRY_SIZE
+        self.gpfifo = gpfifo.GPFIFO(self.name, ring.sub(0, userd_offset), channel.entries,
+                                    ring.sub(userd_offset, ring.size - userd_offset),
+                                    self.backend.nv.doorbell.region, channel.work_submit_token)
+        # GPPut == GPGet means empty, so one entry always stays free
+        self.entry_space = RingSpace(f"{self.name} GPFIFO", channel.entries, self.device.timeline,
+                                     reserve_free=1)
         self.setup: list[int] = self.initial_words()
 
     def initial_words(self) -> list[int]:
@@ -130,6 +146,10 @@ class NVQueue(Queue):
         return semaphore_words(self.subchannel, signal.value_address, value, SEM_RELEASE)
 
     def _emit_timestamp(self, signal: "Signal") -> list[int]:
+        if signal.value_address % SEM_TIMESTAMP_ALIGNMENT:
+            raise InvalidArgument(f"{self.name} queue: timestamp of signal {signal.name!r} at "
+                                  f"{signal.value_address:#x}: the host writes 16 bytes there and needs "
+                                  f"them 16-byte aligned (else a PBDMA semaphore error)")
         return semaphore_words(self.subchannel, signal.value_address, 0, SEM_TIMESTAMP)
 
     def _emit_indirect(self, address: int, dwords: int) -> list:
@@ -174,12 +194,17 @@ class NVQueue(Queue):
         self.backend.check_errors()  # a channel error is raised by name, not reported as a timeout
         return self.gpfifo.state()
 
+    def hardware_state_unchecked(self) -> str:
+        """GPPut/GPGet without raising a channel error (for the message of a reset)."""
+        return self.gpfifo.state()
+
 
 class NVComputeQueue(NVQueue):
     kind = "compute"
     subchannel = SUBCHANNEL_COMPUTE
 
     def __init__(self, device: "Device", backend) -> None:
+        self.local: tuple[int, int, int] | None = None  # the local memory buffer the engine uses
         super().__init__(device, "compute", backend.nv.compute, backend)
 
     def initial_words(self) -> list[int]:
@@ -190,15 +215,21 @@ class NVComputeQueue(NVQueue):
                               backend.local_window >> 32, backend.local_window & WORD_MASK)
         words += incrementing(subchannel, cl.NVC6C0_SET_SHADER_SHARED_MEMORY_WINDOW_A,
                               backend.shared_window >> 32, backend.shared_window & WORD_MASK)
+        if self.local is not None:
+            words += self._local_memory_words(*self.local)
         return words
 
     def local_memory(self, address: int, size: int, sm_count: int) -> None:
         """Point the engine at a local memory buffer (before the next submission's commands)."""
+        self.local = (address, size, sm_count)
+        self.setup += self._local_memory_words(address, size, sm_count)
+
+    def _local_memory_words(self, address: int, size: int, sm_count: int) -> list[int]:
         subchannel = self.subchannel
-        self.setup += incrementing(subchannel, cl.NVC6C0_SET_SHADER_LOCAL_MEMORY_A, address >> 32,
-                                   address & WORD_MASK)
-        self.setup += incrementing(subchannel, cl.NVC6C0_SET_SHADER_LOCAL_MEMORY_NON_THROTTLED_A,
-                                   size >> 32, size & WORD_MASK, sm_count)
+        return (incrementing(subchannel, cl.NVC6C0_SET_SHADER_LOCAL_MEMORY_A, address >> 32,
+                             address & WORD_MASK)
+                + incrementing(subchannel, cl.NVC6C0_SET_SHADER_LOCAL_MEMORY_NON_THROTTLED_A,
+                               size >> 32, size & WORD_MASK, sm_count))
 
     def _emit_exec(self, launch) -> list[int]:
         return incrementing(self.subchannel, cl.NVC6C0_SEND_PCAS_A, launch.qmd_address >> QMD_ADDRESS_SHIFT,

@@ -5,7 +5,8 @@
     root client (NV01_ROOT_CLIENT)
     └─ device (NV01_DEVICE_0) ─ subdevice (NV20_SUBDEVICE_0) ─ usermode (doorbell window, CPU-mapped)
        ├─ VA space (FERMI_VASPACE_A), registered with UVM together with the GPU
-       ├─ memory (NV01_MEMORY_LOCAL_USER / NV01_MEMORY_SYSTEM): GPFIFO ring + USERD, error notifier
+       ├─ memory (NV01_MEMORY_LOCAL_USER / NV01_MEMORY_SYSTEM): per channel, GPFIFO ring + USERD
+       │  and an error notifier
        └─ channel group (KEPLER_CHANNEL_GROUP_A) ─ context share (FERMI_CONTEXT_SHARE_A)
           ├─ compute channel (GPFIFO class) ─ compute object
           └─ copy channel (GPFIFO class) ─ copy-engine object
@@ -14,6 +15,10 @@ The generation is resolved once from NV2080_CTRL_CMD_MC_GET_ARCH_INFO into the c
 (`Generation`); nothing below asks again. `alloc_memory` makes VRAM or system memory, maps it for
 the CPU (NV_ESC_RM_MAP_MEMORY + mmap) and into the GPU VA space through UVM (external range + map
 external allocation). Submission (GPFIFO entries, doorbell writes) is drivers/nv/gpfifo.py's.
+
+Robust-channel errors are TSG-wide: the RM stops every channel of the faulting channel's group and
+writes each one's error notifier, and never runs that group again. `reset_channel_group` frees the
+group (its channels, engine objects and context share) and builds a new one on the same memory.
 """
 from __future__ import annotations
 
@@ -58,7 +63,11 @@ HUGE_PAGE = 2 << 20
 GPFIFO_ENTRIES = 0x400  # a power of two, as the RM requires
 GPFIFO_ENTRY_SIZE = cl.NVC86F_GP_ENTRY__SIZE  # clc86f.h (as clc56f.h): one GP entry is 8 bytes
 GPFIFO_AREA = 0x10000  # ring (8 KiB) + USERD (the Nvc86fControl_struct block) in one allocation
-NOTIFIER_SIZE = 0x1000  # the channel's error notifier (NvNotification array)
+NOTIFIER_SIZE = 0x1000  # a channel's error notifier (NvNotification array, one page)
+# nvos.h NV_CHANNELGPFIFO_NOTIFICATION_TYPE_*: the RM writes an error at index 0 of the channel's
+# hObjectError memory and the work-submit token at index 1 (kernel_channel.c
+# kchannelNotifyWorkSubmitToken), so each channel gets a notifier of its own
+NOTIFICATION_BYTES = 16  # nvgputypes.h NvNotification: timeStamp, info32, info16, status
 # where UVM maps each channel's context buffers (UVM_REGISTER_CHANNEL): below 1 TiB, the limit of
 # Ampere and Ada (uvm_ampere.c/uvm_ada.c max_channel_va), 64 MiB each (room for a graphics context)
 CHANNEL_VA_START = 1 << 32
@@ -116,7 +125,7 @@ class NVMemory:
 
 @dataclasses.dataclass(eq=False)
 class NVChannel:
-    """A GPFIFO channel with its engine object and doorbell token."""
+    """A GPFIFO channel with its engine object, doorbell token and error notifier."""
 
     obj: RMObject
     engine: RMObject
@@ -125,6 +134,8 @@ class NVChannel:
     entries: int
     work_submit_token: int
     uvm_base: int  # where UVM maps the channel's context buffers
+    notifier: NVMemory
+    name: str = ""
 
 
 class NVDevice:
@@ -190,6 +201,25 @@ class NVDevice:
         self.uvm.register_gpu(self.uuid)
         self.uvm_gpu_registered = True
         self.uvm.register_gpu_va_space(self.uuid, rm.ctl_fd, rm.root.handle, self.vaspace.handle)
+        # the channels' memory outlives a channel group (reset_channel_group reuses it)
+        self._channel_memory = {
+            name: (self.alloc_memory(GPFIFO_AREA, location="vram", name=f"{name} GPFIFO + USERD"),
+                   self.alloc_memory(NOTIFIER_SIZE, location="sysmem", name=f"{name} error notifier"),
+                   self._next_channel_uvm_base())
+            for name in ("compute", "copy")}
+        self._build_channel_group()
+        log.info("NVIDIA GPU %d (%#06x, %s) up through the RM, driver %s", self.index, self.pci_device_id,
+                 generation.name, rm.version)
+
+    def _next_channel_uvm_base(self) -> int:
+        base = self._next_channel_va
+        self._next_channel_va += CHANNEL_VA_SIZE
+        return base
+
+    def _build_channel_group(self) -> None:
+        """The channel group, its context share and the two channels, registered with UVM, then
+        scheduled (NVA06C_CTRL_CMD_GPFIFO_SCHEDULE)."""
+        rm = self.rm
         self.channel_group = rm.alloc(self.device, cl.KEPLER_CHANNEL_GROUP_A,
                                       rm.abi.nvos.NV_CHANNEL_GROUP_ALLOCATION_PARAMETERS(
                                           engineType=cl.NV2080_ENGINE_TYPE_GRAPHICS), name="channel group")
@@ -198,19 +228,44 @@ class NVDevice:
                                           hVASpace=self.vaspace.handle,
                                           flags=nvos.NV_CTXSHARE_ALLOCATION_FLAGS_SUBCONTEXT_ASYNC),
                                       name="context share")
-        self.notifier = self.alloc_memory(NOTIFIER_SIZE, location="sysmem", name="error notifier")
-        self.compute = self._channel(generation.compute_class, "compute")
-        self.copy = self._channel(generation.copy_class, "copy")
+        self.compute = self._channel(self.generation.compute_class, "compute")
+        self.copy = self._channel(self.generation.copy_class, "copy")
         rm.control(self.channel_group, ctrl.NVA06C_CTRL_CMD_GPFIFO_SCHEDULE,
                    rm.abi.ctrl.NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS(bEnable=1))
-        log.info("NVIDIA GPU %d (%#06x, %s) up through the RM, driver %s", self.index, self.pci_device_id,
-                 generation.name, rm.version)
+
+    @property
+    def channels(self) -> tuple[NVChannel, NVChannel]:
+        return self.compute, self.copy
+
+    def reset_channel_group(self, why: str) -> None:
+        """Free the channel group and build a new one: the way back after a robust-channel error
+        (the RM never runs a torn-down TSG again) or a channel that never finishes.
+
+        Order: UVM lets every channel of the group go first (uvm.h UvmUnregisterChannel: it stops
+        the channel, and a channel's VA range is released only once every channel of its TSG is
+        unregistered), then one NV_ESC_RM_FREE of the group frees its channels, their engine objects
+        and the context share (serverFreeResourceTree, dependants first). The ring, USERD and
+        notifier memory belong to the device and are reused: zeroed here, so the new channels start
+        at GPGet = GPPut = 0 with clean notifiers (535.113.01 kernel_channel.c calls
+        kfifoSetupUserD_HAL, which clears USERD, only for virtual GPUs), at the same UVM ranges."""
+        log.warning("NVIDIA GPU %d: freeing channel group %s and building a new one (%s)", self.index,
+                    self.channel_group, why)
+        for channel in self.channels:
+            if channel.obj in self.uvm_channels:
+                self.uvm.unregister_channel(self.uuid, self.rm.root.handle, channel.obj.handle)
+                self.uvm_channels.remove(channel.obj)
+        if not self.channel_group.freed:  # a reset that failed while building may be retried
+            self.rm.free(self.channel_group)
+        for ring, notifier, _ in self._channel_memory.values():
+            for memory in (ring, notifier):
+                memory.cpu.region.write(0, bytes(memory.size))
+        self._build_channel_group()
 
     def _channel(self, engine_class: int, name: str) -> NVChannel:
         rm = self.rm
-        ring = self.alloc_memory(GPFIFO_AREA, location="vram", name=f"{name} GPFIFO + USERD")
+        ring, notifier, base = self._channel_memory[name]
         userd_offset = GPFIFO_ENTRIES * GPFIFO_ENTRY_SIZE
-        params = rm.abi.classes.NV_CHANNEL_ALLOC_PARAMS(hObjectError=self.notifier.obj.handle,
+        params = rm.abi.classes.NV_CHANNEL_ALLOC_PARAMS(hObjectError=notifier.obj.handle,
                                                         hObjectBuffer=ring.obj.handle,
                                                         gpFifoOffset=ring.gpu_va,
                                                         gpFifoEntries=GPFIFO_ENTRIES,
@@ -222,12 +277,11 @@ class NVDevice:
         token = rm.control(channel, ctrl.NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN,
                            rm.abi.ctrl.NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN_PARAMS())
         # UVM maps the channel's context buffers in this VA space, so faults on it can be serviced
-        base = self._next_channel_va
-        self._next_channel_va += CHANNEL_VA_SIZE
         self.uvm.register_channel(self.uuid, rm.ctl_fd, rm.root.handle, channel.handle, base,
                                   CHANNEL_VA_SIZE)
         self.uvm_channels.append(channel)
-        return NVChannel(channel, engine, ring, 0, GPFIFO_ENTRIES, token.workSubmitToken, base)
+        return NVChannel(channel, engine, ring, 0, GPFIFO_ENTRIES, token.workSubmitToken, base, notifier,
+                         name)
 
     # -- memory -------------------------------------------------------------------------------------
     def alloc_memory(self, size: int, location: str = "vram", cpu_access: bool = True,
@@ -315,4 +369,5 @@ class NVDevice:
             raise ResourceLeak(leaked)
 
 
-_OWN_MEMORY = frozenset(("error notifier", "compute GPFIFO + USERD", "copy GPFIFO + USERD"))
+_OWN_MEMORY = frozenset(("compute error notifier", "copy error notifier", "compute GPFIFO + USERD",
+                         "copy GPFIFO + USERD"))

@@ -77,14 +77,20 @@ SUBCHANNEL_COPY = 4
 
 
 class ChannelError(HalError):
-    """The RM stopped a channel (robust-channel recovery) and wrote its error notifier: `name` is the
-    nverror.h code's name (ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT, ...), `code` its number."""
+    """The RM stopped a channel group (robust-channel recovery) and wrote its channels' error
+    notifiers: `name` is the nverror.h code's name (ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT, ...),
+    `code` its number, `info` the notifier's info16 (the NV2080 engine type that raised it),
+    `reported_by` the channels whose notifiers hold it (every channel of the group for a TSG-wide
+    error) and `engine` the channel whose engine that is, when one of ours runs on it (else "")."""
 
-    def __init__(self, name: str, code: int, info: int, message: str) -> None:
+    def __init__(self, name: str, code: int, info: int, message: str,
+                 reported_by: tuple[str, ...] = (), engine: str = "") -> None:
         super().__init__(message)
         self.name = name
         self.code = code
         self.info = info
+        self.reported_by = reported_by
+        self.engine = engine
 
 
 def method_header(sec_op: int, subchannel: int, method: int, count: int) -> int:

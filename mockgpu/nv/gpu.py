@@ -22,10 +22,13 @@ once; clc56f.h "dma method formats") and executes the methods at once:
   (pitch-linear, one line; a one-word or four-word semaphore release after it).
 
 GPU virtual addresses resolve through the mappings UVM recorded (`UVMFile.gpu_translate`); an
-access to an unmapped address is an MMU fault. A fault stops the channel: the model writes the
-channel's error notifier (nvgputypes.h NvNotification: timeStamp, info32 = the nverror.h
-ROBUST_CHANNEL_* code, info16, status) as the RM's robust-channel handling does, fetches nothing
-more on that channel, and records it in `errors`.
+access to an unmapped address is an MMU fault. Semaphores are checked for alignment (8 bytes for a
+64-bit payload, 16 for a release or reduction with a timestamp: dev_pbdma.ref.txt). A fault tears
+the channel's whole channel group (TSG) down, as the RM's robust-channel handling does: every
+channel of the group stops fetching and gets its error notifier written (nvgputypes.h
+NvNotification: timeStamp, info32 = the nverror.h ROBUST_CHANNEL_* code, info16 = the NV2080 engine
+type, status 0xffff); the fault is recorded in `errors`. Channels the RM freed are forgotten, so a
+client can free the group and allocate a new one.
 
 **How kernels run.** The mock cannot execute SASS. A launch's program address holds the SASS the
 driver uploaded; the model compares the bytes there with the SASS of the kernels it was told
@@ -100,9 +103,10 @@ ROBUST_CHANNEL_GR_EXCEPTION = 13
 ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT = 31
 ROBUST_CHANNEL_PBDMA_ERROR = 32
 ROBUST_CHANNEL_CE0_ERROR = 39
-# nvgputypes.h NvNotification: the RM sets status; the *_NOTIFICATION_STATUS_ERROR_PROTECTION_FAULT
-# value the RM uses for channel errors (cl003e.h / cl0040.h)
-NOTIFICATION_STATUS_ERROR = cl.NV03E_NOTIFICATION_STATUS_ERROR_PROTECTION_FAULT
+# nvgputypes.h NvNotification.status of a robust-channel error: krcErrorSetNotifier passes 0xffff
+# as notifierStatus (NVIDIA/open-gpu-kernel-modules 535.113.01
+# src/nvidia/src/kernel/gpu/rc/kernel_rc_notification.c)
+NOTIFICATION_STATUS_ERROR = 0xFFFF
 NOTIFICATION_SIZE = 16
 # QMD 03_00 (autogen.nv.qmd, from Mesa's clc6c0qmd.h): 256 bytes; the fields checked below
 QMD_SIZE = 256
@@ -294,6 +298,7 @@ class GPUModel:
         """Stop (True) or restart (False) fetching; on restart everything pending runs."""
         self.held = held
         if not held:
+            self._forget_freed()
             for state in list(self.channels.values()):
                 self.doorbell(state.obj.info["work_submit_token"])
                 break
@@ -314,6 +319,7 @@ class GPUModel:
             return  # the running loop (or the restart after a hold) picks the work up
         self._running = True
         try:
+            self._forget_freed()
             progress = True
             while progress:
                 progress = False
@@ -323,17 +329,29 @@ class GPUModel:
             self._running = False
 
     def _channel_by_token(self, token: int):
+        """The live channel whose work-submit token this is; None for a freed channel's token (the RM
+        hands a freed channel's ID out again only to a new channel, which gets its own state)."""
         for client in self.driver.rm.clients.values():
             for obj in client.objects.values():
                 if obj.info.get("work_submit_token") == token and "gpfifo_entries" in obj.info:
-                    engine = next((child.cls for child in obj.children.values()), 0)
-                    state = self.channels.get(id(obj))
-                    if state is None or state.obj is not obj:
-                        state = _Channel(obj, engine)
-                        self.channels[id(obj)] = state
-                    state.engine_class = engine
-                    return state
+                    return self._state_of(obj)
         return None
+
+    def _state_of(self, obj) -> _Channel:
+        engine = next((child.cls for child in obj.children.values()), 0)
+        state = self.channels.get(id(obj))
+        if state is None or state.obj is not obj:
+            state = _Channel(obj, engine)
+            self.channels[id(obj)] = state
+        if engine:
+            state.engine_class = engine
+        return state
+
+    def _forget_freed(self) -> None:
+        """Drop the state of channels the RM freed (with their channel group, or alone)."""
+        for key, state in list(self.channels.items()):
+            if state.obj.info.get("freed"):
+                del self.channels[key]
 
     def _userd(self, state: _Channel) -> tuple[bytearray, int]:
         handle, offset = state.obj.info["userd"]
@@ -468,18 +486,26 @@ class GPUModel:
         wide = (value >> _SEM_PAYLOAD_SIZE_SHIFT) & 1 == cl.NVC56F_SEM_EXECUTE_PAYLOAD_SIZE_64BIT
         operation = value & _SEM_OPERATION_MASK
         size = 8 if wide else 4
-        if address % size:
-            # clc56f.h SEM_ADDR_LO_OFFSET 31:2: 4-byte aligned; a 64-bit payload wants 8
-            raise ChannelFault(ROBUST_CHANNEL_PBDMA_ERROR,
-                               f"semaphore at {address:#x} is not {size}-byte aligned")
+        timestamped = (value >> _SEM_TIMESTAMP_SHIFT) & 1 == cl.NVC56F_SEM_EXECUTE_RELEASE_TIMESTAMP_EN
+        releases = operation in (cl.NVC56F_SEM_EXECUTE_OPERATION_RELEASE,
+                                 cl.NVC56F_SEM_EXECUTE_OPERATION_REDUCTION)
+        # NVIDIA/open-gpu-doc c8607fe576b53ff821ffcf97e7548d2de11c4eaf manuals/ampere/ga100/
+        # dev_pbdma.ref.txt SEM_EXECUTE: a 64-bit payload needs an 8-byte aligned address (SEM_ADDR_LO
+        # keeps bits 31:2, so 4 bytes at least); with RELEASE_TIMESTAMP EN on a RELEASE or REDUCTION
+        # 16 bytes are written and the address must be 16-byte aligned (an acquire ignores the bit);
+        # otherwise Host raises NV_PBDMA_INTR_0_SEMAPHORE, which the RM reports as a PBDMA error
+        alignment = 16 if timestamped and releases else size
+        if address % alignment:
+            what = "a timestamped release" if alignment == 16 else f"a {size * 8}-bit semaphore"
+            raise ChannelFault(ROBUST_CHANNEL_PBDMA_ERROR, f"semaphore at {address:#x} is not "
+                               f"{alignment}-byte aligned, as {what} needs (NV_PBDMA_INTR_0_SEMAPHORE)")
         if not wide:
             payload &= 0xFFFFFFFF
         if operation == cl.NVC56F_SEM_EXECUTE_OPERATION_RELEASE:
-            data = payload.to_bytes(size, "little")
-            if (value >> _SEM_TIMESTAMP_SHIFT) & 1:
-                # a release with timestamp writes the four-word structure: payload, then the time
-                data = payload.to_bytes(8, "little") + self.clock_ns().to_bytes(8, "little")
-            self._write(address, data)
+            if timestamped:
+                self._release_timestamped(address, payload)
+            else:
+                self._write(address, payload.to_bytes(size, "little"))
             return True
         if operation in (cl.NVC56F_SEM_EXECUTE_OPERATION_ACQ_STRICT_GEQ,
                          cl.NVC56F_SEM_EXECUTE_OPERATION_ACQ_CIRC_GEQ,
@@ -509,12 +535,19 @@ class GPUModel:
                                    f"(unsigned {unsigned}) is not modelled")
             current = int.from_bytes(self._read(address, size), "little")
             result = _REDUCTIONS[reduction](current, payload) % (1 << (8 * size))
-            data = result.to_bytes(size, "little")
-            if (value >> _SEM_TIMESTAMP_SHIFT) & 1:
-                data = result.to_bytes(8, "little") + self.clock_ns().to_bytes(8, "little")
-            self._write(address, data)
+            if timestamped:
+                self._release_timestamped(address, result)
+            else:
+                self._write(address, result.to_bytes(size, "little"))
             return True
         raise ChannelFault(ROBUST_CHANNEL_PBDMA_ERROR, f"SEM_EXECUTE operation {operation} is not supported")
+
+    def _release_timestamped(self, address: int, payload: int) -> None:
+        """The 16-byte semaphore (dev_pbdma.ref.txt at the commit above, "Semaphore timestamp
+        option"): the payload in bytes 0-7 (a 32-bit payload's upper half is 0), the ns timer in bytes
+        8-15, the timestamp written before the payload so a satisfied acquire sees a fresh time."""
+        self._write(address + 8, self.clock_ns().to_bytes(8, "little"))
+        self._write(address, payload.to_bytes(8, "little"))
 
     # -- compute -------------------------------------------------------------------------------------
     def _compute_method(self, state: _Channel, method: int, value: int) -> None:
@@ -592,16 +625,42 @@ class GPUModel:
 
     # -- robust channel ------------------------------------------------------------------------------
     def _rc(self, state: _Channel, code: int, why: str) -> None:
-        """Stop the channel and write its error notifier (krcErrorWriteNotifier)."""
-        state.faulted = True
-        state.methods = []
+        """Tear the faulting channel's TSG down and write every member's error notifier.
+
+        NVIDIA/open-gpu-doc c8607fe576b53ff821ffcf97e7548d2de11c4eaf manuals/ampere/ga100/
+        dev_runlist.ref.txt "Channel Teardown Sequence": after a PBDMA, CE or MMU fault the RM
+        disables all channels of the faulting context's TSG (or drops the TSG from the runlist), so
+        no channel of that TSG runs again. NVIDIA/open-gpu-kernel-modules 535.113.01
+        src/nvidia/src/kernel/gpu/rc/kernel_rc_notification.c krcErrorSetNotifier: with
+        RC_NOTIFIER_SCOPE_TSG and subcontexts (not a vGPU host) it walks the TSG's channel list and
+        writes each channel's notifier (krcErrorWriteNotifier_CPU); 570.86.16
+        src/nvidia/src/kernel/gpu/mmu/arch/volta/kern_gmmu_gv100.c asks for that scope on an MMU
+        fault. A channel outside a channel group is torn down alone."""
+        group = state.obj.parent
+        if group is not None and group.cls == cl.KEPLER_CHANNEL_GROUP_A:
+            members = [child for child in group.children.values() if "gpfifo_entries" in child.info]
+        else:
+            members = [state.obj]
+        engine = _ENGINE_TYPE_OF.get(state.engine_class, cl.NV2080_ENGINE_TYPE_NULL)
         self.errors.append((code, why))
-        log.info("channel %#x: robust-channel error %d: %s", state.obj.handle, code, why)
-        params = self.driver.rm.layout(cl.NV_CHANNEL_ALLOC_PARAMS).from_bytes(state.obj.params)
-        notifier = self._client_of(state.obj).objects.get(params.hObjectError)
+        log.info("channel %#x: robust-channel error %d: %s (%d channel(s) of its group stopped)",
+                 state.obj.handle, code, why, len(members))
+        for member in members:
+            member_state = self._state_of(member)
+            member_state.faulted = True
+            member_state.methods = []
+            self._write_notifier(member, code, engine)
+
+    def _write_notifier(self, channel, code: int, engine: int) -> None:
+        """NvNotification index 0 of the channel's hObjectError memory (535.113.01
+        src/nvidia/src/kernel/gpu/mem_mgr/method_notification.c notifyFillNvNotification):
+        timeStamp, info32 = the nverror.h code, info16 = the NV2080 engine type of the engine that
+        raised it, status = the 0xffff krcErrorSetNotifier passes."""
+        params = self.driver.rm.layout(cl.NV_CHANNEL_ALLOC_PARAMS).from_bytes(channel.params)
+        notifier = self._client_of(channel).objects.get(params.hObjectError)
         if notifier is None or notifier.backing is None:
             return
-        record = struct.pack("<QIHH", self.clock_ns(), code, 0, NOTIFICATION_STATUS_ERROR)
+        record = struct.pack("<QIHH", self.clock_ns(), code, engine, NOTIFICATION_STATUS_ERROR)
         notifier.backing[:NOTIFICATION_SIZE] = record
 
 
@@ -681,6 +740,12 @@ def check_qmd(qmd: bytes, max_shared: int, compute_class: int = cl.AMPERE_COMPUT
 
 _COMPUTE_CLASSES = frozenset((cl.AMPERE_COMPUTE_A, cl.AMPERE_COMPUTE_B, cl.ADA_COMPUTE_A,
                               cl.HOPPER_COMPUTE_A))
+_COPY_CLASSES = frozenset((cl.AMPERE_DMA_COPY_A, cl.AMPERE_DMA_COPY_B, cl.HOPPER_DMA_COPY_A))
+# the NV2080 engine type a channel's error notifier names (info16): compute runs on the graphics
+# engine; the model has one copy engine, COPY0 (on hardware a graphics TSG's copy channel runs on a
+# GRCE whose index the chip's engine table gives)
+_ENGINE_TYPE_OF = {**{cls: cl.NV2080_ENGINE_TYPE_GRAPHICS for cls in _COMPUTE_CLASSES},
+                   **{cls: cl.NV2080_ENGINE_TYPE_COPY0 for cls in _COPY_CLASSES}}
 _HOST_STORED = frozenset((cl.NVC86F_SEM_ADDR_LO, cl.NVC86F_SEM_ADDR_HI, cl.NVC86F_SEM_PAYLOAD_LO,
                           cl.NVC86F_SEM_PAYLOAD_HI))
 _HOST_NO_EFFECT = frozenset((cl.NVC56F_NOP, cl.NVC56F_WFI, cl.NVC56F_MEM_OP_A, cl.NVC56F_MEM_OP_B,
