@@ -77,7 +77,8 @@ AMD_DIR = "drivers/gpu/drm/amd"
 # package nvidia-open-kernel-source carries only kernel-open/ (no RM API headers: nvos.h, the class
 # and control headers, nv_escape.h), so the Debian source package is pinned instead: only its upstream
 # tarball (12.5 MB) is fetched, checked against the sha256 of bookworm's Sources index.
-# trixie carries 550.163.01-2 (docs/nv.md: why r550 has no target; r570 is pinned below).
+# trixie carries 550.163.01-2, whose source package is not served here: r550 and the newer branches are
+# pinned to NVIDIA's repository below.
 NVIDIA_OPEN_535 = Package(
     "nvidia-open-gpu-kernel-modules", "535.261.03-1", "MIT", suite="bookworm", component="contrib",
     layout="source", orig_sha256="14f64f53694d4a580ea68a561db02c2a8847790087a86f50fd2f40eac3eebb8f",
@@ -103,118 +104,420 @@ NV_CONTROLS = ("ctrl0000/ctrl0000client.h", "ctrl0000/ctrl0000gpu.h", "ctrl0000/
                "ctrl2080/ctrl2080fb.h", "ctrl2080/ctrl2080gr.h", "ctrl2080/ctrl2080mc.h",
                "ctrla06c.h", "ctrlc36f.h", "ctrl90f1.h")
 
-# Branch r570 (H200 and newer machines run 570 or later; Debian's 550 source package is not served
-# here): NVIDIA's open-gpu-kernel-modules repository at the commit of its tag 570.211.01, the newest
-# 570 release there. The same header files as r535 (same paths), placed in the cache by hand
-# (sources.py, layout "git"; the four member folders, so that their includes resolve) and checked
-# against these sha256; never committed.
+# The headers every branch's RM and UVM targets read (the same paths in every branch), by module:
+# (paths inside the source tree, what the module holds). UVM's own copy of ctrl2080mc.h is the one with
+# the Ada and Hopper architecture ids.
+NV_SET_FILES: dict[str, tuple[tuple[str, ...], str]] = {
+    "escape": ((f"{NV_KERNEL_INC}/nv-ioctl-numbers.h", f"{NV_KERNEL_INC}/nv-ioctl.h",
+                f"{NV_UNIX}/nv_escape.h"),
+               "OS and RM escapes on /dev/nvidiactl and /dev/nvidiaN: numbers, OS-escape structs."),
+    "nvos": ((f"{NV_SDK}/nvos.h", f"{NV_UNIX}/nv-unix-nvos-params-wrappers.h"),
+             "RM API parameters (nvos.h): alloc, control, free, map memory, memory flags."),
+    "status": ((f"{NV_SDK}/nvstatus.h",), "NV_STATUS codes (nvstatus.h, nvstatuscodes.h)."),
+    "classes": ((*(f"{NV_SDK}/class/{name}.h" for name in NV_CLASSES),
+                 f"{NV_SDK}/class/cl2080_notification.h", f"{NV_SDK}/alloc/alloc_channel.h"),
+                "RM classes: numbers and allocation parameters (class/cl*.h, alloc_channel.h)."),
+    "ctrl": (tuple(f"{NV_SDK}/ctrl/{path}" for path in NV_CONTROLS),
+             "RM control commands and parameters (ctrl/ctrl*.h)."),
+    "uvm": ((f"{NV_UVM}/uvm_types.h", f"{NV_UVM}/uvm_linux_ioctl.h", f"{NV_UVM}/uvm_ioctl.h",
+             f"{NV_UVM}/ctrl2080mc.h"),
+            "UVM ioctls on /dev/nvidia-uvm (uvm_types.h, uvm_ioctl.h, uvm_linux_ioctl.h) and the "
+            "architecture ids UVM uses (its ctrl2080mc.h)."),
+}
+# From 590.44.01 nv-ioctl.h includes nv-ioctl-numa.h, which includes <stdint.h> outside the kernel
+# (git diff 580.142 590.48.01 -- kernel-open/common/inc/nv-ioctl.h): the escape targets of those branches
+# parse with this stand-in, x86-64 glibc's exact-width types (LP64: 64-bit types are long).
+NV_STDINT_BRANCHES = ("590", "595")
+NV_STDINT_STUB = {"stdint.h": """\
+/* x86-64 glibc <stdint.h>: exact-width integer types */
+typedef signed char int8_t;
+typedef short int16_t;
+typedef int int32_t;
+typedef long int64_t;
+typedef unsigned char uint8_t;
+typedef unsigned short uint16_t;
+typedef unsigned int uint32_t;
+typedef unsigned long uint64_t;
+"""}
+# From 580.65.06 UVM's user-visible enums (UvmGpuMappingType, which UVM_MAP_EXTERNAL_ALLOCATION's
+# gpuMappingType takes) live in nv_uvm_user_types.h, which uvm_types.h includes (git diff 575.64.05
+# 580.142 -- kernel-open/nvidia-uvm/uvm_types.h): the uvm target of those branches reads it too.
+NV_UVM_USER_TYPES = f"{NV_KERNEL_INC}/nv_uvm_user_types.h"
+NV_UVM_USER_TYPES_BRANCHES = ("580", "590", "595")
+# the method-field target's headers (host, compute, copy and usermode classes)
+NV_FIELD_CLASSES = ("clc56f", "clc86f", "clc6c0", "clc6b5", "clc361")
+
+
+def _nv_include_name(path: str) -> str:
+    """The name a header is included by: its path below its include directory ("class/cl0000.h")."""
+    return next(path[len(folder) + 1:] for folder in NV_INCLUDE_DIRS if path.startswith(folder + "/"))
+
+
+def _nv_set_files(branch: str) -> dict[str, tuple[tuple[str, ...], str]]:
+    """NV_SET_FILES as `branch` needs them (headers that moved between branches)."""
+    files = dict(NV_SET_FILES)
+    if branch in NV_UVM_USER_TYPES_BRANCHES:
+        paths, what = files["uvm"]
+        files["uvm"] = ((*paths, NV_UVM_USER_TYPES), what)
+    return files
+
+
+def nv_pinned_files(branch: str) -> tuple[str, ...]:
+    """Every file the RM/UVM targets of `branch` read (a git pin gives each one's sha256)."""
+    return tuple(dict.fromkeys(path for paths, _ in _nv_set_files(branch).values() for path in paths))
+
+
+def _nv_git(branch: str, commit: str, sha256_by_header: Mapping[str, str]) -> Package:
+    """Branch `branch` of NVIDIA/open-gpu-kernel-modules pinned at `commit`: the sha256 of every one
+    of nv_pinned_files(branch), each named by the path it is included by (`_nv_include_name`)."""
+    pinned = nv_pinned_files(branch)
+    names = {_nv_include_name(path): path for path in pinned}
+    if len(names) != len(pinned) or set(sha256_by_header) != set(names):
+        raise ValueError(f"pin of {commit}: headers {sorted(set(names) ^ set(sha256_by_header))} "
+                         f"missing or unknown")
+    return Package("open-gpu-kernel-modules", commit, "MIT", layout="git",
+                   repository="NVIDIA/open-gpu-kernel-modules",
+                   file_sha256=tuple((path, sha256_by_header[name]) for name, path in names.items()))
+
+
+# Branches r550 to r595 (a machine with an H200 and the CUDA 13 toolkit runs 580 or newer; Debian 13
+# runs 550): NVIDIA's open-gpu-kernel-modules repository at the commit of each branch's newest tag
+# there. The same header paths as r535, placed in the cache by hand (sources.py, layout "git"; the four
+# member folders, so that their includes resolve) and checked against these sha256; never committed.
+# 570.211.01 was the first branch pinned this way (docs/nv.md: what changed from r535)
 NVIDIA_OPEN_570_TAG = "570.211.01"
-NVIDIA_OPEN_570 = Package(
-    "open-gpu-kernel-modules", "498793d5e2a86c981b83c1bfb31f1f4a082d0f7b", "MIT", layout="git",
-    repository="NVIDIA/open-gpu-kernel-modules",
-    file_sha256=(
-        (f"{NV_KERNEL_INC}/nv-ioctl-numbers.h",
-         "7f449a019521f2f858a2d485eed1ee0fa4a8ffc82c9aecd484be5d3f6821f87d"),
-        (f"{NV_KERNEL_INC}/nv-ioctl.h",
-         "5b3838e454ae4ded4d2cd120622681ba56bf296c3701a4f1b832b6b9e3b534df"),
-        (f"{NV_UNIX}/nv_escape.h",
-         "12850ee7368dbfeba1e2392f9ff7fb44563d88ed12cbf478d0c0f61a03763570"),
-        (f"{NV_SDK}/nvos.h",
-         "a0dc58498fda0d9a02d302899efd24d3c5794565ee1b6b04a11f240bb01a5a1d"),
-        (f"{NV_UNIX}/nv-unix-nvos-params-wrappers.h",
-         "d3ff263781baae28ade28d5fd7a9f69d2019e8f4ca7bfb5675fa280be77792e5"),
-        (f"{NV_SDK}/nvstatus.h",
-         "e8267172a1f7a56420d612c6734b3554b9ff6a3d33fdda21b1371ff4ce4b8675"),
-        (f"{NV_SDK}/class/cl0000.h",
-         "2f8c158b1e0d55fb425497054539e9dcb24002ec5e4949dd56b9b2b8e17d0208"),
-        (f"{NV_SDK}/class/cl0005.h",
-         "4946d20304410bd72d97cb2bcc649a225b0eccc5aafa6dc9ac975d6180865ebd"),
-        (f"{NV_SDK}/class/cl9067.h",
-         "d2266b0ba4b84897c4c3d1b0f5047c72a9d5247c61c5bf0bfcbb7812e0b53654"),
-        (f"{NV_SDK}/class/cl003e.h",
-         "4870b6c5592fe481075143a0724d5767fb745ae5a04a15fc62fc2246dfba6c47"),
-        (f"{NV_SDK}/class/cl0040.h",
-         "8e6fef4c77c91a352b862767d7292951fe44f5a4b2271fa5bbc7b03b3c7bd414"),
-        (f"{NV_SDK}/class/cl0070.h",
-         "6617fb96ec110b5d3cad0ecff9f1aac20fa824eb3134b3fefe5615e35c1ea01f"),
-        (f"{NV_SDK}/class/cl0071.h",
-         "eb25c028642197fafa6c5c51dfceb081363dec65d50331d05de4d0140ee9e0eb"),
-        (f"{NV_SDK}/class/cl0080.h",
-         "8829ae3793aaad80dc8e9b560882d4e900565de7ce7832c0ea0ceffe7fe12b08"),
-        (f"{NV_SDK}/class/cl00b1.h",
-         "8d5912a50293e9cf54450bfa898f53b16b6b45d501ed89462f5857bddf2a3862"),
-        (f"{NV_SDK}/class/cl00fd.h",
-         "ea0f1405ffcb230ffa34f3e1bfd364781b6a62ce7eb2add67b389aa08cba700a"),
-        (f"{NV_SDK}/class/cl2080.h",
-         "6f0c32970e6ba7e56dec28c44594b41570237bf74b1ea33ab5e8bcd139805351"),
-        (f"{NV_SDK}/class/cl90f1.h",
-         "c1bd28c0a38f74b3e92c6a0b52b2e76bd6782ca6b112593dc69eda88913600b9"),
-        (f"{NV_SDK}/class/cla06c.h",
-         "30846382b0e34e930ce16d4ea9f31245b561509171a7df1bf1c0560a7b101053"),
-        (f"{NV_SDK}/class/clc361.h",
-         "65c33030f555713c63d3e8aba43f09738c46823bab141a9a07145ca22dc9f06b"),
-        (f"{NV_SDK}/class/clc461.h",
-         "b0bc3bad11a680f3a61b3cd98a3f84f46ffb164ff308351951dd807f1a5db047"),
-        (f"{NV_SDK}/class/clc561.h",
-         "a755fbb2c34063ca9a3bb707d5bf2481e92e28a0d3bdc7430937f5ee3dba8d43"),
-        (f"{NV_SDK}/class/clc661.h",
-         "6e9ff50400d4175448ed7348524eb2634f8536680b594989b9b08757df590393"),
-        (f"{NV_SDK}/class/clc56f.h",
-         "8b7a6d6d5d5e3538f2f3e3b975d00c4aa94bd2480008c49aefcfc2566e3f658e"),
-        (f"{NV_SDK}/class/clc86f.h",
-         "e80fb75a988bf99b6998e6436c701478764eadd30152d0a8f819c591af4cb849"),
-        (f"{NV_SDK}/class/clc6c0.h",
-         "2e8352bf73e395b827282af96535778bf43832186870ed2306a7db818d38da42"),
-        (f"{NV_SDK}/class/clc7c0.h",
-         "4cc2a76fd66d9124b962adaa68ceadcf8928a2589f0e195dd1d73db260234d0c"),
-        (f"{NV_SDK}/class/clc9c0.h",
-         "abdfdcfdd2dd5e0a9c823cde3894beceebba79322dc0bbc0a82c15da81e1804a"),
-        (f"{NV_SDK}/class/clcbc0.h",
-         "0e969c1329b339ee4551cf12095aa4aed9084c7d0095444eea34fcf80214d365"),
-        (f"{NV_SDK}/class/clc6b5.h",
-         "38caaf7efa2c9a58849ebf688c042eb43a4e6b1c670155df412e1e82ea580b71"),
-        (f"{NV_SDK}/class/clc7b5.h",
-         "9e8dbda2d6741abeb2d2c81bb92cb621445aac7facf8c8113f3cb3d12f1c7660"),
-        (f"{NV_SDK}/class/clc8b5.h",
-         "d915f6fe0ed27c6a66a7be92fd14ebddd2853ff03b653f233b8b4c76d0bd7f2b"),
-        (f"{NV_SDK}/class/cl2080_notification.h",
-         "d8ca340a170461423cf8f969dd8c3ee5cb2c599d311b78bab3ce5c0abe96c3cf"),
-        (f"{NV_SDK}/alloc/alloc_channel.h",
-         "f0211fbc8bf3f80841f699bf4ccb776d32517308782dfb3c8e99c7652986b5ab"),
-        (f"{NV_SDK}/ctrl/ctrl0000/ctrl0000client.h",
-         "3df9e7a953a2e766423119514a032e1069a1c9ee766c43a048b2b98c95b311e4"),
-        (f"{NV_SDK}/ctrl/ctrl0000/ctrl0000gpu.h",
-         "15ed060d451c0b7d95153b0c1133a51b959a00c1b4441c47dfa4a89459e3ea2b"),
-        (f"{NV_SDK}/ctrl/ctrl0000/ctrl0000system.h",
-         "99e477db7db5b9527960149f11681c62819c1fd60fb4f3fc5363b8e5ef78132f"),
-        (f"{NV_SDK}/ctrl/ctrl0080/ctrl0080gpu.h",
-         "e7830130949ae2d972bb56a55289e098c29e54322d04dae494fcde9bcca5ce31"),
-        (f"{NV_SDK}/ctrl/ctrl0080/ctrl0080fifo.h",
-         "8c2b460e55ea2bd597393bb5662160361c004a98e0e8eed3f1278071eb60d701"),
-        (f"{NV_SDK}/ctrl/ctrl2080/ctrl2080gpu.h",
-         "10b0d06c3c30ecee747406a45495b2742fbfbdd9e59e2624ef1017149a9e8535"),
-        (f"{NV_SDK}/ctrl/ctrl2080/ctrl2080fb.h",
-         "2287392595b9bc697999a79f33fa9169c92e3d1796105f6a8358cea397489b44"),
-        (f"{NV_SDK}/ctrl/ctrl2080/ctrl2080gr.h",
-         "d2a8f921cf3ad987ffb2af3b35b88b17620cfb0e9bece47715978ea0f1a692ec"),
-        (f"{NV_SDK}/ctrl/ctrl2080/ctrl2080mc.h",
-         "bd0f8273076c3dbc75275ba9c596d87aad9ee4a9f63bf35f74eb84f34ec7fd7b"),
-        (f"{NV_SDK}/ctrl/ctrla06c.h",
-         "4b27624d4d9c21d884e1b56418493a5aecad60748be2611eadaf36663adc7c1d"),
-        (f"{NV_SDK}/ctrl/ctrlc36f.h",
-         "c67efacd419f3ac55ae2a94c2c8b611e9973ef300dd6e1bd762d0dcc7992b896"),
-        (f"{NV_SDK}/ctrl/ctrl90f1.h",
-         "ed30642e8648456affe5923c9c6284d7c61964b56bab67ccb0d7f4dc595967a9"),
-        (f"{NV_UVM}/uvm_types.h",
-         "9dca5caf658e3220e071a28d18a5df2efe3e127c0bc6d65e74ada5586b234e3a"),
-        (f"{NV_UVM}/uvm_linux_ioctl.h",
-         "0ffb5cf3679fb5e150745e54b72fab861e319823e419f36376468a60862c2748"),
-        (f"{NV_UVM}/uvm_ioctl.h",
-         "ccf361c8a7f375f963ba11efa3e70dd14dc3451c9cf542a23fd931f37a18f181"),
-        (f"{NV_UVM}/ctrl2080mc.h",
-         "6f587cb59870e501eecae754d01aec77e9b98a433b5ba5aced0508957ac7d34f"),
-    ),
-)
+NVIDIA_OPEN_570 = _nv_git("570", "498793d5e2a86c981b83c1bfb31f1f4a082d0f7b", {
+    "nv-ioctl-numbers.h": "7f449a019521f2f858a2d485eed1ee0fa4a8ffc82c9aecd484be5d3f6821f87d",
+    "nv-ioctl.h": "5b3838e454ae4ded4d2cd120622681ba56bf296c3701a4f1b832b6b9e3b534df",
+    "nv_escape.h": "12850ee7368dbfeba1e2392f9ff7fb44563d88ed12cbf478d0c0f61a03763570",
+    "nvos.h": "a0dc58498fda0d9a02d302899efd24d3c5794565ee1b6b04a11f240bb01a5a1d",
+    "nv-unix-nvos-params-wrappers.h": "d3ff263781baae28ade28d5fd7a9f69d2019e8f4ca7bfb5675fa280be77792e5",
+    "nvstatus.h": "e8267172a1f7a56420d612c6734b3554b9ff6a3d33fdda21b1371ff4ce4b8675",
+    "class/cl0000.h": "2f8c158b1e0d55fb425497054539e9dcb24002ec5e4949dd56b9b2b8e17d0208",
+    "class/cl0005.h": "4946d20304410bd72d97cb2bcc649a225b0eccc5aafa6dc9ac975d6180865ebd",
+    "class/cl9067.h": "d2266b0ba4b84897c4c3d1b0f5047c72a9d5247c61c5bf0bfcbb7812e0b53654",
+    "class/cl003e.h": "4870b6c5592fe481075143a0724d5767fb745ae5a04a15fc62fc2246dfba6c47",
+    "class/cl0040.h": "8e6fef4c77c91a352b862767d7292951fe44f5a4b2271fa5bbc7b03b3c7bd414",
+    "class/cl0070.h": "6617fb96ec110b5d3cad0ecff9f1aac20fa824eb3134b3fefe5615e35c1ea01f",
+    "class/cl0071.h": "eb25c028642197fafa6c5c51dfceb081363dec65d50331d05de4d0140ee9e0eb",
+    "class/cl0080.h": "8829ae3793aaad80dc8e9b560882d4e900565de7ce7832c0ea0ceffe7fe12b08",
+    "class/cl00b1.h": "8d5912a50293e9cf54450bfa898f53b16b6b45d501ed89462f5857bddf2a3862",
+    "class/cl00fd.h": "ea0f1405ffcb230ffa34f3e1bfd364781b6a62ce7eb2add67b389aa08cba700a",
+    "class/cl2080.h": "6f0c32970e6ba7e56dec28c44594b41570237bf74b1ea33ab5e8bcd139805351",
+    "class/cl90f1.h": "c1bd28c0a38f74b3e92c6a0b52b2e76bd6782ca6b112593dc69eda88913600b9",
+    "class/cla06c.h": "30846382b0e34e930ce16d4ea9f31245b561509171a7df1bf1c0560a7b101053",
+    "class/clc361.h": "65c33030f555713c63d3e8aba43f09738c46823bab141a9a07145ca22dc9f06b",
+    "class/clc461.h": "b0bc3bad11a680f3a61b3cd98a3f84f46ffb164ff308351951dd807f1a5db047",
+    "class/clc561.h": "a755fbb2c34063ca9a3bb707d5bf2481e92e28a0d3bdc7430937f5ee3dba8d43",
+    "class/clc661.h": "6e9ff50400d4175448ed7348524eb2634f8536680b594989b9b08757df590393",
+    "class/clc56f.h": "8b7a6d6d5d5e3538f2f3e3b975d00c4aa94bd2480008c49aefcfc2566e3f658e",
+    "class/clc86f.h": "e80fb75a988bf99b6998e6436c701478764eadd30152d0a8f819c591af4cb849",
+    "class/clc6c0.h": "2e8352bf73e395b827282af96535778bf43832186870ed2306a7db818d38da42",
+    "class/clc7c0.h": "4cc2a76fd66d9124b962adaa68ceadcf8928a2589f0e195dd1d73db260234d0c",
+    "class/clc9c0.h": "abdfdcfdd2dd5e0a9c823cde3894beceebba79322dc0bbc0a82c15da81e1804a",
+    "class/clcbc0.h": "0e969c1329b339ee4551cf12095aa4aed9084c7d0095444eea34fcf80214d365",
+    "class/clc6b5.h": "38caaf7efa2c9a58849ebf688c042eb43a4e6b1c670155df412e1e82ea580b71",
+    "class/clc7b5.h": "9e8dbda2d6741abeb2d2c81bb92cb621445aac7facf8c8113f3cb3d12f1c7660",
+    "class/clc8b5.h": "d915f6fe0ed27c6a66a7be92fd14ebddd2853ff03b653f233b8b4c76d0bd7f2b",
+    "class/cl2080_notification.h": "d8ca340a170461423cf8f969dd8c3ee5cb2c599d311b78bab3ce5c0abe96c3cf",
+    "alloc/alloc_channel.h": "f0211fbc8bf3f80841f699bf4ccb776d32517308782dfb3c8e99c7652986b5ab",
+    "ctrl/ctrl0000/ctrl0000client.h": "3df9e7a953a2e766423119514a032e1069a1c9ee766c43a048b2b98c95b311e4",
+    "ctrl/ctrl0000/ctrl0000gpu.h": "15ed060d451c0b7d95153b0c1133a51b959a00c1b4441c47dfa4a89459e3ea2b",
+    "ctrl/ctrl0000/ctrl0000system.h": "99e477db7db5b9527960149f11681c62819c1fd60fb4f3fc5363b8e5ef78132f",
+    "ctrl/ctrl0080/ctrl0080gpu.h": "e7830130949ae2d972bb56a55289e098c29e54322d04dae494fcde9bcca5ce31",
+    "ctrl/ctrl0080/ctrl0080fifo.h": "8c2b460e55ea2bd597393bb5662160361c004a98e0e8eed3f1278071eb60d701",
+    "ctrl/ctrl2080/ctrl2080gpu.h": "10b0d06c3c30ecee747406a45495b2742fbfbdd9e59e2624ef1017149a9e8535",
+    "ctrl/ctrl2080/ctrl2080fb.h": "2287392595b9bc697999a79f33fa9169c92e3d1796105f6a8358cea397489b44",
+    "ctrl/ctrl2080/ctrl2080gr.h": "d2a8f921cf3ad987ffb2af3b35b88b17620cfb0e9bece47715978ea0f1a692ec",
+    "ctrl/ctrl2080/ctrl2080mc.h": "bd0f8273076c3dbc75275ba9c596d87aad9ee4a9f63bf35f74eb84f34ec7fd7b",
+    "ctrl/ctrla06c.h": "4b27624d4d9c21d884e1b56418493a5aecad60748be2611eadaf36663adc7c1d",
+    "ctrl/ctrlc36f.h": "c67efacd419f3ac55ae2a94c2c8b611e9973ef300dd6e1bd762d0dcc7992b896",
+    "ctrl/ctrl90f1.h": "ed30642e8648456affe5923c9c6284d7c61964b56bab67ccb0d7f4dc595967a9",
+    "uvm_types.h": "9dca5caf658e3220e071a28d18a5df2efe3e127c0bc6d65e74ada5586b234e3a",
+    "uvm_linux_ioctl.h": "0ffb5cf3679fb5e150745e54b72fab861e319823e419f36376468a60862c2748",
+    "uvm_ioctl.h": "ccf361c8a7f375f963ba11efa3e70dd14dc3451c9cf542a23fd931f37a18f181",
+    "ctrl2080mc.h": "6f587cb59870e501eecae754d01aec77e9b98a433b5ba5aced0508957ac7d34f",
+})
+# 550.163.01: the upstream release Debian 13 (trixie) packages as 550.163.01-2, whose source package
+# is not served by the archive mirror this project is built against
+NVIDIA_OPEN_550_TAG = "550.163.01"
+NVIDIA_OPEN_550 = _nv_git("550", "23e9e7621487fe632040a370249f690a456967dd", {
+    "nv-ioctl-numbers.h": "7f449a019521f2f858a2d485eed1ee0fa4a8ffc82c9aecd484be5d3f6821f87d",
+    "nv-ioctl.h": "2954dea7a3f990741d6b595ca78e51f792be3d6011666756defabfea8ca45c11",
+    "nv_escape.h": "12850ee7368dbfeba1e2392f9ff7fb44563d88ed12cbf478d0c0f61a03763570",
+    "nvos.h": "9c61543399859e3f759b27c0421c27cd124200b8f2044b97e414b125a0410874",
+    "nv-unix-nvos-params-wrappers.h": "d3ff263781baae28ade28d5fd7a9f69d2019e8f4ca7bfb5675fa280be77792e5",
+    "nvstatus.h": "e8267172a1f7a56420d612c6734b3554b9ff6a3d33fdda21b1371ff4ce4b8675",
+    "class/cl0000.h": "c21921d9a50625d3d15bbe407b6ea1444d9f83b7b47e8f8b0b07209ba80e227e",
+    "class/cl0005.h": "4946d20304410bd72d97cb2bcc649a225b0eccc5aafa6dc9ac975d6180865ebd",
+    "class/cl9067.h": "d2266b0ba4b84897c4c3d1b0f5047c72a9d5247c61c5bf0bfcbb7812e0b53654",
+    "class/cl003e.h": "4870b6c5592fe481075143a0724d5767fb745ae5a04a15fc62fc2246dfba6c47",
+    "class/cl0040.h": "8e6fef4c77c91a352b862767d7292951fe44f5a4b2271fa5bbc7b03b3c7bd414",
+    "class/cl0070.h": "6617fb96ec110b5d3cad0ecff9f1aac20fa824eb3134b3fefe5615e35c1ea01f",
+    "class/cl0071.h": "eb25c028642197fafa6c5c51dfceb081363dec65d50331d05de4d0140ee9e0eb",
+    "class/cl0080.h": "8829ae3793aaad80dc8e9b560882d4e900565de7ce7832c0ea0ceffe7fe12b08",
+    "class/cl00b1.h": "8d5912a50293e9cf54450bfa898f53b16b6b45d501ed89462f5857bddf2a3862",
+    "class/cl00fd.h": "ea0f1405ffcb230ffa34f3e1bfd364781b6a62ce7eb2add67b389aa08cba700a",
+    "class/cl2080.h": "6f0c32970e6ba7e56dec28c44594b41570237bf74b1ea33ab5e8bcd139805351",
+    "class/cl90f1.h": "c1bd28c0a38f74b3e92c6a0b52b2e76bd6782ca6b112593dc69eda88913600b9",
+    "class/cla06c.h": "30846382b0e34e930ce16d4ea9f31245b561509171a7df1bf1c0560a7b101053",
+    "class/clc361.h": "65c33030f555713c63d3e8aba43f09738c46823bab141a9a07145ca22dc9f06b",
+    "class/clc461.h": "b0bc3bad11a680f3a61b3cd98a3f84f46ffb164ff308351951dd807f1a5db047",
+    "class/clc561.h": "a755fbb2c34063ca9a3bb707d5bf2481e92e28a0d3bdc7430937f5ee3dba8d43",
+    "class/clc661.h": "6e9ff50400d4175448ed7348524eb2634f8536680b594989b9b08757df590393",
+    "class/clc56f.h": "8b7a6d6d5d5e3538f2f3e3b975d00c4aa94bd2480008c49aefcfc2566e3f658e",
+    "class/clc86f.h": "21a7e000b957df750b5a5f8df8158ad51eb5469c66c394531acd754908146f98",
+    "class/clc6c0.h": "2e8352bf73e395b827282af96535778bf43832186870ed2306a7db818d38da42",
+    "class/clc7c0.h": "4cc2a76fd66d9124b962adaa68ceadcf8928a2589f0e195dd1d73db260234d0c",
+    "class/clc9c0.h": "abdfdcfdd2dd5e0a9c823cde3894beceebba79322dc0bbc0a82c15da81e1804a",
+    "class/clcbc0.h": "0e969c1329b339ee4551cf12095aa4aed9084c7d0095444eea34fcf80214d365",
+    "class/clc6b5.h": "38caaf7efa2c9a58849ebf688c042eb43a4e6b1c670155df412e1e82ea580b71",
+    "class/clc7b5.h": "9e8dbda2d6741abeb2d2c81bb92cb621445aac7facf8c8113f3cb3d12f1c7660",
+    "class/clc8b5.h": "d915f6fe0ed27c6a66a7be92fd14ebddd2853ff03b653f233b8b4c76d0bd7f2b",
+    "class/cl2080_notification.h": "b3985f017aa808e86d07b8548b7e7a43a939de4822e1cfded12d214ad3f4630b",
+    "alloc/alloc_channel.h": "b18ff694d94f599167b8328556a4d14fafe6699710709c528ab02259d03e811d",
+    "ctrl/ctrl0000/ctrl0000client.h": "3df9e7a953a2e766423119514a032e1069a1c9ee766c43a048b2b98c95b311e4",
+    "ctrl/ctrl0000/ctrl0000gpu.h": "9e7c9cc2c637e427fa8a386cface2b75b6c9a9283c8e5c4ff892547252c4ba1d",
+    "ctrl/ctrl0000/ctrl0000system.h": "101e936c8e16d6cd5ce42d843ed968b5f2bd2a6054fe4677b0aabb5cc1166d0c",
+    "ctrl/ctrl0080/ctrl0080gpu.h": "5e2e10b8daca158f601d9b01ab6e4e3c375ee2ed71d9765759b212d0c0ccf479",
+    "ctrl/ctrl0080/ctrl0080fifo.h": "ee9790f798eb17b47f1e4f18f3a4930d6141bdf096515a979c89bdb5b814cebf",
+    "ctrl/ctrl2080/ctrl2080gpu.h": "3488d2075f49006b27f30d9e9c9c1c397723a9793aabd622c4429718e2f446b9",
+    "ctrl/ctrl2080/ctrl2080fb.h": "4f4fed55f718326a2ee45c501f848c17d9dbff169b3d5da1f4d1b965a37b95f9",
+    "ctrl/ctrl2080/ctrl2080gr.h": "e45507dfa84b270593481083e6d76b06d683d22fcd7cf4346113789bd2c57114",
+    "ctrl/ctrl2080/ctrl2080mc.h": "c6ef9f9a211e2ad746d92b7e1625da05dd1cdfc56ce007ae794de2e21f105e07",
+    "ctrl/ctrla06c.h": "3ebd22b3d471e4242497e063fd8bbf678f283fa6ec479af4e1f7faad315ff56a",
+    "ctrl/ctrlc36f.h": "a312cbe9e7daa23359f9ce06f612ea4d55e91aa027b914dffc596ad309cdd2b5",
+    "ctrl/ctrl90f1.h": "ed30642e8648456affe5923c9c6284d7c61964b56bab67ccb0d7f4dc595967a9",
+    "uvm_types.h": "27787ffb434b709cc257e56bd05314d56239ebdd9f4378b21e2c30612f0ac465",
+    "uvm_linux_ioctl.h": "0ffb5cf3679fb5e150745e54b72fab861e319823e419f36376468a60862c2748",
+    "uvm_ioctl.h": "b20682169a24cf0e4387e8b95acfc0f37a9d50c6849caa2ca1b333f872c6db80",
+    "ctrl2080mc.h": "62c3aa00ebd561e9cb690780337aab040eeb1380da7605f010c3867a89092933",
+})
+NVIDIA_OPEN_575_TAG = "575.64.05"
+NVIDIA_OPEN_575 = _nv_git("575", "d89031330084ad34dbfe15997454a4bb1674e0b1", {
+    "nv-ioctl-numbers.h": "7f449a019521f2f858a2d485eed1ee0fa4a8ffc82c9aecd484be5d3f6821f87d",
+    "nv-ioctl.h": "5b3838e454ae4ded4d2cd120622681ba56bf296c3701a4f1b832b6b9e3b534df",
+    "nv_escape.h": "12850ee7368dbfeba1e2392f9ff7fb44563d88ed12cbf478d0c0f61a03763570",
+    "nvos.h": "31aa0d3ec4f381801bdfd2cfb21be5048e2a1bbc85ffb49e28a25015094a1373",
+    "nv-unix-nvos-params-wrappers.h": "d3ff263781baae28ade28d5fd7a9f69d2019e8f4ca7bfb5675fa280be77792e5",
+    "nvstatus.h": "e8267172a1f7a56420d612c6734b3554b9ff6a3d33fdda21b1371ff4ce4b8675",
+    "class/cl0000.h": "2f8c158b1e0d55fb425497054539e9dcb24002ec5e4949dd56b9b2b8e17d0208",
+    "class/cl0005.h": "4946d20304410bd72d97cb2bcc649a225b0eccc5aafa6dc9ac975d6180865ebd",
+    "class/cl9067.h": "d2266b0ba4b84897c4c3d1b0f5047c72a9d5247c61c5bf0bfcbb7812e0b53654",
+    "class/cl003e.h": "4870b6c5592fe481075143a0724d5767fb745ae5a04a15fc62fc2246dfba6c47",
+    "class/cl0040.h": "8e6fef4c77c91a352b862767d7292951fe44f5a4b2271fa5bbc7b03b3c7bd414",
+    "class/cl0070.h": "6617fb96ec110b5d3cad0ecff9f1aac20fa824eb3134b3fefe5615e35c1ea01f",
+    "class/cl0071.h": "eb25c028642197fafa6c5c51dfceb081363dec65d50331d05de4d0140ee9e0eb",
+    "class/cl0080.h": "8829ae3793aaad80dc8e9b560882d4e900565de7ce7832c0ea0ceffe7fe12b08",
+    "class/cl00b1.h": "8d5912a50293e9cf54450bfa898f53b16b6b45d501ed89462f5857bddf2a3862",
+    "class/cl00fd.h": "ea0f1405ffcb230ffa34f3e1bfd364781b6a62ce7eb2add67b389aa08cba700a",
+    "class/cl2080.h": "6f0c32970e6ba7e56dec28c44594b41570237bf74b1ea33ab5e8bcd139805351",
+    "class/cl90f1.h": "c1bd28c0a38f74b3e92c6a0b52b2e76bd6782ca6b112593dc69eda88913600b9",
+    "class/cla06c.h": "30846382b0e34e930ce16d4ea9f31245b561509171a7df1bf1c0560a7b101053",
+    "class/clc361.h": "65c33030f555713c63d3e8aba43f09738c46823bab141a9a07145ca22dc9f06b",
+    "class/clc461.h": "b0bc3bad11a680f3a61b3cd98a3f84f46ffb164ff308351951dd807f1a5db047",
+    "class/clc561.h": "a755fbb2c34063ca9a3bb707d5bf2481e92e28a0d3bdc7430937f5ee3dba8d43",
+    "class/clc661.h": "6e9ff50400d4175448ed7348524eb2634f8536680b594989b9b08757df590393",
+    "class/clc56f.h": "8b7a6d6d5d5e3538f2f3e3b975d00c4aa94bd2480008c49aefcfc2566e3f658e",
+    "class/clc86f.h": "698b3533cdeb95ab030428b6f7712a0870868ccc0e8f02f9137d78e5e1dfd297",
+    "class/clc6c0.h": "2e8352bf73e395b827282af96535778bf43832186870ed2306a7db818d38da42",
+    "class/clc7c0.h": "4cc2a76fd66d9124b962adaa68ceadcf8928a2589f0e195dd1d73db260234d0c",
+    "class/clc9c0.h": "abdfdcfdd2dd5e0a9c823cde3894beceebba79322dc0bbc0a82c15da81e1804a",
+    "class/clcbc0.h": "0e969c1329b339ee4551cf12095aa4aed9084c7d0095444eea34fcf80214d365",
+    "class/clc6b5.h": "38caaf7efa2c9a58849ebf688c042eb43a4e6b1c670155df412e1e82ea580b71",
+    "class/clc7b5.h": "9e8dbda2d6741abeb2d2c81bb92cb621445aac7facf8c8113f3cb3d12f1c7660",
+    "class/clc8b5.h": "3e59ac4f2a558a7beb7660d3b0bc6f0ef6e7dac647977d9e2e4094dc6a4a2b88",
+    "class/cl2080_notification.h": "9ee408643247c8f6c6c6e6b92ac72672a49ec5d4a00f1515caa70dc3d039e228",
+    "alloc/alloc_channel.h": "f0211fbc8bf3f80841f699bf4ccb776d32517308782dfb3c8e99c7652986b5ab",
+    "ctrl/ctrl0000/ctrl0000client.h": "3df9e7a953a2e766423119514a032e1069a1c9ee766c43a048b2b98c95b311e4",
+    "ctrl/ctrl0000/ctrl0000gpu.h": "e38342ea79297150d0820c30cf7c1bff7f17a8594c97cb9fe6099c4b93c79821",
+    "ctrl/ctrl0000/ctrl0000system.h": "47e8db0b6cacd4e71e62cfa6b5e4ccc8b81367e83fbfae798d6f0e6b59646a2d",
+    "ctrl/ctrl0080/ctrl0080gpu.h": "16d0b09809cb7eae29fb7ecc73de27e3ee04f074330613f84a733e2aa2b91541",
+    "ctrl/ctrl0080/ctrl0080fifo.h": "8c2b460e55ea2bd597393bb5662160361c004a98e0e8eed3f1278071eb60d701",
+    "ctrl/ctrl2080/ctrl2080gpu.h": "9356d758da66eb0380238ed0f79c7125f7d5533de7e4332cf29d49feb209090c",
+    "ctrl/ctrl2080/ctrl2080fb.h": "3e5be05d6c8bd6b547ae1a0bcaededa6f282a1c7993585f61fdd1b940c5c613e",
+    "ctrl/ctrl2080/ctrl2080gr.h": "709c208a4a7481c057f48d603ddead20b9309545f4c6f7a8f99ad7954c940849",
+    "ctrl/ctrl2080/ctrl2080mc.h": "8ddcf981dc143d69de221ddde3b283393cb97dc38e9a90228e96cef7b2929534",
+    "ctrl/ctrla06c.h": "e3a92aa6db7774e5cbf1f672089532e5e3ce05d22dc54e330c8132889171a11f",
+    "ctrl/ctrlc36f.h": "43c9b91089a609e76f68965d6516bae20bcf7d41a2c7a9e7b744e9baa2462141",
+    "ctrl/ctrl90f1.h": "ed30642e8648456affe5923c9c6284d7c61964b56bab67ccb0d7f4dc595967a9",
+    "uvm_types.h": "7a2fffd56a5dbfe7501fc951add17c3059d169f0110bd52b6774c876cb85999a",
+    "uvm_linux_ioctl.h": "0ffb5cf3679fb5e150745e54b72fab861e319823e419f36376468a60862c2748",
+    "uvm_ioctl.h": "4d44d702e798947b285018888791204516b6a9f71d888ead5ffafd570ce7859c",
+    "ctrl2080mc.h": "436710b6cc1f656c6f00c9b857f0f5b4931b43ccce22fa7129ccd9b30a00721a",
+})
+NVIDIA_OPEN_580_TAG = "580.142"
+NVIDIA_OPEN_580 = _nv_git("580", "1a5075f82128be3603d4a4657c7b689234306778", {
+    "nv-ioctl-numbers.h": "7f449a019521f2f858a2d485eed1ee0fa4a8ffc82c9aecd484be5d3f6821f87d",
+    "nv-ioctl.h": "65778345a796fce81827bbc63bd26fe80c60dbe970007009ae902f0a7f6e730f",
+    "nv_escape.h": "12850ee7368dbfeba1e2392f9ff7fb44563d88ed12cbf478d0c0f61a03763570",
+    "nvos.h": "07f9f453afbf080750663abc9e04e2d3b55500887303ba03bd6855916d2405bd",
+    "nv-unix-nvos-params-wrappers.h": "d3ff263781baae28ade28d5fd7a9f69d2019e8f4ca7bfb5675fa280be77792e5",
+    "nvstatus.h": "e8267172a1f7a56420d612c6734b3554b9ff6a3d33fdda21b1371ff4ce4b8675",
+    "class/cl0000.h": "2f8c158b1e0d55fb425497054539e9dcb24002ec5e4949dd56b9b2b8e17d0208",
+    "class/cl0005.h": "4946d20304410bd72d97cb2bcc649a225b0eccc5aafa6dc9ac975d6180865ebd",
+    "class/cl9067.h": "d2266b0ba4b84897c4c3d1b0f5047c72a9d5247c61c5bf0bfcbb7812e0b53654",
+    "class/cl003e.h": "4870b6c5592fe481075143a0724d5767fb745ae5a04a15fc62fc2246dfba6c47",
+    "class/cl0040.h": "8e6fef4c77c91a352b862767d7292951fe44f5a4b2271fa5bbc7b03b3c7bd414",
+    "class/cl0070.h": "6617fb96ec110b5d3cad0ecff9f1aac20fa824eb3134b3fefe5615e35c1ea01f",
+    "class/cl0071.h": "eb25c028642197fafa6c5c51dfceb081363dec65d50331d05de4d0140ee9e0eb",
+    "class/cl0080.h": "8829ae3793aaad80dc8e9b560882d4e900565de7ce7832c0ea0ceffe7fe12b08",
+    "class/cl00b1.h": "8d5912a50293e9cf54450bfa898f53b16b6b45d501ed89462f5857bddf2a3862",
+    "class/cl00fd.h": "ea0f1405ffcb230ffa34f3e1bfd364781b6a62ce7eb2add67b389aa08cba700a",
+    "class/cl2080.h": "6f0c32970e6ba7e56dec28c44594b41570237bf74b1ea33ab5e8bcd139805351",
+    "class/cl90f1.h": "c1bd28c0a38f74b3e92c6a0b52b2e76bd6782ca6b112593dc69eda88913600b9",
+    "class/cla06c.h": "30846382b0e34e930ce16d4ea9f31245b561509171a7df1bf1c0560a7b101053",
+    "class/clc361.h": "65c33030f555713c63d3e8aba43f09738c46823bab141a9a07145ca22dc9f06b",
+    "class/clc461.h": "b0bc3bad11a680f3a61b3cd98a3f84f46ffb164ff308351951dd807f1a5db047",
+    "class/clc561.h": "a755fbb2c34063ca9a3bb707d5bf2481e92e28a0d3bdc7430937f5ee3dba8d43",
+    "class/clc661.h": "6e9ff50400d4175448ed7348524eb2634f8536680b594989b9b08757df590393",
+    "class/clc56f.h": "8b7a6d6d5d5e3538f2f3e3b975d00c4aa94bd2480008c49aefcfc2566e3f658e",
+    "class/clc86f.h": "698b3533cdeb95ab030428b6f7712a0870868ccc0e8f02f9137d78e5e1dfd297",
+    "class/clc6c0.h": "2e8352bf73e395b827282af96535778bf43832186870ed2306a7db818d38da42",
+    "class/clc7c0.h": "4cc2a76fd66d9124b962adaa68ceadcf8928a2589f0e195dd1d73db260234d0c",
+    "class/clc9c0.h": "abdfdcfdd2dd5e0a9c823cde3894beceebba79322dc0bbc0a82c15da81e1804a",
+    "class/clcbc0.h": "0e969c1329b339ee4551cf12095aa4aed9084c7d0095444eea34fcf80214d365",
+    "class/clc6b5.h": "38caaf7efa2c9a58849ebf688c042eb43a4e6b1c670155df412e1e82ea580b71",
+    "class/clc7b5.h": "9e8dbda2d6741abeb2d2c81bb92cb621445aac7facf8c8113f3cb3d12f1c7660",
+    "class/clc8b5.h": "3e59ac4f2a558a7beb7660d3b0bc6f0ef6e7dac647977d9e2e4094dc6a4a2b88",
+    "class/cl2080_notification.h": "d3c3db5408a3aaa3c87ef6b2015b0a0243afa04caf53e38dcb70f46ea49be331",
+    "alloc/alloc_channel.h": "f0211fbc8bf3f80841f699bf4ccb776d32517308782dfb3c8e99c7652986b5ab",
+    "ctrl/ctrl0000/ctrl0000client.h": "d058aa78a8e77b008581bc8e6da29e668951765936be0021ba2cf26584c7f43a",
+    "ctrl/ctrl0000/ctrl0000gpu.h": "955d3f33157b516870bfa514bbcf613f705c990f0145a473a29e4cad97292b32",
+    "ctrl/ctrl0000/ctrl0000system.h": "a0026d3c25deaf9d3be726d1b3487a30c2db0e751da6962ef72c42b00ae49295",
+    "ctrl/ctrl0080/ctrl0080gpu.h": "63501de37b90eac1f4b966c8f90e9e4cb3ac1696f7c479e9a33fe86ea4bd18fd",
+    "ctrl/ctrl0080/ctrl0080fifo.h": "fcd28f0c3a18d81f29f17ae4719405c94e5f1a5d55ebc6aeb7d719fe778b4eaf",
+    "ctrl/ctrl2080/ctrl2080gpu.h": "1e9963a06da571064476c173eb2bdc7ce790aefae19425d8787c17615a2ba9cf",
+    "ctrl/ctrl2080/ctrl2080fb.h": "4715a649456ac79f4aa63307b2a29a97d407964f064202e5b37e391e53895403",
+    "ctrl/ctrl2080/ctrl2080gr.h": "634217ccd88d4063b6cd78e2a0a5ea1b963c76bb4e46fc79dd65c4b8fd6a2de3",
+    "ctrl/ctrl2080/ctrl2080mc.h": "2cfd3953311c5609cb2fa5999f8e257e60d63c5361677b90efd99c7ae366353b",
+    "ctrl/ctrla06c.h": "e3a92aa6db7774e5cbf1f672089532e5e3ce05d22dc54e330c8132889171a11f",
+    "ctrl/ctrlc36f.h": "43c9b91089a609e76f68965d6516bae20bcf7d41a2c7a9e7b744e9baa2462141",
+    "ctrl/ctrl90f1.h": "ed30642e8648456affe5923c9c6284d7c61964b56bab67ccb0d7f4dc595967a9",
+    "uvm_types.h": "576803d1cf6b2933cc284dd2d5a47974649a1da27e1476d84d083c0f0f6355fa",
+    "uvm_linux_ioctl.h": "0ffb5cf3679fb5e150745e54b72fab861e319823e419f36376468a60862c2748",
+    "uvm_ioctl.h": "937a3fe1c0b2f4d8cfc18443d41ad10ee85c4445f954cc5c67b460ded2dd4916",
+    "ctrl2080mc.h": "436710b6cc1f656c6f00c9b857f0f5b4931b43ccce22fa7129ccd9b30a00721a",
+    "nv_uvm_user_types.h": "2f83bf2cf6bd7d53ab5fdb08bd820658498e2e0fd50b2d3e51823e043449cfa8",
+})
+NVIDIA_OPEN_590_TAG = "590.48.01"
+NVIDIA_OPEN_590 = _nv_git("590", "2ccbad25e1af6a6ee6f38cf569f89f8b65d658ab", {
+    "nv-ioctl-numbers.h": "7f449a019521f2f858a2d485eed1ee0fa4a8ffc82c9aecd484be5d3f6821f87d",
+    "nv-ioctl.h": "c2aa6dad513c8dd1ae9bd412b649ccf1928c45dccf32adbbce8a3bed28420f48",
+    "nv_escape.h": "12850ee7368dbfeba1e2392f9ff7fb44563d88ed12cbf478d0c0f61a03763570",
+    "nvos.h": "e15be0320fbf6c22a948806cdf092528e75aa9a4545afd4f3ce77fd6131dd7b3",
+    "nv-unix-nvos-params-wrappers.h": "d3ff263781baae28ade28d5fd7a9f69d2019e8f4ca7bfb5675fa280be77792e5",
+    "nvstatus.h": "e8267172a1f7a56420d612c6734b3554b9ff6a3d33fdda21b1371ff4ce4b8675",
+    "class/cl0000.h": "2f8c158b1e0d55fb425497054539e9dcb24002ec5e4949dd56b9b2b8e17d0208",
+    "class/cl0005.h": "4946d20304410bd72d97cb2bcc649a225b0eccc5aafa6dc9ac975d6180865ebd",
+    "class/cl9067.h": "d2266b0ba4b84897c4c3d1b0f5047c72a9d5247c61c5bf0bfcbb7812e0b53654",
+    "class/cl003e.h": "4870b6c5592fe481075143a0724d5767fb745ae5a04a15fc62fc2246dfba6c47",
+    "class/cl0040.h": "8e6fef4c77c91a352b862767d7292951fe44f5a4b2271fa5bbc7b03b3c7bd414",
+    "class/cl0070.h": "6617fb96ec110b5d3cad0ecff9f1aac20fa824eb3134b3fefe5615e35c1ea01f",
+    "class/cl0071.h": "eb25c028642197fafa6c5c51dfceb081363dec65d50331d05de4d0140ee9e0eb",
+    "class/cl0080.h": "8829ae3793aaad80dc8e9b560882d4e900565de7ce7832c0ea0ceffe7fe12b08",
+    "class/cl00b1.h": "8d5912a50293e9cf54450bfa898f53b16b6b45d501ed89462f5857bddf2a3862",
+    "class/cl00fd.h": "dacf7fda18e112525dd9353c51aa34de5b7cc2420ae61f109430667f921e67e0",
+    "class/cl2080.h": "6f0c32970e6ba7e56dec28c44594b41570237bf74b1ea33ab5e8bcd139805351",
+    "class/cl90f1.h": "c1bd28c0a38f74b3e92c6a0b52b2e76bd6782ca6b112593dc69eda88913600b9",
+    "class/cla06c.h": "30846382b0e34e930ce16d4ea9f31245b561509171a7df1bf1c0560a7b101053",
+    "class/clc361.h": "65c33030f555713c63d3e8aba43f09738c46823bab141a9a07145ca22dc9f06b",
+    "class/clc461.h": "b0bc3bad11a680f3a61b3cd98a3f84f46ffb164ff308351951dd807f1a5db047",
+    "class/clc561.h": "a755fbb2c34063ca9a3bb707d5bf2481e92e28a0d3bdc7430937f5ee3dba8d43",
+    "class/clc661.h": "6e9ff50400d4175448ed7348524eb2634f8536680b594989b9b08757df590393",
+    "class/clc56f.h": "8b7a6d6d5d5e3538f2f3e3b975d00c4aa94bd2480008c49aefcfc2566e3f658e",
+    "class/clc86f.h": "698b3533cdeb95ab030428b6f7712a0870868ccc0e8f02f9137d78e5e1dfd297",
+    "class/clc6c0.h": "2e8352bf73e395b827282af96535778bf43832186870ed2306a7db818d38da42",
+    "class/clc7c0.h": "4cc2a76fd66d9124b962adaa68ceadcf8928a2589f0e195dd1d73db260234d0c",
+    "class/clc9c0.h": "abdfdcfdd2dd5e0a9c823cde3894beceebba79322dc0bbc0a82c15da81e1804a",
+    "class/clcbc0.h": "0e969c1329b339ee4551cf12095aa4aed9084c7d0095444eea34fcf80214d365",
+    "class/clc6b5.h": "38caaf7efa2c9a58849ebf688c042eb43a4e6b1c670155df412e1e82ea580b71",
+    "class/clc7b5.h": "9e8dbda2d6741abeb2d2c81bb92cb621445aac7facf8c8113f3cb3d12f1c7660",
+    "class/clc8b5.h": "382b569afc976ab60f8f548c3f31a749c66b27e1964cd29bfac73a03abac45d8",
+    "class/cl2080_notification.h": "3d3fdc62667fe4f637b4d486b34165fd62a6d00df93b55def38193c4bd47ef33",
+    "alloc/alloc_channel.h": "f0211fbc8bf3f80841f699bf4ccb776d32517308782dfb3c8e99c7652986b5ab",
+    "ctrl/ctrl0000/ctrl0000client.h": "d058aa78a8e77b008581bc8e6da29e668951765936be0021ba2cf26584c7f43a",
+    "ctrl/ctrl0000/ctrl0000gpu.h": "4d44378454f20394c9c5771a1b7b5c2cd9383b0b762c2827758a4ccdcef50fbf",
+    "ctrl/ctrl0000/ctrl0000system.h": "375d54327cab4116a2ab39ba3f47e20117c38ef33e87adddda20345eb576decb",
+    "ctrl/ctrl0080/ctrl0080gpu.h": "63501de37b90eac1f4b966c8f90e9e4cb3ac1696f7c479e9a33fe86ea4bd18fd",
+    "ctrl/ctrl0080/ctrl0080fifo.h": "fcd28f0c3a18d81f29f17ae4719405c94e5f1a5d55ebc6aeb7d719fe778b4eaf",
+    "ctrl/ctrl2080/ctrl2080gpu.h": "73f146d0b921009acd171e1c9d86d2da8d052957af6d26f573dbe46ed7cbd28a",
+    "ctrl/ctrl2080/ctrl2080fb.h": "73018a2d15daaafa7c641ad1a4901d88a970739f2197cfb03f7f90b54f0d3ea6",
+    "ctrl/ctrl2080/ctrl2080gr.h": "f3baa5a657921ec856d69e50cfe2990109cd97f106ff905797f08cf9047ccb72",
+    "ctrl/ctrl2080/ctrl2080mc.h": "2cfd3953311c5609cb2fa5999f8e257e60d63c5361677b90efd99c7ae366353b",
+    "ctrl/ctrla06c.h": "e3a92aa6db7774e5cbf1f672089532e5e3ce05d22dc54e330c8132889171a11f",
+    "ctrl/ctrlc36f.h": "43c9b91089a609e76f68965d6516bae20bcf7d41a2c7a9e7b744e9baa2462141",
+    "ctrl/ctrl90f1.h": "ed30642e8648456affe5923c9c6284d7c61964b56bab67ccb0d7f4dc595967a9",
+    "uvm_types.h": "94d4124ee87678f45148fe679bf249e19a89c987815aaff6dc72b45ebf606b14",
+    "uvm_linux_ioctl.h": "0ffb5cf3679fb5e150745e54b72fab861e319823e419f36376468a60862c2748",
+    "uvm_ioctl.h": "ef6bbde8bc9c2ebd0cbbfd29d702ca2239a97d8f0a259ceee09607a550023515",
+    "ctrl2080mc.h": "e7044317cefd8a86de3f53c702e4ce734497e5da5458fc0f10a6ed2517e4729e",
+    "nv_uvm_user_types.h": "fffd902620642d566fe06619343a151795c7d0e4540c904a41baea24aae03d8c",
+})
+NVIDIA_OPEN_595_TAG = "595.45.04"
+NVIDIA_OPEN_595 = _nv_git("595", "df1c9a3de2be4b130f4fc7680f7198193d8ac6ad", {
+    "nv-ioctl-numbers.h": "7a9d2670092496aca00b5109b61e41c90c9f66ace404965a728d692b77191352",
+    "nv-ioctl.h": "c2aa6dad513c8dd1ae9bd412b649ccf1928c45dccf32adbbce8a3bed28420f48",
+    "nv_escape.h": "51da358aac86eba22c9ca9db137cd2b41e36f433b9848f99dbc1ce744f5115e7",
+    "nvos.h": "5786e4c046f08dd627f13760474599624d578325938fe269cb4321c2e3502c02",
+    "nv-unix-nvos-params-wrappers.h": "d3ff263781baae28ade28d5fd7a9f69d2019e8f4ca7bfb5675fa280be77792e5",
+    "nvstatus.h": "e8267172a1f7a56420d612c6734b3554b9ff6a3d33fdda21b1371ff4ce4b8675",
+    "class/cl0000.h": "2f8c158b1e0d55fb425497054539e9dcb24002ec5e4949dd56b9b2b8e17d0208",
+    "class/cl0005.h": "4946d20304410bd72d97cb2bcc649a225b0eccc5aafa6dc9ac975d6180865ebd",
+    "class/cl9067.h": "d2266b0ba4b84897c4c3d1b0f5047c72a9d5247c61c5bf0bfcbb7812e0b53654",
+    "class/cl003e.h": "4870b6c5592fe481075143a0724d5767fb745ae5a04a15fc62fc2246dfba6c47",
+    "class/cl0040.h": "8e6fef4c77c91a352b862767d7292951fe44f5a4b2271fa5bbc7b03b3c7bd414",
+    "class/cl0070.h": "6617fb96ec110b5d3cad0ecff9f1aac20fa824eb3134b3fefe5615e35c1ea01f",
+    "class/cl0071.h": "eb25c028642197fafa6c5c51dfceb081363dec65d50331d05de4d0140ee9e0eb",
+    "class/cl0080.h": "8829ae3793aaad80dc8e9b560882d4e900565de7ce7832c0ea0ceffe7fe12b08",
+    "class/cl00b1.h": "8d5912a50293e9cf54450bfa898f53b16b6b45d501ed89462f5857bddf2a3862",
+    "class/cl00fd.h": "dacf7fda18e112525dd9353c51aa34de5b7cc2420ae61f109430667f921e67e0",
+    "class/cl2080.h": "6f0c32970e6ba7e56dec28c44594b41570237bf74b1ea33ab5e8bcd139805351",
+    "class/cl90f1.h": "c1bd28c0a38f74b3e92c6a0b52b2e76bd6782ca6b112593dc69eda88913600b9",
+    "class/cla06c.h": "30846382b0e34e930ce16d4ea9f31245b561509171a7df1bf1c0560a7b101053",
+    "class/clc361.h": "65c33030f555713c63d3e8aba43f09738c46823bab141a9a07145ca22dc9f06b",
+    "class/clc461.h": "b0bc3bad11a680f3a61b3cd98a3f84f46ffb164ff308351951dd807f1a5db047",
+    "class/clc561.h": "a755fbb2c34063ca9a3bb707d5bf2481e92e28a0d3bdc7430937f5ee3dba8d43",
+    "class/clc661.h": "6e9ff50400d4175448ed7348524eb2634f8536680b594989b9b08757df590393",
+    "class/clc56f.h": "8b7a6d6d5d5e3538f2f3e3b975d00c4aa94bd2480008c49aefcfc2566e3f658e",
+    "class/clc86f.h": "698b3533cdeb95ab030428b6f7712a0870868ccc0e8f02f9137d78e5e1dfd297",
+    "class/clc6c0.h": "2e8352bf73e395b827282af96535778bf43832186870ed2306a7db818d38da42",
+    "class/clc7c0.h": "4cc2a76fd66d9124b962adaa68ceadcf8928a2589f0e195dd1d73db260234d0c",
+    "class/clc9c0.h": "abdfdcfdd2dd5e0a9c823cde3894beceebba79322dc0bbc0a82c15da81e1804a",
+    "class/clcbc0.h": "0e969c1329b339ee4551cf12095aa4aed9084c7d0095444eea34fcf80214d365",
+    "class/clc6b5.h": "38caaf7efa2c9a58849ebf688c042eb43a4e6b1c670155df412e1e82ea580b71",
+    "class/clc7b5.h": "9e8dbda2d6741abeb2d2c81bb92cb621445aac7facf8c8113f3cb3d12f1c7660",
+    "class/clc8b5.h": "382b569afc976ab60f8f548c3f31a749c66b27e1964cd29bfac73a03abac45d8",
+    "class/cl2080_notification.h": "3d3fdc62667fe4f637b4d486b34165fd62a6d00df93b55def38193c4bd47ef33",
+    "alloc/alloc_channel.h": "f0211fbc8bf3f80841f699bf4ccb776d32517308782dfb3c8e99c7652986b5ab",
+    "ctrl/ctrl0000/ctrl0000client.h": "d058aa78a8e77b008581bc8e6da29e668951765936be0021ba2cf26584c7f43a",
+    "ctrl/ctrl0000/ctrl0000gpu.h": "68f4a7e9cc28e1ac97709315c89fc5e76954d7abcb96c14c51e740c9cedb897d",
+    "ctrl/ctrl0000/ctrl0000system.h": "c6842a47828c344df843a5583c977ea9a2672add557af03d585ae35e37c7fce4",
+    "ctrl/ctrl0080/ctrl0080gpu.h": "63501de37b90eac1f4b966c8f90e9e4cb3ac1696f7c479e9a33fe86ea4bd18fd",
+    "ctrl/ctrl0080/ctrl0080fifo.h": "fcd28f0c3a18d81f29f17ae4719405c94e5f1a5d55ebc6aeb7d719fe778b4eaf",
+    "ctrl/ctrl2080/ctrl2080gpu.h": "bf3134db0c8e91c6bd8bb7d3b9dc98291d5dd9ba6f65367b97a3dabd21b58154",
+    "ctrl/ctrl2080/ctrl2080fb.h": "154a92c25d5754c47401a8c5e17c03d8af2b15a558a4853bb57a29ec98bf538d",
+    "ctrl/ctrl2080/ctrl2080gr.h": "23e6eb351162dca855327906756b94517dffc3bfe8200ab6e5bbb042cb539a6d",
+    "ctrl/ctrl2080/ctrl2080mc.h": "92323246888aec5cd6766fa12bc1bfaa8759f61b6e6f961226e812ff68498948",
+    "ctrl/ctrla06c.h": "e3a92aa6db7774e5cbf1f672089532e5e3ce05d22dc54e330c8132889171a11f",
+    "ctrl/ctrlc36f.h": "43c9b91089a609e76f68965d6516bae20bcf7d41a2c7a9e7b744e9baa2462141",
+    "ctrl/ctrl90f1.h": "ed30642e8648456affe5923c9c6284d7c61964b56bab67ccb0d7f4dc595967a9",
+    "uvm_types.h": "94d4124ee87678f45148fe679bf249e19a89c987815aaff6dc72b45ebf606b14",
+    "uvm_linux_ioctl.h": "0ffb5cf3679fb5e150745e54b72fab861e319823e419f36376468a60862c2748",
+    "uvm_ioctl.h": "9cc909360f2d19135852390fb66a12fe4d22ca39c19e2609b2ff5e925df4bdf4",
+    "ctrl2080mc.h": "e7044317cefd8a86de3f53c702e4ce734497e5da5458fc0f10a6ed2517e4729e",
+    "nv_uvm_user_types.h": "fffd902620642d566fe06619343a151795c7d0e4540c904a41baea24aae03d8c",
+})
+# branch -> (tag, package) of every git-pinned branch: each one's RM/UVM targets (_nv_set) and
+# method-field target (_nv_fields) are made from this table
+NVIDIA_OPEN_GIT = {
+    "550": (NVIDIA_OPEN_550_TAG, NVIDIA_OPEN_550),
+    "570": (NVIDIA_OPEN_570_TAG, NVIDIA_OPEN_570),
+    "575": (NVIDIA_OPEN_575_TAG, NVIDIA_OPEN_575),
+    "580": (NVIDIA_OPEN_580_TAG, NVIDIA_OPEN_580),
+    "590": (NVIDIA_OPEN_590_TAG, NVIDIA_OPEN_590),
+    "595": (NVIDIA_OPEN_595_TAG, NVIDIA_OPEN_595),
+}
 
 # Mesa as Debian 13 (trixie/main) builds it: the source package's upstream tarball (46.8 MB, sha256
 # as trixie's Sources index and the .dsc give it). Unpacked: Adreno's register database and ir3 ISA
@@ -315,26 +618,22 @@ def _nv_branch(branch: str, package: Package, name: str, paths: tuple[str, ...],
 
 
 def _nv_set(branch: str, package: Package, release: str) -> tuple[Target, ...]:
-    """The RM and UVM binding targets of one driver branch (the same headers for every branch)."""
+    """The RM and UVM binding targets of one driver branch (the same headers for every branch, and
+    the ones that moved: _nv_set_files)."""
     def one(name: str, paths: tuple[str, ...], what: str) -> Target:
-        return _nv_branch(branch, package, name, paths, f"NVIDIA r{branch} ({release}) {what}")
-    return (
-        one("escape", (f"{NV_KERNEL_INC}/nv-ioctl-numbers.h", f"{NV_KERNEL_INC}/nv-ioctl.h",
-                       f"{NV_UNIX}/nv_escape.h"),
-            "OS and RM escapes on /dev/nvidiactl and /dev/nvidiaN: numbers, OS-escape structs."),
-        one("nvos", (f"{NV_SDK}/nvos.h", f"{NV_UNIX}/nv-unix-nvos-params-wrappers.h"),
-            "RM API parameters (nvos.h): alloc, control, free, map memory, memory flags."),
-        one("status", (f"{NV_SDK}/nvstatus.h",), "NV_STATUS codes (nvstatus.h, nvstatuscodes.h)."),
-        one("classes", (*(f"{NV_SDK}/class/{name}.h" for name in NV_CLASSES),
-                        f"{NV_SDK}/class/cl2080_notification.h", f"{NV_SDK}/alloc/alloc_channel.h"),
-            "RM classes: numbers and allocation parameters (class/cl*.h, alloc_channel.h)."),
-        one("ctrl", tuple(f"{NV_SDK}/ctrl/{path}" for path in NV_CONTROLS),
-            "RM control commands and parameters (ctrl/ctrl*.h)."),
-        one("uvm", (f"{NV_UVM}/uvm_types.h", f"{NV_UVM}/uvm_linux_ioctl.h", f"{NV_UVM}/uvm_ioctl.h",
-                    f"{NV_UVM}/ctrl2080mc.h"),
-            "UVM ioctls on /dev/nvidia-uvm (uvm_types.h, uvm_ioctl.h, uvm_linux_ioctl.h) and the "
-            "architecture ids UVM uses (its ctrl2080mc.h)."),
-    )
+        stubs = NV_STDINT_STUB if name == "escape" and branch in NV_STDINT_BRANCHES else {}
+        return _nv_branch(branch, package, name, paths, f"NVIDIA r{branch} ({release}) {what}", stubs=stubs)
+    return tuple(one(name, paths, what) for name, (paths, what) in _nv_set_files(branch).items())
+
+
+def _nv_fields(branch: str, package: Package, release: str) -> Target:
+    """One driver branch's method and GP-entry field target (autogen/nv_fields.py)."""
+    return Target(f"nv.r{branch}.fields", KIND_NV_FIELDS, package,
+                  tuple(f"{NV_SDK}/class/{name}.h" for name in NV_FIELD_CLASSES),
+                  f"NVIDIA r{branch} ({release}) method and GP-entry fields of the GPFIFO host (clc56f.h, "
+                  "clc86f.h), compute (clc6c0.h), copy (clc6b5.h) and usermode (clc361.h) classes: bit "
+                  "ranges and values.", output=f"autogen/nv/r{branch}/fields.py",
+                  domain_prefixes={f"NV{name[2:].upper()}_": "" for name in NV_FIELD_CLASSES})
 
 
 def _amd_regs(ip: str, folder: str) -> Target:
@@ -397,7 +696,9 @@ TARGETS: tuple[Target, ...] = (
                    f"{NV_UVM}/ctrl2080mc.h"),
            "NVIDIA r535 UVM ioctls on /dev/nvidia-uvm (uvm_types.h, uvm_ioctl.h, uvm_linux_ioctl.h) and the "
            "architecture ids UVM uses (its ctrl2080mc.h)."),
-    *_nv_set("570", NVIDIA_OPEN_570, NVIDIA_OPEN_570_TAG),
+    # every git-pinned branch: r550, r570, r575, r580, r590, r595
+    *(target for branch, (tag, package) in NVIDIA_OPEN_GIT.items()
+      for target in _nv_set(branch, package, tag)),
     Target("qcom.kgsl", KIND_STRUCTS, MESA_25_0, ("src/freedreno/vulkan/msm_kgsl.h",),
            "Qualcomm KGSL uapi (msm_kgsl.h as Mesa's turnip carries it): ioctls, structs, property "
            "ids, memory, context and command flags.", output="autogen/qcom/kgsl.py",
@@ -429,12 +730,7 @@ TARGETS: tuple[Target, ...] = (
            "(clc6c0.h), copy (clc6b5.h) and usermode (clc361.h) classes: bit ranges and values.",
            output="autogen/nv/r535/fields.py",
            domain_prefixes={"NVC56F_": "", "NVC86F_": "", "NVC6C0_": "", "NVC6B5_": "", "NVC361_": ""}),
-    Target("nv.r570.fields", KIND_NV_FIELDS, NVIDIA_OPEN_570,
-           tuple(f"{NV_SDK}/class/{name}.h" for name in ("clc56f", "clc86f", "clc6c0", "clc6b5", "clc361")),
-           f"NVIDIA r570 ({NVIDIA_OPEN_570_TAG}) method and GP-entry fields of the GPFIFO host (clc56f.h, "
-           "clc86f.h), compute (clc6c0.h), copy (clc6b5.h) and usermode (clc361.h) classes: bit ranges and "
-           "values.", output="autogen/nv/r570/fields.py",
-           domain_prefixes={"NVC56F_": "", "NVC86F_": "", "NVC6C0_": "", "NVC6B5_": "", "NVC361_": ""}),
+    *(_nv_fields(branch, package, tag) for branch, (tag, package) in NVIDIA_OPEN_GIT.items()),
     # QMD 03_00 (Ampere and Ada compute) from nouveau's copy of NVIDIA's class headers
     Target("nv.qmd", KIND_NV_FIELDS, MESA_25_0,
            ("src/nouveau/headers/nvidia/classes/clc6c0qmd.h",

@@ -96,11 +96,15 @@ class UVM:
 
     def unregister_channel(self, uuid: bytes, client: int, channel: int) -> None:
         params = self.layouts.UVM_UNREGISTER_CHANNEL_PARAMS(hClient=client, hChannel=channel)
-        params.gpuUuid.uuid = uuid
+        if "gpuUuid" in params.FIELDS:  # uvm_ioctl.h: from 590 the channel is named by its handles alone
+            params.gpuUuid.uuid = uuid
         self.call(uvm.UVM_UNREGISTER_CHANNEL, params, f"UVM_UNREGISTER_CHANNEL {channel:#x}")
 
     def free(self, base: int, length: int) -> None:
-        params = self.layouts.UVM_FREE_PARAMS(base=base, length=length)
+        layout = self.layouts.UVM_FREE_PARAMS
+        # uvm_ioctl.h: from 590 UVM_FREE names the range by its base alone (uvm_va_range.c uvm_free)
+        span = {"length": length} if "length" in layout.FIELDS else {}
+        params = layout(base=base, **span)
         self.call(uvm.UVM_FREE, params, f"UVM_FREE {base:#x}+{length:#x}")
         self.ranges.pop(base, None)
 

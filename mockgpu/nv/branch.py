@@ -1,9 +1,11 @@
 """The ABI a simulated NVIDIA driver answers with, by the branch of the version it presents.
 
-A driver release's parameter blocks are those of its branch's headers (autogen/nv/r<branch>/): a
-535.x driver checks sizes and reads fields with the r535 layouts, a 570.x driver with the r570 ones
-(escape.c RmIoctl compares dataSize with sizeof() of the structure it was built with; uvm.c copies
-sizeof(params) for each command). `layout(struct, branch)` gives the branch's struct of the same name
+A driver release's parameter blocks are those of its branch's headers (autogen/nv/r<branch>/: r535,
+r550, r570, r575, r580, r590, r595): a 535.x driver checks sizes and reads fields with the r535
+layouts, a 590.x driver with the r590 ones (escape.c RmIoctl compares dataSize with sizeof() of the
+structure it was built with; uvm.c copies sizeof(params) for each command). A field a branch dropped
+is absent from its layout (590's UVM_FREE_PARAMS has no length): the handlers test the layout's
+FIELDS, not the version. `layout(struct, branch)` gives the branch's struct of the same name
 as an r535 one, so the mock's tables can name r535 types and still answer with the branch's sizes.
 A branch without bindings here keeps the r535 layouts (BASE_BRANCH): such a driver is refused by the
 client before its first RM escape, so only its version file is ever read.

@@ -1,6 +1,6 @@
 """The simulated NVIDIA kernel driver: /dev/nvidiactl, /dev/nvidia0, /dev/nvidia-uvm and
 /proc/driver/nvidia/version on a mock Machine, answering the escapes and UVM ioctls with the ABI of
-the version's branch (r535 or r570, mockgpu.nv.branch).
+the version's branch (r535, r550, r570, r575, r580, r590 or r595: mockgpu.nv.branch).
 
 `install(machine, gpu=..., version=...)` adds the files (Machine.extra_files) and returns the
 `NVKernelDriver`, which tests inspect (its `rm`, `uvm_spaces`). The escape layer follows
@@ -492,10 +492,18 @@ class UVMFile(MockFile):
         self.mappings[base] = (length, params.offset, memory)
 
     def _free(self, params) -> None:
-        base, length = params.base, params.length
-        if _range_invalid(base, length, PAGE_SIZE) or self.external_ranges.get(base) != length:
-            # uvm_va_range.c uvm_api_free: the range must be exactly one that exists
-            raise RMStatus(st.NV_ERR_INVALID_ADDRESS, f"no range {base:#x}+{length:#x}")
+        base = params.base
+        if "length" in params.FIELDS:
+            length = params.length
+            if _range_invalid(base, length, PAGE_SIZE) or self.external_ranges.get(base) != length:
+                # uvm_va_range.c uvm_free (to 580): the range must be exactly one that exists
+                raise RMStatus(st.NV_ERR_INVALID_ADDRESS, f"no range {base:#x}+{length:#x}")
+        else:
+            # 590 uvm_va_range.c uvm_free(va_space, base): the range that starts at base, whatever
+            # its length (590's UVM_FREE_PARAMS has no length)
+            length = self.external_ranges.get(base, 0)
+            if length == 0:
+                raise RMStatus(st.NV_ERR_INVALID_ADDRESS, f"no range starts at {base:#x}")
         del self.external_ranges[base]
         for start in [s for s in self.mappings if base <= s < base + length]:
             del self.mappings[start]

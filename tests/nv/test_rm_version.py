@@ -24,12 +24,12 @@ def test_version_is_read_from_proc(h100):
 
 
 def test_unknown_branch_is_refused_naming_it_and_the_supported_ones(nv_machine):
-    machine = nv_machine(version="550.163.01")
+    machine = nv_machine(version="560.35.03")
     with pytest.raises(UnsupportedDriver) as caught:
         RM.open(machine.os)
     message = str(caught.value)
-    assert "550.163.01" in message and "r550" in message and "r535" in message
-    assert caught.value.branch == "550"
+    assert "560.35.03" in message and "r560" in message and "r535" in message
+    assert caught.value.branch == "560"
     # nothing was left open
     assert machine.os.open_fds == []
 
@@ -37,7 +37,7 @@ def test_unknown_branch_is_refused_naming_it_and_the_supported_ones(nv_machine):
 def test_check_branch_accepts_every_535_build():
     assert check_branch("535.113.01") == "535"
     with pytest.raises(UnsupportedDriver):
-        check_branch("575.64.05")
+        check_branch("560.35.03")
 
 
 def test_no_driver_loaded_says_so():
