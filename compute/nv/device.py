@@ -22,11 +22,11 @@ import logging
 import re
 import struct
 
+from autogen.nv.r535 import classes as cl
 from compute.nv.program import NVProgram
 from compute.nv.queues import NVComputeQueue, NVCopyQueue
 from drivers.nv import device as nv_device
 from drivers.nv.gpfifo import ChannelError
-from autogen.nv.r535 import classes as cl
 from hal.errors import DeviceNotFound
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,8 @@ CLOCK_HZ = 1_000_000_000  # semaphore timestamps count nanoseconds (nvgputypes.h
 # nverror.h robust-channel codes the error notifier reports (info32)
 ROBUST_CHANNEL_NAMES = {13: "ROBUST_CHANNEL_GR_EXCEPTION", 31: "ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT",
                         32: "ROBUST_CHANNEL_PBDMA_ERROR", 39: "ROBUST_CHANNEL_CE0_ERROR"}
-# NvNotification (nvgputypes.h): timeStamp 8 bytes, info32, info16, status
-NOTIFICATION_FORMAT = "<QIHH"
+# NvNotification (nvgputypes.h): timeStamp (8 bytes, skipped), info32, info16, status
+NOTIFICATION_FORMAT = "<8xIHH"
 
 
 class NVBackend:
@@ -148,7 +148,7 @@ class NVBackend:
         reports = []
         for channel in self.nv.channels:
             record = channel.notifier.cpu.region.read(0, nv_device.NOTIFICATION_BYTES)
-            _time_ns, code, info16, status = struct.unpack(NOTIFICATION_FORMAT, record)
+            code, info16, status = struct.unpack(NOTIFICATION_FORMAT, record)
             if status or code:
                 reports.append((channel.name, code, info16))
         if not reports:
@@ -177,11 +177,12 @@ class NVBackend:
         and copy queues move to the new channels, empty. Both channels share the group, so the copy
         queue's unfinished work is lost with the compute queue's (the RM tears the whole TSG down)."""
         if self.queues:
-            device = self.queues[0].device
+            timeline = self.queues[0].device.timeline
+            last = self.queues[0].device.timeline_value - 1
             states = "; ".join(queue.hardware_state_unchecked() for queue in self.queues)
-            log.warning("%s: reset of the channel group (%s): the work of timeline values %d..%d that "
-                        "had not completed is dropped (%s)", self.describe(), why, device.timeline.value + 1,
-                        device.timeline_value - 1, states)
+            lost = (f"the work of timeline values {timeline.value + 1}..{last} is dropped"
+                    if timeline.value < last else "no work was pending")
+            log.warning("%s: reset of the channel group (%s): %s (%s)", self.describe(), why, lost, states)
         self.nv.reset_channel_group(why)
         self.error = None
         for queue in self.queues:

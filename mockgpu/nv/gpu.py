@@ -660,7 +660,9 @@ class GPUModel:
         notifier = self._client_of(channel).objects.get(params.hObjectError)
         if notifier is None or notifier.backing is None:
             return
-        record = struct.pack("<QIHH", self.clock_ns(), code, engine, NOTIFICATION_STATUS_ERROR)
+        now = self.clock_ns()
+        # notifyFillNvNotification writes timeStamp.nanoseconds[0] = the time's high word, [1] the low
+        record = struct.pack("<IIIHH", now >> 32, now & 0xFFFFFFFF, code, engine, NOTIFICATION_STATUS_ERROR)
         notifier.backing[:NOTIFICATION_SIZE] = record
 
 

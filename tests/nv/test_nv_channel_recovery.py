@@ -70,7 +70,10 @@ def test_a_channel_error_stops_and_notifies_every_channel_of_the_group() -> None
     try:
         nv = dev.backend.nv
         assert nv.compute.notifier.obj.handle != nv.copy.notifier.obj.handle  # one per channel
+        dev.backend.machine.driver.gpu_model.clock_ns = lambda: 0x1_0000_0002
         error = _rc(dev)
+        # notifyFillNvNotification: timeStamp.nanoseconds[0] is the high word, [1] the low
+        assert struct.unpack("<II", nv.copy.notifier.cpu.region.read(0, 8)) == (1, 2)
         # krcErrorSetNotifier, TSG scope: the same record in both channels' notifiers, info16 the
         # engine that raised it, status 0xffff
         assert _notifier(nv.compute) == (nvgpu.ROBUST_CHANNEL_GR_EXCEPTION, GRAPHICS, 0xFFFF)
