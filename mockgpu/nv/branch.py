@@ -17,6 +17,10 @@ import importlib
 import importlib.util
 
 BASE_BRANCH = "535"  # the branch whose modules the mock's tables import
+# branches whose nvidia_ioctl checks every escape's size before serving it (kernel-open/nvidia/nv.c
+# nv_validate_ioctls, first in 595.44.02): an array escape (NV_ESC_CARD_INFO) needs a non-empty
+# whole number of records, where older branches served as many records as fit
+VALIDATING_BRANCHES = ("595",)
 _BASE_PACKAGE = f"autogen.nv.r{BASE_BRANCH}"
 
 

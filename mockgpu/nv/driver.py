@@ -189,7 +189,12 @@ class NVFile(MockFile):
         # nv.c NV_ESC_CARD_INFO (NV_CTL_DEVICE_ONLY): an array of nv_ioctl_card_info_t, as many as fit
         if self.kind != _CTL:
             raise OSError(errno.EINVAL, "NV_ESC_CARD_INFO is served on /dev/nvidiactl")
-        count = len(block) // self.layout(esc.nv_ioctl_card_info).SIZE
+        record = self.layout(esc.nv_ioctl_card_info).SIZE
+        if self.driver.branch in nv_branch.VALIDATING_BRANCHES and (not block or len(block) % record):
+            # 595 nv.c nv_validate_ioctls: an argument array of whole nv_ioctl_card_info_t, else EINVAL
+            raise OSError(errno.EINVAL, f"NV_ESC_CARD_INFO block of {len(block)} bytes is not a whole "
+                                        f"number of {record}-byte records")
+        count = len(block) // record
         block[:] = bytes(len(block))
         if count == 0:
             return 0

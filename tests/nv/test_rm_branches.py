@@ -16,6 +16,7 @@ import pytest
 from autogen import manifest, sources
 from autogen.nv.r535 import classes as cl535
 from autogen.nv.r535 import ctrl as ctrl535
+from autogen.nv.r535 import escape as esc535
 from autogen.nv.r535 import status as st
 from compute import device as compute_device
 from compute.device import Device
@@ -23,9 +24,10 @@ from compute.nv import compiler
 from drivers.nv import abi as nv_abi
 from drivers.nv.device import NVDevice
 from drivers.nv.errors import RMError, UnsupportedDriver
-from drivers.nv.rm import RM
+from drivers.nv.rm import RM, escape_request
 from drivers.nv.uvm import UVM
 from hal.errors import HalError
+from hal.os import O_RDWR
 from tools import mock_machines
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -261,3 +263,22 @@ def test_the_cached_headers_are_the_pinned_ones(branch):
                         f"(commit {package.version}) as docs/autogen.md says (git archive of the four member "
                         f"folders); python -m autogen nv.r{branch}.nvos names the commands")
         assert hashlib.sha256(placed.read_bytes()).hexdigest() == sha, path
+
+
+@pytest.mark.parametrize(("branch", "refused"), [("590", False), ("595", True)])
+def test_card_info_takes_whole_records_from_595(nv_machine, branch, refused):
+    machine = nv_machine("h200", version=RELEASES[branch])
+    record = nv_abi.for_branch(branch).escape.nv_ioctl_card_info.SIZE
+    block = bytearray(record + record // 2)  # one record and a half
+    fd = machine.os.open("/dev/nvidiactl", O_RDWR)
+    try:
+        request = escape_request(esc535.NV_ESC_CARD_INFO, len(block))
+        if refused:  # 595 nv.c nv_validate_ioctls: a whole, non-zero number of records
+            with pytest.raises(OSError) as caught:
+                machine.os.ioctl(fd, request, block)
+            assert caught.value.errno == errno.EINVAL
+        else:  # nvidia_ioctl NV_ESC_CARD_INFO: as many records as fit
+            machine.os.ioctl(fd, request, block)
+            assert nv_abi.for_branch(branch).escape.nv_ioctl_card_info.from_bytes(block[:record]).valid == 1
+    finally:
+        machine.os.close(fd)
