@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import struct
+import time
 from typing import Callable
 
 from autogen.nv.r535 import classes as cl
@@ -402,9 +404,28 @@ def _get_gid_info(rm: ResourceManager, client: Client, obj: RMObject, params) ->
     params.data = data
 
 
+# nvos.h NV_CHANNELGPFIFO_NOTIFICATION_STATUS: VALUE 14:0 and IN_PROGRESS 15:15 (ranges autogen
+# leaves out), both set by kchannelNotifyWorkSubmitToken (VALUE 0xffff masked to the field)
+WORK_SUBMIT_TOKEN_NOTIFY_STATUS = (0x7FFF
+                                   | nvos.NV_CHANNELGPFIFO_NOTIFICATION_STATUS_IN_PROGRESS_TRUE << 15)
+NOTIFICATION_BYTES = 16  # nvgputypes.h NvNotification
+
+
 def _work_submit_token(rm: ResourceManager, client: Client, obj: RMObject, params) -> None:
     # ctrlc36f.h NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN: the value to write to the doorbell
     params.workSubmitToken = obj.info["work_submit_token"]
+    # kernel_channel.c kchannelCtrlCmdGpfifoGetWorkSubmitToken -> kchannelNotifyWorkSubmitToken: the
+    # token also goes to NvNotification index NV_CHANNELGPFIFO_NOTIFICATION_TYPE_WORK_SUBMIT_TOKEN of
+    # the channel's error notifier (info32 the token, info16 0), when the memory is big enough
+    channel = rm.layout(cl.NV_CHANNEL_ALLOC_PARAMS).from_bytes(obj.params)
+    notifier = client.objects.get(channel.hObjectError)
+    index = nvos.NV_CHANNELGPFIFO_NOTIFICATION_TYPE_WORK_SUBMIT_TOKEN
+    if notifier is None or notifier.backing is None or notifier.size < (index + 1) * NOTIFICATION_BYTES:
+        return
+    now = time.monotonic_ns()
+    # notifyFillNvNotification order: timeStamp.nanoseconds[0] the high word, [1] the low
+    struct.pack_into("<IIIHH", notifier.backing, index * NOTIFICATION_BYTES, now >> 32, now & 0xFFFFFFFF,
+                     params.workSubmitToken, 0, WORK_SUBMIT_TOKEN_NOTIFY_STATUS)
 
 
 def _schedule(rm: ResourceManager, client: Client, obj: RMObject, params) -> None:

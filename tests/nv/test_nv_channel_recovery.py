@@ -204,3 +204,21 @@ def test_the_driver_refuses_a_timestamp_off_sixteen_bytes_and_places_its_own_on_
         dev.compute_queue.timestamp(signals[-1])
         dev.timeline.wait(dev.compute_queue.submit())
         assert signals[-1].timestamp > 0
+
+
+def test_each_channel_notifier_holds_its_work_submit_token(h100) -> None:
+    """kchannelNotifyWorkSubmitToken: the token goes to index 1 of the channel's notifier (a notifier
+    shared by both channels would keep only the last channel's); index 0 stays clear."""
+    device = NVDevice.open(h100.os)
+    try:
+        for channel in device.channels:
+            code, _, status = _notifier(channel)
+            assert (code, status) == (0, 0)
+            token, info16, status = struct.unpack("<8xIHH", channel.notifier.cpu.region.read(16, 16))
+            assert (token, info16, status) == (channel.work_submit_token, 0, 0xFFFF)
+        device.reset_channel_group("test")
+        for channel in device.channels:
+            token = struct.unpack("<8xI", channel.notifier.cpu.region.read(16, 12))[0]
+            assert token == channel.work_submit_token
+    finally:
+        device.close(strict=True)
