@@ -74,8 +74,9 @@ def test_the_driver_knows_the_release_each_branch_was_generated_from():
 @pytest.mark.parametrize("branch", NEW_BRANCHES)
 def test_numbers_taken_from_r535_are_the_same_in_every_branch(branch):
     """Modules keep importing numbers (escapes, classes, statuses, ioctls) from r535: each one the
-    driver or the mock uses must be the same in `branch`, and so must the layouts they use directly."""
-    files = [*ROOT.glob("drivers/nv/*.py"), *ROOT.glob("mockgpu/nv/*.py")]
+    driver, the compute backend or the mock uses must be the same in `branch`, and so must the layouts
+    they use directly."""
+    files = [*ROOT.glob("drivers/nv/*.py"), *ROOT.glob("mockgpu/nv/*.py"), *ROOT.glob("compute/nv/*.py")]
     checked = 0
     for file in files:
         text = file.read_text()
@@ -259,9 +260,9 @@ def test_the_cached_headers_are_the_pinned_ones(branch):
     for path, sha in package.file_sha256:
         placed = root / path
         if not placed.is_file():
-            pytest.skip(f"{placed} is not in the cache: place the files of {package.repository} at tag {tag} "
-                        f"(commit {package.version}) as docs/autogen.md says (git archive of the four member "
-                        f"folders); python -m autogen nv.r{branch}.nvos names the commands")
+            pytest.skip(f"{placed} is not in the cache: place the files of {package.repository} at tag "
+                        f"{tag} (commit {package.version}) as docs/autogen.md says (git archive of the four "
+                        f"member folders); python -m autogen nv.r{branch}.nvos names the commands")
         assert hashlib.sha256(placed.read_bytes()).hexdigest() == sha, path
 
 
