@@ -8,8 +8,9 @@ the signal, the value awaited and the value seen, the queue last asked to signal
 queue's hardware shows (read/write pointers, the engine's state).
 
 Memory layout of one signal (SIGNAL_BYTES): the value at VALUE_OFFSET, the timestamp at
-TIMESTAMP_OFFSET, both little-endian 64-bit and 8-byte aligned (RELEASE_MEM's 64-bit data and
-SDMA's TIMESTAMP need 8-byte alignment).
+TIMESTAMP_OFFSET, both little-endian 64-bit; a signal starts 16-byte aligned (RELEASE_MEM's 64-bit
+data and SDMA's TIMESTAMP need 8 bytes; an NVIDIA host semaphore release with a timestamp writes 16
+bytes and needs 16, open-gpu-doc manuals/ampere/ga100/dev_pbdma.ref.txt SEM_EXECUTE).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 VALUE_OFFSET = 0
 TIMESTAMP_OFFSET = 8
 SIGNAL_BYTES = 16
+SIGNAL_ALIGNMENT = 16  # see the module docstring
 VALUE_MASK = (1 << 64) - 1
 SPIN_S = 0.0002  # this layer's choice: a submission on an idle engine completes within this
 SLEEP_SLICE_S = 0.005  # longest single sleep between checks when no interrupt wakes the waiter
@@ -38,8 +40,9 @@ class Signal:
 
     def __init__(self, device: "Device", name: str, region: Region, offset: int,
                  gpu_address: int) -> None:
-        if offset % 8 or gpu_address % 8:
-            raise InvalidArgument(f"signal {name!r}: memory at {gpu_address:#x} is not 8-byte aligned")
+        if offset % SIGNAL_ALIGNMENT or gpu_address % SIGNAL_ALIGNMENT:
+            raise InvalidArgument(f"signal {name!r}: memory at {gpu_address:#x} is not "
+                                  f"{SIGNAL_ALIGNMENT}-byte aligned")
         self.device = device
         self.name = name
         self.region = region

@@ -192,7 +192,10 @@ def test_a_timestamp_needs_sixteen_byte_alignment_in_the_mock() -> None:
 def test_the_driver_refuses_a_timestamp_off_sixteen_bytes_and_places_its_own_on_them() -> None:
     with Device("mock:nv") as dev:
         page = dev.allocate(4096, host=True)
-        odd = Signal(dev, "odd", page.cpu_view, 8, page.gpu_address + 8)
+        with pytest.raises(InvalidArgument, match="16-byte aligned"):
+            Signal(dev, "odd", page.cpu_view, 8, page.gpu_address + 8)
+        odd = Signal(dev, "odd", page.cpu_view, 16, page.gpu_address + 16)
+        odd.gpu_address += 8  # past the constructor's check: the queue refuses it too
         with pytest.raises(InvalidArgument, match="16-byte aligned"):
             dev.compute_queue.timestamp(odd)
         signals = [dev.new_signal(f"s{index}") for index in range(300)]  # more than a page
