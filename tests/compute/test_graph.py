@@ -3,6 +3,7 @@ buffers and scalars gives numpy's results, and a replay's Python work is the pat
 fixed cost, whatever the number of kernels (counted calls, not time)."""
 from __future__ import annotations
 
+import gc
 import pathlib
 import sys
 
@@ -95,11 +96,13 @@ def _replay_calls(dev, graph, **values) -> int:
         if event in ("call", "c_call"):
             calls += 1
 
+    gc.disable()  # a collection inside the window would count the finalizers it runs
     sys.setprofile(count)
     try:
         graph.replay(**values)
     finally:
         sys.setprofile(None)
+        gc.enable()
         mec.stalled = False
         mec.kick()
         dev.synchronize()
@@ -132,11 +135,13 @@ def test_replay_cost_does_not_grow_with_the_kernels_beyond_patch_writes(dev, mon
         nonlocal calls
         calls += event in ("call", "c_call")
 
+    gc.disable()
     sys.setprofile(count)
     try:
         write(offsets[0], data)
     finally:
         sys.setprofile(None)
+        gc.enable()
     per_write = calls - 1  # less the c_call of sys.setprofile(None) itself
     graph.free()
     (fixed_10, patched_10), (fixed_100, patched_100) = per_kernel
