@@ -119,8 +119,8 @@ def nvidia_compute(gpu: str | None = None) -> MockNVIDIA:
 
 
 def nvidia(gpu: str = "h100", version: str | None = None, proc_version: bool = True) -> MockNVIDIA:
-    """A machine whose NVIDIA driver (`version`, default the r535 build the bindings come from;
-    "570.211.01" for the r570 ABI)
+    """A machine whose NVIDIA driver (`version`, default the r535 build the bindings come from; a
+    release of any branch in drivers.nv.abi.RELEASES, e.g. "580.142", answers with that branch's ABI)
     drives one GPU: "h100" (GH100, default), "h200", "a100" (GA100), "rtx3090" (GA102), "rtx4090" (AD102).
     `proc_version=False`: the machine has no /proc/driver/nvidia/version (a sandbox's view)."""
     from mockgpu.nv import driver as nv_driver

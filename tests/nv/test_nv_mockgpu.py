@@ -93,7 +93,7 @@ def test_a_bad_qmd_from_the_driver_is_a_channel_error_by_name(monkeypatch) -> No
         gpu = dev.backend.machine.driver.gpu_model
         assert "version 2.0" in gpu.errors[0][1]
         with pytest.raises(ChannelError):
-            dev.synchronize()  # the error stays until the device is reopened
+            dev.synchronize()  # the error stays until reset_compute_queue or a reopen
         dev.closed = True
         dev.backend.close()
 
