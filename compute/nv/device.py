@@ -93,6 +93,13 @@ class NVBackend:
         self.compute = None
         self.queues: list = []  # the compute and copy queues, moved to new channels by a reset
         self.error = None  # the ChannelError already raised once, raised again until a reset
+        self._notifier_words = self._notifier_views()
+
+    def _notifier_views(self) -> list:
+        """Each channel's error notifier as 32-bit words, for the check before every submission;
+        empty when a notifier's region has no word view (the check then reads records)."""
+        views = [getattr(channel.notifier.cpu.region, "u32", None) for channel in self.nv.channels]
+        return [] if any(view is None for view in views) else views
 
     def describe(self) -> str:
         kind = "mock NVIDIA GPU" if self.machine is not None else "NVIDIA GPU"
@@ -145,6 +152,13 @@ class NVBackend:
         faulted; the engine type does say which engine, and each of our channels runs on one."""
         if self.error is not None:
             raise self.error
+        for words in self._notifier_words:
+            # the record's info32 (dword 2) and info16/status (dword 3): zero until the RM writes it
+            if words[2] or words[3]:
+                break
+        else:
+            if self._notifier_words:
+                return
         reports = []
         for channel in self.nv.channels:
             record = channel.notifier.cpu.region.read(0, nv_device.NOTIFICATION_BYTES)
@@ -185,6 +199,7 @@ class NVBackend:
             log.warning("%s: reset of the channel group (%s): %s (%s)", self.describe(), why, lost, states)
         self.nv.reset_channel_group(why)
         self.error = None
+        self._notifier_words = self._notifier_views()
         for queue in self.queues:
             queue.attach(self.nv.compute if queue.kind == "compute" else self.nv.copy)
 

@@ -35,6 +35,7 @@ again, since the new channel's engine object starts unbound.
 """
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING
 
 from autogen.nv.r535 import classes as cl
@@ -92,6 +93,16 @@ INVALIDATE_ALL = (cl.NVC6C0_INVALIDATE_SHADER_CACHES_NO_WFI_INSTRUCTION_TRUE
 # clc6c0.h SEND_SIGNALING_PCAS2_B_PCAS_ACTION: invalidate the QMD cache, copy and schedule it
 PCAS_LAUNCH = cl.NVC6C0_SEND_SIGNALING_PCAS2_B_PCAS_ACTION_INVALIDATE_COPY_SCHEDULE
 QMD_ADDRESS_SHIFT = 8  # clc6c0.h SEND_PCAS_A_QMD_ADDRESS_SHIFTED8
+
+
+def pack_words(words: list[int]) -> bytes:
+    """Method words as little-endian dwords in one struct call; a word past 32 bits keeps its low
+    32 (what the pushbuffer's dword holds)."""
+    fmt = f"<{len(words)}I"
+    try:
+        return struct.pack(fmt, *words)
+    except struct.error:
+        return struct.pack(fmt, *[word & WORD_MASK for word in words])
 
 
 class Indirect:
@@ -160,21 +171,24 @@ class NVQueue(Queue):
         if self.setup:
             words = self.setup + words
             self.setup = []
-        runs: list = []
-        current: list[int] = []
-        for word in words:
-            if isinstance(word, Indirect):
-                if current:
-                    runs.append(current)
-                    current = []
-                runs.append(word)
-            else:
-                current.append(word)
-        if current:
-            runs.append(current)
+        if Indirect in set(map(type, words)):
+            runs: list = []
+            current: list[int] = []
+            for word in words:
+                if type(word) is Indirect:
+                    if current:
+                        runs.append(current)
+                        current = []
+                    runs.append(word)
+                else:
+                    current.append(word)
+            if current:
+                runs.append(current)
+        else:
+            runs = [words]  # the common case: one segment of methods
         self.entry_space.reserve(self.gpfifo.put, len(runs))
         for run in runs:
-            if isinstance(run, Indirect):
+            if type(run) is Indirect:
                 self.gpfifo.push(run.address, run.dwords)
                 continue
             size = PUSHBUFFER_BYTES // DWORD
@@ -183,8 +197,7 @@ class NVQueue(Queue):
                 self.position += size - start  # a segment never wraps: skip to the ring's start
             self.words_space.reserve(self.position, len(run))
             offset = (self.position % size) * DWORD
-            self.pushbuffer.cpu_view.write(offset, b"".join((w & WORD_MASK).to_bytes(DWORD, "little")
-                                                            for w in run))
+            self.pushbuffer.cpu_view.write(offset, pack_words(run))
             self.position += len(run)
             self.gpfifo.push(self.pushbuffer.gpu_address + offset, len(run))
         self.words_space.used(self.position, value)
