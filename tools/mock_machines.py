@@ -110,7 +110,7 @@ class MockNVIDIA(_ScratchMachine):
             return  # a bare cubin has no PTX: the mock cannot run it (an illegal instruction there)
         kernel = cubin_format.parse(cubin_bytes)[name]
         self.driver.gpu_model.programs.add(name, kernel.code, ptx, kernel.param_bank_offset,
-                                           kernel.param_size, kernel.shared_size)
+                                           kernel.param_size, kernel.shared_size, kernel.min_stack_size)
 
 
 def nvidia_compute(gpu: str | None = None) -> MockNVIDIA:

@@ -42,10 +42,6 @@ SM_VERSIONS = {nv_device.AMPERE_GA100.name: (80, 164), nv_device.AMPERE_GA10X.na
 # ops_nv.py programs (SET_SHADER_SHARED/LOCAL_MEMORY_WINDOW) before Hopper and on Hopper
 WINDOWS_PRE_HOPPER = (0xFE000000, 0xFF000000)
 WINDOWS_HOPPER = (0x729300000000, 0x729400000000)
-# local memory is allocated per thread slot of every SM: 2048 resident threads per SM (the same
-# guide) on up to 144 SMs (GH100 and AD102 full dies, the largest of these chips)
-THREADS_PER_SM = 2048
-SM_COUNT_BOUND = 144
 CLOCK_HZ = 1_000_000_000  # semaphore timestamps count nanoseconds (nvgputypes.h timeStamp)
 # nverror.h robust-channel codes the error notifier reports (info32)
 ROBUST_CHANNEL_NAMES = {13: "ROBUST_CHANNEL_GR_EXCEPTION", 31: "ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT",
@@ -90,6 +86,7 @@ class NVBackend:
                                                  else WINDOWS_PRE_HOPPER)
         self.local_memory = None
         self.local_per_thread = 0
+        self.local: tuple[int, int] | None = None  # (buffer address, bytes per TPC) the engine uses
         self.compute = None
         self.queues: list = []  # the compute and copy queues, moved to new channels by a reset
         self.error = None  # the ChannelError already raised once, raised again until a reset
@@ -118,15 +115,21 @@ class NVBackend:
         self.nv.free_memory(handle)
 
     def ensure_local_memory(self, per_thread: int) -> None:
-        """A local memory buffer big enough for `per_thread` bytes in every thread slot."""
-        per_thread = -(-per_thread // 16) * 16
+        """A local memory buffer big enough for `per_thread` bytes (drivers.nv.qmd
+        local_bytes_per_thread: stack + reserve) in every warp slot of every SM of every TPC, sized
+        per TPC from the RM's GR info (drivers.nv.device GRInfo). Every kernel needs one (its
+        reserved area at least); it grows when a kernel needs more per thread."""
         if per_thread <= self.local_per_thread:
             return
-        size = per_thread * THREADS_PER_SM * SM_COUNT_BOUND
+        gr_info = self.nv.gr_info
+        per_tpc = gr_info.local_bytes_per_tpc(per_thread)
+        size = gr_info.local_buffer_bytes(per_tpc)
         memory = self.nv.alloc_memory(size, location="vram", cpu_access=False, name="local memory")
         self.local_memory = memory  # the previous buffer stays until close (work may still use it)
         self.local_per_thread = per_thread
-        self.compute.local_memory(memory.gpu_va, size, SM_COUNT_BOUND)
+        self.local = (memory.gpu_va, per_tpc)
+        if self.compute is not None:
+            self.compute.local_memory(memory.gpu_va, per_tpc)
 
     # -- queues and programs -----------------------------------------------------------------------
     def compute_queue(self, device) -> NVComputeQueue:

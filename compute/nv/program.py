@@ -5,15 +5,19 @@ highest of the same major version below it, which the hardware runs: sm_80 SASS 
 it (drivers.nv.cubin) and uploads the kernel's code (`.text.<name>`) to VRAM at a 256-byte aligned
 address. What the launch needs comes from the cubin: the parameter block's offset in constant bank
 0 (EIATTR_PARAM_CBANK) and its layout (EIATTR_KPARAM_INFO), the bank's size (.nv.constant0),
-registers (EIATTR_REGCOUNT), shared memory (.nv.shared), the per-thread local frame
-(EIATTR_FRAME_SIZE) and the thread limits (EIATTR_MAX_THREADS, EIATTR_REQNTID).
+registers (EIATTR_REGCOUNT), shared memory (.nv.shared), the stack (EIATTR_MIN_STACK_SIZE, which
+holds the local frame, EIATTR_FRAME_SIZE) and the thread limits (EIATTR_MAX_THREADS, EIATTR_REQNTID).
+Every kernel gets local memory for its stack plus a reserved area (drivers.nv.qmd
+local_bytes_per_thread): the device's buffer grows to it at load (ensure_local_memory) and the QMD's
+SHADER_LOCAL_MEMORY_HIGH_SIZE carries it.
 
 `prepare(queue, args, global_size, local_size)` places, in the device's kernarg arena, constant
 bank 0 (the driver's words at its start, then the packed parameters at the cubin's offset) and the
 QMD (drivers.nv.qmd) pointing at it; the compute queue records SEND_PCAS_A with the QMD's address.
 Constant bank 0's first words are what the SASS reads for the launch shape and memory windows
 (tinygrad's ops_nv.py fills the same slots): dwords 0-2 the block size, 3-5 the grid size, 6-7 the
-shared memory window, 8-9 the local memory window.
+shared memory window, 8-9 the local memory window, 10-11 the stack top (drivers.nv.qmd STACK_TOP),
+which every nvcc kernel loads into its stack pointer first.
 
 On a mock machine the program's fatbinary is also handed to the machine's `register_program`, so
 the mock GPU can find the PTX of the SASS it is asked to run (docs/nv.md, mock execution).
@@ -26,7 +30,8 @@ from typing import TYPE_CHECKING, Sequence
 from compute.buffer import Buffer
 from drivers.nv import cubin as cubin_format
 from drivers.nv import fatbin as fatbin_format
-from drivers.nv.qmd import MAX_QMD_SIZE, QMD, QMD_ALIGNMENT, layout_for, with_constant0
+from drivers.nv.qmd import (MAX_QMD_SIZE, QMD, QMD_ALIGNMENT, STACK_POINTER_OFFSET, STACK_TOP,
+                            layout_for, local_bytes_per_thread, with_constant0)
 from hal.errors import BadBinary, InvalidArgument
 
 if TYPE_CHECKING:
@@ -100,7 +105,8 @@ class NVProgram:
         kernel = self.kernel
         self.params = [_Param(f"param{p.ordinal}", p.offset, p.size)
                        for p in sorted(kernel.params, key=lambda p: p.ordinal)]
-        self.constant0_size = max(kernel.constant0_size, kernel.param_bank_offset + kernel.param_size)
+        self.constant0_size = max(kernel.constant0_size, kernel.param_bank_offset + kernel.param_size,
+                                  STACK_POINTER_OFFSET + 8)
         self.constant0_size = -(-self.constant0_size // 16) * 16
         register = getattr(backend.machine, "register_program", None)
         if register is not None:
@@ -109,8 +115,8 @@ class NVProgram:
         offset = -self.image.gpu_address % CODE_ALIGNMENT
         self.code_address = self.image.gpu_address + offset
         self.image.copyin(kernel.code, offset)
-        if kernel.frame_size:
-            backend.ensure_local_memory(kernel.frame_size)
+        self.local_bytes_per_thread = local_bytes_per_thread(kernel.min_stack_size)
+        backend.ensure_local_memory(self.local_bytes_per_thread)
         self.ptx = ptx
         # (global size, local size) -> (grid, QMD with bank 0 at 0, constant bank 0 without parameters)
         self._shapes: dict[tuple, tuple] = {}
@@ -176,12 +182,14 @@ class NVProgram:
         template = QMD(program_address=self.code_address, grid=groups, block=tuple(local_size),
                        constant0_address=0, constant0_size=self.constant0_size,
                        registers=max(kernel.registers, 1), shared_bytes=kernel.shared_size,
-                       local_bytes_per_thread=kernel.frame_size,
+                       local_bytes_per_thread=self.local_bytes_per_thread,
                        shared_limit_kib=backend.shared_limit_kib, layout=self._qmd_layout).build()
-        # constant bank 0: block size (dwords 0-2), grid size (3-5), the shared and local windows (6-9)
+        # constant bank 0: block size (dwords 0-2), grid size (3-5), the shared and local windows (6-9),
+        # the stack top (10-11)
         bank = bytearray(self.constant0_size)
         struct.pack_into("<6I", bank, 0, *local_size, *groups)
         struct.pack_into("<QQ", bank, 24, backend.shared_window, backend.local_window)
+        struct.pack_into("<Q", bank, STACK_POINTER_OFFSET, STACK_TOP)
         return groups, template, bytes(bank)
 
     def constant0(self, kernargs: bytes, global_size, local_size) -> bytes:

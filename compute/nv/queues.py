@@ -13,8 +13,9 @@ Both queues (host methods, clc56f.h / clc86f.h; any subchannel):
   payload, wrap-around safe) and ACQUIRE_SWITCH_TSG (the scheduler may run others meanwhile).
 
 Compute (subchannel 1, the generation's compute class; clc6c0.h methods):
-- once: SET_OBJECT, the shared and local memory windows, and the local memory buffer when a
-  program needs one (SET_SHADER_LOCAL_MEMORY_A/B, _NON_THROTTLED_A/B/C);
+- once: SET_OBJECT, the shared and local memory windows, and the local memory buffer once the
+  first program is loaded (and again when a program needs more): SET_SHADER_LOCAL_MEMORY_A/B its
+  address, _NON_THROTTLED_A/B the bytes of each TPC's slice, _NON_THROTTLED_C the SM count bound;
 - exec: SEND_PCAS_A (the QMD's address >> 8) and SEND_SIGNALING_PCAS2_B with
   INVALIDATE_COPY_SCHEDULE; the QMD invalidates the instruction, constant, data and texture caches
   before the grid runs (drivers.nv.qmd), and the RELEASE_WFI of the next signal waits for it;
@@ -93,6 +94,9 @@ INVALIDATE_ALL = (cl.NVC6C0_INVALIDATE_SHADER_CACHES_NO_WFI_INSTRUCTION_TRUE
 # clc6c0.h SEND_SIGNALING_PCAS2_B_PCAS_ACTION: invalidate the QMD cache, copy and schedule it
 PCAS_LAUNCH = cl.NVC6C0_SEND_SIGNALING_PCAS2_B_PCAS_ACTION_INVALIDATE_COPY_SCHEDULE
 QMD_ADDRESS_SHIFT = 8  # clc6c0.h SEND_PCAS_A_QMD_ADDRESS_SHIFTED8
+# SET_SHADER_LOCAL_MEMORY_NON_THROTTLED_C_MAX_SM_COUNT (clc6c0.h, 8:0): the value tinygrad's ops_nv.py
+# NVComputeQueue.setup writes beside the per-TPC size; the header does not say what it bounds
+LOCAL_MEMORY_MAX_SM_COUNT = 0xFF
 
 
 def pack_words(words: list[int]) -> bytes:
@@ -217,7 +221,8 @@ class NVComputeQueue(NVQueue):
     subchannel = SUBCHANNEL_COMPUTE
 
     def __init__(self, device: "Device", backend) -> None:
-        self.local: tuple[int, int, int] | None = None  # the local memory buffer the engine uses
+        # the local memory buffer the engine uses: (address, bytes per TPC)
+        self.local: tuple[int, int] | None = backend.local
         super().__init__(device, "compute", backend.nv.compute, backend)
 
     def initial_words(self) -> list[int]:
@@ -232,17 +237,18 @@ class NVComputeQueue(NVQueue):
             words += self._local_memory_words(*self.local)
         return words
 
-    def local_memory(self, address: int, size: int, sm_count: int) -> None:
-        """Point the engine at a local memory buffer (before the next submission's commands)."""
-        self.local = (address, size, sm_count)
-        self.setup += self._local_memory_words(address, size, sm_count)
+    def local_memory(self, address: int, per_tpc: int) -> None:
+        """Point the engine at a local memory buffer of `per_tpc` bytes for each TPC (before the
+        next submission's commands)."""
+        self.local = (address, per_tpc)
+        self.setup += self._local_memory_words(address, per_tpc)
 
-    def _local_memory_words(self, address: int, size: int, sm_count: int) -> list[int]:
+    def _local_memory_words(self, address: int, per_tpc: int) -> list[int]:
         subchannel = self.subchannel
         return (incrementing(subchannel, cl.NVC6C0_SET_SHADER_LOCAL_MEMORY_A, address >> 32,
                              address & WORD_MASK)
                 + incrementing(subchannel, cl.NVC6C0_SET_SHADER_LOCAL_MEMORY_NON_THROTTLED_A,
-                               size >> 32, size & WORD_MASK, sm_count))
+                               per_tpc >> 32, per_tpc & WORD_MASK, LOCAL_MEMORY_MAX_SM_COUNT))
 
     def _emit_exec(self, launch) -> list[int]:
         return incrementing(self.subchannel, cl.NVC6C0_SEND_PCAS_A, launch.qmd_address >> QMD_ADDRESS_SHIFT,

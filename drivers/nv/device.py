@@ -12,9 +12,10 @@
           └─ copy channel (GPFIFO class) ─ copy-engine object
 
 The generation is resolved once from NV2080_CTRL_CMD_MC_GET_ARCH_INFO into the classes to use
-(`Generation`); nothing below asks again. `alloc_memory` makes VRAM or system memory, maps it for
-the CPU (NV_ESC_RM_MAP_MEMORY + mmap) and into the GPU VA space through UVM (external range + map
-external allocation). Submission (GPFIFO entries, doorbell writes) is drivers/nv/gpfifo.py's.
+(`Generation`), and the graphics engine's shape once from NV2080_CTRL_CMD_GR_GET_INFO (`GRInfo`: GPCs,
+TPCs per GPC, SMs per TPC, warps per SM, which size the local memory buffer); nothing below asks
+again. `alloc_memory` makes VRAM or system memory, maps it for the CPU (NV_ESC_RM_MAP_MEMORY + mmap)
+and into the GPU VA space through UVM (external range + map external allocation). Submission (GPFIFO entries, doorbell writes) is drivers/nv/gpfifo.py's.
 
 Robust-channel errors are TSG-wide: the RM stops every channel of the faulting channel's group and
 writes each one's error notifier, and never runs that group again. `reset_channel_group` frees the
@@ -112,6 +113,51 @@ def resolve_generation(architecture: int, implementation: int) -> Generation:
                                f"is not supported: have Ampere (0x170), Ada (0x190), Hopper (0x180)")
 
 
+@dataclasses.dataclass(frozen=True)
+class GRInfo:
+    """What NV2080_CTRL_CMD_GR_GET_INFO says of the graphics engine, for sizing local memory: the
+    chip's GPC count, TPCs per GPC and SMs per TPC (the "litter" values: the whole die, whatever
+    is fused off) and the most warps one SM holds."""
+
+    max_warps_per_sm: int
+    gpcs: int
+    tpcs_per_gpc: int
+    sms_per_tpc: int
+
+    @property
+    def tpcs(self) -> int:
+        """TPCs of the whole die: the local memory buffer has a slice for each."""
+        return self.gpcs * self.tpcs_per_gpc
+
+    def local_bytes_per_tpc(self, per_thread: int) -> int:
+        """The slice of the local memory buffer one TPC uses when each thread has `per_thread`
+        bytes (SET_SHADER_LOCAL_MEMORY_NON_THROTTLED_A/B): a warp's 32 threads rounded up to
+        0x200, for every warp of every SM of the TPC, rounded up to 0x8000."""
+        per_warp = -(-per_thread * WARP_SIZE // LOCAL_WARP_ALIGNMENT) * LOCAL_WARP_ALIGNMENT
+        per_tpc = per_warp * self.max_warps_per_sm * self.sms_per_tpc
+        return -(-per_tpc // LOCAL_TPC_ALIGNMENT) * LOCAL_TPC_ALIGNMENT
+
+    def local_buffer_bytes(self, per_tpc: int) -> int:
+        """The whole local memory buffer: a `per_tpc` slice for each TPC, rounded up to 0x20000."""
+        return -(-per_tpc * self.tpcs // LOCAL_BUFFER_ALIGNMENT) * LOCAL_BUFFER_ALIGNMENT
+
+
+# Local memory sizing: the rule of tinygrad's ops_nv.py (NVDevice._ensure_has_local_memory) and of
+# Mesa's NVK (src/nouveau/vulkan/nvk_device.c nvk_slm_area_ensure, whose comments say the hardware
+# "seems to require" these alignments); no NVIDIA document we have states it.
+WARP_SIZE = 32
+LOCAL_WARP_ALIGNMENT = 0x200
+LOCAL_TPC_ALIGNMENT = 0x8000
+LOCAL_BUFFER_ALIGNMENT = 0x20000
+
+
+# ctrl2080gr.h NV2080_CTRL_GR_INFO_INDEX_*: the GRInfo field each index answers
+GR_INFO_INDICES = {"max_warps_per_sm": ctrl.NV2080_CTRL_GR_INFO_INDEX_MAX_WARPS_PER_SM,
+                   "gpcs": ctrl.NV2080_CTRL_GR_INFO_INDEX_LITTER_NUM_GPCS,
+                   "tpcs_per_gpc": ctrl.NV2080_CTRL_GR_INFO_INDEX_LITTER_NUM_TPC_PER_GPC,
+                   "sms_per_tpc": ctrl.NV2080_CTRL_GR_INFO_INDEX_LITTER_NUM_SM_PER_TPC}
+
+
 @dataclasses.dataclass(eq=False)
 class NVMemory:
     """An RM memory object with its GPU virtual address and (optionally) CPU mapping."""
@@ -150,6 +196,7 @@ class NVDevice:
         self.memories: list[NVMemory] = []
         self._next_va = VA_START
         self.generation: Generation | None = None
+        self.gr_info: GRInfo | None = None
         self.uuid = b""
         self.uvm_gpu_registered = False
         self.uvm_channels: list[RMObject] = []  # registered with UVM_REGISTER_CHANNEL
@@ -186,6 +233,7 @@ class NVDevice:
                           rm.abi.ctrl.NV2080_CTRL_MC_GET_ARCH_INFO_PARAMS())
         self.generation = resolve_generation(arch.architecture, arch.implementation)
         generation = self.generation
+        self.gr_info = self._query_gr_info()
         self.usermode = rm.alloc(self.subdevice, generation.usermode_class, name="usermode")
         self.doorbell = rm.map_to_cpu(self.subdevice, self.usermode, cl.NVC361_NV_USERMODE__SIZE, self.minor)
         blocks = rm.abi.nvos  # the parameter blocks of the driver's branch
@@ -210,6 +258,27 @@ class NVDevice:
         self._build_channel_group()
         log.info("NVIDIA GPU %d (%#06x, %s) up through the RM, driver %s", self.index, self.pci_device_id,
                  generation.name, rm.version)
+
+    def _query_gr_info(self) -> GRInfo:
+        """NV2080_CTRL_CMD_GR_GET_INFO on the subdevice: grInfoList points to an array of
+        NV2080_CTRL_GR_INFO {index, data} that the RM copies in, fills and copies back
+        (embedded_param_copy.c, subdeviceCtrlCmdKGrGetInfo); the array sits in the argument arena."""
+        rm = self.rm
+        entry = rm.abi.ctrl.NV2080_CTRL_GR_INFO
+        names = tuple(GR_INFO_INDICES)
+        request = b"".join(bytes(entry(index=GR_INFO_INDICES[name])) for name in names)
+        address = rm.arena.place_embedded(request)
+        params = rm.abi.ctrl.NV2080_CTRL_GR_GET_INFO_PARAMS(grInfoListSize=len(names), grInfoList=address)
+        rm.control(self.subdevice, ctrl.NV2080_CTRL_CMD_GR_GET_INFO, params)
+        answer = rm.arena.read_embedded(len(request))
+        values = {}
+        for position, name in enumerate(names):
+            record = entry.from_bytes(answer[position * entry.SIZE:(position + 1) * entry.SIZE])
+            if record.data == 0:
+                raise UnsupportedOperation(f"NV2080_CTRL_CMD_GR_GET_INFO answered 0 for {name} "
+                                           f"(index {record.index}): local memory cannot be sized")
+            values[name] = record.data
+        return GRInfo(**values)
 
     def _next_channel_uvm_base(self) -> int:
         base = self._next_channel_va

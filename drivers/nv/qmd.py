@@ -10,6 +10,11 @@ Two layouts, each as the bit ranges of the fields this driver sets or the mock c
 layout maps each to its own header name (04_00 calls the grid GRID_WIDTH.., the minor version
 QMD_MINOR_VERSION, the register count REGISTER_COUNT, and holds constant bank addresses >> 6).
 
+Local memory: a kernel's stack (EIATTR_MIN_STACK_SIZE) plus a reserved area goes in
+SHADER_LOCAL_MEMORY_HIGH_SIZE (`local_bytes_per_thread`), and constant bank 0 carries the stack top
+at 0x28 (`STACK_TOP`), as nvcc's SASS expects (see the constants below; 04_00 keeps both local sizes
+unshifted, clcbc0qmd.h).
+
 `QMD(...).build()` returns the bytes; `field(data, name, layout)` reads one field back and
 `constant0_address(data, layout)` the bank 0 address (tests decode with them).
 """
@@ -114,6 +119,26 @@ CONSTANT_BUFFER_MAX = 1 << 16  # CONSTANT_BUFFER_SIZE_SHIFTED4 is 13 bits of 16-
 SM_CONFIG_STEP = 4096
 SM_CONFIG_KIB = (8, 16, 32, 64, 100, 132, 164, 196, 228)
 
+# Local memory as nvcc's SASS uses it. Each thread has a 16 MiB local address range; the stack sits
+# at its top: every sm_70+ kernel starts by loading its stack pointer (R1) from constant bank 0 at
+# 0x28 (`MOV R1, c[0x0][0x28]` or an equivalent load is the first instruction of each kernel in
+# compute/nv/kernels/prebuilt), and the stack grows down from there. The QMD's
+# SHADER_LOCAL_MEMORY_HIGH_SIZE is how much of the top of the range is backed per thread.
+# No NVIDIA header we have gives the stack top or the area above it: both are the values CUDA's own
+# launches write, as tinygrad's ops_nv.py (NVProgram, the nvcc path) reproduces them: bank 0 dwords
+# 10-11 = 0xfffdc0 (16 MiB - 0x240) and, per thread, EIATTR_MIN_STACK_SIZE + 0x240 bytes rounded up
+# to 32 (_ensure_has_local_memory: round_up(required, 32)).
+STACK_TOP = 0xFFFDC0
+STACK_POINTER_OFFSET = 0x28  # constant bank 0 byte offset of the 64-bit stack top
+LOCAL_RESERVE = 0x240  # bytes above the stack top each thread keeps
+LOCAL_GRANULE = 32
+
+
+def local_bytes_per_thread(min_stack_size: int) -> int:
+    """Local memory per thread for a kernel whose cubin gives EIATTR_MIN_STACK_SIZE `min_stack_size`
+    (0 when absent): its stack plus the reserved area, 32-byte granular."""
+    return -(-(min_stack_size + LOCAL_RESERVE) // LOCAL_GRANULE) * LOCAL_GRANULE
+
 
 def layout_for(compute_class: int) -> Layout:
     """The QMD layout `compute_class` reads."""
@@ -185,7 +210,7 @@ class QMD:
     constant0_size: int
     registers: int
     shared_bytes: int
-    local_bytes_per_thread: int
+    local_bytes_per_thread: int  # SHADER_LOCAL_MEMORY_HIGH_SIZE: local_bytes_per_thread(min stack)
     shared_limit_kib: int
     barriers: int = 1
     layout: Layout = V03_00
@@ -222,8 +247,11 @@ class QMD:
         put("MAX_SM_CONFIG_SHARED_MEM_SIZE", maximum)
         put("REGISTER_COUNT_V", self.registers)
         put("BARRIER_COUNT", self.barriers)
-        put("SHADER_LOCAL_MEMORY_LOW_SIZE", -(-self.local_bytes_per_thread // 16) * 16)
-        put("SHADER_LOCAL_MEMORY_HIGH_SIZE", 0)
+        # the stack is at the top of each thread's local range (STACK_TOP): the high region backs
+        # it; nothing is placed at the bottom (tinygrad's ops_nv.py nvcc path does the same)
+        put("SHADER_LOCAL_MEMORY_LOW_SIZE", 0)
+        high = -(-self.local_bytes_per_thread // LOCAL_GRANULE) * LOCAL_GRANULE
+        put("SHADER_LOCAL_MEMORY_HIGH_SIZE", high)
         if self.constant0_address % 256 or self.constant0_size % 16:
             raise InvalidArgument(f"constant bank 0 at {self.constant0_address:#x} "
                                   f"(+{self.constant0_size:#x}): 256-byte aligned, 16-byte granular")

@@ -46,6 +46,9 @@ _IOC_DIR_SHIFT = 30
 _IOC_SIZE_SHIFT = 16
 _IOC_TYPE_SHIFT = 8
 ARENA_SIZE = 64 << 10  # pointer-carried blocks: the largest here (NV_CHANNEL_ALLOC_PARAMS) is 360 bytes
+# where a block that a parameter block points to (an embedded pointer, such as
+# NV2080_CTRL_GR_GET_INFO_PARAMS.grInfoList) is placed: the upper half of the arena
+EMBEDDED_OFFSET = ARENA_SIZE // 2
 # cl0080.h NV0080_MAX_DEVICES (= NV_MAX_DEVICES): the most GPUs one driver probes
 MAX_CARDS = cl.NV0080_MAX_DEVICES
 
@@ -114,9 +117,9 @@ class ArgumentArena:
         if block is None:
             return 0
         data = bytes(block)
-        if len(data) > self.size:
+        if len(data) > EMBEDDED_OFFSET:
             raise InvalidArgument(f"a {len(data)}-byte parameter block does not fit the "
-                                  f"{self.size}-byte arena")
+                                  f"{EMBEDDED_OFFSET}-byte lower half of the arena")
         self.memory.region.write(0, data)
         return self.memory.addr
 
@@ -124,6 +127,19 @@ class ArgumentArena:
         """Copy what the kernel wrote (copy_to_user) back into `block`."""
         if block is not None:
             block.buffer[:] = self.memory.region.read(0, type(block).SIZE)
+
+    def place_embedded(self, data: bytes) -> int:
+        """Copy a block that the next parameter block points to (the RM copies it in and out
+        separately: embedded_param_copy.c) above the parameter block; returns its user address."""
+        if len(data) > self.size - EMBEDDED_OFFSET:
+            raise InvalidArgument(f"a {len(data)}-byte embedded block does not fit the "
+                                  f"{self.size - EMBEDDED_OFFSET}-byte half of the arena")
+        self.memory.region.write(EMBEDDED_OFFSET, bytes(data))
+        return self.memory.addr + EMBEDDED_OFFSET
+
+    def read_embedded(self, size: int) -> bytes:
+        """The embedded block as the kernel left it (copied out after the control)."""
+        return self.memory.region.read(EMBEDDED_OFFSET, size)
 
     def close(self) -> None:
         self.os.free_locked(self.memory)

@@ -114,7 +114,7 @@ _QMD = "NVC6C0_QMDV03_00_"
 _QMD_CHECKED = ("CTA_RASTER_WIDTH", "CTA_RASTER_HEIGHT", "CTA_RASTER_DEPTH", "SHARED_MEMORY_SIZE",
                 "QMD_VERSION", "QMD_MAJOR_VERSION", "CTA_THREAD_DIMENSION0", "CTA_THREAD_DIMENSION1",
                 "CTA_THREAD_DIMENSION2", "REGISTER_COUNT_V", "PROGRAM_ADDRESS_LOWER",
-                "PROGRAM_ADDRESS_UPPER")
+                "PROGRAM_ADDRESS_UPPER", "SHADER_LOCAL_MEMORY_HIGH_SIZE")
 _QMD_BANK0 = ("CONSTANT_BUFFER_VALID", "CONSTANT_BUFFER_ADDR_LOWER", "CONSTANT_BUFFER_ADDR_UPPER",
               "CONSTANT_BUFFER_SIZE_SHIFTED4")
 QMD_FIELDS = {name: qmd_layout.FIELDS[_QMD + name] for name in _QMD_CHECKED}
@@ -169,6 +169,20 @@ CONSTANT_BANK_MAX = 1 << 16  # 64 KiB of constant memory per bank (same table)
 # same table, "Maximum amount of shared memory per thread block": 163 KiB on 8.0 (GA100), 99 KiB
 # on 8.6 (GA10x) and 8.9 (AD10x), 227 KiB on 9.0 (GH100)
 MAX_SHARED_PER_BLOCK = {"GA100": 163 << 10, "GA102": 99 << 10, "AD102": 99 << 10, "GH100": 227 << 10}
+# Local memory as nvcc's SASS and the SM use it. No NVIDIA document we have states these: they are
+# the rules the driver's peers apply, which this model enforces as such. tinygrad's ops_nv.py
+# (NVProgram and NVDevice._ensure_has_local_memory, the nvcc path): every kernel loads its stack
+# pointer from constant bank 0 at 0x28, where CUDA's launches put 0xfffdc0 (the top of each thread's
+# 16 MiB local range less 0x240), and needs EIATTR_MIN_STACK_SIZE + 0x240 bytes per thread backed at
+# the top of the range (QMD SHADER_LOCAL_MEMORY_HIGH_SIZE). A TPC's slice of the local memory buffer
+# (SET_SHADER_LOCAL_MEMORY_NON_THROTTLED_A/B) holds round_up(per thread * 32, 0x200) bytes for each
+# warp of each SM (tinygrad, and Mesa's src/nouveau/vulkan/nvk_device.c nvk_slm_area_ensure), and
+# the buffer (SET_SHADER_LOCAL_MEMORY_A/B) has a slice for every TPC of the die.
+STACK_TOP = 0xFFFDC0
+STACK_POINTER_OFFSET = 0x28
+LOCAL_RESERVE = 0x240
+WARP_SIZE = 32
+LOCAL_WARP_ALIGNMENT = 0x200
 
 
 class ChannelFault(Exception):
@@ -194,6 +208,7 @@ class RegisteredKernel:
     param_offset: int
     param_size: int
     static_shared: int
+    min_stack_size: int = 0  # the cubin's EIATTR_MIN_STACK_SIZE (0 when it has none)
     kernel: Kernel | None = None
 
 
@@ -204,8 +219,9 @@ class ProgramRegistry:
         self.by_prefix: dict[bytes, list[RegisteredKernel]] = {}
 
     def add(self, name: str, sass: bytes, ptx: str, param_offset: int, param_size: int,
-            static_shared: int = 0) -> None:
-        entry = RegisteredKernel(name, bytes(sass), ptx, param_offset, param_size, static_shared)
+            static_shared: int = 0, min_stack_size: int = 0) -> None:
+        entry = RegisteredKernel(name, bytes(sass), ptx, param_offset, param_size, static_shared,
+                                 min_stack_size)
         bucket = self.by_prefix.setdefault(entry.sass[:32], [])
         if not any(known.sass == entry.sass and known.name == name for known in bucket):
             bucket.append(entry)
@@ -260,6 +276,25 @@ class GPUMemory:
             backing, offset, run = self._translate(address + len(out), size - len(out))
             out += backing[offset:offset + run]
         return bytes(out)
+
+    def first_unmapped(self, address: int, size: int) -> int | None:
+        """The first address of [address, address + size) no mapping covers, None if all are
+        (nothing is read: a local memory buffer is checked without copying it)."""
+        position = address
+        end = address + size
+        while position < end:
+            covered = None
+            for space in self.driver.uvm_spaces:
+                for start, (length, _, _) in space.mappings.items():
+                    if start <= position < start + length:
+                        covered = start + length
+                        break
+                if covered is not None:
+                    break
+            if covered is None:
+                return position
+            position = covered
+        return None
 
     def write(self, address: int, data) -> None:
         if self.fault_next:
@@ -555,9 +590,10 @@ class GPUModel:
             action = value & _PCAS_ACTION_MASK
             if action in _PCAS_LAUNCH_ACTIONS:
                 address = state.state.get(cl.NVC6C0_SEND_PCAS_A, 0) << 8
-                self._launch(address, state.engine_class)
+                self._launch(address, state)
 
-    def _launch(self, address: int, compute_class: int) -> None:
+    def _launch(self, address: int, state: _Channel) -> None:
+        compute_class = state.engine_class
         # every QMD version keeps its version in bits 583:576 (see check_qmd): read the shortest
         # layout first, then the rest the version it names needs
         qmd = self._read(address, QMD_V03_00.size)
@@ -578,6 +614,8 @@ class GPUModel:
         if kernel.kernel is None:
             kernel.kernel = Kernel.from_ptx(kernel.ptx, kernel.name)
         constants = self._read(cb0, cb0_size)
+        self._check_local_memory(kernel, qmd_field(qmd, "SHADER_LOCAL_MEMORY_HIGH_SIZE", compute_class),
+                                 constants, state)
         if kernel.param_offset + kernel.param_size > cb0_size:
             raise ChannelFault(ROBUST_CHANNEL_GR_EXCEPTION, f"{kernel.name}: parameters at "
                                f"{kernel.param_offset:#x}+{kernel.param_size} past constant bank 0's "
@@ -597,6 +635,49 @@ class GPUModel:
         except HalError as fault:
             raise ChannelFault(ROBUST_CHANNEL_GR_EXCEPTION, f"{kernel.name}: {fault}") from None
         self.launches += 1
+
+    def _check_local_memory(self, kernel: RegisteredKernel, high: int, constants: bytes,
+                            state: _Channel) -> None:
+        """What the SM would fault on when the kernel touches its stack (see STACK_TOP): the stack
+        pointer in constant bank 0, the QMD's high local size, and the channel's local memory buffer
+        (SET_SHADER_LOCAL_MEMORY_A/B and _NON_THROTTLED_A/B) for every TPC of the die. The model cannot
+        tell whether the SASS touches its stack, so it refuses these for every launch."""
+        def fault(why: str) -> ChannelFault:
+            return ChannelFault(ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT, f"{kernel.name}: local memory: {why}")
+
+        stack = constants[STACK_POINTER_OFFSET:STACK_POINTER_OFFSET + 8]
+        pointer = int.from_bytes(stack, "little") if len(stack) == 8 else None
+        if pointer != STACK_TOP:
+            shown = "past the bank's end" if pointer is None else f"{pointer:#x}"
+            raise fault(f"the stack pointer the kernel loads from constant bank 0 at "
+                        f"{STACK_POINTER_OFFSET:#x} is {shown}, not the stack top {STACK_TOP:#x}")
+        need = kernel.min_stack_size + LOCAL_RESERVE
+        if high < need:
+            raise fault(f"the QMD's SHADER_LOCAL_MEMORY_HIGH_SIZE is {high} bytes per thread; the kernel "
+                        f"needs {need} (EIATTR_MIN_STACK_SIZE {kernel.min_stack_size} + the "
+                        f"{LOCAL_RESERVE:#x}-byte area above the stack top)")
+        regs = state.state
+        methods = (cl.NVC6C0_SET_SHADER_LOCAL_MEMORY_A, cl.NVC6C0_SET_SHADER_LOCAL_MEMORY_B,
+                   cl.NVC6C0_SET_SHADER_LOCAL_MEMORY_NON_THROTTLED_A,
+                   cl.NVC6C0_SET_SHADER_LOCAL_MEMORY_NON_THROTTLED_B)
+        if any(method not in regs for method in methods):
+            raise fault("no local memory buffer: SET_SHADER_LOCAL_MEMORY_A/B and "
+                        "SET_SHADER_LOCAL_MEMORY_NON_THROTTLED_A/B were never sent on this channel")
+        base = regs[cl.NVC6C0_SET_SHADER_LOCAL_MEMORY_A] << 32 | regs[cl.NVC6C0_SET_SHADER_LOCAL_MEMORY_B]
+        per_tpc = (regs[cl.NVC6C0_SET_SHADER_LOCAL_MEMORY_NON_THROTTLED_A] << 32
+                   | regs[cl.NVC6C0_SET_SHADER_LOCAL_MEMORY_NON_THROTTLED_B])
+        gpu = self.driver.gpu
+        per_warp = -(-high * WARP_SIZE // LOCAL_WARP_ALIGNMENT) * LOCAL_WARP_ALIGNMENT
+        wanted = per_warp * gpu.max_warps_per_sm * gpu.sms_per_tpc
+        if per_tpc < wanted:
+            raise fault(f"SET_SHADER_LOCAL_MEMORY_NON_THROTTLED gives each TPC {per_tpc:#x} bytes; "
+                        f"{high} bytes per thread need {wanted:#x} ({per_warp:#x} per warp x "
+                        f"{gpu.max_warps_per_sm} warps x {gpu.sms_per_tpc} SMs)")
+        size = per_tpc * gpu.tpcs
+        hole = self.memory.first_unmapped(base, size)
+        if hole is not None:
+            raise fault(f"the buffer at {base:#x} must hold {gpu.tpcs} TPC slices of {per_tpc:#x} bytes "
+                        f"({size:#x}), but GPU address {hole:#x} is not mapped")
 
     # -- copy ----------------------------------------------------------------------------------------
     def _copy_method(self, state: _Channel, method: int, value: int) -> None:
@@ -685,6 +766,13 @@ def qmd_version_of(qmd: bytes, compute_class: int) -> QMDVersion | None:
         if (version.major, version.minor) == (major, minor):
             return version
     return None
+
+
+def qmd_field(qmd: bytes, name: str, compute_class: int) -> int:
+    """Field `name` (its 03_00 name) of a QMD the class reads (check_qmd has accepted it)."""
+    version = qmd_version_of(qmd, compute_class)
+    high, low = version.fields[name]
+    return (int.from_bytes(qmd[:version.size], "little") >> low) & ((1 << (high - low + 1)) - 1)
 
 
 def check_qmd(qmd: bytes, max_shared: int, compute_class: int = cl.AMPERE_COMPUTE_A) -> tuple:

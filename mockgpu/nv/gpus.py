@@ -42,6 +42,16 @@ class GPUIdentity:
     # the highest channel VA + 1 UVM accepts for a channel's context buffers (parent_gpu->max_channel_va:
     # kernel-open/nvidia-uvm/uvm_ampere.c and uvm_ada.c 1 << 40, uvm_hopper.c 1 << 57)
     max_channel_va: int = 1 << 40
+    # NV2080_CTRL_CMD_GR_GET_INFO's answers (ctrl2080gr.h NV2080_CTRL_GR_INFO_INDEX_*): the chip's
+    # GPCs, TPCs per GPC and SMs per TPC (LITTER_*: the whole die) and MAX_WARPS_PER_SM (`GR_SHAPES`)
+    gpcs: int = 0
+    tpcs_per_gpc: int = 0
+    sms_per_tpc: int = 0
+    max_warps_per_sm: int = 0
+
+    @property
+    def tpcs(self) -> int:
+        return self.gpcs * self.tpcs_per_gpc
 
     @property
     def sm_version(self) -> str:
@@ -56,13 +66,23 @@ _CHIP_IDS = {"GA100": (uvm.NV2080_CTRL_MC_ARCH_INFO_ARCHITECTURE_GA100, 0),
              "GH100": (uvm.NV2080_CTRL_MC_ARCH_INFO_ARCHITECTURE_GH100, 0)}
 
 
+# (GPCs, TPCs per GPC, SMs per TPC, max warps per SM) of each chip. The full-die GPC and TPC counts
+# are those of NVIDIA's architecture whitepapers: "NVIDIA H100 Tensor Core GPU Architecture" (GH100: 8
+# GPCs, 72 TPCs, 2 SMs per TPC), "NVIDIA A100 Tensor Core GPU Architecture" (GA100: 8 GPCs, 8 TPCs per
+# GPC, 2 SMs per TPC), "NVIDIA Ampere GA102 GPU Architecture" (GA102: 7 GPCs, 42 TPCs, 84 SMs),
+# "NVIDIA Ada GPU Architecture" (AD102: 12 GPCs, 72 TPCs, 144 SMs). The resident warps per SM are the
+# CUDA C++ Programming Guide's ("Technical Specifications per Compute Capability"): 64 on 8.0 and 9.0,
+# 48 on 8.6 and 8.9. The RM reports the LITTER_* values of the die, whatever a board has fused off.
+GR_SHAPES = {"GH100": (8, 9, 2, 64), "GA100": (8, 8, 2, 64), "GA102": (7, 6, 2, 48), "AD102": (12, 6, 2, 48)}
+
+
 def _identity(name: str, chip: str, architecture: str, device_id: int, vram_gib: int, compute: int,
               copy: int, gpfifo: int, usermode: int) -> GPUIdentity:
     arch_id, implementation = _CHIP_IDS[chip]
     max_channel_va = HOPPER_MAX_CHANNEL_VA if architecture == "hopper" else AMPERE_MAX_CHANNEL_VA
     return GPUIdentity(name, chip, architecture, device_id, vram_gib * GIB,
                        frozenset((*_COMMON, compute, copy, gpfifo, usermode)), compute, copy, gpfifo,
-                       usermode, arch_id, implementation, max_channel_va)
+                       usermode, arch_id, implementation, max_channel_va, *GR_SHAPES[chip])
 
 
 # PCI device ids: the open kernel modules' supported-GPU list (README.md, "Compatible GPUs"): 535.261.03

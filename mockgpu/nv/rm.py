@@ -8,7 +8,9 @@ parameter block; the escape layer (mockgpu.nv.driver) turns malformed ioctls int
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import itertools
+import mmap
 import struct
 import time
 from typing import Callable
@@ -32,6 +34,10 @@ RM_RESERVED_VRAM = 512 << 20  # order of magnitude of the GSP-RM heap on Hopper 
 GID_FLAGS_FORMAT_MASK = 0x3
 # the simulated chips' stepping as MC_GET_ARCH_INFO reports it (A1: revision major 0xA, minor 1)
 CHIP_REVISION = 0xA1
+# src/nvidia/inc/kernel/rmapi/param_copy.h RMAPI_PARAM_COPY_MAX_PARAMS_SIZE: the most bytes
+# rmapiParamsAcquire copies in for one pointed-to block
+PARAM_COPY_MAX_SIZE = 1 << 20
+U32_LIMIT = 1 << 32  # portSafeMulU32: the element count times the element size must fit 32 bits
 ROOT = "root"  # RS_ROOT_OBJECT: only a client has no parent
 ANY = "any"  # RS_ANY_PARENT
 
@@ -44,6 +50,19 @@ _USERMODES = (cl.VOLTA_USERMODE_A, cl.TURING_USERMODE_A, cl.AMPERE_USERMODE_A, c
 _COMPUTES = (cl.AMPERE_COMPUTE_A, cl.AMPERE_COMPUTE_B, cl.ADA_COMPUTE_A, cl.HOPPER_COMPUTE_A)
 _COPIES = (cl.AMPERE_DMA_COPY_A, cl.AMPERE_DMA_COPY_B, cl.HOPPER_DMA_COPY_A)
 _MEMORIES = (cl.NV01_MEMORY_LOCAL_USER, cl.NV01_MEMORY_SYSTEM)
+
+
+# memory objects from this size up are backed by anonymous mappings, whose pages the host zeroes only
+# when touched: a local memory buffer (a slice per TPC of the die, 70-170 MiB) that no access of
+# the model reaches then costs nothing
+LAZY_BACKING_MIN = 1 << 21
+
+
+def _zeroed(size: int):
+    """`size` zero bytes that slice, assign and export buffers like a bytearray."""
+    if size >= LAZY_BACKING_MIN:
+        return mmap.mmap(-1, size)
+    return bytearray(size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +120,8 @@ class RMObject:
     parent: "RMObject | None" = dataclasses.field(repr=False)
     children: dict[int, "RMObject"] = dataclasses.field(default_factory=dict, repr=False)
     params: bytes = dataclasses.field(default=b"", repr=False)
-    backing: bytearray | None = dataclasses.field(default=None, repr=False)  # memory, usermode windows
+    # memory (a bytearray, or an anonymous mmap from LAZY_BACKING_MIN up), usermode windows
+    backing: bytearray | mmap.mmap | None = dataclasses.field(default=None, repr=False)
     size: int = 0
     location: str = ""  # "vram" or "sysmem" for memory objects
     vram_offset: int = 0
@@ -285,7 +305,7 @@ class ResourceManager:
             obj.location = "vram"
         else:
             obj.location = "sysmem"
-        obj.backing = bytearray(size)
+        obj.backing = _zeroed(size)
         # the RM reports what it did in the caller's block (size rounded, offset, limit)
         alloc.size = size
         alloc.offset = obj.vram_offset
@@ -350,6 +370,13 @@ class ResourceManager:
     # -- controls ----------------------------------------------------------------------------------
     def control(self, h_client: int, h_object: int, cmd: int, params_ptr: int, params_size: int) -> None:
         """NV_ESC_RM_CONTROL (Nv04ControlWithSecInfo) for the commands this mock serves."""
+        extra: tuple = ()
+        embedded = EMBEDDED_LISTS.get(cmd)
+        if embedded is not None:
+            # rs_server.c serverControl: with bUnlockedParamCopy (rmapi.c sets it) the parameters
+            # and the blocks they point to are copied in (serverControlApiCopyIn) before the client
+            # and the object are looked up
+            extra = (self._copy_in_embedded(cmd, embedded, params_ptr, params_size),)
         client = self.client(h_client)
         obj = self.object(client, h_object)
         entry = CONTROLS.get(cmd)
@@ -366,8 +393,51 @@ class ResourceManager:
         if data is None:
             raise RMStatus(st.NV_ERR_INVALID_POINTER, f"control parameters at {params_ptr:#x} unreadable")
         params = params_type.from_bytes(data)
-        handler(self, client, obj, params)
+        handler(self, client, obj, params, *extra)
+        if extra and extra[0].pointer:
+            # serverControlApiCopyOut -> embeddedParamCopyOut -> rmapiParamsRelease: the block goes
+            # back to the caller only when the control succeeded (an error skips the copy-out)
+            self.write_user(extra[0].pointer, bytes(extra[0].data))
         self.write_user(params_ptr, bytes(params))
+
+    def _copy_in_embedded(self, cmd: int, embedded: "EmbeddedList", params_ptr: int,
+                          params_size: int) -> "EmbeddedBlock":
+        """embedded_param_copy.c embeddedParamCopyIn for `cmd`, then param_copy.c rmapiParamsAcquire
+        on the block the parameters point to."""
+        params_type = self.layout(embedded.params)
+        if params_size != params_type.SIZE:
+            # embedded_param_copy.c CHECK_PARAMS_OR_RETURN: NULL or another size than the command's
+            raise RMStatus(st.NV_ERR_INVALID_ARGUMENT,
+                           f"control {cmd:#x}: paramsSize {params_size}, expected {params_type.SIZE}")
+        data = self.read_user(params_ptr, params_size)
+        if data is None:
+            raise RMStatus(st.NV_ERR_INVALID_POINTER, f"control parameters at {params_ptr:#x} unreadable")
+        params = params_type.from_bytes(data)
+        count = getattr(params, embedded.count_field)
+        pointer = getattr(params, embedded.pointer_field)
+        size = count * self.layout(embedded.element).SIZE
+        # RMAPI_PARAM_COPY_INIT: portSafeMulU32(count, element size) must not overflow (bSizeValid);
+        # rmapiParamsAcquire: a size needs a pointer and a pointer a size
+        if size >= U32_LIMIT or (size != 0) != (pointer != 0):
+            raise RMStatus(st.NV_ERR_INVALID_ARGUMENT, f"control {cmd:#x}: {embedded.pointer_field} "
+                                                       f"{pointer:#x} with {embedded.count_field} {count}")
+        if size > PARAM_COPY_MAX_SIZE:
+            # rmapiParamsAcquire: RMAPI_PARAM_COPY_MAX_PARAMS_SIZE
+            raise RMStatus(st.NV_ERR_INVALID_ARGUMENT,
+                           f"control {cmd:#x}: {size} bytes at {embedded.pointer_field}, "
+                           f"at most {PARAM_COPY_MAX_SIZE}")
+        block = b""
+        if size:
+            block = self.read_user(pointer, size)
+            if block is None:
+                # portMemExCopyFromUser -> os_memcpy_from_user (os-interface.c): NV_ERR_INVALID_ADDRESS
+                raise RMStatus(st.NV_ERR_INVALID_ADDRESS,
+                               f"control {cmd:#x}: {size} bytes at {pointer:#x} unreadable")
+        return EmbeddedBlock(pointer, count, bytearray(block))
+
+    def branch_constant(self, name: str) -> int:
+        """A number of this RM's branch that differs between branches (NV2080_CTRL_GR_INFO_MAX_SIZE)."""
+        return getattr(importlib.import_module(f"autogen.nv.r{self.branch}.ctrl"), name)
 
     # -- CPU mappings --------------------------------------------------------------------------------
     def map_memory(self, h_client: int, h_device: int, h_memory: int, offset: int, length: int) -> RMObject:
@@ -446,6 +516,66 @@ def _arch_info(rm: ResourceManager, client: Client, obj: RMObject, params) -> No
     params.revision = CHIP_REVISION
 
 
+@dataclasses.dataclass(frozen=True)
+class EmbeddedList:
+    """A control whose parameters point to an array the RM copies in and out
+    (embedded_param_copy.c RMAPI_PARAM_COPY_INIT): the fields holding the pointer and the count."""
+
+    params: type
+    pointer_field: str
+    count_field: str
+    element: type
+
+
+@dataclasses.dataclass
+class EmbeddedBlock:
+    """The RM's copy of the pointed-to array of one control (written back on success)."""
+
+    pointer: int
+    count: int
+    data: bytearray
+
+
+def _gr_get_info(rm: ResourceManager, client: Client, obj: RMObject, params, listing: EmbeddedBlock) -> None:
+    # kernel_graphics.c subdeviceCtrlCmdKGrGetInfo: a NULL list is NV_ERR_INVALID_ARGUMENT; at most
+    # NV2080_CTRL_GR_INFO_MAX_SIZE entries are answered (the rest is copied back as it came), and
+    # _kgraphicsCtrlCmdGrGetInfoV2 refuses an empty list and any index past that size (the
+    # maximum grows with the branch: 53 in r535, 59 in r590)
+    if listing.pointer == 0:
+        raise RMStatus(st.NV_ERR_INVALID_ARGUMENT, "grInfoList is NULL")
+    most = rm.branch_constant("NV2080_CTRL_GR_INFO_MAX_SIZE")
+    count = min(listing.count, most)
+    if count == 0:
+        raise RMStatus(st.NV_ERR_INVALID_ARGUMENT, "grInfoListSize is 0")
+    entry = rm.layout(ctrl.NV2080_CTRL_GR_INFO)
+    answers = _gr_info_table(rm.gpu)
+    records = []
+    for position in range(count):
+        record = entry.from_bytes(bytes(listing.data[position * entry.SIZE:(position + 1) * entry.SIZE]))
+        if record.index >= most:
+            raise RMStatus(st.NV_ERR_INVALID_ARGUMENT, f"grInfoList[{position}].index {record.index} "
+                                                       f"(at most {most - 1})")
+        # an index this model has no value for reads 0 (the static info table's unset entries)
+        record.data = answers.get(record.index, 0)
+        records.append(record)
+    for position, record in enumerate(records):
+        listing.data[position * entry.SIZE:(position + 1) * entry.SIZE] = bytes(record)
+
+
+def _gr_info_table(gpu: GPUIdentity) -> dict[int, int]:
+    """The NV2080_CTRL_GR_INFO_INDEX_* values this model answers (mockgpu.nv.gpus GR_SHAPES)."""
+    return {ctrl.NV2080_CTRL_GR_INFO_INDEX_MAX_WARPS_PER_SM: gpu.max_warps_per_sm,
+            ctrl.NV2080_CTRL_GR_INFO_INDEX_LITTER_NUM_GPCS: gpu.gpcs,
+            ctrl.NV2080_CTRL_GR_INFO_INDEX_LITTER_NUM_TPC_PER_GPC: gpu.tpcs_per_gpc,
+            ctrl.NV2080_CTRL_GR_INFO_INDEX_LITTER_NUM_SM_PER_TPC: gpu.sms_per_tpc}
+
+
+# embedded_param_copy.c embeddedParamCopyIn: the controls served here whose parameters carry a pointer
+EMBEDDED_LISTS: dict[int, EmbeddedList] = {
+    ctrl.NV2080_CTRL_CMD_GR_GET_INFO: EmbeddedList(ctrl.NV2080_CTRL_GR_GET_INFO_PARAMS, "grInfoList",
+                                                   "grInfoListSize", ctrl.NV2080_CTRL_GR_INFO),
+}
+
 CONTROLS: dict[int, tuple[tuple[int, ...], type, Callable]] = {
     ctrl.NV2080_CTRL_CMD_MC_GET_ARCH_INFO: (
         _SUBDEVICE, ctrl.NV2080_CTRL_MC_GET_ARCH_INFO_PARAMS, _arch_info),
@@ -455,4 +585,6 @@ CONTROLS: dict[int, tuple[tuple[int, ...], type, Callable]] = {
         _CHANNELS, ctrl.NVC36F_CTRL_CMD_GPFIFO_GET_WORK_SUBMIT_TOKEN_PARAMS, _work_submit_token),
     ctrl.NVA06C_CTRL_CMD_GPFIFO_SCHEDULE: (
         _CHANNEL_GROUP, ctrl.NVA06C_CTRL_GPFIFO_SCHEDULE_PARAMS, _schedule),
+    ctrl.NV2080_CTRL_CMD_GR_GET_INFO: (
+        _SUBDEVICE, ctrl.NV2080_CTRL_GR_GET_INFO_PARAMS, _gr_get_info),
 }

@@ -67,7 +67,8 @@ def test_a_04_00_qmd_decodes_from_the_generated_layout_to_the_launch_values() ->
     assert _v04(data, "SHARED_MEMORY_SIZE") == 1024  # 256-byte granular
     assert _v04(data, "REGISTER_COUNT") == 40
     assert _v04(data, "BARRIER_COUNT") == 2
-    assert _v04(data, "SHADER_LOCAL_MEMORY_LOW_SIZE") == 32
+    # the stack is at the top of each thread's local range: 24 bytes, 32-byte granular, in HIGH
+    assert (_v04(data, "SHADER_LOCAL_MEMORY_HIGH_SIZE"), _v04(data, "SHADER_LOCAL_MEMORY_LOW_SIZE")) == (32, 0)
     program = _v04(data, "PROGRAM_ADDRESS_LOWER") | _v04(data, "PROGRAM_ADDRESS_UPPER") << 32
     assert program == LAUNCH["program_address"]
     assert _v04_bank0(data, "CONSTANT_BUFFER_VALID") == 1
@@ -160,7 +161,8 @@ def test_a_03_00_qmd_on_hopper_runs_as_its_class_header_defines() -> None:
                            | qmd.field(data, "PROGRAM_ADDRESS_UPPER", layout) << 32,
                            grid=(2, 1, 1), block=(128, 1, 1), constant0_address=constant0_address,
                            constant0_size=qmd.field(data, "CONSTANT_BUFFER_SIZE_SHIFTED4_0", layout) << 4,
-                           registers=16, shared_bytes=0, local_bytes_per_thread=0,
+                           registers=16, shared_bytes=0,
+                           local_bytes_per_thread=qmd.field(data, "SHADER_LOCAL_MEMORY_HIGH_SIZE", layout),
                            shared_limit_kib=228).build()
         program.impl.qmd = as_03_00
         a, b, c = _arrays(dev)

@@ -69,7 +69,8 @@ def test_qmd_fields_at_mesa_bit_ranges() -> None:
     assert bits(1087, 1075) == 0x23 and bits(640, 640) == 1  # SIZE_SHIFTED4(0), VALID(0)
     assert bits(656, 648) == 40  # REGISTER_COUNT_V
     assert bits(561, 544) == 5120  # SHARED_MEMORY_SIZE, 256-byte granular
-    assert bits(759, 736) == 208  # SHADER_LOCAL_MEMORY_LOW_SIZE, 16-byte granular
+    # the stack at the top of the local range: SHADER_LOCAL_MEMORY_HIGH_SIZE, 32-byte granular; LOW 0
+    assert bits(1623, 1600) == 224 and bits(759, 736) == 0
     assert bits(191, 186) == 0x3F  # every INVALIDATE_* cache bit
     assert qmd.field(data, "CTA_RASTER_WIDTH") == 70000
 
