@@ -122,8 +122,9 @@ def test_the_gr_info_control_and_its_structs_are_the_same_in_every_branch():
 
 def _shape(struct_type) -> tuple:
     """A struct's size and fields (name, offset, the field type's name and size), whatever module."""
-    return (struct_type.SIZE, tuple((name, offset, getattr(kind, "__name__", repr(kind)),
-                                     getattr(kind, "SIZE", None)) for name, offset, kind in struct_type.LAYOUT))
+    fields = tuple((name, offset, getattr(kind, "__name__", repr(kind)), getattr(kind, "SIZE", None))
+                   for name, offset, kind in struct_type.LAYOUT)
+    return struct_type.SIZE, fields
 
 
 def _gr_query(device: NVDevice, indices, *, count=None, pointer=None, params_type=None):
@@ -141,7 +142,8 @@ def _gr_query(device: NVDevice, indices, *, count=None, pointer=None, params_typ
     except RMError as caught:
         error = caught
     answer = rm.arena.read_embedded(len(request))
-    records = [entry.from_bytes(answer[i * entry.SIZE:(i + 1) * entry.SIZE]) for i in range(len(indices))]
+    records = [entry.from_bytes(answer[i * entry.SIZE:(i + 1) * entry.SIZE])
+               for i in range(len(indices))]
     return error, [(record.index, record.data) for record in records]
 
 
@@ -355,3 +357,25 @@ def test_a_launch_without_a_local_memory_buffer_faults(monkeypatch):
         assert "no local memory buffer" in why
     finally:
         _close_faulted(dev)
+
+
+# the first instruction of each prebuilt kernel, as 64-bit words: sm_80/sm_89 `MOV R1, c[0x0][0x28]`
+# (0x00000a0000017a02) or `IMAD.MOV.U32 R1, RZ, RZ, c[0x0][0x28]` (0x00000a00ff017624), sm_90
+# `LDC R1, c[0x0][0x28]` (0x00000a00ff017b82): R1 in bits 23:16, the bank offset in words (0x28 / 4)
+# from bit 40 (encodings observed in nvcc 13.0's output, not from a published ISA document)
+STACK_POINTER_LOADS = {0x00000A0000017A02, 0x00000A00FF017624, 0x00000A00FF017B82}
+
+
+def test_every_prebuilt_kernel_starts_by_loading_its_stack_pointer_from_bank_0_at_0x28():
+    from drivers.nv import cubin, fatbin
+
+    seen = 0
+    for path in sorted(compiler.PREBUILT_DIR.glob("*.fatbin")):
+        binary = fatbin.parse(path.read_bytes())
+        for arch in binary.sass_archs:
+            for name, kernel in cubin.parse(binary.cubin(arch)).kernels.items():
+                first = int.from_bytes(kernel.code[:8], "little")
+                assert first in STACK_POINTER_LOADS, (path.name, arch, name, hex(first))
+                assert (first >> 16) & 0xFF == 1 and (first >> 40) & 0x3FFF == qmd.STACK_POINTER_OFFSET // 4
+                seen += 1
+    assert seen >= 30

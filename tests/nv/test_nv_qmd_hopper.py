@@ -68,7 +68,8 @@ def test_a_04_00_qmd_decodes_from_the_generated_layout_to_the_launch_values() ->
     assert _v04(data, "REGISTER_COUNT") == 40
     assert _v04(data, "BARRIER_COUNT") == 2
     # the stack is at the top of each thread's local range: 24 bytes, 32-byte granular, in HIGH
-    assert (_v04(data, "SHADER_LOCAL_MEMORY_HIGH_SIZE"), _v04(data, "SHADER_LOCAL_MEMORY_LOW_SIZE")) == (32, 0)
+    assert _v04(data, "SHADER_LOCAL_MEMORY_HIGH_SIZE") == 32
+    assert _v04(data, "SHADER_LOCAL_MEMORY_LOW_SIZE") == 0
     program = _v04(data, "PROGRAM_ADDRESS_LOWER") | _v04(data, "PROGRAM_ADDRESS_UPPER") << 32
     assert program == LAUNCH["program_address"]
     assert _v04_bank0(data, "CONSTANT_BUFFER_VALID") == 1
