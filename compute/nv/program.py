@@ -38,7 +38,11 @@ if TYPE_CHECKING:
     from compute.device import Device
 
 CODE_ALIGNMENT = 256  # this layer's choice; the QMD's program address must be 128-byte aligned
-CODE_PADDING = 256  # room past the last instruction for the instruction prefetcher
+# mapped room past the last instruction for the instruction prefetcher: Mesa's NVK over-allocates
+# shader memory by 2 KiB ("NVIDIA has informed us overallocating shaders BOs by 2K is sufficient",
+# src/nouveau/vulkan/nvk_device.c nvk_CreateDevice) and tinygrad's ops_nv.py NVProgram by 4 KiB "to
+# mitigate prefetch memory faults"; the larger of the two
+CODE_PADDING = 0x1000
 CONSTANT0_ALIGNMENT = 256  # clc6c0qmd.h CONSTANT_BUFFER_ADDR_LOWER: 256-byte aligned banks
 # clc6c0.h / CUDA limits (docs: "Technical Specifications per Compute Capability")
 MAX_THREADS_PER_BLOCK = 1024

@@ -379,3 +379,12 @@ def test_every_prebuilt_kernel_starts_by_loading_its_stack_pointer_from_bank_0_a
                 assert (first >> 16) & 0xFF == 1 and (first >> 40) & 0x3FFF == qmd.STACK_POINTER_OFFSET // 4
                 seen += 1
     assert seen >= 30
+
+
+def test_the_program_image_keeps_room_for_the_instruction_prefetcher():
+    """At least NVK's 2 KiB (tinygrad's 4 KiB) past the last instruction belong to the program's
+    allocation (it was 256 bytes)."""
+    with Device("mock:nv") as dev:
+        program = _load(dev, "vector_add", "vector_add_f32").impl
+        end_of_code = program.code_address + len(program.kernel.code)
+        assert program.image.gpu_address + program.image.size - end_of_code >= 0x1000
