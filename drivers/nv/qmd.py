@@ -27,6 +27,11 @@ from autogen.nv import qmd_v04 as qmd_v04_layout
 from autogen.nv.r535 import classes as cl
 from hal.errors import InvalidArgument
 
+# shared memory reserved for system use in every block on compute capability 8.x and 9.0: 1 KB (CUDA C++
+# Programming Guide, "Technical Specifications per Compute Capability",
+# cudaDevAttrReservedSharedMemoryPerBlock); tinygrad's ops_nv.py adds 0x400 to every nvcc kernel's
+# .nv.shared size. The SM's carve-out holds it beside the kernel's (228 KB per SM, 227 KB per block on 9.0)
+SHARED_RESERVE = 1024
 QMD_ALIGNMENT = 256  # clc6c0.h NVC6C0_SEND_PCAS_A_QMD_ADDRESS_SHIFTED8: the address >> 8
 
 # the fields used, by their 03_00 names; the per-bank fields are bank 0 of INDEXED
@@ -238,8 +243,9 @@ class QMD:
             put(name, value)
         for index, value in enumerate(self.block):
             put(f"CTA_THREAD_DIMENSION{index}", value)
-        # the shared memory size is in bytes, 256-byte granular (as tinygrad's ops_nv.py rounds it)
-        shared = -(-self.shared_bytes // 256) * 256
+        # the shared memory size is in bytes, 256-byte granular (as tinygrad's ops_nv.py rounds it),
+        # with the block's system reserve on top of the kernel's own
+        shared = -(-(self.shared_bytes + SHARED_RESERVE) // 256) * 256
         put("SHARED_MEMORY_SIZE", shared)
         target, maximum = sm_config(shared, self.shared_limit_kib)
         put("MIN_SM_CONFIG_SHARED_MEM_SIZE", target)

@@ -169,6 +169,9 @@ CONSTANT_BANK_MAX = 1 << 16  # 64 KiB of constant memory per bank (same table)
 # same table, "Maximum amount of shared memory per thread block": 163 KiB on 8.0 (GA100), 99 KiB
 # on 8.6 (GA10x) and 8.9 (AD10x), 227 KiB on 9.0 (GH100)
 MAX_SHARED_PER_BLOCK = {"GA100": 163 << 10, "GA102": 99 << 10, "AD102": 99 << 10, "GH100": 227 << 10}
+# same guide: 1 KB more per block is reserved for system use on 8.x and 9.0, so a block's QMD may
+# ask for the kernel's maximum plus that (the SM carve-outs are 164, 100 and 228 KB)
+SHARED_RESERVE_PER_BLOCK = 1 << 10
 # Local memory as nvcc's SASS and the SM use it. No NVIDIA document we have states these: they are
 # the rules the driver's peers apply, which this model enforces as such. tinygrad's ops_nv.py
 # (NVProgram and NVDevice._ensure_has_local_memory, the nvcc path): every kernel loads its stack
@@ -603,7 +606,7 @@ class GPUModel:
         if "rc" in self._inject:
             self._inject.discard("rc")
             raise ChannelFault(ROBUST_CHANNEL_GR_EXCEPTION, "injected graphics exception")
-        limit = MAX_SHARED_PER_BLOCK[self.driver.gpu.chip]
+        limit = MAX_SHARED_PER_BLOCK[self.driver.gpu.chip] + SHARED_RESERVE_PER_BLOCK
         grid, block, cb0, cb0_size, program, shared = check_qmd(qmd, limit, compute_class)
         for start, size in ((cb0, cb0_size), (program, 32)):
             self._read(start, size)  # an unmapped bank or program is an MMU fault at launch

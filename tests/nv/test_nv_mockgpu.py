@@ -12,9 +12,10 @@ from compute import device as compute_device
 from compute.device import Device
 from compute.nv import compiler
 from drivers.nv import gpfifo
+from drivers.nv import qmd as qmd_module
 from drivers.nv.gpfifo import ChannelError
 from drivers.nv.qmd import QMD
-from hal.errors import DeviceTimeout
+from hal.errors import DeviceTimeout, InvalidArgument
 from mockgpu.nv import gpu as nvgpu
 from tools import mock_machines
 
@@ -37,9 +38,24 @@ def _patched(data: bytes, high: int, low: int, value: int) -> bytes:
     return whole.to_bytes(len(data), "little")
 
 
+def test_the_largest_block_of_shared_memory_fits_with_its_reserve() -> None:
+    # GH100: 227 KiB per block for the kernel and 1 KiB reserved for the system (the 228 KiB carve-out)
+    kernel_max = nvgpu.MAX_SHARED_PER_BLOCK["GH100"]
+    limit = kernel_max + nvgpu.SHARED_RESERVE_PER_BLOCK
+    shared = nvgpu.check_qmd(QMD(**{**GOOD, "shared_bytes": kernel_max}).build(), limit)[5]
+    assert shared == 228 << 10
+    with pytest.raises(InvalidArgument, match="carve-out"):  # the driver does not build more
+        QMD(**{**GOOD, "shared_bytes": kernel_max + 256}).build()
+    larger = bytearray(QMD(**{**GOOD, "shared_bytes": kernel_max}).build())
+    qmd_module._put(larger, "SHARED_MEMORY_SIZE", limit + 256)
+    with pytest.raises(nvgpu.ChannelFault, match="shared memory"):  # nor does the SM take more
+        nvgpu.check_qmd(bytes(larger), limit)
+
+
 def test_a_valid_qmd_is_accepted() -> None:
     grid, block, cb0, size, program, shared = nvgpu.check_qmd(QMD(**GOOD).build(), 227 << 10)
-    assert (grid, block, cb0, size, program, shared) == ((4, 1, 1), (128, 1, 1), 0x2000, 0x230, 0x1000, 0)
+    # shared: the kernel's 0 bytes plus the block's 1 KiB system reserve (drivers.nv.qmd SHARED_RESERVE)
+    assert (grid, block, cb0, size, program, shared) == ((4, 1, 1), (128, 1, 1), 0x2000, 0x230, 0x1000, 1024)
 
 
 @pytest.mark.parametrize("field, value, message", [

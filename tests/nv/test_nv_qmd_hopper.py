@@ -64,7 +64,7 @@ def test_a_04_00_qmd_decodes_from_the_generated_layout_to_the_launch_values() ->
     assert (_v04(data, "QMD_MAJOR_VERSION"), _v04(data, "QMD_MINOR_VERSION")) == (4, 0)
     assert (_v04(data, "GRID_WIDTH"), _v04(data, "GRID_HEIGHT"), _v04(data, "GRID_DEPTH")) == (70000, 3, 2)
     assert tuple(_v04(data, f"CTA_THREAD_DIMENSION{i}") for i in range(3)) == (16, 8, 4)
-    assert _v04(data, "SHARED_MEMORY_SIZE") == 1024  # 256-byte granular
+    assert _v04(data, "SHARED_MEMORY_SIZE") == 2048  # the kernel's, plus the 1 KiB reserve, 256-byte granular
     assert _v04(data, "REGISTER_COUNT") == 40
     assert _v04(data, "BARRIER_COUNT") == 2
     # the stack is at the top of each thread's local range: 24 bytes, 32-byte granular, in HIGH
@@ -100,7 +100,7 @@ def test_the_mock_refuses_a_qmd_of_the_other_version() -> None:
     v03 = qmd.QMD(**LAUNCH).build()
     grid, block, cb0, size, program, shared = nvgpu.check_qmd(v04, limit, cl.HOPPER_COMPUTE_A)
     assert (grid, block, cb0, size, program, shared) == ((70000, 3, 2), (16, 8, 4), 0x1_2345_6700, 0x230,
-                                                         0x12_3456_7880, 1024)
+                                                         0x12_3456_7880, 2048)
     assert nvgpu.check_qmd(v03, limit, cl.AMPERE_COMPUTE_A)[0] == (70000, 3, 2)
     # clcbc0qmd.h defines 03_00 for Hopper too: the engine reads it in that layout
     assert nvgpu.check_qmd(v03, limit, cl.HOPPER_COMPUTE_A)[0] == (70000, 3, 2)

@@ -68,7 +68,7 @@ def test_qmd_fields_at_mesa_bit_ranges() -> None:
     assert bits(1055, 1024) == 0x0000_0100 and bits(1072, 1056) == 0x45  # CONSTANT_BUFFER_ADDR(0)
     assert bits(1087, 1075) == 0x23 and bits(640, 640) == 1  # SIZE_SHIFTED4(0), VALID(0)
     assert bits(656, 648) == 40  # REGISTER_COUNT_V
-    assert bits(561, 544) == 5120  # SHARED_MEMORY_SIZE, 256-byte granular
+    assert bits(561, 544) == 6144  # SHARED_MEMORY_SIZE: 5000 + the 1 KiB reserve, 256-byte granular
     # the stack at the top of the local range: SHADER_LOCAL_MEMORY_HIGH_SIZE, 32-byte granular; LOW 0
     assert bits(1623, 1600) == 224 and bits(759, 736) == 0
     assert bits(191, 186) == 0x3F  # every INVALIDATE_* cache bit
