@@ -38,10 +38,11 @@ MOCK_PATTERN = re.compile(r"mock:nv(?::(\w+))?$")
 # architecture): 164, 100, 100, 228
 SM_VERSIONS = {nv_device.AMPERE_GA100.name: (80, 164), nv_device.AMPERE_GA10X.name: (86, 100),
                nv_device.ADA.name: (89, 100), nv_device.HOPPER.name: (90, 228)}
-# where the SM maps shared and local memory into the generic address space: the values tinygrad's
-# ops_nv.py programs (SET_SHADER_SHARED/LOCAL_MEMORY_WINDOW) before Hopper and on Hopper
-WINDOWS_PRE_HOPPER = (0xFE000000, 0xFF000000)
-WINDOWS_HOPPER = (0x729300000000, 0x729400000000)
+# where the SM maps shared and local memory into the generic address space (SET_SHADER_SHARED/
+# LOCAL_MEMORY_WINDOW): (shared, local) as tinygrad's ops_nv.py programs them on every generation since
+# its commit 36536ef6f0 (2025-06; before, 0xfe000000/0xff000000 below Blackwell), far above the VA
+# range this driver allocates from
+WINDOWS = (0x729400000000, 0x729300000000)
 CLOCK_HZ = 1_000_000_000  # semaphore timestamps count nanoseconds (nvgputypes.h timeStamp)
 # nverror.h robust-channel codes the error notifier reports (info32)
 ROBUST_CHANNEL_NAMES = {13: "ROBUST_CHANNEL_GR_EXCEPTION", 31: "ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT",
@@ -82,8 +83,7 @@ class NVBackend:
             raise
         generation = self.nv.generation
         self.sm, self.shared_limit_kib = SM_VERSIONS[generation.name]
-        self.shared_window, self.local_window = (WINDOWS_HOPPER if generation is nv_device.HOPPER
-                                                 else WINDOWS_PRE_HOPPER)
+        self.shared_window, self.local_window = WINDOWS
         self.local_memory = None
         self.local_per_thread = 0
         self.local: tuple[int, int] | None = None  # (buffer address, bytes per TPC) the engine uses
