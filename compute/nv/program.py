@@ -187,7 +187,8 @@ class NVProgram:
                        constant0_address=0, constant0_size=self.constant0_size,
                        registers=max(kernel.registers, 1), shared_bytes=kernel.shared_size,
                        local_bytes_per_thread=self.local_bytes_per_thread,
-                       shared_limit_kib=backend.shared_limit_kib, layout=self._qmd_layout).build()
+                       shared_limit_kib=backend.shared_limit_kib, layout=self._qmd_layout,
+                       sm_version=backend.sm).build()
         # constant bank 0: block size (dwords 0-2), grid size (3-5), the shared and local windows (6-9),
         # the stack top (10-11)
         bank = bytearray(self.constant0_size)

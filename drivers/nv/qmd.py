@@ -44,8 +44,9 @@ _SCALAR = ("SM_GLOBAL_CACHING_ENABLE", "INVALIDATE_TEXTURE_HEADER_CACHE",
            "QMD_MAJOR_VERSION", "CTA_THREAD_DIMENSION0", "CTA_THREAD_DIMENSION1", "CTA_THREAD_DIMENSION2",
            "REGISTER_COUNT_V", "TARGET_SM_CONFIG_SHARED_MEM_SIZE", "SHADER_LOCAL_MEMORY_LOW_SIZE",
            "BARRIER_COUNT", "PROGRAM_ADDRESS_LOWER", "PROGRAM_ADDRESS_UPPER",
-           "SHADER_LOCAL_MEMORY_HIGH_SIZE")
+           "SHADER_LOCAL_MEMORY_HIGH_SIZE", "SASS_VERSION", "QMD_GROUP_ID")
 _BANK0 = {"CONSTANT_BUFFER_VALID0": "CONSTANT_BUFFER_VALID",
+          "CONSTANT_BUFFER_INVALIDATE0": "CONSTANT_BUFFER_INVALIDATE",
           "CONSTANT_BUFFER_ADDR_LOWER0": "CONSTANT_BUFFER_ADDR_LOWER",
           "CONSTANT_BUFFER_ADDR_UPPER0": "CONSTANT_BUFFER_ADDR_UPPER",
           "CONSTANT_BUFFER_SIZE_SHIFTED4_0": "CONSTANT_BUFFER_SIZE_SHIFTED4"}
@@ -122,6 +123,7 @@ CONSTANT_BUFFER_MAX = 1 << 16  # CONSTANT_BUFFER_SIZE_SHIFTED4 is 13 bits of 16-
 # the SM shared-memory carve-out fields count 4 KiB steps plus one (tinygrad's ops_nv.py
 # smem_config: KiB // 4 + 1), from the configurations Ampere..Hopper offer
 SM_CONFIG_STEP = 4096
+QMD_GROUP = 0x3F  # QMD_GROUP_ID as tinygrad's ops_nv.py sets it (see QMD.build)
 SM_CONFIG_KIB = (8, 16, 32, 64, 100, 132, 164, 196, 228)
 
 # Local memory as nvcc's SASS uses it. Each thread has a 16 MiB local address range; the stack sits
@@ -219,6 +221,7 @@ class QMD:
     shared_limit_kib: int
     barriers: int = 1
     layout: Layout = V03_00
+    sm_version: int = 0  # the SM the code is for (80, 86, 89, 90): SASS_VERSION; 0 leaves it unset
 
     def build(self) -> bytes:
         layout = self.layout
@@ -262,6 +265,14 @@ class QMD:
             raise InvalidArgument(f"constant bank 0 at {self.constant0_address:#x} "
                                   f"(+{self.constant0_size:#x}): 256-byte aligned, 16-byte granular")
         put("CONSTANT_BUFFER_VALID0", 1)
+        # Three fields the class headers name without saying what they do, set as tinygrad's ops_nv.py
+        # sets them on the GPUs it runs (its QMD for nvcc code): bank 0's contents change between
+        # launches at addresses the kernarg ring reuses, so the bank is invalidated; the QMD group is
+        # 0x3f; SASS_VERSION is the SM's major and minor digits as two nibbles (0x90 for sm_90)
+        put("CONSTANT_BUFFER_INVALIDATE0", 1)
+        put("QMD_GROUP_ID", QMD_GROUP)
+        if self.sm_version:
+            put("SASS_VERSION", (self.sm_version // 10) << 4 | self.sm_version % 10)
         _put_constant0(data, self.constant0_address, layout)
         put("CONSTANT_BUFFER_SIZE_SHIFTED4_0", self.constant0_size >> 4)
         put("PROGRAM_ADDRESS_LOWER", self.program_address & 0xFFFFFFFF)

@@ -51,3 +51,16 @@ def test_class_fields_the_submission_relies_on() -> None:
     assert fields.FIELDS["NVC86F_SEM_ADDR_HI_OFFSET"] == (24, 0)  # Hopper widens the semaphore address
     assert fields.FIELDS["NVC56F_SEM_EXECUTE_RELEASE_TIMESTAMP"] == (25, 25)
     assert fields.FIELDS["NVC6B5_LAUNCH_DMA_DST_MEMORY_LAYOUT"] == (8, 8)
+
+
+@pytest.mark.parametrize("layout", [qmd.V03_00, qmd.V04_00], ids=["03_00", "04_00"])
+def test_the_qmd_carries_sass_version_group_and_bank0_invalidate(layout) -> None:
+    # the values tinygrad's ops_nv.py sets for nvcc code (drivers.nv.qmd QMD.build)
+    base = dict(program_address=0x1000, grid=(1, 1, 1), block=(32, 1, 1), constant0_address=0x2000,
+                constant0_size=0x230, registers=16, shared_bytes=0, local_bytes_per_thread=0x240,
+                shared_limit_kib=228, layout=layout)
+    data = qmd.QMD(**base, sm_version=90).build()
+    assert qmd.field(data, "SASS_VERSION", layout) == 0x90
+    assert qmd.field(data, "QMD_GROUP_ID", layout) == 0x3F
+    assert qmd.field(data, "CONSTANT_BUFFER_INVALIDATE0", layout) == 1
+    assert qmd.field(qmd.QMD(**base, sm_version=86).build(), "SASS_VERSION", layout) == 0x86
