@@ -123,7 +123,7 @@ CONSTANT_BUFFER_MAX = 1 << 16  # CONSTANT_BUFFER_SIZE_SHIFTED4 is 13 bits of 16-
 # the SM shared-memory carve-out fields count 4 KiB steps plus one (tinygrad's ops_nv.py
 # smem_config: KiB // 4 + 1), from the configurations Ampere..Hopper offer
 SM_CONFIG_STEP = 4096
-QMD_GROUP = 0x3F  # QMD_GROUP_ID as tinygrad's ops_nv.py sets it (see QMD.build)
+QMD_GROUP = 0x3F  # QMD_GROUP_ID on 03_00 as tinygrad's ops_nv.py sets it (see QMD.build)
 SM_CONFIG_KIB = (8, 16, 32, 64, 100, 132, 164, 196, 228)
 
 # Local memory as nvcc's SASS uses it. Each thread has a 16 MiB local address range; the stack sits
@@ -265,14 +265,17 @@ class QMD:
             raise InvalidArgument(f"constant bank 0 at {self.constant0_address:#x} "
                                   f"(+{self.constant0_size:#x}): 256-byte aligned, 16-byte granular")
         put("CONSTANT_BUFFER_VALID0", 1)
-        # Three fields the class headers name without saying what they do, set as tinygrad's ops_nv.py
-        # sets them on the GPUs it runs (its QMD for nvcc code): bank 0's contents change between
-        # launches at addresses the kernarg ring reuses, so the bank is invalidated; the QMD group is
-        # 0x3f; SASS_VERSION is the SM's major and minor digits as two nibbles (0x90 for sm_90)
+        # Three fields the class headers name without saying what they do. Bank 0's contents change
+        # between launches at addresses the kernarg ring reuses, so the bank is invalidated (as
+        # tinygrad's ops_nv.py does). On 03_00, the QMD group 0x3f and SASS_VERSION, the SM's major and
+        # minor digits as two nibbles (0x86 for sm_86), as tinygrad's QMD for nvcc code sets them on
+        # Ampere and Ada; on Hopper's 04_00 both stay 0, as Mesa's NAK (src/nouveau/compiler/nak/qmd.rs
+        # Qmd4_0, the one peer that fills a 04_00 QMD) leaves them.
         put("CONSTANT_BUFFER_INVALIDATE0", 1)
-        put("QMD_GROUP_ID", QMD_GROUP)
-        if self.sm_version:
-            put("SASS_VERSION", (self.sm_version // 10) << 4 | self.sm_version % 10)
+        if layout.major == V03_00.major:
+            put("QMD_GROUP_ID", QMD_GROUP)
+            if self.sm_version:
+                put("SASS_VERSION", (self.sm_version // 10) << 4 | self.sm_version % 10)
         _put_constant0(data, self.constant0_address, layout)
         put("CONSTANT_BUFFER_SIZE_SHIFTED4_0", self.constant0_size >> 4)
         put("PROGRAM_ADDRESS_LOWER", self.program_address & 0xFFFFFFFF)
