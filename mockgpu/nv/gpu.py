@@ -172,6 +172,7 @@ MAX_SHARED_PER_BLOCK = {"GA100": 163 << 10, "GA102": 99 << 10, "AD102": 99 << 10
 # same guide: 1 KB more per block is reserved for system use on 8.x and 9.0, so a block's QMD may
 # ask for the kernel's maximum plus that (the SM carve-outs are 164, 100 and 228 KB)
 SHARED_RESERVE_PER_BLOCK = 1 << 10
+SHARED_WINDOW_ALIGNMENT_HOPPER = 1 << 32  # see GPUModel._check_windows
 # Local memory as nvcc's SASS and the SM use it. No NVIDIA document we have states these: they are
 # the rules the driver's peers apply, which this model enforces as such. tinygrad's ops_nv.py
 # (NVProgram and NVDevice._ensure_has_local_memory, the nvcc path): every kernel loads its stack
@@ -616,6 +617,7 @@ class GPUModel:
                                f"is no kernel the mock knows (register its fatbinary)")
         if kernel.kernel is None:
             kernel.kernel = Kernel.from_ptx(kernel.ptx, kernel.name)
+        self._check_windows(state, compute_class)
         constants = self._read(cb0, cb0_size)
         self._check_local_memory(kernel, qmd_field(qmd, "SHADER_LOCAL_MEMORY_HIGH_SIZE", compute_class),
                                  constants, state)
@@ -638,6 +640,26 @@ class GPUModel:
         except HalError as fault:
             raise ChannelFault(ROBUST_CHANNEL_GR_EXCEPTION, f"{kernel.name}: {fault}") from None
         self.launches += 1
+
+    @staticmethod
+    def _check_windows(state: _Channel, compute_class: int) -> None:
+        """The shared and local memory windows a launch needs (Mesa src/nouveau/vulkan/
+        nvk_cmd_dispatch.c nvk_push_dispatch_state_init: "We set memory windows unconditionally.
+        Otherwise, the memory window might be in a random place and cause us to fault off into
+        nowhere", and "shared memory window needs 4GB alignment on hopper+")."""
+        regs = state.state
+        windows = {"shared": (cl.NVC6C0_SET_SHADER_SHARED_MEMORY_WINDOW_A,
+                              cl.NVC6C0_SET_SHADER_SHARED_MEMORY_WINDOW_B),
+                   "local": (cl.NVC6C0_SET_SHADER_LOCAL_MEMORY_WINDOW_A,
+                             cl.NVC6C0_SET_SHADER_LOCAL_MEMORY_WINDOW_B)}
+        for name, (upper, lower) in windows.items():
+            if upper not in regs or lower not in regs:
+                raise ChannelFault(ROBUST_CHANNEL_GR_EXCEPTION, f"launch without a {name} memory window "
+                                   f"(SET_SHADER_{name.upper()}_MEMORY_WINDOW_A/B never sent)")
+        shared = regs[windows["shared"][0]] << 32 | regs[windows["shared"][1]]
+        if compute_class == cl.HOPPER_COMPUTE_A and shared % SHARED_WINDOW_ALIGNMENT_HOPPER:
+            raise ChannelFault(ROBUST_CHANNEL_GR_EXCEPTION, f"shared memory window at {shared:#x}: Hopper "
+                               f"needs it {SHARED_WINDOW_ALIGNMENT_HOPPER >> 30} GiB aligned")
 
     def _check_local_memory(self, kernel: RegisteredKernel, high: int, constants: bytes,
                             state: _Channel) -> None:
