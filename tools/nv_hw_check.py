@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                         help="bound on each wait for the GPU (default: compute's)")
-    parser.add_argument("--log", metavar="FILE", help="write RM/UVM calls and failed checks' tracebacks here")
+    parser.add_argument("--log", metavar="FILE",
+                        help="write RM/UVM calls and failed checks' tracebacks here")
     args = parser.parse_args(argv)
     if not os.path.exists(CTL_PATH):
         print(f"nv_hw_check: {CTL_PATH} does not exist: no NVIDIA kernel driver is loaded here",

@@ -15,7 +15,8 @@ The generation is resolved once from NV2080_CTRL_CMD_MC_GET_ARCH_INFO into the c
 (`Generation`), and the graphics engine's shape once from NV2080_CTRL_CMD_GR_GET_INFO (`GRInfo`: GPCs,
 TPCs per GPC, SMs per TPC, warps per SM, which size the local memory buffer); nothing below asks
 again. `alloc_memory` makes VRAM or system memory, maps it for the CPU (NV_ESC_RM_MAP_MEMORY + mmap)
-and into the GPU VA space through UVM (external range + map external allocation). Submission (GPFIFO entries, doorbell writes) is drivers/nv/gpfifo.py's.
+and into the GPU VA space through UVM (external range + map external allocation). Submission
+(GPFIFO entries, doorbell writes) is drivers/nv/gpfifo.py's.
 
 Robust-channel errors are TSG-wide: the RM stops every channel of the faulting channel's group and
 writes each one's error notifier, and never runs that group again. `reset_channel_group` frees the

@@ -3,8 +3,8 @@
 `RM.open(os)` opens /dev/nvidiactl, asks the RM its version (the NV_ESC_CHECK_VERSION_STR query; the
 block's layout is the same in every branch), checks it against /proc/driver/nvidia/version where that
 file exists (a sandbox that proxies the device nodes may not show the host's procfs entry), refuses a
-branch without bindings and allocates the root client. On it: `card_info()`, `alloc(parent, cls, params)`, `control(obj, cmd, params)`,
-`free(obj)` (the RM frees the object's children with it), `map_to_cpu(device, memory, ...)` (an
+branch without bindings and allocates the root client. On it: `card_info()`,
+`alloc(parent, cls, params)`, `control(obj, cmd, params)`, `free(obj)` (the RM frees the object's children with it), `map_to_cpu(device, memory, ...)` (an
 NV_ESC_RM_MAP_MEMORY on a fresh /dev/nvidiaN fd, then mmap of that fd), `register_fd`,
 `alloc_os_event`. `close()` frees what is left in reverse allocation order and reports leaks.
 
@@ -202,8 +202,9 @@ class RM:
         try:
             version = query_version(os, ctl_fd)
             if proc_version is not None and proc_version != version:
-                raise UnsupportedDriver(f"{VERSION_PATH} says {proc_version} but the RM answers {version!r}: "
-                                        f"the loaded module and /proc disagree; reload the driver",
+                raise UnsupportedDriver(f"{VERSION_PATH} says {proc_version} but the RM answers "
+                                        f"{version!r}: the loaded module and /proc disagree; "
+                                        f"reload the driver",
                                         version=version, branch=version.split(".")[0])
             branch = check_branch(version)
             arena = ArgumentArena(os)

@@ -384,15 +384,8 @@ class ResourceManager:
             # rs_resource.c resControlLookup: no such method on that class
             raise RMStatus(st.NV_ERR_NOT_SUPPORTED, f"control {cmd:#x} on class {obj.cls:#x}")
         owner_classes, params_type, handler = entry
-        params_type = self.layout(params_type)
-        if params_size != params_type.SIZE:
-            # rs_resource.c resControlLookup: paramsSize must equal the method's parameter size
-            raise RMStatus(st.NV_ERR_INVALID_PARAM_STRUCT,
-                           f"control {cmd:#x}: paramsSize {params_size}, expected {params_type.SIZE}")
-        data = self.read_user(params_ptr, params_size)
-        if data is None:
-            raise RMStatus(st.NV_ERR_INVALID_POINTER, f"control parameters at {params_ptr:#x} unreadable")
-        params = params_type.from_bytes(data)
+        # rs_resource.c resControlLookup: paramsSize must equal the method's parameter size
+        params = self._read_params(cmd, params_type, params_ptr, params_size, st.NV_ERR_INVALID_PARAM_STRUCT)
         handler(self, client, obj, params, *extra)
         if extra and extra[0].pointer:
             # serverControlApiCopyOut -> embeddedParamCopyOut -> rmapiParamsRelease: the block goes
@@ -400,19 +393,26 @@ class ResourceManager:
             self.write_user(extra[0].pointer, bytes(extra[0].data))
         self.write_user(params_ptr, bytes(params))
 
-    def _copy_in_embedded(self, cmd: int, embedded: "EmbeddedList", params_ptr: int,
-                          params_size: int) -> "EmbeddedBlock":
-        """embedded_param_copy.c embeddedParamCopyIn for `cmd`, then param_copy.c rmapiParamsAcquire
-        on the block the parameters point to."""
-        params_type = self.layout(embedded.params)
+    def _read_params(self, cmd: int, params_type: type, params_ptr: int, params_size: int,
+                     wrong_size: int):
+        """A control's parameter block (`params_type` in this branch's layout) from the caller's
+        memory: another size than the command's is `wrong_size`, an unreadable pointer
+        NV_ERR_INVALID_POINTER."""
+        params_type = self.layout(params_type)
         if params_size != params_type.SIZE:
-            # embedded_param_copy.c CHECK_PARAMS_OR_RETURN: NULL or another size than the command's
-            raise RMStatus(st.NV_ERR_INVALID_ARGUMENT,
+            raise RMStatus(wrong_size,
                            f"control {cmd:#x}: paramsSize {params_size}, expected {params_type.SIZE}")
         data = self.read_user(params_ptr, params_size)
         if data is None:
             raise RMStatus(st.NV_ERR_INVALID_POINTER, f"control parameters at {params_ptr:#x} unreadable")
-        params = params_type.from_bytes(data)
+        return params_type.from_bytes(data)
+
+    def _copy_in_embedded(self, cmd: int, embedded: "EmbeddedList", params_ptr: int,
+                          params_size: int) -> "EmbeddedBlock":
+        """embedded_param_copy.c embeddedParamCopyIn for `cmd`, then param_copy.c rmapiParamsAcquire
+        on the block the parameters point to."""
+        # embedded_param_copy.c CHECK_PARAMS_OR_RETURN: NULL or another size than the command's
+        params = self._read_params(cmd, embedded.params, params_ptr, params_size, st.NV_ERR_INVALID_ARGUMENT)
         count = getattr(params, embedded.count_field)
         pointer = getattr(params, embedded.pointer_field)
         size = count * self.layout(embedded.element).SIZE

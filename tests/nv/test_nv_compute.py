@@ -10,6 +10,7 @@ from compute import device as compute_device
 from compute.device import Device
 from compute.graph import Graph
 from compute.nv import compiler
+from nv_reference import private_array_reference
 from tools import mock_machines
 
 GPUS = ["h100", "rtx3090", "rtx4090", "a100"]
@@ -37,17 +38,6 @@ def _put(dev: Device, array: np.ndarray):
     buffer = dev.allocate(max(array.nbytes, 4))
     buffer.copyin(np.ascontiguousarray(array))
     return buffer
-
-
-def private_array_reference(values: np.ndarray) -> np.ndarray:
-    """What private_array.cu computes per element (as tests/nv/test_nv_kernels_ptx.py)."""
-    out = []
-    for value in values.tolist():
-        counts = [0] * 64
-        for step in range(64 - value % 8):
-            counts[(value + step * (value % 5 + 1)) % 64] += 1
-        out.append((counts[value % 64] * 1000 + counts[(value * 7) % 64]) & 0xFFFFFFFF)
-    return np.array(out, dtype=np.uint32)
 
 
 def _get(buffer, count: int, dtype) -> np.ndarray:

@@ -14,6 +14,7 @@ import pytest
 from compute.nv import compiler
 from drivers.nv import cubin, fatbin
 from mockgpu.nv.ptx import FlatMemory, Kernel
+from nv_reference import private_array_reference
 
 BASE = 0x7000_0000
 MEMORY_SIZE = 1 << 21
@@ -137,16 +138,6 @@ def test_matmul(arch: int) -> None:
     np.testing.assert_allclose(result, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
 
 
-def _private_array_reference(values: np.ndarray) -> np.ndarray:
-    out = []
-    for value in values.tolist():
-        counts = [0] * 64
-        for step in range(64 - value % 8):
-            counts[(value + step * (value % 5 + 1)) % 64] += 1
-        out.append((counts[value % 64] * 1000 + counts[(value * 7) % 64]) & 0xFFFFFFFF)
-    return np.array(out, dtype=np.uint32)
-
-
 def test_private_array(arch: int) -> None:
     rng = np.random.default_rng(16)
     n = int(rng.integers(200, 600))
@@ -156,7 +147,7 @@ def test_private_array(arch: int) -> None:
     assert kernel.local_size >= 256
     kernel.run((_blocks(n, 128),), (128,), kernel.pack_params(buffers.put(0, values), BASE + BUFFER, n),
                buffers.memory)
-    np.testing.assert_array_equal(buffers.get(1, n, np.uint32), _private_array_reference(values))
+    np.testing.assert_array_equal(buffers.get(1, n, np.uint32), private_array_reference(values))
 
 
 def test_histogram(arch: int) -> None:

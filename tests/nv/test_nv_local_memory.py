@@ -26,20 +26,10 @@ from drivers.nv.errors import RMError
 from drivers.nv.gpfifo import ChannelError
 from mockgpu.nv import gpu as nvgpu
 from mockgpu.nv.gpus import GPUS
+from nv_reference import private_array_reference
 from tools import mock_machines
 
 FAULT = "ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT"
-
-
-def private_array_reference(values: np.ndarray) -> np.ndarray:
-    """What compute/nv/kernels/private_array.cu computes per element."""
-    out = []
-    for value in values.tolist():
-        counts = [0] * 64
-        for step in range(64 - value % 8):
-            counts[(value + step * (value % 5 + 1)) % 64] += 1
-        out.append((counts[value % 64] * 1000 + counts[(value * 7) % 64]) & 0xFFFFFFFF)
-    return np.array(out, dtype=np.uint32)
 
 
 @pytest.fixture(autouse=True)

@@ -31,6 +31,18 @@ def _vector_add(dev: Device) -> np.ndarray:
     return np.frombuffer(buffers[2].copyout(4 * n), dtype=np.float32)
 
 
+def _refused(device: str, why: str) -> None:
+    """A launch on `device` is a GR exception whose recorded reason holds `why`."""
+    dev = Device(device)
+    try:
+        with pytest.raises(ChannelError, match="ROBUST_CHANNEL_GR_EXCEPTION"):
+            _vector_add(dev)
+        assert why in dev.backend.machine.driver.gpu_model.errors[-1][1]
+    finally:
+        dev.closed = True  # a faulted device is closed without the strict teardown
+        dev.backend.close()
+
+
 @pytest.mark.parametrize("gpu", ["h100", "a100", "rtx4090"])
 def test_the_drivers_windows_run_on_every_generation(gpu):
     assert nv_compute_device.WINDOWS[0] % (1 << 32) == 0  # Hopper's rule holds for every chip
@@ -43,14 +55,7 @@ def test_hopper_refuses_a_shared_window_off_4_gib(monkeypatch):
     monkeypatch.setattr(nv_compute_device, "WINDOWS", (0xFE000000, 0xFF000000))
     with Device("mock:nv:a100") as dev:
         np.testing.assert_array_equal(_vector_add(dev), 3.0)
-    dev = Device("mock:nv:h100")
-    try:
-        with pytest.raises(ChannelError, match="ROBUST_CHANNEL_GR_EXCEPTION"):
-            _vector_add(dev)
-        assert "4 GiB aligned" in dev.backend.machine.driver.gpu_model.errors[-1][1]
-    finally:
-        dev.closed = True
-        dev.backend.close()
+    _refused("mock:nv:h100", "4 GiB aligned")
 
 
 def test_a_launch_without_windows_is_refused(monkeypatch):
@@ -62,11 +67,4 @@ def test_a_launch_without_windows_is_refused(monkeypatch):
         words = real(self)
         return words[:2]  # SET_OBJECT only: its header and the class
     monkeypatch.setattr(nv_queues.NVComputeQueue, "initial_words", without_windows)
-    dev = Device("mock:nv:h100")
-    try:
-        with pytest.raises(ChannelError, match="ROBUST_CHANNEL_GR_EXCEPTION"):
-            _vector_add(dev)
-        assert "memory window" in dev.backend.machine.driver.gpu_model.errors[-1][1]
-    finally:
-        dev.closed = True
-        dev.backend.close()
+    _refused("mock:nv:h100", "memory window")
