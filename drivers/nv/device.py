@@ -33,6 +33,7 @@ from autogen.nv.r535 import nvos
 from autogen.nv.r535 import uvm as uvm_abi
 from drivers.nv.rm import RM, CPUMapping, ResourceLeak, RMObject
 from drivers.nv.uvm import UVM
+from drivers.vm.tlsf import TLSFAllocator
 from hal.errors import DeviceNotFound, InvalidArgument, UnsupportedOperation
 from hal.os import OS, PAGE_SIZE
 
@@ -54,13 +55,15 @@ ATTR_PHYSICALITY_CONTIGUOUS = 2  # NVOS32_ATTR_PHYSICALITY_CONTIGUOUS
 ATTR_COHERENCY_CACHED = 1  # NVOS32_ATTR_COHERENCY_CACHED
 ATTR2_GPU_CACHEABLE_YES = 1  # NVOS32_ATTR2_GPU_CACHEABLE_YES
 
-# the GPU virtual address window this process manages (the VA space's vaBase/vaSize); addresses
-# are handed out from VA_START in HUGE_PAGE steps. 2 MiB is the Ampere-Hopper big page.
+# the GPU virtual address window this process manages (the VA space's vaBase/vaSize); memory gets
+# addresses in [VA_START, VA_END) in HUGE_PAGE units from a TLSF allocator (drivers.vm.tlsf), which
+# takes them back when the memory is freed. 2 MiB is the Ampere-Hopper big page.
 VA_BASE = 0x1000  # NV_VASPACE_ALLOCATION_PARAMETERS.vaBase: page 0 stays unmapped
 VA_SIZE = 1 << 48  # the 49-bit GPU VA of Ampere-Hopper MMU v2/v3, lower half
-# first address handed out: above the channels' UVM ranges (CHANNEL_VA_START) and below 1 << 40,
-# since a GP entry (clc56f.h GP_ENTRY1_GET_HI 7:0) and Ampere's SEM_ADDR_HI (7:0) carry 40 bits
+# above the channels' UVM ranges (CHANNEL_VA_START) and below 1 << 40, since a GP entry (clc56f.h
+# GP_ENTRY1_GET_HI 7:0) and Ampere's SEM_ADDR_HI (7:0) carry 40 address bits
 VA_START = 1 << 37
+VA_END = 1 << 40
 HUGE_PAGE = 2 << 20
 GPFIFO_ENTRIES = 0x400  # a power of two, as the RM requires
 GPFIFO_ENTRY_SIZE = cl.NVC86F_GP_ENTRY__SIZE  # clc86f.h (as clc56f.h): one GP entry is 8 bytes
@@ -195,7 +198,8 @@ class NVDevice:
         self.device_fd: int | None = None
         self.uvm: UVM | None = None
         self.memories: list[NVMemory] = []
-        self._next_va = VA_START
+        self._va = TLSFAllocator(VA_START, VA_END - VA_START, granule=HUGE_PAGE,
+                                 name=f"NVIDIA GPU {index} virtual addresses [{VA_START:#x}, {VA_END:#x})")
         self.generation: Generation | None = None
         self.gr_info: GRInfo | None = None
         self.uuid = b""
@@ -376,10 +380,14 @@ class NVDevice:
             attr2=ATTR2_GPU_CACHEABLE_YES << ATTR2_GPU_CACHEABLE_SHIFT,
             flags=nvos.NVOS32_ALLOC_FLAGS_ALIGNMENT_FORCE, size=size,
             alignment=HUGE_PAGE if vram else PAGE_SIZE)
-        # a full heap is RMError NV_ERR_NO_MEMORY (the RM does not say how much is free)
-        obj = self.rm.alloc(self.device, cls_id, params, name=name or location)
-        gpu_va = self._next_va
-        self._next_va += -(-size // HUGE_PAGE) * HUGE_PAGE
+        # a full heap is RMError NV_ERR_NO_MEMORY (the RM does not say how much is free); a full VA
+        # window is OutOfMemory naming it
+        gpu_va = self._va.alloc(size)
+        try:
+            obj = self.rm.alloc(self.device, cls_id, params, name=name or location)
+        except BaseException:
+            self._va.free(gpu_va)
+            raise
         cpu = None
         try:
             self.uvm.create_external_range(gpu_va, size)
@@ -391,6 +399,7 @@ class NVDevice:
             if gpu_va in self.uvm.ranges:
                 self.uvm.free(gpu_va, size)
             self.rm.free(obj)
+            self._va.free(gpu_va)
             raise
         memory = NVMemory(obj, size, location, gpu_va, cpu)
         self.memories.append(memory)
@@ -403,6 +412,7 @@ class NVDevice:
             self.rm.unmap(memory.cpu)
         self.uvm.free(memory.gpu_va, memory.size)
         self.rm.free(memory.obj)
+        self._va.free(memory.gpu_va)
 
     # -- teardown -------------------------------------------------------------------------------------
     def close(self, strict: bool = False) -> None:

@@ -9,10 +9,11 @@ import pytest
 from autogen.nv.r535 import classes as cl
 from autogen.nv.r535 import nvos
 from autogen.nv.r535 import status as nv_status
+from drivers.nv import device as device_va
 from drivers.nv.device import NVDevice
 from drivers.nv.errors import RMError
 from drivers.nv.rm import RM
-from hal.errors import DeviceNotFound, InvalidArgument
+from hal.errors import DeviceNotFound, InvalidArgument, OutOfMemory
 
 
 @pytest.mark.parametrize("location", ["vram", "sysmem"])
@@ -140,3 +141,36 @@ def test_system_memory_maps_through_the_control_node_and_vram_through_the_gpu_no
     for fd in (gpu_fd, ctl_fd):
         h100.os.close(fd)
     rm.close()
+
+
+def test_freed_memory_gives_its_gpu_addresses_back(h100):
+    # a bump allocator would hand out ever higher addresses and cross 1 << 40, past what a GP entry
+    # and SEM_ADDR_HI address (drivers.nv.device VA_END)
+    device = NVDevice.open(h100.os)
+    try:
+        first = device.alloc_memory(64 << 20, location="sysmem", cpu_access=False)
+        address = first.gpu_va
+        device.free_memory(first)
+        for _ in range(3):
+            again = device.alloc_memory(64 << 20, location="sysmem", cpu_access=False)
+            assert again.gpu_va == address
+            device.free_memory(again)
+        assert device_va.VA_START <= address < device_va.VA_END
+    finally:
+        device.close(strict=True)
+
+
+def test_an_exhausted_gpu_va_window_is_out_of_memory_and_frees_nothing_twice(h100, monkeypatch):
+    # bring-up takes four 2 MiB pages (two notifiers, two GPFIFO areas); four more stay
+    monkeypatch.setattr(device_va, "VA_END", device_va.VA_START + (16 << 20))
+    device = NVDevice.open(h100.os)
+    try:
+        held = device.alloc_memory(6 << 20, location="sysmem", cpu_access=False)
+        objects = len(device.rm.objects)
+        with pytest.raises(OutOfMemory, match="virtual addresses"):
+            device.alloc_memory(4 << 20, location="sysmem", cpu_access=False)
+        assert len(device.rm.objects) == objects  # refused before the RM allocated anything
+        device.free_memory(held)
+        device.free_memory(device.alloc_memory(8 << 20, location="sysmem", cpu_access=False))
+    finally:
+        device.close(strict=True)
