@@ -1,10 +1,11 @@
 """`python -m tools.fuzz`: fuzz the driver stack under the mock GPU for a time budget.
 
     python -m tools.fuzz [--minutes N] [--seed S] [--faults LIST] [--json] [--out DIR]
-                         [--targets LIST] [--shrink-seconds S] [--no-database]
+                         [--targets LIST] [--shrink-seconds S] [--no-database] [--machine amd|nv]
 
 Rounds run until the budget is spent, each with the next seed (S, S+1, ...): the driver state
-machine (tools.fuzz_model.DriverStateMachine) for a few examples, then every input target
+machine (tools.fuzz_model.DriverStateMachine on a mock Navi31, or with `--machine nv`
+tools.fuzz_model_nv.NVStateMachine on a mock H100) for a few examples, then every input target
 (tools.fuzz_inputs.TARGETS, or those `--targets` names) for a few hundred inputs, then, with
 `--faults` (a comma list of fault names, or "all"), the fault-injection cases of tools.fault_matrix
 for every operation. hypothesis runs with the round's seed, no deadline, and its example database
@@ -38,6 +39,9 @@ STATE_STEPS = 15  # rules per example
 INPUT_EXAMPLES = 150  # inputs per target per round
 SHRINK_SECONDS = 60.0
 FAULT_TIMEOUT_S = 0.5  # the driver's waits in a fault case (tools.fault_matrix DEFAULT_TIMEOUT_S)
+# --machine: the state machine's module and class for each kind of mock GPU
+MACHINES = {"amd": ("tools.fuzz_model", "DriverStateMachine"),
+            "nv": ("tools.fuzz_model_nv", "NVStateMachine")}
 
 
 @dataclasses.dataclass
@@ -163,9 +167,7 @@ def run_state_machine(seed: int, examples: int, steps: int, out: pathlib.Path,
                 what = _describe(leaf)[:200]
                 header = (f'"""Reproducer from python -m tools.fuzz --seed {seed}: {what}\n\n'
                           f'Run it from the checkout root: PYTHONPATH=. python <this file>."""\n'
-                          f"{fuzz_model.REPRODUCER_HEADER}\n")
-                header = header.replace("DriverStateMachine\n", f"{machine.__name__}\n") \
-                    if machine.__name__ != "DriverStateMachine" else header
+                          f"from {machine.__module__} import {machine.__name__}\n\n")
                 path = _save(out, "state", header + program)
             failures.append(Failure("state", machine.__name__, _describe(leaf), path))
         return failures
@@ -261,6 +263,8 @@ def run(minutes: float, seed: int | None = None, *, faults: list[str] | None = N
                        f"{', '.join(fuzz_inputs.TARGETS)}")
     result = Result(seed=seed, minutes=minutes, out=str(out_dir))
     result.notes = [f"{t.name}: {t.note}" for t in fuzz_inputs.TARGETS.values() if t.note]
+    if isinstance(machine, str):
+        machine = state_machine(machine)  # --machine's name
     machine = machine or fuzz_model.DriverStateMachine
     say = progress or (lambda text: None)
     deadline = time.monotonic() + minutes * 60
@@ -302,6 +306,12 @@ def run(minutes: float, seed: int | None = None, *, faults: list[str] | None = N
     return result
 
 
+def state_machine(kind: str):
+    """The state machine class `--machine kind` names (MACHINES)."""
+    module, name = MACHINES[kind]
+    return getattr(importlib.import_module(module), name)
+
+
 def format_result(result: Result) -> str:
     lines = [f"seed {result.seed}, {result.rounds} rounds in {result.minutes} min: {result.iterations} "
              f"iterations ({result.steps} state machine steps, "
@@ -327,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shrink-seconds", type=float, default=SHRINK_SECONDS,
                         help=f"bound on shrinking one failure (default {SHRINK_SECONDS:g})")
     parser.add_argument("--no-database", action="store_true", help="keep no hypothesis database")
+    parser.add_argument("--machine", choices=sorted(MACHINES), default="amd",
+                        help="the state machine's mock GPU: amd (Navi31, default) or nv (H100)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
@@ -341,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                      faults=args.faults.split(",") if args.faults else None,
                      targets=args.targets.split(",") if args.targets else None,
                      out=args.out, shrink_seconds=args.shrink_seconds,
-                     database=not args.no_database, progress=progress)
+                     database=not args.no_database, progress=progress,
+                     machine=args.machine)
     except HalError as exc:
         if args.json:
             print(json.dumps({"ok": False, "error": str(exc)}))

@@ -222,9 +222,7 @@ class DriverStateMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         type(self).runs += 1
-        self.factory = PersistentMock()
-        self.previous_factory = compute_device._mock_factory
-        compute_device.register_mock_factory(self.factory)
+        self.factory = self._install_factory()
         self.dev = None
         self.live: list[BufferModel] = []
         self.programs: dict[str, object] = {}
@@ -235,10 +233,20 @@ class DriverStateMachine(RuleBasedStateMachine):
                 self._open("cold")
         except BaseException:
             self.factory.dispose()  # hypothesis runs no teardown for a machine that never started
-            compute_device.register_mock_factory(self.previous_factory)
+            self._restore_factory()
             raise
 
     # -- internals -------------------------------------------------------------------------------
+    def _install_factory(self) -> PersistentMock:
+        """This run's mock-machine factory, registered with compute.device until teardown."""
+        factory = PersistentMock()
+        self.previous_factory = compute_device._mock_factory
+        compute_device.register_mock_factory(factory)
+        return factory
+
+    def _restore_factory(self) -> None:
+        compute_device.register_mock_factory(self.previous_factory)
+
     def _open(self, expected_boot: str | tuple[str, ...]) -> None:
         self.dev = compute_device.Device("mock:0", timeout_s=self.wait_timeout_s)
         self.opened += 1
@@ -552,7 +560,7 @@ class DriverStateMachine(RuleBasedStateMachine):
         finally:
             self.dev = None
             self.factory.dispose()
-            compute_device.register_mock_factory(self.previous_factory)
+            self._restore_factory()
 
 
 # a few short sequences by default; tools.fuzz and callers pass their own settings

@@ -380,6 +380,14 @@ class UVMFile(MockFile):
         self.mappings: dict[int, tuple[int, int, RMObject]] = {}  # base -> (length, offset, memory)
         self.channels: dict[tuple[int, int], tuple[int, int]] = {}  # (hClient, hChannel) -> (base, length)
 
+    def close(self) -> None:
+        # uvm.c uvm_release -> uvm_va_space.c uvm_va_space_destroy: the fd's VA space goes with it (its
+        # channels stopped and detached, every VA range destroyed, its GPUs unregistered), so the GPU
+        # translates nothing through it any more; this object stays as the record of what the
+        # process had left in it (tests read it)
+        if self in self.driver.uvm_spaces:
+            self.driver.uvm_spaces.remove(self)
+
     def ioctl(self, request: int, arg) -> int:
         handlers = {
             uvm.UVM_INITIALIZE: (uvm.UVM_INITIALIZE_PARAMS, self._initialize),

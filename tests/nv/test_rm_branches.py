@@ -131,9 +131,10 @@ def test_whole_rm_lifecycle_on_an_h200(nv_machine, branch):
     assert host.cpu.region.read(0, 3) == branch.encode()
     device.free_memory(vram)  # UVM_FREE: from 590 by base alone
     device.free_memory(host)
+    space = machine.driver.uvm_spaces[0]
     device.close(strict=True)  # UVM_UNREGISTER_CHANNEL: from 590 without the GPU's UUID
     assert machine.driver.rm.clients == {}
-    assert machine.driver.uvm_spaces[0].external_ranges == {}
+    assert space.external_ranges == {} and machine.driver.uvm_spaces == []
     assert machine.os.open_fds == []
 
 
