@@ -1,21 +1,23 @@
 """Stateful fuzzing of the NVIDIA backend: the driver state machine over a mock GPU behind the RM.
 
 `NVStateMachine` is tools.fuzz_model's `DriverStateMachine` on `compute.Device("mock:nv:<gpu>")`
-(H100 by default; `gpu_name`): the same allocations and frees, copies in, out and GPU to GPU,
-graph replays, signals across the compute and copy channels and the same numpy model
-(`BufferModel`), watchdog and invariant (the timeline never passes what was handed out). What
-differs is NVIDIA's:
+(H100 by default: `gpu_name`; `driver_version` is the mock driver's release): the same
+allocations and frees, copies in, out and GPU to GPU, graph replays, signals across the compute
+and copy channels and the same numpy model (`BufferModel`), watchdog and invariant (the timeline
+never passes what was handed out). What differs is NVIDIA's:
 
 - `launch` runs the CUDA library (compute/nv/kernels/prebuilt/*.fatbin, executed by the mock from
   their PTX) with any block size from 1 to 1024 threads (a CUDA block is not a multiple of a wave),
   and adds `histogram_u32` (atomics on shared and global memory, added to the bins there);
+- `signal_wait_64`: one queue waits for a 64-bit value the other writes later (NVIDIA's acquire
+  compares all 64 bits, AMD's the low 32);
 - `fault`: an injected robust-channel error (`inject("rc")`: the launch is a ChannelError naming
   ROBUST_CHANNEL_GR_EXCEPTION, raised again until `reset_compute_queue`) or MMU fault
   (`inject("mmu")`: ROBUST_CHANNEL_FIFO_ERROR_MMU_ERR_FLT), an injected hang (`inject("hang")` on a
   semaphore acquire: DeviceTimeout after a short wait) each followed by the reset, a reset of an
   idle group, a close then a reopen on the same machine, and a process exit without a close (the
-  kernel closes its descriptors) then a new owner. The model forgets what the lost work
-  (the faulting launch, a copy queued before it) would have written;
+  kernel closes its descriptors; with a launch left waiting) then a new owner. The model forgets
+  what the lost work (the faulting launch, a copy queued before it) would have written;
 - `misuse`: what the driver must refuse with a typed error before anything reaches the GPU (a
   ChannelError or a timeout there is a failure: the refusal came too late).
 
@@ -71,13 +73,14 @@ class NVPersistentMock(PersistentMock):
     """One mock NVIDIA machine for the whole run (tools.fuzz_model.PersistentMock): closing a
     Device keeps it, as a host keeps its GPU and its loaded kernel driver."""
 
-    def __init__(self, gpu: str) -> None:
+    def __init__(self, gpu: str, version: str | None = None) -> None:
         super().__init__()
         self.gpu_name = gpu
+        self.version = version
 
     def __call__(self, gpu: str | None = None):
         if self.mock is None:
-            self.mock = mock_machines.nvidia(gpu or self.gpu_name)
+            self.mock = mock_machines.nvidia(gpu or self.gpu_name, self.version)
         return _NVHandle(self.mock)
 
     @property
@@ -105,13 +108,14 @@ class NVStateMachine(DriverStateMachine):
     """Random use of a mock NVIDIA GPU through compute.Device, checked against numpy."""
 
     gpu_name = DEFAULT_GPU
+    driver_version: str | None = None  # the mock driver's release (default r535's; drivers.nv.abi)
     runs = 0
     steps = 0
     faults_injected = 0
 
     # -- internals -------------------------------------------------------------------------------
     def _install_factory(self) -> NVPersistentMock:
-        factory = NVPersistentMock(self.gpu_name)
+        factory = NVPersistentMock(self.gpu_name, self.driver_version)
         self.previous_factory = compute_device._mock_factories.get("nv")
         compute_device.register_mock_factory(factory, kind="nv")
         return factory
@@ -184,13 +188,15 @@ class NVStateMachine(DriverStateMachine):
     # -- faults and recovery ---------------------------------------------------------------------
     @precondition(lambda self: self.live)
     @rule(kind=st.sampled_from(FAULTS), slot=slots, src=slots, n=st.integers(1, MAX_WORDS),
-          queued_copy=st.booleans())
+          pending=st.booleans())
     @bounded
-    def fault(self, kind: str, slot: int, src: int, n: int, queued_copy: bool) -> None:
-        """Something goes wrong on the GPU, or the owner goes away, and the stack recovers."""
+    def fault(self, kind: str, slot: int, src: int, n: int, pending: bool) -> None:
+        """Something goes wrong on the GPU, or the owner goes away, and the stack recovers. With
+        `pending`, work is left queued first: a GPU copy before an injected channel error, a launch
+        waiting on a semaphore nobody releases before a process exit."""
         type(self).faults_injected += 1
         if kind in INJECTED:
-            self._channel_error_then_reset(kind, slot, src, n, queued_copy)
+            self._channel_error_then_reset(kind, slot, src, n, pending)
         elif kind == "hang_then_reset":
             self._hang_then_reset(slot, n)
         elif kind == "reset_compute_queue":
@@ -201,8 +207,24 @@ class NVStateMachine(DriverStateMachine):
             self.dev = None
             self._open()
         elif kind == "exit_then_reopen":
+            if pending:
+                self._leave_a_launch_waiting(slot, n)
             self._exit_without_close()
             self._open()
+
+    def _leave_a_launch_waiting(self, slot: int, n: int) -> None:
+        """A launch behind a semaphore nobody will release: the process exits with its channel
+        blocked (and the copy queue's next work ordered after it)."""
+        target = self._slot(slot)
+        n = min(n, target.count)
+        program = self._program("memset_u32")
+        never = self.dev.new_signal("fuzz: never released")
+        queue = self.dev.compute_queue
+        queue.wait(never, 1)
+        queue.exec(program.prepare((target.buffer, 0, n), n, 64, queue))
+        value = queue.submit()
+        if self.dev.timeline.value >= value:
+            raise ModelMismatch("a launch behind a wait for a signal holding 0 finished")
 
     def _exit_without_close(self) -> None:
         """What a process exit does: the kernel closes every descriptor the process held, in
@@ -211,7 +233,7 @@ class NVStateMachine(DriverStateMachine):
         uvm_release). Nothing of the process may stay behind in the kernel driver."""
         dev = self.dev
         self.dev = None
-        dev.closed = True
+        dev.closed = True  # nothing of this process runs again: its work is gone with it
         os = dev.backend.os
         for fd in os.open_fds:
             os.close(fd)
@@ -221,13 +243,13 @@ class NVStateMachine(DriverStateMachine):
                                 f"{len(driver.rm.clients)} RM client(s) and {len(driver.uvm_spaces)} "
                                 f"UVM VA space(s)")
 
-    def _channel_error_then_reset(self, kind: str, slot: int, src: int, n: int, queued_copy: bool) -> None:
-        """A launch faults (after a GPU copy queued without a wait, when `queued_copy`): the
+    def _channel_error_then_reset(self, kind: str, slot: int, src: int, n: int, pending: bool) -> None:
+        """A launch faults (after a GPU copy queued without a wait, when `pending`): the
         error names the injected code until the reset; the lost work's targets become unknown."""
         target = self._slot(slot)
         n = min(n, target.count)
         injection, name = INJECTED[kind]
-        if queued_copy:
+        if pending:
             source = self._slot(src)
             count = min(n, source.count)
             if source is not target:

@@ -45,7 +45,7 @@ def test_every_rule_fault_and_misuse_runs_against_the_model():
         for kind in fuzz_model_nv.MISUSES:
             state.misuse(kind=kind, slot=0)
         for kind in fuzz_model_nv.FAULTS:
-            state.fault(kind=kind, slot=1, src=0, n=500, queued_copy=True)
+            state.fault(kind=kind, slot=1, src=0, n=500, pending=True)
             state.alloc(words=64, host=False)
             state.copy_in(slot=0, start=0, count=64, seed=3, floats=False)
             for slot in range(len(state.live)):
@@ -60,7 +60,7 @@ def test_lost_work_is_forgotten_and_the_rest_still_checked():
     state = NVStateMachine()
     try:
         state.first_buffers(buffers=[(400, False), (400, False)], seed=1)
-        state.fault(kind="rc_then_reset", slot=1, src=0, n=100, queued_copy=True)
+        state.fault(kind="rc_then_reset", slot=1, src=0, n=100, pending=True)
         target = state.live[1]
         assert not target.known[:100].any() and target.known[100:].all()
         state.copy_out(slot=1)  # the words the lost launch never reached are still compared
@@ -93,7 +93,7 @@ def test_a_new_process_after_one_exited_without_closing_runs_kernels_and_copies(
     try:
         state.first_buffers(buffers=[(700, False), (300, True)], seed=5)
         state.launch(kernel="vector_add_i32", out=1, a=0, b=0, n=300, local_size=64, seed=1)
-        state.fault(kind="exit_then_reopen", slot=0, src=0, n=1, queued_copy=False)
+        state.fault(kind="exit_then_reopen", slot=0, src=0, n=1, pending=True)
         assert len(state.factory.mock.driver.uvm_spaces) == 1  # the new process's alone
         state.alloc(words=300, host=False)
         state.copy_in(slot=0, start=0, count=300, seed=2, floats=False)
@@ -218,7 +218,7 @@ def test_an_injected_fault_the_gpu_ignores_fails_the_fault_rule(monkeypatch, kin
     try:
         state.first_buffers(buffers=[(128, False)], seed=4)
         with pytest.raises(ModelMismatch, match="was not reported|finished"):
-            state.fault(kind=kind, slot=0, src=0, n=128, queued_copy=False)
+            state.fault(kind=kind, slot=0, src=0, n=128, pending=False)
     finally:
         state.teardown()
 
