@@ -50,6 +50,13 @@ class Buffer:
         self.handle = handle
         self.freed = False
 
+    def argument_address(self, what: str) -> int:
+        """The GPU address a kernel argument carries; a freed buffer is refused (its address went back
+        to the allocator and may belong to other memory by now)."""
+        if self.freed:
+            raise InvalidArgument(f"{what}: {self!r} was freed")
+        return self.gpu_address
+
     def _span(self, offset: int, size: int, what: str) -> None:
         if self.freed:
             raise InvalidArgument(f"{what} of a freed buffer")

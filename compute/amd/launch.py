@@ -230,7 +230,8 @@ class AMDProgram:
     def pack_arg(self, arg, value) -> bytes:
         """One explicit argument's bytes at its kernarg offset (`arg` from `explicit_args`)."""
         if arg.value_kind == "global_buffer":
-            address = value.gpu_address if isinstance(value, Buffer) else value
+            address = (value.argument_address(f"kernel {self.program.name!r} {arg.name}")
+                       if isinstance(value, Buffer) else value)
             if not isinstance(address, int):
                 raise InvalidArgument(f"argument {arg.name!r} takes a Buffer or a GPU address, "
                                       f"not {value!r}")

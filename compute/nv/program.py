@@ -133,10 +133,7 @@ class NVProgram:
 
     def pack_arg(self, arg: _Param, value) -> bytes:
         if isinstance(value, Buffer):
-            if value.freed:
-                # its GPU address goes back to the allocator and may belong to another buffer now
-                raise InvalidArgument(f"kernel {self.name!r} {arg.name}: {value!r} was freed")
-            value = value.gpu_address
+            value = value.argument_address(f"kernel {self.name!r} {arg.name}")
         if isinstance(value, float):
             if arg.size == 4:
                 return struct.pack("<f", value)

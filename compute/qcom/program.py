@@ -102,7 +102,8 @@ class QCOMProgram:
             if not isinstance(value, (Buffer, _NullBuffer)):
                 raise InvalidArgument(f"kernel {self.name!r}: argument for c{directive.const} is a "
                                       f"buffer, not {value!r}")
-            addresses[directive.const] = value.gpu_address
+            addresses[directive.const] = (value.argument_address(f"kernel {self.name!r} c{directive.const}")
+                                          if isinstance(value, Buffer) else value.gpu_address)
         values = {index: list(vector) for index, vector in self.kernel.consts.items()}
         for (index, component, default), value in zip(self.scalar_slots, args[len(buffers):]):
             if isinstance(default, float):
@@ -163,7 +164,8 @@ class QCOMProgram:
 
     def pack_arg(self, arg: "_Arg", value) -> bytes:
         if arg.value_kind == "buffer":
-            address = value.gpu_address if isinstance(value, Buffer) else value
+            address = (value.argument_address(f"kernel {self.name!r} {arg.name}")
+                       if isinstance(value, Buffer) else value)
             return int(address).to_bytes(8, "little")
         return dword_of(float(value) if arg.value_kind == "float" else int(value)).to_bytes(4, "little")
 

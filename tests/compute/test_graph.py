@@ -148,3 +148,18 @@ def test_replay_cost_does_not_grow_with_the_kernels_beyond_patch_writes(dev, mon
     assert fixed_10 == fixed_100  # no input changed: the same calls for 10 and 100 kernels
     # 90 more kernels using the input: exactly 90 more patch writes, nothing else
     assert (patched_100 - fixed_100) - (patched_10 - fixed_10) == 90 * per_write
+
+
+def test_a_freed_buffer_is_refused_as_a_kernel_argument(dev):
+    # its GPU address went back to the allocator: a launch with it could write other memory
+    add = dev.load(PREBUILT / "vector_add.co", "vector_add_f32")
+    a, b, c = (dev.allocate(4 * N) for _ in range(3))
+    a.free()
+    with pytest.raises(InvalidArgument, match="was freed"):
+        add(a, b, c, N, global_size=N, local_size=64, wait=True)
+    graph = Graph(dev)
+    x = graph.input("x")
+    graph.launch(add, x, b, c, N, global_size=N, local_size=64)
+    with pytest.raises(InvalidArgument, match="was freed"):
+        graph.replay(x=a)
+    graph.free()

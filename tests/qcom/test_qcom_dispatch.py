@@ -228,3 +228,11 @@ def test_a_graph_of_kernels_replays_with_patched_inputs(rig):
     np.testing.assert_array_equal(download(out, n, np.float32), 2 * second)
     np.testing.assert_array_equal(download(y, n, np.float32), 2 * first + 1 + 2 * second)
     graph.free()
+
+
+def test_a_freed_buffer_is_refused_as_a_kernel_argument(rig):
+    _, device = rig
+    a, b, out = (device.allocate(4 * 64) for _ in range(3))
+    a.free()
+    with pytest.raises(InvalidArgument, match="was freed"):
+        device.load(b"", "vector_add")(a, b, out, 64, global_size=64, wait=True)
