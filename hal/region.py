@@ -23,6 +23,7 @@ returned unchanged (no cost on the fast path).
 """
 from __future__ import annotations
 
+import struct
 from typing import Callable
 
 from hal.errors import DeviceLost, InvalidArgument, UnsupportedOperation
@@ -33,6 +34,18 @@ _BAD_OFFSET32 = (1 << 63) | 3
 _BAD_OFFSET64 = (1 << 63) | 7
 ALL_ONES32 = 0xFFFFFFFF  # what a PCIe read returns when no device answers (PCIe r5.0 sec 2.3.2)
 ALL_ONES64 = 0xFFFFFFFFFFFFFFFF
+WORD_MASK = 0xFFFFFFFF
+
+
+def pack_words(words: list[int]) -> bytes:
+    """`words` as little-endian 32-bit words in one struct call, for one write of a command stream
+    (an AMD ring, an NVIDIA pushbuffer); a word outside 32 bits keeps its low 32, as the hardware's
+    dword holds it."""
+    fmt = f"<{len(words)}I"
+    try:
+        return struct.pack(fmt, *words)
+    except struct.error:
+        return struct.pack(fmt, *[word & WORD_MASK for word in words])
 
 
 class Region:

@@ -36,7 +36,6 @@ again, since the new channel's engine object starts unbound.
 """
 from __future__ import annotations
 
-import struct
 from typing import TYPE_CHECKING
 
 from autogen.nv.r535 import classes as cl
@@ -44,6 +43,7 @@ from compute.queue import Queue, RingSpace
 from drivers.nv import gpfifo
 from drivers.nv.gpfifo import SUBCHANNEL_COMPUTE, SUBCHANNEL_COPY, incrementing
 from hal.errors import InvalidArgument
+from hal.region import pack_words
 
 if TYPE_CHECKING:
     from compute.device import Device
@@ -97,16 +97,6 @@ QMD_ADDRESS_SHIFT = 8  # clc6c0.h SEND_PCAS_A_QMD_ADDRESS_SHIFTED8
 # SET_SHADER_LOCAL_MEMORY_NON_THROTTLED_C_MAX_SM_COUNT (clc6c0.h, 8:0): the value tinygrad's ops_nv.py
 # NVComputeQueue.setup writes beside the per-TPC size; the header does not say what it bounds
 LOCAL_MEMORY_MAX_SM_COUNT = 0xFF
-
-
-def pack_words(words: list[int]) -> bytes:
-    """Method words as little-endian dwords in one struct call; a word past 32 bits keeps its low
-    32 (what the pushbuffer's dword holds)."""
-    fmt = f"<{len(words)}I"
-    try:
-        return struct.pack(fmt, *words)
-    except struct.error:
-        return struct.pack(fmt, *[word & WORD_MASK for word in words])
 
 
 class Indirect:

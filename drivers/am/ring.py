@@ -2,26 +2,16 @@
 one call, written at a byte position with wrap-around, then the commit (wptr shadow in memory,
 then the 64-bit doorbell), as amdgpu_ring_write / amdgpu_ring_commit and each block's set_wptr.
 
-What it owns: packing and placing the words and the commit order. It does not own the room check:
+What it owns: placing the words (packed by hal.region.pack_words) and the commit order. It does not own the room check:
 each block counts its ring in its own unit (SDMA in bytes, GC in dwords with one dword kept free),
 so the block checks room before calling `write_words`.
 """
 from __future__ import annotations
 
-import struct
+# packing: a word outside 32 bits keeps its low 32, as amdgpu_ring_write stores a u32
+from hal.region import pack_words
 
 DWORD = 4
-WORD_MASK = 0xFFFFFFFF
-
-
-def pack_words(words: list[int]) -> bytes:
-    """`words` as little-endian dwords, in one struct call; a word outside 32 bits is truncated to
-    its low 32 bits (as amdgpu_ring_write stores a u32)."""
-    fmt = f"<{len(words)}I"
-    try:
-        return struct.pack(fmt, *words)
-    except struct.error:
-        return struct.pack(fmt, *[word & WORD_MASK for word in words])
 
 
 def write_words(view, ring_bytes: int, position: int, words: list[int]) -> None:

@@ -4,9 +4,9 @@
 block's layout is the same in every branch), checks it against /proc/driver/nvidia/version where that
 file exists (a sandbox that proxies the device nodes may not show the host's procfs entry), refuses a
 branch without bindings and allocates the root client. On it: `card_info()`,
-`alloc(parent, cls, params)`, `control(obj, cmd, params)`, `free(obj)` (the RM frees the object's children with it), `map_to_cpu(device, memory, ...)` (an
-NV_ESC_RM_MAP_MEMORY on a fresh /dev/nvidiaN fd, then mmap of that fd), `register_fd`,
-`alloc_os_event`. `close()` frees what is left in reverse allocation order and reports leaks.
+`alloc(parent, cls, params)`, `control(obj, cmd, params)`, `free(obj)` (the RM frees the object's
+children with it), `map_to_cpu(device, memory, ...)` (an NV_ESC_RM_MAP_MEMORY on a fresh
+/dev/nvidiaN fd, then mmap of that fd), `register_fd`, `alloc_os_event`. `close()` frees what is left in reverse allocation order and reports leaks.
 
 Escapes are `_IOWR(NV_IOCTL_MAGIC, escape, size)` ioctls (kernel-open/common/inc/nv-ioctl-numbers.h);
 the RM's verdict comes back in the block's `status`, decoded to its name in `RMError`. Pointers inside

@@ -38,7 +38,8 @@ def test_environment_reads_the_version_from_the_rm_without_proc(nv_machine) -> N
 
 def test_environment_names_an_unsupported_branch(nv_machine) -> None:
     facts = nv_hw_check.environment(nv_machine(version="999.1").os)
-    assert (facts["proc_version"], facts["rm_version"], facts["branch_supported"]) == ("999.1", "999.1", False)
+    versions = (facts["proc_version"], facts["rm_version"], facts["branch_supported"])
+    assert versions == ("999.1", "999.1", False)
 
 
 def test_log_records_rm_escapes_with_their_status(nv_machine, tmp_path) -> None:
